@@ -1,0 +1,466 @@
+//! `component.toml` -> [`Config`].
+//!
+//! Unknown keys are refused (a typo must not silently fall back to a
+//! default); every default is a function; every error names the key and
+//! how to fix it. [`Config::from_toml`] needs no file, so tests parse every
+//! sample config.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use jid::{BareJid, Jid};
+use serde::Deserialize;
+
+use crate::core::devices::ClassDef;
+use crate::core::{CoreConfig, Limits, OwnerConfig, SubscriptionPolicy};
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    /// A value that parses but cannot work.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// The key, as written in the file.
+        key: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The whole `component.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: how to reach the XMPP server.
+    pub server: Server,
+    /// `[store]`: where state lives.
+    pub store: Store,
+    /// `[presence]`: aggregation tuning.
+    #[serde(default)]
+    pub presence: Presence,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: Log,
+    /// `[[classes]]`: replaces the default four classes when present.
+    #[serde(default = "default_classes")]
+    pub classes: Vec<ClassConfig>,
+    /// `[[owners]]`: provisioned owners.
+    #[serde(default)]
+    pub owners: Vec<Owner>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// The server's component port, an IP address and port.
+    pub address: SocketAddr,
+    /// The component's domain, as in the server's `Component` line.
+    pub domain: String,
+    /// XEP-0114 shared secret.
+    pub secret: String,
+    /// Seconds of silence before we check the link with a ping.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+}
+
+fn default_keepalive() -> u64 {
+    60
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    /// Directory of the sled database.
+    pub path: PathBuf,
+}
+
+/// `[presence]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Presence {
+    /// Device churn within this window reaches watchers as one change.
+    #[serde(default = "default_coalesce")]
+    pub coalesce_ms: u64,
+    /// After connecting, time for devices to answer our probes before the
+    /// first presence goes to watchers.
+    #[serde(default = "default_settle")]
+    pub settle_ms: u64,
+    /// Our XEP-0115 node.
+    #[serde(default = "default_caps_node")]
+    pub caps_node: String,
+}
+
+fn default_coalesce() -> u64 {
+    200
+}
+fn default_settle() -> u64 {
+    1000
+}
+fn default_caps_node() -> String {
+    "https://unified-presence.org/caps".into()
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence {
+            coalesce_ms: default_coalesce(),
+            settle_ms: default_settle(),
+            caps_node: default_caps_node(),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Live devices per owner.
+    #[serde(default = "default_devices")]
+    pub devices_per_owner: usize,
+    /// Watchers per owner.
+    #[serde(default = "default_watchers")]
+    pub watchers_per_owner: usize,
+    /// IQs awaiting an answer.
+    #[serde(default = "default_pending")]
+    pub pending_iqs: usize,
+    /// Seconds to wait for an IQ answer.
+    #[serde(default = "default_iq_timeout")]
+    pub iq_timeout_secs: u64,
+}
+
+fn default_devices() -> usize {
+    64
+}
+fn default_watchers() -> usize {
+    10_000
+}
+fn default_pending() -> usize {
+    10_000
+}
+fn default_iq_timeout() -> u64 {
+    30
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            devices_per_owner: default_devices(),
+            watchers_per_owner: default_watchers(),
+            pending_iqs: default_pending(),
+            iq_timeout_secs: default_iq_timeout(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// A `tracing` filter (`info`, `unified_presence=debug`); `RUST_LOG`
+    /// overrides it.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: default_level(),
+        }
+    }
+}
+
+/// `[[classes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    /// Class name and resource.
+    pub name: String,
+    /// Features a device must have; empty = every device.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Priority of the class presence.
+    pub priority: i8,
+    /// Calls of this class use XEP-0353.
+    #[serde(default)]
+    pub jmi: bool,
+}
+
+const JINGLE: &str = "urn:xmpp:jingle:1";
+const RTP: &str = "urn:xmpp:jingle:apps:rtp:1";
+const RTP_AUDIO: &str = "urn:xmpp:jingle:apps:rtp:audio";
+const ICE_UDP: &str = "urn:xmpp:jingle:transports:ice-udp:1";
+const RTP_VIDEO: &str = "urn:xmpp:jingle:apps:rtp:video";
+const FT5: &str = "urn:xmpp:jingle:apps:file-transfer:5";
+
+/// DESIGN.md section 3, the default mapping. Chat has the highest
+/// priority so that bare-JID routing picks it.
+pub fn default_classes() -> Vec<ClassConfig> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    vec![
+        ClassConfig {
+            name: "chat".into(),
+            features: vec![],
+            priority: 10,
+            jmi: false,
+        },
+        ClassConfig {
+            name: "audio".into(),
+            features: s(&[JINGLE, RTP, RTP_AUDIO, ICE_UDP]),
+            priority: 5,
+            jmi: true,
+        },
+        ClassConfig {
+            name: "video".into(),
+            features: s(&[JINGLE, RTP, RTP_AUDIO, ICE_UDP, RTP_VIDEO]),
+            priority: 4,
+            jmi: true,
+        },
+        ClassConfig {
+            name: "files".into(),
+            features: s(&[JINGLE, FT5]),
+            priority: 1,
+            jmi: false,
+        },
+    ]
+}
+
+/// `[[owners]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    /// Localpart of the virtual JID.
+    pub name: String,
+    /// Real accounts (bare JIDs) that are hers.
+    pub accounts: Vec<String>,
+    /// `ask` (default) or `open`.
+    #[serde(default)]
+    pub subscription: SubscriptionPolicy,
+    /// JIDs or domains approved without asking.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// JIDs or domains that get nothing.
+    #[serde(default)]
+    pub blocked: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let domain = &self.server.domain;
+        match Jid::new(domain) {
+            Ok(j) if j.node().is_none() && j.resource().is_none() && j.as_str() == domain => {}
+            _ => {
+                return Err(invalid(
+                    "server.domain",
+                    format!(
+                        "{domain:?} is not a lowercase domain name like \"unified.example.org\""
+                    ),
+                ))
+            }
+        }
+        if self.server.secret.is_empty() {
+            return Err(invalid(
+                "server.secret",
+                "is empty: set the component_secret of the server's Component block",
+            ));
+        }
+        if self.classes.is_empty() || self.classes.len() > 32 {
+            return Err(invalid("classes", "between 1 and 32 classes are needed"));
+        }
+        let mut names = HashSet::new();
+        for (i, c) in self.classes.iter().enumerate() {
+            let ok = !c.name.is_empty()
+                && c.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+            if !ok || !names.insert(c.name.as_str()) {
+                return Err(invalid(
+                    format!("classes[{i}].name"),
+                    format!(
+                        "{:?} must be unique and made of letters, digits, - or _",
+                        c.name
+                    ),
+                ));
+            }
+        }
+        let mut owners = HashSet::new();
+        let mut accounts = HashSet::new();
+        for (i, o) in self.owners.iter().enumerate() {
+            let ok = !o.name.is_empty()
+                && o.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+                && BareJid::new(&format!("{}@{domain}", o.name)).is_ok();
+            if !ok {
+                return Err(invalid(
+                    format!("owners[{i}].name"),
+                    format!(
+                        "{:?} must be a lowercase localpart (a-z, 0-9, . _ -)",
+                        o.name
+                    ),
+                ));
+            }
+            if !owners.insert(o.name.as_str()) {
+                return Err(invalid(
+                    format!("owners[{i}].name"),
+                    format!("{:?} is provisioned twice", o.name),
+                ));
+            }
+            if o.accounts.is_empty() {
+                return Err(invalid(
+                    format!("owners[{i}].accounts"),
+                    "list at least one real account, like [\"alice@example.org\"]",
+                ));
+            }
+            for a in &o.accounts {
+                let jid = BareJid::new(a).map_err(|e| {
+                    invalid(
+                        format!("owners[{i}].accounts"),
+                        format!("{a:?} is not a bare JID: {e}"),
+                    )
+                })?;
+                if jid.node().is_none() || jid.domain().as_str() == domain {
+                    return Err(invalid(
+                        format!("owners[{i}].accounts"),
+                        format!("{a:?} must be a real account (user@server), not on {domain}"),
+                    ));
+                }
+                if !accounts.insert(jid) {
+                    return Err(invalid(
+                        format!("owners[{i}].accounts"),
+                        format!("{a:?} is linked to two owners"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The core's view of this configuration.
+    pub fn core_config(&self, seed: u64) -> CoreConfig {
+        CoreConfig {
+            domain: self.server.domain.clone(),
+            caps_node: self.presence.caps_node.clone(),
+            classes: self
+                .classes
+                .iter()
+                .map(|c| ClassDef::new(&c.name, c.features.clone(), c.priority, c.jmi))
+                .collect(),
+            owners: self
+                .owners
+                .iter()
+                .map(|o| OwnerConfig {
+                    name: o.name.clone(),
+                    // Invariant: validate() parsed every account.
+                    accounts: o
+                        .accounts
+                        .iter()
+                        .filter_map(|a| BareJid::new(a).ok())
+                        .collect(),
+                    subscription: o.subscription,
+                    allow: o.allow.clone(),
+                    blocked: o.blocked.clone(),
+                })
+                .collect(),
+            coalesce_ms: self.presence.coalesce_ms,
+            settle_ms: self.presence.settle_ms,
+            iq_timeout_ms: self.limits.iq_timeout_secs.saturating_mul(1000),
+            limits: Limits {
+                devices_per_owner: self.limits.devices_per_owner,
+                watchers_per_owner: self.limits.watchers_per_owner,
+                pending_iqs: self.limits.pending_iqs,
+            },
+            seed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [server]
+        address = "127.0.0.1:5347"
+        domain = "unified.localhost"
+        secret = "s3cret"
+        [store]
+        path = "/tmp/x"
+        [[owners]]
+        name = "alice"
+        accounts = ["alice@localhost"]
+    "#;
+
+    #[test]
+    fn the_sample_config_parses() {
+        let text = include_str!("../component.toml");
+        let cfg = Config::from_toml(text).unwrap();
+        assert_eq!(cfg.owners[0].name, "alice");
+    }
+
+    #[test]
+    fn defaults_give_the_four_classes_and_ask() {
+        let cfg = Config::from_toml(MINIMAL).unwrap();
+        let names: Vec<_> = cfg.classes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["chat", "audio", "video", "files"]);
+        assert_eq!(cfg.owners[0].subscription, SubscriptionPolicy::Ask);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let text = MINIMAL.replace("secret = ", "secrett = \"x\"\nsecret = ");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("secrett"), "{err}");
+    }
+
+    #[test]
+    fn an_account_on_our_domain_is_refused() {
+        let text = MINIMAL.replace("alice@localhost", "alice@unified.localhost");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.starts_with("owners[0].accounts"), "{err}");
+    }
+}

@@ -1,0 +1,139 @@
+//! The XEP-0114 stream to the XMPP server: connect, handshake, and a
+//! stream of raw elements both ways.
+//!
+//! Built on tokio-xmpp's low-level `xmlstream` with `minidom::Element` as
+//! the item type, so that a stanza xmpp-parsers would refuse still reaches
+//! the core (which answers it with an error) instead of ending the read
+//! loop, and relayed payloads keep every child.
+
+use std::net::SocketAddr;
+
+use futures::{SinkExt, StreamExt};
+use minidom::Element;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
+
+use xmpp_parsers::component::Handshake;
+
+use crate::core::stanza::ns;
+
+/// RFC 6120 stream namespace (stream errors).
+pub const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
+const STREAM_ERRORS_NS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+
+/// The element stream to the server.
+pub type Stream = XmlStream<BufStream<TcpStream>, Element>;
+
+/// Why connecting failed, worded for the admin who has to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP or stream setup failed.
+    #[error("cannot reach the server's component port at {addr}: {source} (is the server running, and is server.address its component_ports/component_interfaces?)")]
+    Unreachable {
+        /// Where we tried.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server refused our secret.
+    #[error("the server refused the secret for {domain} (not-authorized): server.secret must equal component_secret in the server's Component block")]
+    NotAuthorized {
+        /// Our domain.
+        domain: String,
+    },
+    /// The server has no component for our domain.
+    #[error("the server does not know {domain} (host-unknown): add `Component \"{domain}\"` to its config")]
+    HostUnknown {
+        /// Our domain.
+        domain: String,
+    },
+    /// Another connection holds our domain.
+    #[error("another instance is connected as {domain} (conflict): stop it, or wait until the server drops it")]
+    Conflict {
+        /// Our domain.
+        domain: String,
+    },
+    /// Another stream error, or the stream closed.
+    #[error("the server closed the stream during the handshake: {0}")]
+    Closed(String),
+}
+
+/// The condition of a stream error element, if `el` is one.
+pub fn stream_error_condition(el: &Element) -> Option<String> {
+    if !el.is("error", STREAMS_NS) {
+        return None;
+    }
+    Some(
+        el.children()
+            .find(|c| c.has_ns(STREAM_ERRORS_NS) && c.name() != "text")
+            .map_or_else(|| "undefined-condition".to_owned(), |c| c.name().to_owned()),
+    )
+}
+
+/// Connects and authenticates as `domain` (XEP-0114 §3).
+pub async fn connect(
+    addr: SocketAddr,
+    domain: &str,
+    secret: &str,
+    timeouts: Timeouts,
+) -> Result<Stream, ConnectError> {
+    let unreachable = |source| ConnectError::Unreachable { addr, source };
+    let tcp = TcpStream::connect(addr).await.map_err(unreachable)?;
+    tcp.set_nodelay(true).map_err(unreachable)?;
+    let header = StreamHeader {
+        to: Some(domain.to_owned().into()),
+        ..StreamHeader::default()
+    };
+    let mut pending = initiate_stream(BufStream::new(tcp), ns::COMPONENT, header, timeouts)
+        .await
+        .map_err(unreachable)?;
+    let stream_id = pending.take_header().id.map(|id| id.into_owned());
+    let mut stream: Stream = pending.skip_features();
+    let Some(stream_id) = stream_id else {
+        // Prosody answers an unknown domain with a header without id and
+        // then a stream error: read it to say which.
+        return Err(read_refusal(&mut stream, domain).await);
+    };
+    let handshake: Element = Handshake::from_stream_id_and_password(stream_id, secret).into();
+    stream.send(&handshake).await.map_err(unreachable)?;
+    loop {
+        match stream.next().await {
+            Some(Ok(el)) if el.is("handshake", ns::COMPONENT) => return Ok(stream),
+            Some(Ok(el)) => return Err(refusal(&el, domain)),
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            Some(Err(e)) => return Err(ConnectError::Closed(e.to_string())),
+            None => return Err(ConnectError::Closed("end of stream".into())),
+        }
+    }
+}
+
+async fn read_refusal(stream: &mut Stream, domain: &str) -> ConnectError {
+    match stream.next().await {
+        Some(Ok(el)) => refusal(&el, domain),
+        Some(Err(e)) => ConnectError::Closed(e.to_string()),
+        None => ConnectError::Closed("no stream id".into()),
+    }
+}
+
+fn refusal(el: &Element, domain: &str) -> ConnectError {
+    let domain = domain.to_owned();
+    match stream_error_condition(el).as_deref() {
+        Some("not-authorized") => ConnectError::NotAuthorized { domain },
+        Some("host-unknown") => ConnectError::HostUnknown { domain },
+        Some("conflict") => ConnectError::Conflict { domain },
+        Some(other) => ConnectError::Closed(other.to_owned()),
+        None => ConnectError::Closed(format!("unexpected <{}/>", el.name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_error_conditions_are_read() {
+        let el: Element = "<error xmlns='http://etherx.jabber.org/streams'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></error>".parse().unwrap();
+        assert_eq!(stream_error_condition(&el).as_deref(), Some("conflict"));
+    }
+}

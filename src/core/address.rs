@@ -1,0 +1,327 @@
+//! Addresses on the component's domain, and the privacy guard.
+//!
+//! Owns the mapping between remote parties and their proxy JIDs (XEP-0106
+//! escaping of a bare JID into the localpart), and [`Secrets`]: the index of
+//! everything that must never leave the component towards anyone but the
+//! owner's own accounts (DESIGN.md section 1): real bare JIDs, device
+//! resource names and device caps nodes. Every stanza the core emits passes
+//! [`Secrets::leak_in`]; builders also use [`Secrets::names_secret`] to keep
+//! device-provided text (a status message) from carrying a secret at all.
+
+use std::collections::HashMap;
+
+use jid::{BareJid, Jid};
+use minidom::Element;
+
+/// XEP-0106 §3.2: the characters escaped in a localpart, with their codes.
+const ESCAPES: [(char, &str); 10] = [
+    (' ', "20"),
+    ('"', "22"),
+    ('&', "26"),
+    ('\'', "27"),
+    ('/', "2f"),
+    (':', "3a"),
+    ('<', "3c"),
+    ('>', "3e"),
+    ('@', "40"),
+    ('\\', "5c"),
+];
+
+fn is_escape_code(s: &str) -> bool {
+    s.len() >= 2
+        && ESCAPES
+            .iter()
+            .any(|(_, code)| s[..2].eq_ignore_ascii_case(code))
+}
+
+/// XEP-0106 escaping of a string into a localpart.
+pub fn escape_node(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() + 4);
+    for (i, c) in raw.char_indices() {
+        // XEP-0106 §4.2: a backslash is escaped only where it would otherwise
+        // start an escape sequence.
+        if c == '\\' && !is_escape_code(&raw[i + 1..]) {
+            out.push(c);
+            continue;
+        }
+        match ESCAPES.iter().find(|(e, _)| *e == c) {
+            Some((_, code)) => {
+                out.push('\\');
+                out.push_str(code);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// XEP-0106 unescaping of a localpart.
+pub fn unescape_node(node: &str) -> String {
+    let mut out = String::with_capacity(node.len());
+    let mut rest = node;
+    while let Some(pos) = rest.find('\\') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        let decoded = after.get(..2).and_then(|code| {
+            ESCAPES
+                .iter()
+                .find(|(_, c)| c.eq_ignore_ascii_case(code))
+                .map(|(ch, _)| *ch)
+        });
+        match decoded {
+            Some(ch) => {
+                out.push(ch);
+                rest = &after[2..];
+            }
+            None => {
+                out.push('\\');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The proxy JID that stands for `remote` on `domain`: `bob\40example.org@D`.
+pub fn proxy_jid(remote: &BareJid, domain: &str) -> Option<BareJid> {
+    BareJid::new(&format!("{}@{}", escape_node(remote.as_str()), domain)).ok()
+}
+
+/// The remote bare JID a proxy localpart stands for, if it is one.
+pub fn proxied_remote(node: &str) -> Option<BareJid> {
+    let raw = unescape_node(node);
+    if !raw.contains('@') {
+        return None;
+    }
+    BareJid::new(&raw).ok()
+}
+
+/// What kind of secret a string is, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// An owner's real account (bare JID).
+    Account,
+    /// A device's resource name.
+    Resource,
+    /// A device's XEP-0115 caps node.
+    CapsNode,
+}
+
+/// A secret found in a stanza bound for someone who may not see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leak {
+    /// What was found.
+    pub kind: SecretKind,
+    /// The secret itself (for the log line of the bug that caused it).
+    pub secret: String,
+}
+
+/// Index of every owner's secrets. Keys map to the owners (by index) they
+/// belong to, with a reference count for resources and nodes that several
+/// devices share.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    accounts: HashMap<BareJid, usize>,
+    resources: HashMap<String, HashMap<usize, u32>>,
+    nodes: HashMap<String, HashMap<usize, u32>>,
+}
+
+fn add_ref(map: &mut HashMap<String, HashMap<usize, u32>>, key: &str, owner: usize) {
+    *map.entry(key.to_owned())
+        .or_default()
+        .entry(owner)
+        .or_insert(0) += 1;
+}
+
+fn del_ref(map: &mut HashMap<String, HashMap<usize, u32>>, key: &str, owner: usize) {
+    if let Some(owners) = map.get_mut(key) {
+        if let Some(n) = owners.get_mut(&owner) {
+            *n -= 1;
+            if *n == 0 {
+                owners.remove(&owner);
+            }
+        }
+        if owners.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Secrets {
+    /// Registers a real account of `owner`.
+    pub fn add_account(&mut self, account: BareJid, owner: usize) {
+        self.accounts.insert(account, owner);
+    }
+
+    /// Registers a live device resource of `owner`.
+    pub fn add_resource(&mut self, resource: &str, owner: usize) {
+        add_ref(&mut self.resources, resource, owner);
+    }
+
+    /// Forgets one live device resource of `owner`.
+    pub fn del_resource(&mut self, resource: &str, owner: usize) {
+        del_ref(&mut self.resources, resource, owner);
+    }
+
+    /// Registers a device caps node of `owner`.
+    pub fn add_node(&mut self, node: &str, owner: usize) {
+        add_ref(&mut self.nodes, node, owner);
+    }
+
+    /// Forgets one device caps node of `owner`.
+    pub fn del_node(&mut self, node: &str, owner: usize) {
+        del_ref(&mut self.nodes, node, owner);
+    }
+
+    /// The owner whose real account `jid` is.
+    pub fn account_owner(&self, jid: &BareJid) -> Option<usize> {
+        self.accounts.get(jid).copied()
+    }
+
+    /// Whether `text` names a secret of any owner other than `reader` (the
+    /// owner whose own account will read it, if any).
+    pub fn names_secret(&self, text: &str, reader: Option<usize>) -> Option<Leak> {
+        let foreign = |owners: Option<&HashMap<usize, u32>>| {
+            owners.is_some_and(|o| o.keys().any(|k| Some(*k) != reader))
+        };
+        for token in text.split(|c: char| c.is_whitespace() || "<>\"'(),;[]{}".contains(c)) {
+            if token.is_empty() {
+                continue;
+            }
+            if token.contains('@') {
+                let candidate = token.trim_start_matches("xmpp:");
+                if let Ok(jid) = Jid::new(candidate) {
+                    let bare = jid.to_bare();
+                    if let Some(owner) = self.accounts.get(&bare) {
+                        if Some(*owner) != reader {
+                            return Some(Leak {
+                                kind: SecretKind::Account,
+                                secret: bare.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            if foreign(self.resources.get(token)) {
+                return Some(Leak {
+                    kind: SecretKind::Resource,
+                    secret: token.to_owned(),
+                });
+            }
+            let node = token.split('#').next().unwrap_or(token);
+            if foreign(self.nodes.get(node)) {
+                return Some(Leak {
+                    kind: SecretKind::CapsNode,
+                    secret: node.to_owned(),
+                });
+            }
+        }
+        None
+    }
+
+    /// The privacy guard: the first secret found anywhere in `stanza`
+    /// (attributes other than `to`/`from`, and text) that its recipient may
+    /// not see. `from` is ours by construction (checked by the caller);
+    /// `to` is the recipient's own address.
+    pub fn leak_in(&self, stanza: &Element) -> Option<Leak> {
+        let reader = stanza
+            .attr("to")
+            .and_then(|to| Jid::new(to).ok())
+            .and_then(|to| self.account_owner(&to.to_bare()));
+        self.leak_in_element(stanza, reader, true)
+    }
+
+    fn leak_in_element(&self, el: &Element, reader: Option<usize>, top: bool) -> Option<Leak> {
+        for (name, value) in el.attrs().iter().map(|((_, n), v)| (n.as_str(), v)) {
+            if top && (name == "to" || name == "from") {
+                continue;
+            }
+            if let Some(leak) = self.names_secret(value, reader) {
+                return Some(leak);
+            }
+        }
+        // Enumerated values (`<show>chat</show>`, a priority) are ours.
+        let enumerated = matches!(el.name(), "show" | "priority");
+        if !enumerated {
+            for text in el.texts() {
+                if let Some(leak) = self.names_secret(text, reader) {
+                    return Some(leak);
+                }
+            }
+        }
+        el.children()
+            .find_map(|child| self.leak_in_element(child, reader, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xep0106_round_trip() {
+        let cases = [
+            ("bob@example.org", r"bob\40example.org"),
+            ("d'artagnan@gascon.fr", r"d\27artagnan\40gascon.fr"),
+            (r"c:\net@example.com", r"c\3a\net\40example.com"),
+            (r"c:\5commas@x", r"c\3a\5c5commas\40x"),
+        ];
+        for (raw, escaped) in cases {
+            assert_eq!(escape_node(raw), escaped);
+            assert_eq!(unescape_node(escaped), raw);
+        }
+    }
+
+    #[test]
+    fn proxy_jid_round_trip() {
+        let bob = BareJid::new("bob@localhost").unwrap();
+        let proxy = proxy_jid(&bob, "unified.localhost").unwrap();
+        assert_eq!(proxy.as_str(), r"bob\40localhost@unified.localhost");
+        assert_eq!(proxied_remote(proxy.node().unwrap().as_str()), Some(bob));
+        assert_eq!(proxied_remote("alice"), None);
+    }
+
+    fn secrets() -> Secrets {
+        let mut s = Secrets::default();
+        s.add_account(BareJid::new("alice@localhost").unwrap(), 0);
+        s.add_resource("phone", 0);
+        s.add_node("https://conversations.im", 0);
+        s
+    }
+
+    #[test]
+    fn guard_finds_each_kind_of_secret() {
+        let s = secrets();
+        let leaky = [
+            "<presence xmlns='jabber:component:accept' to='bob@localhost'><status>alice@localhost/phone</status></presence>",
+            "<presence xmlns='jabber:component:accept' to='bob@localhost'><status>on my phone</status></presence>",
+            "<presence xmlns='jabber:component:accept' to='bob@localhost'><c xmlns='http://jabber.org/protocol/caps' node='https://conversations.im' ver='x'/></presence>",
+            "<iq xmlns='jabber:component:accept' to='bob@localhost'><query xmlns='q' node='https://conversations.im#abc'/></iq>",
+            "<message xmlns='jabber:component:accept' to='bob@localhost'><body>write to xmpp:Alice@LocalHost</body></message>",
+        ];
+        for xml in leaky {
+            let el: Element = xml.parse().unwrap();
+            assert!(s.leak_in(&el).is_some(), "{xml}");
+        }
+    }
+
+    #[test]
+    fn guard_lets_the_owner_see_her_own_devices_and_others_see_clean_stanzas() {
+        let s = secrets();
+        let own: Element = "<presence xmlns='jabber:component:accept' to='alice@localhost/laptop'><status>phone</status></presence>".parse().unwrap();
+        assert_eq!(s.leak_in(&own), None);
+        let clean: Element = "<presence xmlns='jabber:component:accept' from='alice@unified.localhost/chat' to='bob@localhost/phone'><show>away</show><status>Lunch</status></presence>".parse().unwrap();
+        assert_eq!(s.leak_in(&clean), None);
+    }
+
+    #[test]
+    fn forgotten_resources_are_no_longer_secret() {
+        let mut s = secrets();
+        s.add_resource("phone", 0);
+        s.del_resource("phone", 0);
+        assert!(s.names_secret("phone", None).is_some());
+        s.del_resource("phone", 0);
+        assert!(s.names_secret("phone", None).is_none());
+    }
+}

@@ -1,0 +1,428 @@
+//! Live devices, their presence state, and service classes from features.
+//!
+//! Owns the parsing of a device's presence into [`Device`], XEP-0115
+//! verification strings (to check a device's caps and to compute our own),
+//! and [`ClassDef`]: which features make a device qualify for a class.
+//! Pure data and functions; the core decides when to ask a device for its
+//! features and what to cache.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset};
+use minidom::Element;
+use sha1::{Digest, Sha1};
+
+use super::stanza::ns;
+
+/// XMPP `<show/>` values plus plain "available", ordered from most to least
+/// available (DESIGN.md section 3: chat > none > away > xa > dnd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Show {
+    /// `<show>chat</show>`: free for chat.
+    Chat,
+    /// No `<show/>`: available.
+    Online,
+    /// `<show>away</show>`.
+    Away,
+    /// `<show>xa</show>`: extended away.
+    Xa,
+    /// `<show>dnd</show>`: do not disturb.
+    Dnd,
+}
+
+impl Show {
+    /// RFC 6121 §4.7.2.1: the `<show/>` text, `None` for plain available.
+    pub fn as_xml(self) -> Option<&'static str> {
+        match self {
+            Show::Chat => Some("chat"),
+            Show::Online => None,
+            Show::Away => Some("away"),
+            Show::Xa => Some("xa"),
+            Show::Dnd => Some("dnd"),
+        }
+    }
+
+    /// Parses `<show/>` text; `None` for a value RFC 6121 does not allow.
+    pub fn from_xml(text: &str) -> Option<Show> {
+        match text.trim() {
+            "chat" => Some(Show::Chat),
+            "away" => Some(Show::Away),
+            "xa" => Some(Show::Xa),
+            "dnd" => Some(Show::Dnd),
+            _ => None,
+        }
+    }
+}
+
+/// A device's XEP-0115 caps as announced in its presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caps {
+    /// The software's node URI (a secret towards watchers).
+    pub node: String,
+    /// The verification string.
+    pub ver: String,
+    /// The hash algorithm name (`sha-1` is the one we verify).
+    pub hash: String,
+}
+
+/// What is known of a device's disco#info features.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Features {
+    /// Not learned yet: the device counts as chat-only (DESIGN.md section 2).
+    Unknown,
+    /// Learned from caps or disco#info.
+    Known(Arc<BTreeSet<String>>),
+}
+
+/// One available resource of a linked account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Its availability.
+    pub show: Show,
+    /// Its status text, as sent.
+    pub status: Option<String>,
+    /// Its RFC 6121 priority.
+    pub priority: i8,
+    /// XEP-0319: idle since, when the device says so.
+    pub idle_since: Option<DateTime<FixedOffset>>,
+    /// XEP-0115 caps, if announced.
+    pub caps: Option<Caps>,
+    /// Its features, once known.
+    pub features: Features,
+    /// Bit `i` set: qualifies for class `i` of the configured classes.
+    pub classes: u32,
+}
+
+/// Why a device's available presence was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PresenceError {
+    /// `<show/>` with a value RFC 6121 §4.7.2.1 does not define.
+    #[error("invalid <show/> value")]
+    BadShow,
+    /// `<priority/>` that is not an integer in -128..=127 (RFC 6121 §4.7.2.3).
+    #[error("invalid <priority/> value")]
+    BadPriority,
+}
+
+impl Device {
+    /// Reads a device's available presence (RFC 6121 §4.7, XEP-0115,
+    /// XEP-0319). Features start unknown; the caller fills them in.
+    pub fn from_presence(presence: &Element) -> Result<Device, PresenceError> {
+        let show = match presence.get_child("show", ns::COMPONENT) {
+            None => Show::Online,
+            Some(s) => Show::from_xml(&s.text()).ok_or(PresenceError::BadShow)?,
+        };
+        let status = presence
+            .get_child("status", ns::COMPONENT)
+            .map(|s| s.text())
+            .filter(|s| !s.trim().is_empty());
+        let priority = match presence.get_child("priority", ns::COMPONENT) {
+            None => 0,
+            Some(p) => p
+                .text()
+                .trim()
+                .parse::<i8>()
+                .map_err(|_| PresenceError::BadPriority)?,
+        };
+        // A bad idle date is the device's own business: ignore it rather than
+        // refuse the whole presence.
+        let idle_since = presence
+            .get_child("idle", ns::IDLE)
+            .and_then(|i| i.attr("since"))
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+        let caps = presence.get_child("c", ns::CAPS).and_then(|c| {
+            Some(Caps {
+                node: c.attr("node")?.to_owned(),
+                ver: c.attr("ver")?.to_owned(),
+                hash: c.attr("hash")?.to_owned(),
+            })
+        });
+        Ok(Device {
+            show,
+            status,
+            priority,
+            idle_since,
+            caps,
+            features: Features::Unknown,
+            classes: 0,
+        })
+    }
+}
+
+/// One configured service class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassDef {
+    /// Its name, also the class resource (`alice@D/<name>`).
+    pub name: String,
+    /// Features a device must all have to qualify; empty = every device.
+    pub requires: Vec<String>,
+    /// The priority of the class presence.
+    pub priority: i8,
+    /// Whether calls of this class go through XEP-0353.
+    pub jmi: bool,
+    /// What disco#info on the class resource answers (sorted, deduplicated).
+    pub features: BTreeSet<String>,
+    /// XEP-0115 ver of [`ClassDef::features`] with our identity.
+    pub ver: String,
+}
+
+/// XEP-0353 namespace, advertised by call classes.
+pub const JMI: &str = "urn:xmpp:jingle-message:0";
+
+impl ClassDef {
+    /// A class from its name, required features, priority and JMI flag.
+    pub fn new(name: &str, requires: Vec<String>, priority: i8, jmi: bool) -> ClassDef {
+        let mut features: BTreeSet<String> = requires.iter().cloned().collect();
+        features.insert(ns::DISCO_INFO.to_owned());
+        features.insert(ns::CAPS.to_owned());
+        if jmi {
+            features.insert(JMI.to_owned());
+        }
+        let ver = caps_hash(&verification_string(&[our_identity()], &features, &[]));
+        ClassDef {
+            name: name.to_owned(),
+            requires,
+            priority,
+            jmi,
+            features,
+            ver,
+        }
+    }
+
+    /// Whether a device with these features qualifies.
+    pub fn qualifies(&self, features: &Features) -> bool {
+        match features {
+            Features::Unknown => self.requires.is_empty(),
+            Features::Known(f) => self.requires.iter().all(|r| f.contains(r)),
+        }
+    }
+}
+
+/// The class bit set for a device's features.
+pub fn classes_of(classes: &[ClassDef], features: &Features) -> u32 {
+    classes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.qualifies(features))
+        .fold(0, |acc, (i, _)| acc | (1 << i))
+}
+
+/// A disco identity: category, type, xml:lang, name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Identity {
+    /// `category`.
+    pub category: String,
+    /// `type`.
+    pub kind: String,
+    /// `xml:lang`, empty when absent.
+    pub lang: String,
+    /// `name`, empty when absent.
+    pub name: String,
+}
+
+/// The identity of every class resource.
+pub fn our_identity() -> Identity {
+    Identity {
+        category: "client".into(),
+        kind: "pc".into(),
+        lang: String::new(),
+        name: "unified-presence".into(),
+    }
+}
+
+/// One XEP-0004 form of extended disco info: FORM_TYPE and (var, values).
+pub type ExtForm = (String, Vec<(String, Vec<String>)>);
+
+/// XEP-0115 §5.1 verification string. Forms and fields are sorted here
+/// (xmpp-parsers' `compute_disco` does not sort fields by `var`).
+pub fn verification_string(
+    identities: &[Identity],
+    features: &BTreeSet<String>,
+    forms: &[ExtForm],
+) -> String {
+    let mut s = String::new();
+    let mut ids: Vec<&Identity> = identities.iter().collect();
+    ids.sort();
+    for i in ids {
+        s.push_str(&format!("{}/{}/{}/{}<", i.category, i.kind, i.lang, i.name));
+    }
+    for f in features {
+        s.push_str(f);
+        s.push('<');
+    }
+    let mut forms: Vec<&ExtForm> = forms.iter().collect();
+    forms.sort_by(|a, b| a.0.cmp(&b.0));
+    for (form_type, fields) in forms {
+        s.push_str(form_type);
+        s.push('<');
+        let mut fields: Vec<&(String, Vec<String>)> = fields.iter().collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        for (var, values) in fields {
+            s.push_str(var);
+            s.push('<');
+            let mut values = values.clone();
+            values.sort();
+            for v in values {
+                s.push_str(&v);
+                s.push('<');
+            }
+        }
+    }
+    s
+}
+
+/// Base64 of the SHA-1 of a verification string (XEP-0115 §5.1 steps 8-9).
+pub fn caps_hash(verification: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(verification.as_bytes()))
+}
+
+/// Why a disco#info answer could not be used for caps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoError {
+    /// No `<query xmlns='http://jabber.org/protocol/disco#info'/>` child.
+    #[error("no disco#info query in the result")]
+    NoQuery,
+    /// XEP-0115 §5.4: duplicate identities, features or forms.
+    #[error("duplicate identity, feature or form")]
+    Duplicate,
+}
+
+/// Reads a disco#info result: its features and its XEP-0115 ver.
+pub fn read_disco_info(iq: &Element) -> Result<(BTreeSet<String>, String), DiscoError> {
+    let query = iq
+        .get_child("query", ns::DISCO_INFO)
+        .ok_or(DiscoError::NoQuery)?;
+    let mut identities = Vec::new();
+    let mut features = BTreeSet::new();
+    let mut forms: Vec<ExtForm> = Vec::new();
+    for child in query.children() {
+        if child.is("identity", ns::DISCO_INFO) {
+            let lang = child
+                .attrs()
+                .iter()
+                .find(|((_, name), _)| name.as_str() == "lang")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let id = Identity {
+                category: child.attr("category").unwrap_or_default().to_owned(),
+                kind: child.attr("type").unwrap_or_default().to_owned(),
+                lang,
+                name: child.attr("name").unwrap_or_default().to_owned(),
+            };
+            if identities.contains(&id) {
+                return Err(DiscoError::Duplicate);
+            }
+            identities.push(id);
+        } else if child.is("feature", ns::DISCO_INFO) {
+            if let Some(var) = child.attr("var") {
+                if !features.insert(var.to_owned()) {
+                    return Err(DiscoError::Duplicate);
+                }
+            }
+        } else if child.is("x", ns::DATA) {
+            let mut form_type = None;
+            let mut fields = Vec::new();
+            for field in child.children().filter(|f| f.is("field", ns::DATA)) {
+                let var = field.attr("var").unwrap_or_default().to_owned();
+                let values: Vec<String> = field
+                    .children()
+                    .filter(|v| v.is("value", ns::DATA))
+                    .map(|v| v.text())
+                    .collect();
+                if var == "FORM_TYPE" {
+                    form_type = values.into_iter().next();
+                } else {
+                    fields.push((var, values));
+                }
+            }
+            // XEP-0115 §5.4 3.6: a form without FORM_TYPE is ignored.
+            if let Some(form_type) = form_type {
+                if forms.iter().any(|(t, _)| *t == form_type) {
+                    return Err(DiscoError::Duplicate);
+                }
+                forms.push((form_type, fields));
+            }
+        }
+    }
+    let ver = caps_hash(&verification_string(&identities, &features, &forms));
+    Ok((features, ver))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// XEP-0115 §5.3, the complex example (fields out of `var` order, as a
+    /// real client may send them).
+    #[test]
+    fn xep0115_complex_example_verifies() {
+        let xml = r#"<iq xmlns='jabber:component:accept' type='result'>
+          <query xmlns='http://jabber.org/protocol/disco#info' node='http://psi-im.org#q07IKJEyjvHSyhy//CH0CxmKi8w='>
+            <identity xml:lang='en' category='client' name='Psi 0.11' type='pc'/>
+            <identity xml:lang='el' category='client' name='Ψ 0.11' type='pc'/>
+            <feature var='http://jabber.org/protocol/caps'/>
+            <feature var='http://jabber.org/protocol/disco#info'/>
+            <feature var='http://jabber.org/protocol/disco#items'/>
+            <feature var='http://jabber.org/protocol/muc'/>
+            <x xmlns='jabber:x:data' type='result'>
+              <field var='os_version'><value>10.5.1</value></field>
+              <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:dataforms:softwareinfo</value></field>
+              <field var='ip_version'><value>ipv4</value><value>ipv6</value></field>
+              <field var='os'><value>Mac</value></field>
+              <field var='software'><value>Psi</value></field>
+              <field var='software_version'><value>0.11</value></field>
+            </x>
+          </query></iq>"#;
+        let el: Element = xml.parse().unwrap();
+        let (features, ver) = read_disco_info(&el).unwrap();
+        assert_eq!(ver, "q07IKJEyjvHSyhy//CH0CxmKi8w=");
+        assert!(features.contains("http://jabber.org/protocol/muc"));
+    }
+
+    #[test]
+    fn duplicate_features_fail_verification() {
+        let xml = "<iq xmlns='jabber:component:accept' type='result'><query xmlns='http://jabber.org/protocol/disco#info'><feature var='a'/><feature var='a'/></query></iq>";
+        let el: Element = xml.parse().unwrap();
+        assert_eq!(read_disco_info(&el), Err(DiscoError::Duplicate));
+    }
+
+    #[test]
+    fn show_order_is_chat_none_away_xa_dnd() {
+        assert!(Show::Chat < Show::Online);
+        assert!(Show::Online < Show::Away);
+        assert!(Show::Away < Show::Xa);
+        assert!(Show::Xa < Show::Dnd);
+    }
+
+    #[test]
+    fn presence_parsing_rejects_bad_show_and_priority() {
+        let bad_show: Element =
+            "<presence xmlns='jabber:component:accept'><show>bogus</show></presence>"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            Device::from_presence(&bad_show),
+            Err(PresenceError::BadShow)
+        );
+        let bad_prio: Element =
+            "<presence xmlns='jabber:component:accept'><priority>300</priority></presence>"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            Device::from_presence(&bad_prio),
+            Err(PresenceError::BadPriority)
+        );
+    }
+
+    #[test]
+    fn unknown_features_qualify_for_chat_only() {
+        let chat = ClassDef::new("chat", vec![], 10, false);
+        let audio = ClassDef::new("audio", vec!["urn:xmpp:jingle:1".into()], 5, true);
+        let classes = [chat, audio];
+        assert_eq!(classes_of(&classes, &Features::Unknown), 0b01);
+        let jingle = Features::Known(Arc::new(["urn:xmpp:jingle:1".to_owned()].into()));
+        assert_eq!(classes_of(&classes, &jingle), 0b11);
+    }
+}

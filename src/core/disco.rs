@@ -1,0 +1,157 @@
+//! IQs: what we serve (XEP-0030 disco#info/items, XEP-0199 ping, XEP-0092
+//! version on the domain), answers to our own queries, and RFC 6120 errors
+//! for everything else.
+
+use jid::Jid;
+use minidom::Element;
+use tracing::{debug, trace};
+
+use super::devices::our_identity;
+use super::router::{Resource, Target};
+use super::stanza::{element, iq_result, ns, text_element, ErrorType};
+use super::{Core, Time};
+
+impl Core {
+    /// Every IQ, by type and routing-table row.
+    pub(super) fn handle_iq(&mut self, now: Time, iq: &Element, from: Jid, target: Target) {
+        match iq.attr("type") {
+            Some("result") | Some("error") => return self.iq_answer(now, iq, &from),
+            Some("get") | Some("set") => {}
+            // RFC 6120 §8.2.3: type is required and one of four.
+            _ => return self.reply_error(iq, ErrorType::Modify, "bad-request"),
+        }
+        // RFC 6120 §8.2.3: a request has an id and exactly one payload.
+        let mut children = iq.children();
+        let (Some(payload), None, Some(_)) = (children.next(), children.next(), iq.attr("id"))
+        else {
+            return self.reply_error(iq, ErrorType::Modify, "bad-request");
+        };
+        let get = iq.attr("type") == Some("get");
+        let answer = match target {
+            Target::Domain => self.domain_iq(get, payload),
+            Target::Owner { owner, resource } => {
+                if super::listed(&self.owners[owner].blocked, &from.to_bare()) {
+                    trace!("dropped: iq from a blocked sender");
+                    return;
+                }
+                self.owner_iq(owner, resource, get, payload)
+            }
+            Target::Proxy { .. } | Target::Nobody => Err("service-unavailable"),
+        };
+        match answer {
+            Ok(p) => {
+                let reply = iq_result(iq, p);
+                self.send(reply);
+            }
+            Err(condition) => self.reply_error(iq, ErrorType::Cancel, condition),
+        }
+    }
+
+    fn iq_answer(&mut self, now: Time, iq: &Element, from: &Jid) {
+        let Some(id) = iq.attr("id") else {
+            return trace!("dropped: iq answer without id");
+        };
+        // Only the entity we asked may answer (RFC 6120 §8.2.3: the same id
+        // from anyone else is not an answer).
+        if self.pending.get(id).is_none_or(|p| p.to != *from) {
+            return trace!(id, "dropped: iq answer we did not wait for");
+        }
+        if let Some(p) = self.pending.remove(id) {
+            debug!(id, "iq answered");
+            self.caps_answer(now, iq, p.purpose);
+        }
+    }
+
+    fn domain_iq(&self, get: bool, payload: &Element) -> Result<Option<Element>, &'static str> {
+        if get && payload.is("query", ns::DISCO_INFO) && payload.attr("node").is_none() {
+            let mut q = element("query", ns::DISCO_INFO, &[]);
+            q.append_child(element(
+                "identity",
+                ns::DISCO_INFO,
+                &[
+                    ("category", "component"),
+                    ("type", "presence"),
+                    ("name", "unified-presence"),
+                ],
+            ));
+            for f in [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::VERSION] {
+                q.append_child(element("feature", ns::DISCO_INFO, &[("var", f)]));
+            }
+            return Ok(Some(q));
+        }
+        if get && payload.is("query", ns::DISCO_ITEMS) {
+            // Virtual JIDs are not listed: who is registered is not public.
+            return Ok(Some(element("query", ns::DISCO_ITEMS, &[])));
+        }
+        if get && payload.is("query", ns::VERSION) {
+            let mut q = element("query", ns::VERSION, &[]);
+            q.append_child(text_element("name", ns::VERSION, "unified-presence"));
+            q.append_child(text_element(
+                "version",
+                ns::VERSION,
+                env!("CARGO_PKG_VERSION"),
+            ));
+            return Ok(Some(q));
+        }
+        if get && payload.is("ping", ns::PING) {
+            return Ok(None);
+        }
+        Err("service-unavailable")
+    }
+
+    fn owner_iq(
+        &self,
+        i: usize,
+        resource: Resource,
+        get: bool,
+        payload: &Element,
+    ) -> Result<Option<Element>, &'static str> {
+        match resource {
+            // RFC 6120 §10.5.3.1: the server answers for the bare JID.
+            Resource::Bare if get && payload.is("query", ns::DISCO_INFO) => {
+                let mut q = element("query", ns::DISCO_INFO, &[]);
+                q.append_child(element(
+                    "identity",
+                    ns::DISCO_INFO,
+                    &[("category", "account"), ("type", "registered")],
+                ));
+                q.append_child(element(
+                    "feature",
+                    ns::DISCO_INFO,
+                    &[("var", ns::DISCO_INFO)],
+                ));
+                Ok(Some(q))
+            }
+            Resource::Bare if get && payload.is("ping", ns::PING) => Ok(None),
+            // RFC 6120 §10.5.4: a full JID with no available resource.
+            Resource::Class(c) if self.aggregate(i, c).is_none() => Err("service-unavailable"),
+            Resource::Class(c) if get && payload.is("query", ns::DISCO_INFO) => {
+                let def = &self.cfg.classes[c];
+                let our_node = format!("{}#{}", self.cfg.caps_node, def.ver);
+                let mut q = element("query", ns::DISCO_INFO, &[]);
+                match payload.attr("node") {
+                    None => {}
+                    Some(n) if n == our_node => crate::core::stanza::set_attr(&mut q, "node", n),
+                    Some(_) => return Err("item-not-found"),
+                }
+                let id = our_identity();
+                q.append_child(element(
+                    "identity",
+                    ns::DISCO_INFO,
+                    &[
+                        ("category", &id.category),
+                        ("type", &id.kind),
+                        ("name", &id.name),
+                    ],
+                ));
+                for f in &def.features {
+                    q.append_child(element("feature", ns::DISCO_INFO, &[("var", f)]));
+                }
+                Ok(Some(q))
+            }
+            Resource::Class(_) if get && payload.is("ping", ns::PING) => Ok(None),
+            Resource::Other => Err("service-unavailable"),
+            _ => Err("service-unavailable"),
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! The sans-IO protocol core.
+//!
+//! [`Core`] owns every owner's live devices, watchers and published class
+//! presences. Drive it like str0m or quinn-proto: feed it inputs
+//! ([`Core::handle_connected`], [`Core::handle_stanza`],
+//! [`Core::handle_timeout`], [`Core::handle_shutdown`]), then drain its
+//! outputs until empty: first [`Core::poll_store`] (write those and flush
+//! before anything else goes out: what we acknowledge is durable first),
+//! then [`Core::poll_transmit`]; then sleep until [`Core::poll_timeout`].
+//!
+//! It never awaits, opens a socket, reads a clock or a global RNG: time is
+//! an input and ids come from a seeded generator. Every stanza it emits
+//! passes the privacy guard ([`address::Secrets::leak_in`]).
+
+pub mod address;
+pub mod devices;
+mod disco;
+mod linking;
+pub mod presence;
+pub mod router;
+pub mod stanza;
+mod watchers;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, error, trace, warn};
+
+use self::address::Secrets;
+use self::devices::{ClassDef, Device};
+use self::presence::Published;
+use self::router::Target;
+use self::stanza::{error_reply, ns, ErrorType};
+
+/// Wall-clock time in milliseconds since the Unix epoch, given by the shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub u64);
+
+impl Time {
+    /// `self` plus `ms` milliseconds.
+    pub fn plus_ms(self, ms: u64) -> Time {
+        Time(self.0.saturating_add(ms))
+    }
+}
+
+/// Who may become a watcher without the owner's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionPolicy {
+    /// Forward the request to the owner, who approves or denies it.
+    #[default]
+    Ask,
+    /// Approve everyone.
+    Open,
+}
+
+/// One provisioned owner.
+#[derive(Debug, Clone)]
+pub struct OwnerConfig {
+    /// Localpart of the virtual JID.
+    pub name: String,
+    /// Linked real accounts.
+    pub accounts: Vec<BareJid>,
+    /// Subscription policy.
+    pub subscription: SubscriptionPolicy,
+    /// JIDs or domains approved without asking.
+    pub allow: Vec<String>,
+    /// JIDs or domains that get nothing.
+    pub blocked: Vec<String>,
+}
+
+/// Limits that keep one owner or sender from exhausting the component.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Live devices per owner; presence from more is ignored.
+    pub devices_per_owner: usize,
+    /// Watchers (pending or approved) per owner.
+    pub watchers_per_owner: usize,
+    /// IQs we wait for at once (caps lookups).
+    pub pending_iqs: usize,
+}
+
+/// What the core needs to know from `component.toml`.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The component domain `D`.
+    pub domain: String,
+    /// Our XEP-0115 node.
+    pub caps_node: String,
+    /// The service classes, in bit order.
+    pub classes: Vec<ClassDef>,
+    /// Provisioned owners.
+    pub owners: Vec<OwnerConfig>,
+    /// Window in which device churn is coalesced before watchers see it.
+    pub coalesce_ms: u64,
+    /// After (re)connecting, how long probe answers may take before the
+    /// first aggregate is published.
+    pub settle_ms: u64,
+    /// How long we wait for an IQ answer.
+    pub iq_timeout_ms: u64,
+    /// Limits.
+    pub limits: Limits,
+    /// Seed for stanza ids.
+    pub seed: u64,
+}
+
+/// A watcher's subscription to a virtual JID (RFC 6121 section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatcherState {
+    /// Asked; waiting for the owner's decision.
+    Pending,
+    /// Approved: receives the class presences.
+    Subscribed,
+}
+
+/// Whether a linked account has approved our subscription to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AccountState {
+    /// The owner approved `subscribe` from the virtual JID.
+    pub approved: bool,
+}
+
+/// The persistent record of a device (DESIGN.md section 2).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// First time seen available (ms since epoch).
+    pub first_seen: u64,
+    /// Last time seen available or going offline (ms since epoch).
+    pub last_seen: u64,
+    /// A label the owner may set.
+    pub label: Option<String>,
+}
+
+/// A change the shell must make durable before sending what follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// A watcher's state, `None` = removed.
+    Watcher {
+        /// Owner name.
+        owner: String,
+        /// The watcher.
+        watcher: BareJid,
+        /// The new state.
+        state: Option<WatcherState>,
+    },
+    /// A linked account's state.
+    Account {
+        /// Owner name.
+        owner: String,
+        /// The account.
+        account: BareJid,
+        /// The new state.
+        state: AccountState,
+    },
+    /// A verified caps `ver` and its features.
+    Caps {
+        /// The verification string (sha-1).
+        ver: String,
+        /// The features it stands for.
+        features: Vec<String>,
+    },
+    /// A device record.
+    Device {
+        /// Owner name.
+        owner: String,
+        /// The device.
+        device: FullJid,
+        /// The record.
+        record: DeviceRecord,
+    },
+}
+
+/// What the store held at start.
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    /// (owner, watcher, state).
+    pub watchers: Vec<(String, BareJid, WatcherState)>,
+    /// (owner, account, state).
+    pub accounts: Vec<(String, BareJid, AccountState)>,
+    /// (ver, features).
+    pub caps: Vec<(String, Vec<String>)>,
+    /// (owner, device, record).
+    pub devices: Vec<(String, FullJid, DeviceRecord)>,
+}
+
+/// One owner's live state.
+#[derive(Debug)]
+struct Owner {
+    name: String,
+    virtual_jid: BareJid,
+    accounts: Vec<(BareJid, AccountState)>,
+    policy: SubscriptionPolicy,
+    allow: Vec<String>,
+    blocked: Vec<String>,
+    devices: BTreeMap<FullJid, Device>,
+    records: HashMap<FullJid, DeviceRecord>,
+    watchers: HashMap<BareJid, WatcherState>,
+    published: Vec<Published>,
+}
+
+/// Whether `jid` matches an entry of an allow or block list (a bare JID or
+/// a domain).
+fn listed(list: &[String], jid: &BareJid) -> bool {
+    list.iter().any(|e| {
+        e.eq_ignore_ascii_case(jid.as_str()) || e.eq_ignore_ascii_case(jid.domain().as_str())
+    })
+}
+
+/// What an IQ we sent was for.
+#[derive(Debug, Clone)]
+enum Purpose {
+    /// disco#info to a device; `ver` set when asked with `node#ver`.
+    Caps {
+        owner: usize,
+        device: FullJid,
+        ver: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+struct PendingIq {
+    to: Jid,
+    deadline: Time,
+    purpose: Purpose,
+}
+
+/// The protocol core. See the module docs for how to drive it.
+#[derive(Debug)]
+pub struct Core {
+    cfg: CoreConfig,
+    owners: Vec<Owner>,
+    by_name: HashMap<String, usize>,
+    secrets: Secrets,
+    caps_cache: HashMap<String, Arc<BTreeSet<String>>>,
+    pending: HashMap<String, PendingIq>,
+    rng: StdRng,
+    next_id: u64,
+    transmit: VecDeque<Element>,
+    store: VecDeque<StoreOp>,
+    dirty: BTreeSet<usize>,
+    flush_at: Option<Time>,
+    settle_until: Time,
+    guard_drops: u64,
+}
+
+impl Core {
+    /// A core for `cfg`, loaded with what the store held.
+    pub fn new(cfg: CoreConfig, stored: Stored) -> Core {
+        let mut secrets = Secrets::default();
+        let mut owners = Vec::with_capacity(cfg.owners.len());
+        let mut by_name = HashMap::new();
+        for (i, oc) in cfg.owners.iter().enumerate() {
+            for a in &oc.accounts {
+                secrets.add_account(a.clone(), i);
+            }
+            by_name.insert(oc.name.clone(), i);
+            owners.push(Owner {
+                name: oc.name.clone(),
+                // Invariant: config validation checked name@domain is a JID.
+                virtual_jid: BareJid::new(&format!("{}@{}", oc.name, cfg.domain))
+                    .expect("validated owner name"),
+                accounts: oc
+                    .accounts
+                    .iter()
+                    .map(|a| (a.clone(), AccountState::default()))
+                    .collect(),
+                policy: oc.subscription,
+                allow: oc.allow.clone(),
+                blocked: oc.blocked.clone(),
+                devices: BTreeMap::new(),
+                records: HashMap::new(),
+                watchers: HashMap::new(),
+                published: vec![Published::Unknown; cfg.classes.len()],
+            });
+        }
+        for (name, watcher, state) in stored.watchers {
+            if let Some(&i) = by_name.get(&name) {
+                owners[i].watchers.insert(watcher, state);
+            }
+        }
+        for (name, account, state) in stored.accounts {
+            if let Some(&i) = by_name.get(&name) {
+                // An account removed from the config stays unlinked.
+                if let Some(a) = owners[i].accounts.iter_mut().find(|(j, _)| *j == account) {
+                    a.1 = state;
+                }
+            }
+        }
+        for (name, device, record) in stored.devices {
+            if let Some(&i) = by_name.get(&name) {
+                owners[i].records.insert(device, record);
+            }
+        }
+        let caps_cache = stored
+            .caps
+            .into_iter()
+            .map(|(ver, f)| (ver, Arc::new(f.into_iter().collect())))
+            .collect();
+        Core {
+            rng: StdRng::seed_from_u64(cfg.seed),
+            cfg,
+            owners,
+            by_name,
+            secrets,
+            caps_cache,
+            pending: HashMap::new(),
+            next_id: 0,
+            transmit: VecDeque::new(),
+            store: VecDeque::new(),
+            dirty: BTreeSet::new(),
+            flush_at: None,
+            settle_until: Time(0),
+            guard_drops: 0,
+        }
+    }
+
+    /// The component domain.
+    pub fn domain(&self) -> &str {
+        &self.cfg.domain
+    }
+
+    /// The next stanza to send, if any. Drain [`Core::poll_store`] first.
+    pub fn poll_transmit(&mut self) -> Option<Element> {
+        self.transmit.pop_front()
+    }
+
+    /// The next change to make durable, if any.
+    pub fn poll_store(&mut self) -> Option<StoreOp> {
+        self.store.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let iq = self.pending.values().map(|p| p.deadline).min();
+        match (self.flush_at, iq) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Stanzas the privacy guard refused so far (each one a bug).
+    pub fn guard_drops(&self) -> u64 {
+        self.guard_drops
+    }
+
+    /// The stream to the server is up (first time or again): link and probe
+    /// every account (DESIGN.md section 2). Live devices are relearned from
+    /// the probe answers; what watchers saw stays until it changes.
+    pub fn handle_connected(&mut self, now: Time) {
+        self.settle_until = now.plus_ms(self.cfg.settle_ms);
+        self.pending.clear();
+        for i in 0..self.owners.len() {
+            self.forget_devices(i, None, now);
+            let from = self.owners[i].virtual_jid.to_string();
+            let accounts = self.owners[i].accounts.clone();
+            for (account, state) in accounts {
+                if !state.approved {
+                    self.send(stanza::stanza(
+                        "presence",
+                        &from,
+                        account.as_str(),
+                        Some("subscribe"),
+                    ));
+                }
+                self.send(stanza::stanza(
+                    "presence",
+                    &from,
+                    account.as_str(),
+                    Some("probe"),
+                ));
+            }
+            self.mark_dirty(i, now);
+        }
+    }
+
+    /// Graceful stop: every watcher learns that every class went away.
+    pub fn handle_shutdown(&mut self) {
+        for i in 0..self.owners.len() {
+            let owner = &self.owners[i];
+            let mut out = Vec::new();
+            for (c, def) in self.cfg.classes.iter().enumerate() {
+                if !matches!(owner.published[c], Published::Available(_)) {
+                    continue;
+                }
+                let from = format!("{}/{}", owner.virtual_jid, def.name);
+                for (w, _) in owner
+                    .watchers
+                    .iter()
+                    .filter(|(_, s)| **s == WatcherState::Subscribed)
+                {
+                    out.push(stanza::stanza(
+                        "presence",
+                        &from,
+                        w.as_str(),
+                        Some("unavailable"),
+                    ));
+                }
+            }
+            for s in out {
+                self.send(s);
+            }
+        }
+    }
+
+    /// Time passed: flush coalesced presence, expire IQs.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let expired: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some(p) = self.pending.remove(&id) {
+                debug!(id = %id, to = %p.to, "iq timed out");
+            }
+        }
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush_at = None;
+            let dirty = std::mem::take(&mut self.dirty);
+            for owner in dirty {
+                self.publish(owner);
+            }
+        }
+    }
+
+    /// One stanza from the server. Never panics on its content: a stanza we
+    /// cannot use gets an RFC 6120 error reply where one is allowed, or is
+    /// dropped with a log line.
+    pub fn handle_stanza(&mut self, now: Time, stanza: Element) {
+        if stanza.ns() != ns::COMPONENT {
+            debug!(name = stanza.name(), ns = %stanza.ns(), "dropped: not a stanza");
+            return;
+        }
+        let kind = stanza.name();
+        if !matches!(kind, "presence" | "message" | "iq") {
+            debug!(name = kind, "dropped: not a stanza");
+            return;
+        }
+        let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
+            // RFC 6120 §8.1.2.1: the server stamps `from`; without a usable
+            // one there is no one to answer.
+            warn!(kind, from = ?stanza.attr("from"), "dropped: missing or malformed from");
+            return;
+        };
+        if from.domain().as_str() == self.cfg.domain {
+            // Our own domain as sender: a loop or a spoof. Answering could
+            // loop, so drop it.
+            debug!(kind, from = %from, "dropped: from our own domain");
+            return;
+        }
+        let to = match stanza.attr("to").map(Jid::new) {
+            Some(Ok(to)) if to.domain().as_str() == self.cfg.domain => to,
+            Some(Ok(to)) => {
+                debug!(kind, to = %to, "dropped: not for our domain");
+                return;
+            }
+            Some(Err(_)) => {
+                warn!(kind, from = %from, "malformed to");
+                // The original `to` cannot be our reply's `from` (Prosody
+                // closes the stream on an invalid from): answer from the domain.
+                let mut fixed = stanza.clone();
+                stanza::set_attr(&mut fixed, "to", self.cfg.domain.clone());
+                self.reply_error(&fixed, ErrorType::Modify, "jid-malformed");
+                return;
+            }
+            None => {
+                debug!(kind, from = %from, "dropped: no to");
+                return;
+            }
+        };
+        trace!(kind, from = %from, to = %to, "stanza in");
+        let target = router::route(
+            &to,
+            |n| self.by_name.get(n).copied(),
+            |r| self.cfg.classes.iter().position(|c| c.name == r),
+        );
+        match kind {
+            "presence" => self.handle_presence(now, &stanza, from, target),
+            "iq" => self.handle_iq(now, &stanza, from, target),
+            _ => self.handle_message(&stanza, target),
+        }
+    }
+
+    /// Messages: chat through the virtual JID and chat commands are not
+    /// served yet (issue 4), so every message gets RFC 6121 §8.5 treatment.
+    fn handle_message(&mut self, stanza: &Element, target: Target) {
+        match stanza.attr("type") {
+            Some("error") | Some("headline") => {
+                trace!(?target, "dropped message");
+            }
+            _ => self.reply_error(stanza, ErrorType::Cancel, "service-unavailable"),
+        }
+    }
+
+    fn reply_error(&mut self, original: &Element, typ: ErrorType, condition: &str) {
+        if let Some(reply) = error_reply(original, typ, condition, None) {
+            self.send(reply);
+        }
+    }
+
+    fn next_id(&mut self) -> String {
+        self.next_id += 1;
+        let salt: u32 = self.rng.gen();
+        format!("up{:x}-{:08x}", self.next_id, salt)
+    }
+
+    fn mark_dirty(&mut self, owner: usize, now: Time) {
+        self.dirty.insert(owner);
+        if self.flush_at.is_none() {
+            let at = now.plus_ms(self.cfg.coalesce_ms).max(self.settle_until);
+            self.flush_at = Some(at);
+        }
+    }
+
+    /// Every stanza leaves through here: addressed, from our domain, and
+    /// free of secrets for its recipient (DESIGN.md section 1).
+    fn send(&mut self, stanza: Element) {
+        let from_ok = stanza
+            .attr("from")
+            .and_then(|f| Jid::new(f).ok())
+            .is_some_and(|f| f.domain().as_str() == self.cfg.domain);
+        if !from_ok || stanza.attr("to").is_none() {
+            self.guard_drops += 1;
+            error!(from = ?stanza.attr("from"), to = ?stanza.attr("to"), "bug: stanza without our from or a to, dropped");
+            return;
+        }
+        if let Some(leak) = self.secrets.leak_in(&stanza) {
+            self.guard_drops += 1;
+            error!(to = ?stanza.attr("to"), kind = ?leak.kind, "bug: privacy guard dropped a stanza");
+            return;
+        }
+        self.transmit.push_back(stanza);
+    }
+
+    /// Publishes to watchers every class whose aggregate changed.
+    fn publish(&mut self, i: usize) {
+        let classes = self.cfg.classes.len();
+        let mut out = Vec::new();
+        for c in 0..classes {
+            let now = self.aggregate(i, c);
+            let owner = &mut self.owners[i];
+            let changed = match (&owner.published[c], &now) {
+                (Published::Unknown, _) => true,
+                (Published::Unavailable, None) => false,
+                (Published::Available(old), Some(new)) => old != new,
+                _ => true,
+            };
+            if !changed {
+                continue;
+            }
+            owner.published[c] = match &now {
+                Some(p) => Published::Available(p.clone()),
+                None => Published::Unavailable,
+            };
+            debug!(owner = %owner.name, class = %self.cfg.classes[c].name, available = now.is_some(), "class presence changed");
+            for (w, _) in owner
+                .watchers
+                .iter()
+                .filter(|(_, s)| **s == WatcherState::Subscribed)
+            {
+                out.push((c, w.clone(), now.clone()));
+            }
+        }
+        for (c, w, state) in out {
+            let p = self.class_presence(i, c, w.as_str(), state.as_ref());
+            self.send(p);
+        }
+    }
+
+    fn aggregate(&self, i: usize, class: usize) -> Option<presence::ClassPresence> {
+        let owner = &self.owners[i];
+        presence::aggregate(&owner.devices, class, |s| {
+            self.secrets.names_secret(s, None).is_none()
+        })
+    }
+
+    fn class_presence(
+        &self,
+        i: usize,
+        class: usize,
+        to: &str,
+        state: Option<&presence::ClassPresence>,
+    ) -> Element {
+        let def = &self.cfg.classes[class];
+        let from = format!("{}/{}", self.owners[i].virtual_jid, def.name);
+        presence::class_presence(def, &self.cfg.caps_node, &from, to, state)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+//! Per-class aggregation of device presence (a pure function) and the
+//! presence stanzas a class resource publishes.
+//!
+//! Like Prosody's `util/presence.lua`, choosing what a watcher sees is a
+//! function of the live devices only: no state, no I/O. The core compares
+//! the result with what it last published and sends only changes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset, SecondsFormat};
+use jid::FullJid;
+use minidom::Element;
+
+use super::devices::{ClassDef, Device, Show};
+use super::stanza::{self, element, ns, text_element};
+
+/// What one class resource shows while available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassPresence {
+    /// The most available show among qualifying devices.
+    pub show: Show,
+    /// The status text of that device (already checked for secrets).
+    pub status: Option<String>,
+    /// XEP-0319: set only when every qualifying device is idle; the latest
+    /// activity among them.
+    pub idle_since: Option<DateTime<FixedOffset>>,
+}
+
+/// What was last published for a class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// Nothing yet this run: the first aggregate is always sent, so that
+    /// watchers who saw an older state (before a restart) are corrected.
+    Unknown,
+    /// `unavailable`.
+    Unavailable,
+    /// Available with this state.
+    Available(ClassPresence),
+}
+
+/// DESIGN.md section 3: the presence of class `class` given the live
+/// devices. `None` = no qualifying device: unavailable. `status_ok` tells
+/// whether a device's status text may be shown to watchers.
+pub fn aggregate(
+    devices: &BTreeMap<FullJid, Device>,
+    class: usize,
+    status_ok: impl Fn(&str) -> bool,
+) -> Option<ClassPresence> {
+    let bit = 1u32 << class;
+    let qualifying = || devices.iter().filter(move |(_, d)| d.classes & bit != 0);
+    // Most available first; among equals the highest priority, then the
+    // first full JID, so that the choice is stable across calls.
+    let (_, best) = qualifying().min_by(|(ja, a), (jb, b)| {
+        a.show
+            .cmp(&b.show)
+            .then(b.priority.cmp(&a.priority))
+            .then(ja.cmp(jb))
+    })?;
+    let idle_since = if qualifying().all(|(_, d)| d.idle_since.is_some()) {
+        qualifying().filter_map(|(_, d)| d.idle_since).max()
+    } else {
+        None
+    };
+    Some(ClassPresence {
+        show: best.show,
+        status: best.status.clone().filter(|s| status_ok(s)),
+        idle_since,
+    })
+}
+
+/// The stanza for `state` of class `def`, from `from` to `to`.
+pub fn class_presence(
+    def: &ClassDef,
+    caps_node: &str,
+    from: &str,
+    to: &str,
+    state: Option<&ClassPresence>,
+) -> Element {
+    let Some(state) = state else {
+        return stanza::stanza("presence", from, to, Some("unavailable"));
+    };
+    let mut p = stanza::stanza("presence", from, to, None);
+    if let Some(show) = state.show.as_xml() {
+        p.append_child(text_element("show", ns::COMPONENT, show));
+    }
+    if let Some(status) = &state.status {
+        p.append_child(text_element("status", ns::COMPONENT, status));
+    }
+    p.append_child(text_element(
+        "priority",
+        ns::COMPONENT,
+        &def.priority.to_string(),
+    ));
+    p.append_child(element(
+        "c",
+        ns::CAPS,
+        &[("hash", "sha-1"), ("node", caps_node), ("ver", &def.ver)],
+    ));
+    if let Some(since) = state.idle_since {
+        let since = since.to_rfc3339_opts(SecondsFormat::Secs, true);
+        p.append_child(element("idle", ns::IDLE, &[("since", &since)]));
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::devices::Features;
+
+    fn device(show: Show, priority: i8, classes: u32, idle: Option<&str>) -> Device {
+        Device {
+            show,
+            status: Some(format!("{show:?}")),
+            priority,
+            idle_since: idle.map(|s| DateTime::parse_from_rfc3339(s).unwrap()),
+            caps: None,
+            features: Features::Known(Arc::new(BTreeSet::new())),
+            classes,
+        }
+    }
+
+    fn jid(s: &str) -> FullJid {
+        FullJid::new(s).unwrap()
+    }
+
+    #[test]
+    fn most_available_device_wins_with_its_status() {
+        let mut d = BTreeMap::new();
+        d.insert(jid("a@x/1"), device(Show::Dnd, 50, 1, None));
+        d.insert(jid("a@x/2"), device(Show::Away, 0, 1, None));
+        d.insert(jid("a@x/3"), device(Show::Xa, 0, 1, None));
+        let p = aggregate(&d, 0, |_| true).unwrap();
+        assert_eq!(p.show, Show::Away);
+        assert_eq!(p.status.as_deref(), Some("Away"));
+    }
+
+    #[test]
+    fn no_qualifying_device_means_unavailable() {
+        let mut d = BTreeMap::new();
+        d.insert(jid("a@x/1"), device(Show::Chat, 0, 0b01, None));
+        assert!(aggregate(&d, 1, |_| true).is_none());
+    }
+
+    #[test]
+    fn idle_only_when_every_qualifying_device_is_idle_and_latest_wins() {
+        let mut d = BTreeMap::new();
+        d.insert(
+            jid("a@x/1"),
+            device(Show::Away, 0, 1, Some("2026-11-24T08:00:00Z")),
+        );
+        d.insert(jid("a@x/2"), device(Show::Away, 0, 1, None));
+        assert_eq!(aggregate(&d, 0, |_| true).unwrap().idle_since, None);
+        d.insert(
+            jid("a@x/2"),
+            device(Show::Away, 0, 1, Some("2026-11-24T09:00:00Z")),
+        );
+        let since = aggregate(&d, 0, |_| true).unwrap().idle_since.unwrap();
+        assert_eq!(since.to_rfc3339(), "2026-11-24T09:00:00+00:00");
+    }
+
+    #[test]
+    fn a_status_that_would_leak_is_left_out() {
+        let mut d = BTreeMap::new();
+        d.insert(jid("a@x/1"), device(Show::Chat, 0, 1, None));
+        assert_eq!(aggregate(&d, 0, |_| false).unwrap().status, None);
+    }
+
+    #[test]
+    fn class_presence_carries_our_caps_and_priority() {
+        let def = ClassDef::new("audio", vec!["urn:xmpp:jingle:1".into()], 5, true);
+        let state = ClassPresence {
+            show: Show::Dnd,
+            status: Some("busy".into()),
+            idle_since: None,
+        };
+        let p = class_presence(&def, "urn:node", "alice@d/audio", "bob@x", Some(&state));
+        assert_eq!(p.get_child("show", ns::COMPONENT).unwrap().text(), "dnd");
+        assert_eq!(p.get_child("priority", ns::COMPONENT).unwrap().text(), "5");
+        let c = p.get_child("c", ns::CAPS).unwrap();
+        assert_eq!(c.attr("node"), Some("urn:node"));
+        assert_eq!(c.attr("ver"), Some(def.ver.as_str()));
+        let gone = class_presence(&def, "urn:node", "alice@d/audio", "bob@x", None);
+        assert_eq!(gone.attr("type"), Some("unavailable"));
+    }
+}

@@ -1,0 +1,267 @@
+//! Watchers of a virtual JID (RFC 6121 sections 3 and 4, DESIGN.md
+//! section 4): the component acts as the virtual JID's server.
+//!
+//! Every decision is queued for the store before the answer that
+//! acknowledges it, so the shell makes it durable first.
+
+use jid::{BareJid, Jid};
+use minidom::Element;
+use tracing::{debug, info, trace};
+
+use super::address::proxy_jid;
+use super::router::Target;
+use super::stanza::{self, ErrorType};
+use super::{listed, Core, StoreOp, SubscriptionPolicy, Time, WatcherState};
+
+impl Core {
+    /// Every presence stanza, by routing-table row.
+    pub(super) fn handle_presence(
+        &mut self,
+        now: Time,
+        stanza: &Element,
+        from: Jid,
+        target: Target,
+    ) {
+        let account_owner = self.secrets.account_owner(&from.to_bare());
+        match target {
+            Target::Owner { owner, .. } if account_owner == Some(owner) => {
+                self.account_presence(now, owner, stanza, from)
+            }
+            Target::Owner { owner, .. } => self.watcher_presence(owner, stanza, from, false),
+            Target::Proxy { remote } => match account_owner {
+                Some(owner) => self.owner_decision(owner, &remote, stanza),
+                None => trace!(from = %from, "dropped: presence to a proxy JID from a stranger"),
+            },
+            Target::Nobody => match stanza.attr("type") {
+                // RFC 6121 §3.1.3 and §4.3: no such contact.
+                Some("subscribe") | Some("probe") => {
+                    let to = stanza.attr("to").unwrap_or_default().to_owned();
+                    let bare = Jid::new(&to).map(|j| j.to_bare().to_string()).unwrap_or(to);
+                    self.send(stanza::stanza(
+                        "presence",
+                        &bare,
+                        from.to_bare().as_str(),
+                        Some("unsubscribed"),
+                    ));
+                }
+                _ => trace!(from = %from, "dropped: presence to nobody"),
+            },
+            Target::Domain => trace!(from = %from, "dropped: presence to the domain"),
+        }
+    }
+
+    /// Presence from a (would-be) watcher to owner `i`'s virtual JID.
+    /// `own` marks the owner's own account, approved without asking.
+    pub(super) fn watcher_presence(&mut self, i: usize, stanza: &Element, from: Jid, own: bool) {
+        let watcher = from.to_bare();
+        if listed(&self.owners[i].blocked, &watcher) {
+            trace!(owner = %self.owners[i].name, "dropped: blocked sender");
+            return;
+        }
+        match stanza.attr("type") {
+            Some("subscribe") => self.subscribe(i, watcher, stanza, own),
+            Some("unsubscribe") => self.unsubscribe(i, &watcher),
+            Some("probe") => {
+                if self.owners[i].watchers.get(&watcher) == Some(&WatcherState::Subscribed) {
+                    self.send_current(i, from.as_str());
+                } else {
+                    // RFC 6121 §4.3.2: not subscribed.
+                    let virtual_jid = self.owners[i].virtual_jid.to_string();
+                    self.send(stanza::stanza(
+                        "presence",
+                        &virtual_jid,
+                        from.as_str(),
+                        Some("unsubscribed"),
+                    ));
+                }
+            }
+            // We never ask watchers for their presence: their `subscribed`,
+            // `unsubscribed` and directed presence need nothing from us.
+            None | Some("unavailable") | Some("subscribed") | Some("unsubscribed")
+            | Some("error") => {
+                trace!(from = %from, "ignored presence from a watcher");
+            }
+            Some(_) => self.reply_error(stanza, ErrorType::Modify, "bad-request"),
+        }
+    }
+
+    fn subscribe(&mut self, i: usize, watcher: BareJid, stanza: &Element, own: bool) {
+        let owner = &self.owners[i];
+        let auto =
+            own || owner.policy == SubscriptionPolicy::Open || listed(&owner.allow, &watcher);
+        match owner.watchers.get(&watcher).copied() {
+            Some(WatcherState::Subscribed) => {
+                // RFC 6121 §3.1.3: already approved: answer at once again.
+                let virtual_jid = owner.virtual_jid.to_string();
+                self.send(stanza::stanza(
+                    "presence",
+                    &virtual_jid,
+                    watcher.as_str(),
+                    Some("subscribed"),
+                ));
+                self.send_current(i, watcher.as_str());
+            }
+            Some(WatcherState::Pending) if auto => self.approve(i, watcher),
+            // Already forwarded to the owner: a repeat asks nothing new.
+            Some(WatcherState::Pending) => {
+                trace!(watcher = %watcher, "subscription already pending")
+            }
+            None if owner.watchers.len() >= self.cfg.limits.watchers_per_owner => {
+                info!(owner = %owner.name, "watcher limit reached");
+                self.reply_error(stanza, ErrorType::Wait, "resource-constraint");
+            }
+            None if auto => self.approve(i, watcher),
+            None => self.ask_owner(i, watcher),
+        }
+    }
+
+    /// DESIGN.md section 4, policy `ask`: the owner's accounts get a
+    /// `subscribe` from the watcher's proxy JID.
+    fn ask_owner(&mut self, i: usize, watcher: BareJid) {
+        let Some(proxy) = proxy_jid(&watcher, &self.cfg.domain) else {
+            debug!(watcher = %watcher, "no proxy JID for watcher");
+            return;
+        };
+        let owner = &mut self.owners[i];
+        owner
+            .watchers
+            .insert(watcher.clone(), WatcherState::Pending);
+        info!(owner = %owner.name, "subscription request forwarded to the owner");
+        self.store.push_back(StoreOp::Watcher {
+            owner: owner.name.clone(),
+            watcher,
+            state: Some(WatcherState::Pending),
+        });
+        let accounts: Vec<BareJid> = owner.accounts.iter().map(|(a, _)| a.clone()).collect();
+        for a in accounts {
+            self.send(stanza::stanza(
+                "presence",
+                proxy.as_str(),
+                a.as_str(),
+                Some("subscribe"),
+            ));
+        }
+    }
+
+    fn approve(&mut self, i: usize, watcher: BareJid) {
+        let owner = &mut self.owners[i];
+        owner
+            .watchers
+            .insert(watcher.clone(), WatcherState::Subscribed);
+        info!(owner = %owner.name, "watcher approved");
+        self.store.push_back(StoreOp::Watcher {
+            owner: owner.name.clone(),
+            watcher: watcher.clone(),
+            state: Some(WatcherState::Subscribed),
+        });
+        let virtual_jid = owner.virtual_jid.to_string();
+        self.send(stanza::stanza(
+            "presence",
+            &virtual_jid,
+            watcher.as_str(),
+            Some("subscribed"),
+        ));
+        self.send_current(i, watcher.as_str());
+    }
+
+    /// RFC 6121 §3.3.3: the watcher cancelled; it gets `unavailable` from
+    /// every class it could see.
+    fn unsubscribe(&mut self, i: usize, watcher: &BareJid) {
+        let Some(old) = self.remove_watcher(i, watcher) else {
+            return;
+        };
+        match old {
+            WatcherState::Subscribed => self.send_unavailable(i, watcher.as_str()),
+            WatcherState::Pending => {
+                // Withdraw the request the owner's client is showing.
+                if let Some(proxy) = proxy_jid(watcher, &self.cfg.domain) {
+                    let accounts: Vec<BareJid> = self.owners[i]
+                        .accounts
+                        .iter()
+                        .map(|(a, _)| a.clone())
+                        .collect();
+                    for a in accounts {
+                        self.send(stanza::stanza(
+                            "presence",
+                            proxy.as_str(),
+                            a.as_str(),
+                            Some("unsubscribe"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove_watcher(&mut self, i: usize, watcher: &BareJid) -> Option<WatcherState> {
+        let owner = &mut self.owners[i];
+        let old = owner.watchers.remove(watcher)?;
+        info!(owner = %owner.name, "watcher removed");
+        self.store.push_back(StoreOp::Watcher {
+            owner: owner.name.clone(),
+            watcher: watcher.clone(),
+            state: None,
+        });
+        Some(old)
+    }
+
+    /// The owner answered a forwarded request (or cancelled a watcher) by
+    /// presence to the watcher's proxy JID.
+    fn owner_decision(&mut self, i: usize, remote: &BareJid, stanza: &Element) {
+        let state = self.owners[i].watchers.get(remote).copied();
+        match (stanza.attr("type"), state) {
+            (Some("subscribed"), Some(WatcherState::Pending)) => self.approve(i, remote.clone()),
+            (Some("unsubscribed"), Some(old)) => {
+                self.remove_watcher(i, remote);
+                if old == WatcherState::Subscribed {
+                    // RFC 6121 §3.2.3: unavailable first, then unsubscribed.
+                    self.send_unavailable(i, remote.as_str());
+                }
+                let virtual_jid = self.owners[i].virtual_jid.to_string();
+                self.send(stanza::stanza(
+                    "presence",
+                    &virtual_jid,
+                    remote.as_str(),
+                    Some("unsubscribed"),
+                ));
+            }
+            // The owner's presence, probes and own requests towards the
+            // proxy JID are never forwarded to anyone.
+            (typ, _) => trace!(?typ, "ignored presence from the owner to a proxy JID"),
+        }
+    }
+
+    /// What `to` sees now: every available class, or one `unavailable`.
+    pub(super) fn send_current(&mut self, i: usize, to: &str) {
+        let mut out = Vec::new();
+        for c in 0..self.cfg.classes.len() {
+            if let Some(state) = self.aggregate(i, c) {
+                out.push(self.class_presence(i, c, to, Some(&state)));
+            }
+        }
+        if out.is_empty() {
+            let virtual_jid = self.owners[i].virtual_jid.to_string();
+            out.push(stanza::stanza(
+                "presence",
+                &virtual_jid,
+                to,
+                Some("unavailable"),
+            ));
+        }
+        for p in out {
+            self.send(p);
+        }
+    }
+
+    fn send_unavailable(&mut self, i: usize, to: &str) {
+        let mut out = Vec::new();
+        for c in 0..self.cfg.classes.len() {
+            if self.aggregate(i, c).is_some() {
+                out.push(self.class_presence(i, c, to, None));
+            }
+        }
+        for p in out {
+            self.send(p);
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The only module that knows sled: one tree per map, JSON values.
+//!
+//! Keys are `owner \0 jid` (or the caps `ver`), so an owner's entries sort
+//! together. The core decides what to persist ([`StoreOp`]); the runtime
+//! applies the ops and flushes before anything they acknowledge is sent.
+
+use std::path::Path;
+
+use jid::{BareJid, FullJid};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::warn;
+
+use crate::core::{StoreOp, Stored};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error (I/O, corruption, full disk).
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A value could not be encoded.
+    #[error("store: cannot encode a value: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The component's durable state.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    watchers: sled::Tree,
+    accounts: sled::Tree,
+    caps: sled::Tree,
+    devices: sled::Tree,
+}
+
+fn key(owner: &str, jid: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(owner.len() + 1 + jid.len());
+    k.extend_from_slice(owner.as_bytes());
+    k.push(0);
+    k.extend_from_slice(jid.as_bytes());
+    k
+}
+
+fn split_key(k: &[u8]) -> Option<(String, String)> {
+    let pos = k.iter().position(|b| *b == 0)?;
+    let owner = std::str::from_utf8(&k[..pos]).ok()?;
+    let jid = std::str::from_utf8(&k[pos + 1..]).ok()?;
+    Some((owner.to_owned(), jid.to_owned()))
+}
+
+/// Reads every `owner \0 jid -> T` entry of a tree, skipping (and logging)
+/// entries that no longer decode rather than refusing to start.
+fn load_tree<J, T: DeserializeOwned>(
+    tree: &sled::Tree,
+    parse: impl Fn(&str) -> Option<J>,
+) -> Result<Vec<(String, J, T)>, StoreError> {
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        let (k, v) = item?;
+        let decoded = split_key(&k).and_then(|(owner, jid)| {
+            let jid = parse(&jid)?;
+            let value = serde_json::from_slice(&v).ok()?;
+            Some((owner, jid, value))
+        });
+        match decoded {
+            Some(entry) => out.push(entry),
+            None => {
+                warn!(tree = ?std::str::from_utf8(&tree.name()), "skipped an unreadable store entry")
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn put<T: Serialize>(tree: &sled::Tree, k: Vec<u8>, v: &T) -> Result<(), StoreError> {
+    tree.insert(k, serde_json::to_vec(v)?)?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::open(path)?;
+        Ok(Store {
+            watchers: db.open_tree("watchers")?,
+            accounts: db.open_tree("accounts")?,
+            caps: db.open_tree("caps")?,
+            devices: db.open_tree("devices")?,
+            db,
+        })
+    }
+
+    /// Everything the core is loaded with at start.
+    pub fn load(&self) -> Result<Stored, StoreError> {
+        let mut caps = Vec::new();
+        for item in self.caps.iter() {
+            let (k, v) = item?;
+            match (
+                std::str::from_utf8(&k),
+                serde_json::from_slice::<Vec<String>>(&v),
+            ) {
+                (Ok(ver), Ok(features)) => caps.push((ver.to_owned(), features)),
+                _ => warn!("skipped an unreadable caps entry"),
+            }
+        }
+        Ok(Stored {
+            watchers: load_tree(&self.watchers, |j| BareJid::new(j).ok())?,
+            accounts: load_tree(&self.accounts, |j| BareJid::new(j).ok())?,
+            devices: load_tree(&self.devices, |j| FullJid::new(j).ok())?,
+            caps,
+        })
+    }
+
+    /// Applies one change (not yet flushed).
+    pub fn apply(&self, op: &StoreOp) -> Result<(), StoreError> {
+        match op {
+            StoreOp::Watcher {
+                owner,
+                watcher,
+                state,
+            } => {
+                let k = key(owner, watcher.as_str());
+                match state {
+                    Some(s) => put(&self.watchers, k, s)?,
+                    None => {
+                        self.watchers.remove(k)?;
+                    }
+                }
+            }
+            StoreOp::Account {
+                owner,
+                account,
+                state,
+            } => put(&self.accounts, key(owner, account.as_str()), state)?,
+            StoreOp::Caps { ver, features } => put(&self.caps, ver.as_bytes().to_vec(), features)?,
+            StoreOp::Device {
+                owner,
+                device,
+                record,
+            } => put(&self.devices, key(owner, device.as_str()), record)?,
+        }
+        Ok(())
+    }
+
+    /// Makes every applied change durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{AccountState, DeviceRecord, WatcherState};
+
+    #[tokio::test]
+    async fn what_is_applied_and_flushed_is_loaded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let bob = BareJid::new("bob@localhost").unwrap();
+        let alice = BareJid::new("alice@localhost").unwrap();
+        let phone = FullJid::new("alice@localhost/phone").unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let ops = [
+                StoreOp::Watcher {
+                    owner: "alice".into(),
+                    watcher: bob.clone(),
+                    state: Some(WatcherState::Subscribed),
+                },
+                StoreOp::Account {
+                    owner: "alice".into(),
+                    account: alice.clone(),
+                    state: AccountState { approved: true },
+                },
+                StoreOp::Caps {
+                    ver: "abc=".into(),
+                    features: vec!["urn:x".into()],
+                },
+                StoreOp::Device {
+                    owner: "alice".into(),
+                    device: phone.clone(),
+                    record: DeviceRecord {
+                        first_seen: 1,
+                        last_seen: 2,
+                        label: None,
+                    },
+                },
+            ];
+            for op in &ops {
+                store.apply(op).unwrap();
+            }
+            store.flush().await.unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(
+            loaded.watchers,
+            vec![("alice".to_string(), bob.clone(), WatcherState::Subscribed)]
+        );
+        assert_eq!(
+            loaded.accounts,
+            vec![("alice".to_string(), alice, AccountState { approved: true })]
+        );
+        assert_eq!(
+            loaded.caps,
+            vec![("abc=".to_string(), vec!["urn:x".to_string()])]
+        );
+        assert_eq!(loaded.devices.len(), 1);
+        store
+            .apply(&StoreOp::Watcher {
+                owner: "alice".into(),
+                watcher: bob,
+                state: None,
+            })
+            .unwrap();
+        assert!(store.load().unwrap().watchers.is_empty());
+    }
+}
