@@ -1,6 +1,7 @@
 //! `unified-presence --config FILE`: parse arguments, read the config, set
 //! up tracing, run until SIGINT/SIGTERM.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -66,10 +67,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .context("log.level is not a valid tracing filter")?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => EnvFilter::try_new(env).context("RUST_LOG is not a valid tracing filter")?,
+        _ => EnvFilter::try_new(&config.log.level).context("log.level is not a valid tracing filter")?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

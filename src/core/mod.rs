@@ -360,20 +360,12 @@ impl Core {
             let from = self.owners[i].virtual_jid.to_string();
             let accounts = self.owners[i].accounts.clone();
             for (account, state) in accounts {
-                if !state.approved {
-                    self.send(stanza::stanza(
-                        "presence",
-                        &from,
-                        account.as_str(),
-                        Some("subscribe"),
-                    ));
-                }
-                self.send(stanza::stanza(
-                    "presence",
-                    &from,
-                    account.as_str(),
-                    Some("probe"),
-                ));
+                // Not both: Prosody answers a probe from a JID without a
+                // subscription with `unsubscribed`, which cancels the
+                // request still pending in her roster. Her approval
+                // (`subscribed`) is followed by a probe instead.
+                let kind = if state.approved { "probe" } else { "subscribe" };
+                self.send(stanza::stanza("presence", &from, account.as_str(), Some(kind)));
             }
             self.mark_dirty(i, now);
         }

@@ -1,0 +1,197 @@
+"""End-to-end harness: a real Prosody (scripts/prosody_local.py), the real
+component binary, and slixmpp clients playing the users."""
+import asyncio
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import slixmpp
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from prosody_local import Prosody  # noqa: E402
+
+DOMAIN = "unified.localhost"
+SECRET = "e2e-secret"
+BIN = os.environ.get("UP_BIN", os.path.join(ROOT, "target", "debug", "unified-presence"))
+
+JINGLE_AUDIO = [
+    "urn:xmpp:jingle:1",
+    "urn:xmpp:jingle:apps:rtp:1",
+    "urn:xmpp:jingle:apps:rtp:audio",
+    "urn:xmpp:jingle:transports:ice-udp:1",
+]
+JINGLE_VIDEO = JINGLE_AUDIO + ["urn:xmpp:jingle:apps:rtp:video"]
+JMI = "urn:xmpp:jingle-message:0"
+OUR_NODE = "https://unified-presence.org/caps"
+
+
+def start_prosody(tmp, users=("alice", "bob", "eve")):
+    p = Prosody(os.path.join(tmp, "prosody"), component_domain=DOMAIN, secret=SECRET).start()
+    for u in users:
+        p.register(u, "pw-" + u)
+    return p
+
+
+class Component:
+    """The unified-presence binary with its own config and store."""
+
+    def __init__(self, tmp, prosody, owners_toml, presence_toml="coalesce_ms = 100\nsettle_ms = 500\n"):
+        self.dir = os.path.join(tmp, "component")
+        os.makedirs(self.dir, exist_ok=True)
+        self.config = os.path.join(self.dir, "component.toml")
+        self.log = os.path.join(self.dir, "component.log")
+        with open(self.config, "w") as f:
+            f.write(f"""[server]
+address = "127.0.0.1:{prosody.component}"
+domain = "{DOMAIN}"
+secret = "{SECRET}"
+keepalive_secs = 5
+
+[store]
+path = "{self.dir}/store"
+
+[presence]
+{presence_toml}
+[log]
+level = "unified_presence=debug"
+
+{owners_toml}
+""")
+        self.proc = None
+
+    def log_text(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def start(self, wait_connected=True):
+        self._logf = open(self.log, "a")
+        self.connections = self.log_text().count(" connected domain=")
+        self.proc = subprocess.Popen([BIN, "--config", self.config], stdout=self._logf,
+                                     stderr=subprocess.STDOUT, env={k: v for k, v in os.environ.items() if k != "RUST_LOG"})
+        if wait_connected:
+            self.wait_log(" connected domain=", self.connections + 1)
+        return self
+
+    def wait_log(self, needle, count=1, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.log_text().count(needle) >= count:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"component exited ({self.proc.returncode}):\n{self.log_text()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"component log never showed {needle!r} x{count}:\n{self.log_text()[-3000:]}")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode if self.proc else None
+        self.proc = None
+        return code
+
+
+class Client(slixmpp.ClientXMPP):
+    """A user's device: records every stanza it receives, raw."""
+
+    def __init__(self, jid, features=(), caps=True, caps_node="https://client.example/app"):
+        super().__init__(jid, "pw-" + jid.split("@")[0])
+        self.enable_starttls = False
+        self.enable_direct_tls = False
+        self.enable_plaintext = True
+        self.disco_features = list(features)
+        self.caps = caps
+        self.register_plugin("feature_mechanisms")
+        self.plugin["feature_mechanisms"].unencrypted_plain = True
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0199")
+        if caps:
+            self.register_plugin("xep_0115", {"caps_node": caps_node})
+        self.auto_authorize = None
+        self.auto_subscribe = False
+        self.inbox = []
+        self.started = asyncio.Event()
+        self.gone = asyncio.Event()
+        self.add_event_handler("session_start", lambda _: self.started.set())
+        self.add_event_handler("disconnected", lambda _: self.gone.set())
+        self.add_filter("in", self._record)
+
+    def _record(self, stanza):
+        self.inbox.append((str(stanza), copy.deepcopy(stanza.xml)))
+        return stanza
+
+    async def online(self, port, show=None, status=None, priority=0):
+        self.connect("127.0.0.1", port)
+        await asyncio.wait_for(self.started.wait(), 15)
+        for f in self.disco_features:
+            await self.plugin["xep_0030"].add_feature(f)
+        if self.caps:
+            await self.plugin["xep_0115"].update_caps(broadcast=False)
+        # RFC 6121 §3.1.3: subscription requests go to interested resources.
+        await self.get_roster()
+        self.send_presence(pshow=show, pstatus=status, ppriority=priority)
+        return self
+
+    async def offline(self):
+        self.disconnect()
+        await asyncio.wait_for(self.gone.wait(), 10)
+
+    def mark(self):
+        return len(self.inbox)
+
+    def received(self, pred, since=0):
+        return [el for _, el in self.inbox[since:] if pred(el)]
+
+    async def wait_for(self, pred, since=0, timeout=10, what="stanza"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.received(pred, since)
+            if found:
+                return found[0]
+            await asyncio.sleep(0.02)
+        raw = "\n".join(s for s, _ in self.inbox[since:])
+        raise AssertionError(f"{self.boundjid} never received {what}; got:\n{raw}")
+
+    def raw_since(self, since=0):
+        return [s for s, _ in self.inbox[since:]]
+
+
+C = "{jabber:client}"
+
+
+def presence(frm=None, typ="available"):
+    """Predicate: a presence from `frm` (exact) of type `typ`."""
+    def pred(el):
+        if el.tag != C + "presence":
+            return False
+        if frm is not None and el.get("from") != frm:
+            return False
+        return (el.get("type") or "available") == typ
+    return pred
+
+
+def show_of(el):
+    s = el.find(C + "show")
+    return None if s is None else s.text
+
+
+def iq_reply(id_):
+    return lambda el: el.tag == C + "iq" and el.get("id") == id_
+
+
+def error_condition(el):
+    err = el.find(C + "error")
+    if err is None:
+        return None
+    for child in err:
+        if child.tag.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}") and not child.tag.endswith("}text"):
+            return child.tag.split("}")[1]
+    return None
