@@ -1,18 +1,16 @@
 """End-to-end harness: a real Prosody (scripts/prosody_local.py), the real
 component binary, and slixmpp clients playing the users."""
-import asyncio
-import copy
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import slixmpp
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from prosody_local import Prosody  # noqa: E402
+from xmpp_users import Client  # noqa: E402,F401
 
 DOMAIN = "unified.localhost"
 SECRET = "e2e-secret"
@@ -97,71 +95,6 @@ level = "unified_presence=debug"
         code = self.proc.returncode if self.proc else None
         self.proc = None
         return code
-
-
-class Client(slixmpp.ClientXMPP):
-    """A user's device: records every stanza it receives, raw."""
-
-    def __init__(self, jid, features=(), caps=True, caps_node="https://client.example/app"):
-        super().__init__(jid, "pw-" + jid.split("@")[0])
-        self.enable_starttls = False
-        self.enable_direct_tls = False
-        self.enable_plaintext = True
-        self.disco_features = list(features)
-        self.caps = caps
-        self.register_plugin("feature_mechanisms")
-        self.plugin["feature_mechanisms"].unencrypted_plain = True
-        self.register_plugin("xep_0030")
-        self.register_plugin("xep_0199")
-        if caps:
-            self.register_plugin("xep_0115", {"caps_node": caps_node})
-        self.auto_authorize = None
-        self.auto_subscribe = False
-        self.inbox = []
-        self.started = asyncio.Event()
-        self.gone = asyncio.Event()
-        self.add_event_handler("session_start", lambda _: self.started.set())
-        self.add_event_handler("disconnected", lambda _: self.gone.set())
-        self.add_filter("in", self._record)
-
-    def _record(self, stanza):
-        self.inbox.append((str(stanza), copy.deepcopy(stanza.xml)))
-        return stanza
-
-    async def online(self, port, show=None, status=None, priority=0):
-        self.connect("127.0.0.1", port)
-        await asyncio.wait_for(self.started.wait(), 15)
-        for f in self.disco_features:
-            await self.plugin["xep_0030"].add_feature(f)
-        if self.caps:
-            await self.plugin["xep_0115"].update_caps(broadcast=False)
-        # RFC 6121 §3.1.3: subscription requests go to interested resources.
-        await self.get_roster()
-        self.send_presence(pshow=show, pstatus=status, ppriority=priority)
-        return self
-
-    async def offline(self):
-        self.disconnect()
-        await asyncio.wait_for(self.gone.wait(), 10)
-
-    def mark(self):
-        return len(self.inbox)
-
-    def received(self, pred, since=0):
-        return [el for _, el in self.inbox[since:] if pred(el)]
-
-    async def wait_for(self, pred, since=0, timeout=10, what="stanza"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.received(pred, since)
-            if found:
-                return found[0]
-            await asyncio.sleep(0.02)
-        raw = "\n".join(s for s, _ in self.inbox[since:])
-        raise AssertionError(f"{self.boundjid} never received {what}; got:\n{raw}")
-
-    def raw_since(self, since=0):
-        return [s for s, _ in self.inbox[since:]]
 
 
 C = "{jabber:client}"
