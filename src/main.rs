@@ -68,8 +68,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.trim().is_empty() => EnvFilter::try_new(env).context("RUST_LOG is not a valid tracing filter")?,
-        _ => EnvFilter::try_new(&config.log.level).context("log.level is not a valid tracing filter")?,
+        Ok(env) if !env.trim().is_empty() => {
+            EnvFilter::try_new(env).context("RUST_LOG is not a valid tracing filter")?
+        }
+        _ => EnvFilter::try_new(&config.log.level)
+            .context("log.level is not a valid tracing filter")?,
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

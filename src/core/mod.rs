@@ -365,7 +365,12 @@ impl Core {
                 // request still pending in her roster. Her approval
                 // (`subscribed`) is followed by a probe instead.
                 let kind = if state.approved { "probe" } else { "subscribe" };
-                self.send(stanza::stanza("presence", &from, account.as_str(), Some(kind)));
+                self.send(stanza::stanza(
+                    "presence",
+                    &from,
+                    account.as_str(),
+                    Some(kind),
+                ));
             }
             self.mark_dirty(i, now);
         }

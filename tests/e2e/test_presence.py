@@ -190,6 +190,9 @@ def test_restart_keeps_watchers_and_answers_the_next_login_probe(prosody, compon
         await asyncio.sleep(QUIET)
         assert not phone.received(presence(ALICE, "subscribe"), mark), phone.raw_since(mark)
 
+        # The phone's verified caps came from the store: no new disco#info.
+        assert "cached_caps=1" in component.log_text()
+
         # Bob logs in again: his server probes alice@D and the component
         # answers with what is true now.
         bob2 = await Client("bob@localhost/pc2").online(prosody.c2s)
@@ -239,3 +242,24 @@ def test_connection_failures_say_what_to_fix(tmp_path, prosody):
         wrong.stop()
     assert re.search(r"refused the secret", wrong.log_text())
     assert "wrong" not in wrong.log_text(), "the secret is never logged"
+
+
+def test_an_idle_link_is_kept_alive(tmp_path, prosody):
+    comp = Component(str(tmp_path), prosody, OWNERS_ASK)
+    comp.config_text = open(comp.config).read().replace("keepalive_secs = 5", "keepalive_secs = 1")
+    open(comp.config, "w").write(comp.config_text)
+
+    async def scenario():
+        comp.start()
+        await asyncio.sleep(3.5)
+        assert comp.log_text().count("keepalive") >= 2
+        assert "connection lost" not in comp.log_text()
+        # Still serving after the silence.
+        phone = await Client("alice@localhost/phone", JINGLE_VIDEO, caps_node=PHONE_NODE).online(prosody.c2s)
+        await link_alice(phone, prosody)
+        await phone.offline()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        comp.stop()
