@@ -28,10 +28,12 @@ const ESCAPES: [(char, &str); 10] = [
 ];
 
 fn is_escape_code(s: &str) -> bool {
-    s.len() >= 2
-        && ESCAPES
+    // `get`, not indexing: the next two bytes may split a character.
+    s.get(..2).is_some_and(|head| {
+        ESCAPES
             .iter()
-            .any(|(_, code)| s[..2].eq_ignore_ascii_case(code))
+            .any(|(_, code)| head.eq_ignore_ascii_case(code))
+    })
 }
 
 /// XEP-0106 escaping of a string into a localpart.
@@ -270,6 +272,25 @@ mod tests {
         for (raw, escaped) in cases {
             assert_eq!(escape_node(raw), escaped);
             assert_eq!(unescape_node(escaped), raw);
+        }
+    }
+
+    #[test]
+    fn escaping_never_splits_a_character() {
+        for raw in ["\\aé@x", "\\é", "é\\", "\\"] {
+            assert_eq!(unescape_node(&escape_node(raw)), raw);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaping_round_trips_any_string(raw in "\\PC*") {
+            proptest::prop_assert_eq!(unescape_node(&escape_node(&raw)), raw);
+        }
+
+        #[test]
+        fn the_guard_never_panics(text in "\\PC*") {
+            let _ = secrets().names_secret(&text, None);
         }
     }
 
