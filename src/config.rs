@@ -13,7 +13,7 @@ use jid::{BareJid, Jid};
 use serde::Deserialize;
 
 use crate::core::devices::ClassDef;
-use crate::core::{CoreConfig, Limits, OwnerConfig, SubscriptionPolicy};
+use crate::core::{CandidatePolicy, CoreConfig, Limits, OwnerConfig, SubscriptionPolicy};
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,9 @@ pub struct Config {
     /// `[log]`.
     #[serde(default)]
     pub log: Log,
+    /// `[calls]`.
+    #[serde(default)]
+    pub calls: Calls,
     /// `[[classes]]`: replaces the default four classes when present.
     #[serde(default = "default_classes")]
     pub classes: Vec<ClassConfig>,
@@ -176,6 +179,27 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[calls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calls {
+    /// Seconds devices ring before the caller is told nobody answered.
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout_secs: u64,
+}
+
+fn default_ring_timeout() -> u64 {
+    30
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls {
+            ring_timeout_secs: default_ring_timeout(),
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +294,10 @@ pub struct Owner {
     /// JIDs or domains that get nothing.
     #[serde(default)]
     pub blocked: Vec<String>,
+    /// `direct` (default) or `relay-only`: strip the host and
+    /// server-reflexive ICE candidates of her devices from calls.
+    #[serde(default)]
+    pub candidates: CandidatePolicy,
 }
 
 impl Config {
@@ -404,11 +432,13 @@ impl Config {
                     subscription: o.subscription,
                     allow: o.allow.clone(),
                     blocked: o.blocked.clone(),
+                    candidates: o.candidates,
                 })
                 .collect(),
             coalesce_ms: self.presence.coalesce_ms,
             settle_ms: self.presence.settle_ms,
             iq_timeout_ms: self.limits.iq_timeout_secs.saturating_mul(1000),
+            ring_timeout_ms: self.calls.ring_timeout_secs.saturating_mul(1000),
             limits: Limits {
                 devices_per_owner: self.limits.devices_per_owner,
                 watchers_per_owner: self.limits.watchers_per_owner,

@@ -124,6 +124,16 @@ fn child_strategy() -> impl Strategy<Value = String> {
         "<body>hello phone</body>".to_owned(),
         "<propose xmlns='urn:xmpp:jingle-message:0' id='s1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>".to_owned(),
         "<x xmlns='jabber:x:data'><field var='FORM_TYPE'><value>a</value></field></x>".to_owned(),
+        "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='s1' initiator='bob@localhost/pc'><content creator='initiator' name='0'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1'><candidate type='host' ip='10.0.0.1'/></transport></content></jingle>".to_owned(),
+        "<jingle xmlns='urn:xmpp:jingle:1' action='transport-info' sid='s1'/>".to_owned(),
+        "<jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='s1' responder='alice@localhost/phone'/>".to_owned(),
+        "<jingle xmlns='urn:xmpp:jingle:1' action='session-terminate' sid='s1'><reason><success/></reason></jingle>".to_owned(),
+        "<jingle xmlns='urn:xmpp:jingle:1' sid='s1'/>".to_owned(),
+        "<proceed xmlns='urn:xmpp:jingle-message:0' id='s1'/>".to_owned(),
+        "<ringing xmlns='urn:xmpp:jingle-message:0' id='s1'/>".to_owned(),
+        "<retract xmlns='urn:xmpp:jingle-message:0' id='s1'/>".to_owned(),
+        "<finish xmlns='urn:xmpp:jingle-message:0' id='s1'/>".to_owned(),
+        "<propose xmlns='urn:xmpp:jingle-message:0'/>".to_owned(),
     ])
 }
 

@@ -27,15 +27,18 @@ impl Core {
             return self.reply_error(iq, ErrorType::Modify, "bad-request");
         };
         let get = iq.attr("type") == Some("get");
+        if let Target::Owner { owner, .. } = &target {
+            if super::listed(&self.owners[*owner].blocked, &from.to_bare()) {
+                trace!("dropped: iq from a blocked sender");
+                return;
+            }
+        }
+        if !get && self.call_iq(now, iq, &from, &target) {
+            return;
+        }
         let answer = match target {
             Target::Domain => self.domain_iq(get, payload),
-            Target::Owner { owner, resource } => {
-                if super::listed(&self.owners[owner].blocked, &from.to_bare()) {
-                    trace!("dropped: iq from a blocked sender");
-                    return;
-                }
-                self.owner_iq(owner, resource, get, payload)
-            }
+            Target::Owner { owner, resource } => self.owner_iq(owner, resource, get, payload),
             Target::Proxy { .. } | Target::Nobody => Err("service-unavailable"),
         };
         match answer {
@@ -48,6 +51,9 @@ impl Core {
     }
 
     fn iq_answer(&mut self, now: Time, iq: &Element, from: &Jid) {
+        if self.relay_answer(iq, from) {
+            return;
+        }
         let Some(id) = iq.attr("id") else {
             return trace!("dropped: iq answer without id");
         };

@@ -146,6 +146,7 @@ impl Core {
     fn device_gone(&mut self, now: Time, i: usize, full: &FullJid) {
         if self.owners[i].devices.remove(full).is_some() {
             debug!(owner = %self.owners[i].name, "device offline");
+            self.call_device_gone(now, full);
             self.device_seen(now, i, full);
             self.mark_dirty(i, now);
         }

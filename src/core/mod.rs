@@ -13,8 +13,10 @@
 //! passes the privacy guard ([`address::Secrets::leak_in`]).
 
 pub mod address;
+mod calls;
 pub mod devices;
 mod disco;
+pub mod jingle;
 mod linking;
 pub mod presence;
 pub mod router;
@@ -59,6 +61,18 @@ pub enum SubscriptionPolicy {
     Open,
 }
 
+/// Which ICE candidates of the owner's devices reach the other party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CandidatePolicy {
+    /// Pass every candidate through.
+    #[default]
+    Direct,
+    /// Strip `host` and `srflx` candidates: the caller never learns a
+    /// device's IP address (DESIGN.md section 5).
+    RelayOnly,
+}
+
 /// One provisioned owner.
 #[derive(Debug, Clone)]
 pub struct OwnerConfig {
@@ -72,6 +86,8 @@ pub struct OwnerConfig {
     pub allow: Vec<String>,
     /// JIDs or domains that get nothing.
     pub blocked: Vec<String>,
+    /// ICE candidate policy for her calls.
+    pub candidates: CandidatePolicy,
 }
 
 /// Limits that keep one owner or sender from exhausting the component.
@@ -103,6 +119,8 @@ pub struct CoreConfig {
     pub settle_ms: u64,
     /// How long we wait for an IQ answer.
     pub iq_timeout_ms: u64,
+    /// How long devices ring before the call is given up.
+    pub ring_timeout_ms: u64,
     /// Limits.
     pub limits: Limits,
     /// Seed for stanza ids.
@@ -198,6 +216,7 @@ struct Owner {
     policy: SubscriptionPolicy,
     allow: Vec<String>,
     blocked: Vec<String>,
+    candidates: CandidatePolicy,
     devices: BTreeMap<FullJid, Device>,
     records: HashMap<FullJid, DeviceRecord>,
     watchers: HashMap<BareJid, WatcherState>,
@@ -239,6 +258,7 @@ pub struct Core {
     secrets: Secrets,
     caps_cache: HashMap<String, Arc<BTreeSet<String>>>,
     pending: HashMap<String, PendingIq>,
+    calls: calls::CallTable,
     rng: StdRng,
     next_id: u64,
     transmit: VecDeque<Element>,
@@ -273,6 +293,7 @@ impl Core {
                 policy: oc.subscription,
                 allow: oc.allow.clone(),
                 blocked: oc.blocked.clone(),
+                candidates: oc.candidates,
                 devices: BTreeMap::new(),
                 records: HashMap::new(),
                 watchers: HashMap::new(),
@@ -310,6 +331,7 @@ impl Core {
             secrets,
             caps_cache,
             pending: HashMap::new(),
+            calls: calls::CallTable::default(),
             next_id: 0,
             transmit: VecDeque::new(),
             store: VecDeque::new(),
@@ -338,10 +360,15 @@ impl Core {
     /// When [`Core::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Time> {
         let iq = self.pending.values().map(|p| p.deadline).min();
-        match (self.flush_at, iq) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.flush_at, iq, self.calls.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Live calls.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
     }
 
     /// Stanzas the privacy guard refused so far (each one a bug).
@@ -418,6 +445,7 @@ impl Core {
                 debug!(id = %id, to = %p.to, "iq timed out");
             }
         }
+        self.call_timeouts(now);
         if self.flush_at.is_some_and(|t| t <= now) {
             self.flush_at = None;
             let dirty = std::mem::take(&mut self.dirty);
@@ -481,7 +509,11 @@ impl Core {
         match kind {
             "presence" => self.handle_presence(now, &stanza, from, target),
             "iq" => self.handle_iq(now, &stanza, from, target),
-            _ => self.handle_message(&stanza, target),
+            _ => {
+                if !self.call_message(now, &stanza, &from, &target) {
+                    self.handle_message(&stanza, target);
+                }
+            }
         }
     }
 
@@ -573,9 +605,20 @@ impl Core {
 
     fn aggregate(&self, i: usize, class: usize) -> Option<presence::ClassPresence> {
         let owner = &self.owners[i];
-        presence::aggregate(&owner.devices, class, |s| {
+        let state = presence::aggregate(&owner.devices, class, |s| {
             self.secrets.names_secret(s, None).is_none()
-        })
+        });
+        // DESIGN.md section 3: in a call through us, call classes are busy.
+        match state {
+            Some(_) if self.cfg.classes[class].jmi && self.calls.in_call(i) => {
+                Some(presence::ClassPresence {
+                    show: devices::Show::Dnd,
+                    status: Some("In a call".into()),
+                    idle_since: None,
+                })
+            }
+            other => other,
+        }
     }
 
     fn class_presence(

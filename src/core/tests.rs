@@ -1,7 +1,7 @@
 //! Core scenarios, one test per rule, no network. Every emitted stanza is
 //! checked for a `to`, a `from` on our domain and leaks (`Harness::drain`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use minidom::Element;
 
@@ -37,10 +37,12 @@ fn config(policy: SubscriptionPolicy) -> CoreConfig {
             subscription: policy,
             allow: vec![],
             blocked: vec!["spam@evil.example".into()],
+            candidates: CandidatePolicy::Direct,
         }],
         coalesce_ms: 100,
         settle_ms: 500,
         iq_timeout_ms: 30_000,
+        ring_timeout_ms: 30_000,
         limits: Limits {
             devices_per_owner: 8,
             watchers_per_owner: 100,
@@ -703,4 +705,534 @@ fn a_device_going_offline_and_account_unavailable_clear_devices() {
     let bob = to_bob(&out);
     assert_eq!(bob.len(), 3);
     assert!(bob.iter().all(|p| p.attr("type") == Some("unavailable")));
+}
+
+// ---- Calls (DESIGN.md section 5) ----
+
+const PHONE: &str = "alice@localhost/phone";
+const TABLET: &str = "alice@localhost/tablet";
+const BOB: &str = "bob@localhost/pc";
+const AUDIO: &str = "alice@unified.localhost/audio";
+
+/// Alice's phone and tablet can do audio, her laptop only chat; Bob watches.
+fn alice_with_two_phones(policy: CandidatePolicy) -> Harness {
+    let mut cfg = config(SubscriptionPolicy::Open);
+    cfg.owners[0].candidates = policy;
+    let mut h = Harness::with(cfg, Stored::default());
+    h.subscribe_bob();
+    let out = h.device("phone", &caps_for("https://conversations.im", JINGLE_AUDIO));
+    let q = out.iter().find(|e| e.name() == "iq").unwrap().clone();
+    h.answer_disco(&q, JINGLE_AUDIO);
+    h.device(
+        "tablet",
+        &caps_for("https://conversations.im", JINGLE_AUDIO),
+    );
+    let out = h.device("laptop", "");
+    let q = out.iter().find(|e| e.name() == "iq").unwrap().clone();
+    h.answer_disco(&q, &[]);
+    h.advance(200);
+    h
+}
+
+fn propose(h: &mut Harness, sid: &str) -> Vec<Element> {
+    h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' id='m-{sid}' from='{BOB}' to='alice@{D}'>\
+         <propose xmlns='urn:xmpp:jingle-message:0' id='{sid}'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>\
+         <request xmlns='urn:xmpp:receipts'/><store xmlns='urn:xmpp:hints'/></message>"
+    ))
+}
+
+fn jmi_of(el: &Element) -> Option<&Element> {
+    el.children().find(|c| c.has_ns(jingle::JMI))
+}
+
+/// The propose each device got: device -> (proxy full JID, leg id).
+fn legs(out: &[Element]) -> BTreeMap<String, (String, String)> {
+    out.iter()
+        .filter(|e| e.name() == "message" && jmi_of(e).is_some_and(|j| j.name() == "propose"))
+        .map(|e| {
+            (
+                e.attr("to").unwrap().to_owned(),
+                (
+                    e.attr("from").unwrap().to_owned(),
+                    jmi_of(e).unwrap().attr("id").unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn from_device(
+    h: &mut Harness,
+    device: &str,
+    proxy: &str,
+    name: &str,
+    leg: &str,
+    extra: &str,
+) -> Vec<Element> {
+    h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' from='{device}' to='{proxy}'><{name} xmlns='urn:xmpp:jingle-message:0' id='{leg}'>{extra}</{name}></message>"
+    ))
+}
+
+fn to_bob_jmi<'a>(out: &'a [Element], name: &str) -> Vec<&'a Element> {
+    out.iter()
+        .filter(|e| e.attr("to") == Some(BOB) && jmi_of(e).is_some_and(|j| j.name() == name))
+        .collect()
+}
+
+fn jingle_from(from: &str, to: &str, id: &str, action: &str, sid: &str, body: &str) -> String {
+    format!(
+        "<iq xmlns='jabber:component:accept' type='set' id='{id}' from='{from}' to='{to}'>\
+         <jingle xmlns='urn:xmpp:jingle:1' action='{action}' sid='{sid}' initiator='{from}'>{body}</jingle></iq>"
+    )
+}
+
+const CONTENT: &str = "<content creator='initiator' name='0'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'><payload-type id='111' name='opus' clockrate='48000' channels='2'/><extmap-allow-mixed xmlns='urn:xmpp:jingle:apps:rtp:rtp-hdrext:0'/></description><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='u' pwd='p'><candidate component='1' foundation='1' generation='0' id='c1' ip='abcd.local' port='5000' priority='1' protocol='udp' type='host'/><candidate component='1' foundation='3' generation='0' id='c3' ip='198.51.100.9' port='5002' priority='1' protocol='udp' type='relay'/></transport></content>";
+
+#[test]
+fn a_propose_rings_each_audio_device_from_one_proxy_jid() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let out = propose(&mut h, "S1");
+    let legs = legs(&out);
+    assert_eq!(
+        legs.keys().collect::<Vec<_>>(),
+        [PHONE, TABLET],
+        "the chat-only laptop does not ring"
+    );
+    let proxies: BTreeSet<&str> = legs.values().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(proxies.len(), 1, "one proxy full JID for the whole call");
+    assert!(proxies
+        .iter()
+        .next()
+        .unwrap()
+        .starts_with(r"bob\40localhost@unified.localhost/"));
+    let ids: BTreeSet<&str> = legs.values().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "a fresh id per leg");
+    assert!(!ids.contains("S1"));
+    for m in out.iter().filter(|e| e.attr("to") == Some(PHONE)) {
+        assert_eq!(m.attr("type"), Some("chat"));
+        assert!(m.has_child("store", jingle::HINTS));
+        assert!(m.has_child("no-copy", jingle::HINTS));
+        assert!(m.has_child("private", jingle::CARBONS));
+        assert!(jmi_of(m).unwrap().has_child("description", jingle::RTP));
+    }
+    let receipt = out
+        .iter()
+        .find(|e| e.attr("to") == Some(BOB))
+        .expect("receipt");
+    assert_eq!(
+        receipt
+            .get_child("received", jingle::RECEIPTS)
+            .unwrap()
+            .attr("id"),
+        Some("m-S1")
+    );
+}
+
+#[test]
+fn first_ringing_is_relayed_and_first_proceed_wins() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, phone_leg) = legs[PHONE].clone();
+    let (_, tablet_leg) = legs[TABLET].clone();
+    let out = from_device(&mut h, PHONE, &proxy, "ringing", &phone_leg, "");
+    assert_eq!(to_bob_jmi(&out, "ringing")[0].attr("from"), Some(AUDIO));
+    assert!(to_bob_jmi(
+        &from_device(&mut h, TABLET, &proxy, "ringing", &tablet_leg, ""),
+        "ringing"
+    )
+    .is_empty());
+
+    let out = from_device(
+        &mut h,
+        TABLET,
+        &proxy,
+        "proceed",
+        &tablet_leg,
+        "<device xmlns='http://gultsch.de/xmpp/drafts/omemo/dlts-srtp-verification' id='7'/>",
+    );
+    let proceed = to_bob_jmi(&out, "proceed");
+    assert_eq!(proceed.len(), 1);
+    assert_eq!(proceed[0].attr("from"), Some(AUDIO));
+    assert_eq!(jmi_of(proceed[0]).unwrap().attr("id"), Some("S1"));
+    assert_eq!(
+        jmi_of(proceed[0]).unwrap().children().count(),
+        0,
+        "OMEMO device removed"
+    );
+    let retract = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE))
+        .expect("phone is retracted");
+    assert_eq!(
+        retract.attr("from"),
+        Some(proxy.as_str()),
+        "same proxy full JID as its propose"
+    );
+    assert_eq!(jmi_of(retract).unwrap().name(), "retract");
+    assert_eq!(
+        jmi_of(retract).unwrap().attr("id"),
+        Some(phone_leg.as_str())
+    );
+
+    // A late proceed is retracted too, and Bob hears nothing of it.
+    let out = from_device(&mut h, PHONE, &proxy, "proceed", &phone_leg, "");
+    assert!(to_bob(&out).is_empty());
+    assert_eq!(jmi_of(&out[0]).unwrap().name(), "retract");
+}
+
+#[test]
+fn jingle_is_relayed_both_ways_with_sids_roles_and_ids_mapped() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[TABLET].clone();
+    from_device(&mut h, TABLET, &proxy, "proceed", &leg, "");
+
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "bob-iq-1",
+        "session-initiate",
+        "S1",
+        CONTENT,
+    ));
+    assert_eq!(out.len(), 1);
+    let si = &out[0];
+    assert_eq!(si.attr("to"), Some(TABLET));
+    assert_eq!(
+        si.attr("from"),
+        Some(proxy.as_str()),
+        "the leg's proxy full JID"
+    );
+    let j = si.get_child("jingle", jingle::JINGLE).unwrap();
+    assert_eq!(j.attr("sid"), Some(leg.as_str()));
+    assert_eq!(j.attr("initiator"), Some(proxy.as_str()));
+    let original: Element = format!("<jingle xmlns='urn:xmpp:jingle:1'>{CONTENT}</jingle>")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        j.get_child("content", jingle::JINGLE),
+        original.get_child("content", jingle::JINGLE),
+        "payload intact (mDNS candidate, extmap-allow-mixed)"
+    );
+
+    // The device's ack goes back to Bob with Bob's id.
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='{TABLET}' to='{proxy}'/>",
+        si.attr("id").unwrap()
+    ));
+    assert_eq!(out[0].attr("to"), Some(BOB));
+    assert_eq!(out[0].attr("id"), Some("bob-iq-1"));
+    assert_eq!(out[0].attr("from"), Some(AUDIO));
+
+    // session-accept the other way, responder rewritten to the class JID.
+    let accept = format!(
+        "<iq xmlns='jabber:component:accept' type='set' id='dev-iq-1' from='{TABLET}' to='{proxy}'>\
+         <jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='{leg}' initiator='{proxy}' responder='{TABLET}'>{CONTENT}</jingle></iq>"
+    );
+    let out = h.input(&accept);
+    let sa = &out[0];
+    assert_eq!(sa.attr("to"), Some(BOB));
+    assert_eq!(sa.attr("from"), Some(AUDIO));
+    let j = sa.get_child("jingle", jingle::JINGLE).unwrap();
+    assert_eq!(
+        (j.attr("sid"), j.attr("initiator"), j.attr("responder")),
+        (Some("S1"), Some(BOB), Some(AUDIO))
+    );
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='{BOB}' to='{AUDIO}'/>",
+        sa.attr("id").unwrap()
+    ));
+    assert_eq!(
+        (out[0].attr("to"), out[0].attr("id")),
+        (Some(TABLET), Some("dev-iq-1"))
+    );
+
+    // An error is mapped back too, with its condition.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "bob-iq-2",
+        "transport-info",
+        "S1",
+        "",
+    ));
+    let id = out[0].attr("id").unwrap().to_owned();
+    let out = h.input(&format!("<iq xmlns='jabber:component:accept' type='error' id='{id}' from='{TABLET}' to='{proxy}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"));
+    assert_eq!(
+        (out[0].attr("to"), out[0].attr("id"), out[0].attr("type")),
+        (Some(BOB), Some("bob-iq-2"), Some("error"))
+    );
+
+    // session-terminate from Bob ends the call and frees its state.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "bob-iq-3",
+        "session-terminate",
+        "S1",
+        "<reason><success/></reason>",
+    ));
+    assert_eq!(out[0].attr("to"), Some(TABLET));
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn watchers_see_call_classes_busy_during_a_call_and_back_after() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[TABLET].clone();
+    from_device(&mut h, TABLET, &proxy, "proceed", &leg, "");
+    let out = h.advance(200);
+    let bob = to_bob(&out);
+    let audio = from_class(&bob, "audio").unwrap();
+    assert_eq!(show(audio).as_deref(), Some("dnd"));
+    assert_eq!(
+        audio.get_child("status", ns::COMPONENT).unwrap().text(),
+        "In a call"
+    );
+    assert!(
+        from_class(&bob, "chat").is_none(),
+        "chat is not a call class"
+    );
+    from_device(
+        &mut h,
+        TABLET,
+        &proxy,
+        "finish",
+        &leg,
+        "<reason xmlns='urn:xmpp:jingle:1'><success/></reason>",
+    );
+    let out = h.advance(200);
+    assert_eq!(show(from_class(&to_bob(&out), "audio").unwrap()), None);
+}
+
+#[test]
+fn the_caller_retracting_while_ringing_retracts_every_leg() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{BOB}' to='alice@{D}'><retract xmlns='urn:xmpp:jingle-message:0' id='S1'/></message>"));
+    let retracted: BTreeSet<&str> = out
+        .iter()
+        .filter(|e| jmi_of(e).is_some_and(|j| j.name() == "retract"))
+        .map(|e| e.attr("to").unwrap())
+        .collect();
+    assert_eq!(retracted, [PHONE, TABLET].into());
+    for e in &out {
+        assert_eq!(e.attr("from"), Some(legs[e.attr("to").unwrap()].0.as_str()));
+    }
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn nobody_answering_in_time_rejects_with_timeout_and_retracts_every_leg() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    propose(&mut h, "S1");
+    assert!(h.advance(29_000).iter().all(|e| jmi_of(e).is_none()));
+    let out = h.advance(1_500);
+    let reject = to_bob_jmi(&out, "reject");
+    assert_eq!(reject.len(), 1);
+    assert!(jmi_of(reject[0])
+        .unwrap()
+        .get_child("reason", jingle::JINGLE)
+        .unwrap()
+        .has_child("timeout", jingle::JINGLE));
+    assert_eq!(
+        out.iter()
+            .filter(|e| jmi_of(e).is_some_and(|j| j.name() == "retract"))
+            .count(),
+        2
+    );
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn no_device_or_all_dnd_is_busy_at_once() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    h.device("phone", "<show>dnd</show>");
+    h.device("tablet", "<show>dnd</show>");
+    let out = propose(&mut h, "S1");
+    let reject = to_bob_jmi(&out, "reject");
+    assert_eq!(reject.len(), 1);
+    assert!(jmi_of(reject[0])
+        .unwrap()
+        .get_child("reason", jingle::JINGLE)
+        .unwrap()
+        .has_child("busy", jingle::JINGLE));
+    assert!(legs(&out).is_empty());
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn one_decline_keeps_the_others_ringing_and_all_declines_reach_the_caller() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, phone_leg) = legs[PHONE].clone();
+    let (_, tablet_leg) = legs[TABLET].clone();
+    let decline = "<reason xmlns='urn:xmpp:jingle:1'><decline/></reason>";
+    assert!(to_bob(&from_device(
+        &mut h, PHONE, &proxy, "reject", &phone_leg, decline
+    ))
+    .is_empty());
+    assert_eq!(h.core.calls(), 1);
+    let out = from_device(&mut h, TABLET, &proxy, "reject", &tablet_leg, decline);
+    let reject = to_bob_jmi(&out, "reject");
+    assert_eq!(jmi_of(reject[0]).unwrap().attr("id"), Some("S1"));
+    assert!(jmi_of(reject[0])
+        .unwrap()
+        .get_child("reason", jingle::JINGLE)
+        .unwrap()
+        .has_child("decline", jingle::JINGLE));
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn jingle_errors_follow_xep0166_section_10() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let out = h.input(&jingle_from(BOB, AUDIO, "x1", "transport-info", "nope", ""));
+    let err = out[0].get_child("error", ns::COMPONENT).unwrap();
+    assert!(err.has_child("item-not-found", ns::STANZAS));
+    assert!(err.has_child("unknown-session", jingle::JINGLE_ERRORS));
+    propose(&mut h, "S1");
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "x2",
+        "session-initiate",
+        "S1",
+        CONTENT,
+    ));
+    let err = out[0].get_child("error", ns::COMPONENT).unwrap();
+    assert!(
+        err.has_child("unexpected-request", ns::STANZAS),
+        "session-initiate before proceed"
+    );
+    assert!(err.has_child("out-of-order", jingle::JINGLE_ERRORS));
+}
+
+#[test]
+fn relay_only_strips_direct_candidates_towards_the_caller() {
+    let mut h = alice_with_two_phones(CandidatePolicy::RelayOnly);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[PHONE].clone();
+    from_device(&mut h, PHONE, &proxy, "proceed", &leg, "");
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='set' id='d1' from='{PHONE}' to='{proxy}'><jingle xmlns='urn:xmpp:jingle:1' action='transport-info' sid='{leg}'>{CONTENT}</jingle></iq>"
+    ));
+    let mut xml = Vec::new();
+    out[0].write_to(&mut xml).unwrap();
+    let xml = String::from_utf8(xml).unwrap();
+    assert!(
+        !xml.contains("abcd.local") && !xml.contains("type=\"host\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("198.51.100.9"),
+        "the relay candidate stays: {xml}"
+    );
+}
+
+#[test]
+fn plain_jingle_is_forked_and_the_first_accept_wins() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si",
+        "session-initiate",
+        "J1",
+        CONTENT,
+    ));
+    assert_eq!(
+        out.iter()
+            .filter(|e| e.attr("to") == Some(BOB) && e.attr("type") == Some("result"))
+            .count(),
+        1,
+        "Bob's IQ is acked"
+    );
+    let inits: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("type") == Some("set"))
+        .collect();
+    assert_eq!(inits.len(), 2);
+    let leg_of = |e: &Element| {
+        e.get_child("jingle", jingle::JINGLE)
+            .unwrap()
+            .attr("sid")
+            .unwrap()
+            .to_owned()
+    };
+    let phone = inits.iter().find(|e| e.attr("to") == Some(PHONE)).unwrap();
+    let tablet = inits.iter().find(|e| e.attr("to") == Some(TABLET)).unwrap();
+    let (phone_leg, tablet_leg, proxy) = (
+        leg_of(phone),
+        leg_of(tablet),
+        phone.attr("from").unwrap().to_owned(),
+    );
+
+    // Bob's transport-info is replayed to both ringing legs.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "ti",
+        "transport-info",
+        "J1",
+        CONTENT,
+    ));
+    assert_eq!(
+        out.iter().filter(|e| e.attr("type") == Some("set")).count(),
+        2
+    );
+    // The tablet's own transport-info is held until it wins.
+    let held = format!("<iq xmlns='jabber:component:accept' type='set' id='t1' from='{TABLET}' to='{proxy}'><jingle xmlns='urn:xmpp:jingle:1' action='transport-info' sid='{tablet_leg}'>{CONTENT}</jingle></iq>");
+    assert!(to_bob(&h.input(&held))
+        .iter()
+        .all(|e| e.attr("type") == Some("result") || e.attr("to") != Some(BOB)));
+    assert!(to_bob(&h.input(&held)).is_empty());
+
+    let accept = format!("<iq xmlns='jabber:component:accept' type='set' id='a1' from='{TABLET}' to='{proxy}'><jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='{tablet_leg}' responder='{TABLET}'>{CONTENT}</jingle></iq>");
+    let out = h.input(&accept);
+    let to_bob_sets: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some(BOB) && e.attr("type") == Some("set"))
+        .collect();
+    let actions: Vec<&str> = to_bob_sets
+        .iter()
+        .map(|e| {
+            e.get_child("jingle", jingle::JINGLE)
+                .unwrap()
+                .attr("action")
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        ["session-accept", "transport-info", "transport-info"],
+        "accept, then what was held"
+    );
+    let cancel = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE))
+        .unwrap()
+        .get_child("jingle", jingle::JINGLE)
+        .unwrap();
+    assert_eq!(
+        (cancel.attr("action"), cancel.attr("sid")),
+        (Some("session-terminate"), Some(phone_leg.as_str()))
+    );
+    assert!(cancel
+        .get_child("reason", jingle::JINGLE)
+        .unwrap()
+        .has_child("cancel", jingle::JINGLE));
+}
+
+#[test]
+fn a_video_propose_rings_only_video_devices() {
+    let mut h = alice_with_phone_and_laptop();
+    h.device("tablet", &caps_for("https://dino.im", JINGLE_AUDIO));
+    let out = h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' from='{BOB}' to='alice@{D}'><propose xmlns='urn:xmpp:jingle-message:0' id='V1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'/></propose></message>"
+    ));
+    assert_eq!(legs(&out).keys().collect::<Vec<_>>(), [PHONE]);
 }

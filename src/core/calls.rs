@@ -1,0 +1,822 @@
+//! Calls (DESIGN.md section 5): a caller's XEP-0353 proposal or Jingle
+//! `session-initiate` is forked to the owner's chosen devices, one leg
+//! each; the first to answer wins; from then on every Jingle IQ is relayed
+//! both ways with sids and IQ ids mapped.
+//!
+//! Facing the caller everything comes from the class resource
+//! (`alice@D/audio`); facing a device everything of one leg comes from one
+//! proxy full JID (`bob\40example.org@D/<token>`), because Conversations
+//! ignores a retract or session-initiate from any other full JID.
+//! Payloads are relayed as raw elements (see [`super::jingle`]).
+
+use std::collections::HashMap;
+
+use jid::{FullJid, Jid};
+use minidom::Element;
+use tracing::{debug, info, trace};
+
+use super::address::proxy_jid;
+use super::devices::Show;
+use super::jingle::{
+    self, jingle_child, jingle_error, jingle_iq, jmi, jmi_child, jmi_copy, reason, rewrite_jingle,
+    terminate,
+};
+use super::router::{Resource, Target};
+use super::stanza::{self, element, iq_result, ErrorType};
+use super::{CandidatePolicy, Core, Time};
+
+/// How the caller asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// XEP-0353 propose, then Jingle to the winner.
+    Jmi,
+    /// A plain Jingle `session-initiate` to the class resource.
+    Jingle,
+}
+
+/// One device being rung.
+#[derive(Debug)]
+struct Leg {
+    device: FullJid,
+    /// The leg's propose id and Jingle sid.
+    id: String,
+    declined: bool,
+    /// Plain Jingle: the leg's own transport-info, held until it wins.
+    held: Vec<Element>,
+}
+
+#[derive(Debug)]
+struct Call {
+    owner: usize,
+    mode: Mode,
+    caller: FullJid,
+    /// The caller's propose id / Jingle sid.
+    sid: String,
+    /// What devices see: the caller's proxy full JID.
+    proxy: String,
+    /// What the caller sees: the class resource.
+    face: String,
+    legs: Vec<Leg>,
+    winner: Option<usize>,
+    rang: bool,
+    /// Ring timeout while nobody has answered.
+    deadline: Option<Time>,
+}
+
+/// An IQ we sent on someone's behalf: its answer goes back to them.
+#[derive(Debug)]
+struct Relay {
+    /// Who must answer (anyone else's answer is ignored).
+    peer: Jid,
+    /// Where the answer goes, from which of our addresses, with which id;
+    /// `None` for IQs of our own (replays, cancels) whose answer we drop.
+    back: Option<(String, String, String)>,
+    deadline: Time,
+}
+
+/// Every live call and relayed IQ.
+#[derive(Debug, Default)]
+pub(super) struct CallTable {
+    calls: HashMap<u64, Call>,
+    by_caller: HashMap<(FullJid, String), u64>,
+    by_leg: HashMap<String, u64>,
+    relays: HashMap<String, Relay>,
+    next: u64,
+}
+
+impl CallTable {
+    /// The earliest ring timeout or relay expiry.
+    pub(super) fn next_deadline(&self) -> Option<Time> {
+        let calls = self.calls.values().filter_map(|c| c.deadline);
+        let relays = self.relays.values().map(|r| r.deadline);
+        calls.chain(relays).min()
+    }
+
+    /// Whether owner `i` is in a call through us (a leg has answered).
+    pub(super) fn in_call(&self, i: usize) -> bool {
+        self.calls
+            .values()
+            .any(|c| c.owner == i && c.winner.is_some())
+    }
+
+    /// Live calls (for tests and metrics).
+    pub(super) fn len(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+fn full(jid: &Jid) -> Option<FullJid> {
+    jid.clone().try_into_full().ok()
+}
+
+impl Core {
+    /// A message with an XEP-0353 element; `false` if it has none.
+    pub(super) fn call_message(
+        &mut self,
+        now: Time,
+        msg: &Element,
+        from: &Jid,
+        target: &Target,
+    ) -> bool {
+        let Some(el) = jmi_child(msg) else {
+            return false;
+        };
+        if msg.attr("type") == Some("error") {
+            trace!("dropped: JMI error message");
+            return true;
+        }
+        let Some(from) = full(from) else {
+            trace!("dropped: JMI from a bare JID");
+            return true;
+        };
+        let account_owner = self.secrets.account_owner(&from.to_bare());
+        match target {
+            Target::Owner { owner, .. }
+                if super::listed(&self.owners[*owner].blocked, &from.to_bare()) =>
+            {
+                trace!("dropped: JMI from a blocked sender")
+            }
+            Target::Owner { owner, .. } if account_owner != Some(*owner) => {
+                self.caller_jmi(now, *owner, from, msg, el)
+            }
+            Target::Proxy { .. } if account_owner.is_some() => self.leg_jmi(now, from, el),
+            _ => trace!("dropped: JMI message with no call to go to"),
+        }
+        true
+    }
+
+    fn caller_jmi(
+        &mut self,
+        now: Time,
+        owner: usize,
+        caller: FullJid,
+        msg: &Element,
+        el: &Element,
+    ) {
+        let Some(id) = el.attr("id").map(str::to_owned) else {
+            return self.reply_error(msg, ErrorType::Modify, "bad-request");
+        };
+        let call = self
+            .calls
+            .by_caller
+            .get(&(caller.clone(), id.clone()))
+            .copied();
+        match (el.name(), call) {
+            ("propose", None) => self.propose(now, owner, caller, msg, el, id),
+            ("propose", Some(_)) => trace!("duplicate propose"),
+            ("retract", Some(c)) | ("finish", Some(c)) => {
+                let name = el.name();
+                let legs: Vec<(String, String, String)> = {
+                    let call = &self.calls.calls[&c];
+                    call.legs
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, l)| {
+                            !l.declined && (call.winner.is_none() || call.winner == Some(*i))
+                        })
+                        .map(|(_, l)| (call.proxy.clone(), l.device.to_string(), l.id.clone()))
+                        .collect()
+                };
+                for (proxy, device, leg_id) in legs {
+                    let out = if name == "finish" {
+                        jmi_copy(el, &leg_id)
+                    } else {
+                        jmi("retract", &leg_id, vec![])
+                    };
+                    self.send_jmi(&proxy, &device, out);
+                }
+                self.end_call(c, "caller ended");
+            }
+            (name, _) => trace!(name, "ignored JMI from the caller"),
+        }
+    }
+
+    /// DESIGN.md section 5, steps 1-3.
+    fn propose(
+        &mut self,
+        now: Time,
+        owner: usize,
+        caller: FullJid,
+        msg: &Element,
+        el: &Element,
+        sid: String,
+    ) {
+        let needed = jingle::needed_features(el);
+        let Some(class) = self.class_for(&needed) else {
+            debug!("propose for media no class serves");
+            let face = self.owners[owner].virtual_jid.to_string();
+            let reject = jmi("reject", &sid, vec![reason("unsupported-applications")]);
+            return self.send_jmi(&face, caller.as_str(), reject);
+        };
+        let face = format!(
+            "{}/{}",
+            self.owners[owner].virtual_jid, self.cfg.classes[class].name
+        );
+        // XEP-0184: the proposal reached the callee's side.
+        if let (Some(_), Some(msg_id)) =
+            (msg.get_child("request", jingle::RECEIPTS), msg.attr("id"))
+        {
+            let mut receipt = stanza::stanza("message", &face, caller.as_str(), None);
+            receipt.append_child(element("received", jingle::RECEIPTS, &[("id", msg_id)]));
+            self.send(receipt);
+        }
+        let devices = self.ring_plan(owner, class);
+        if devices.is_empty() {
+            info!(owner = %self.owners[owner].name, "no device to ring: busy");
+            return self.send_jmi(
+                &face,
+                caller.as_str(),
+                jmi("reject", &sid, vec![reason("busy")]),
+            );
+        }
+        let Some(c) = self.new_call(now, owner, Mode::Jmi, caller, sid, face, devices) else {
+            return;
+        };
+        let legs: Vec<(String, String, String)> = {
+            let call = &self.calls.calls[&c];
+            call.legs
+                .iter()
+                .map(|l| (call.proxy.clone(), l.device.to_string(), l.id.clone()))
+                .collect()
+        };
+        for (proxy, device, leg_id) in legs {
+            // Only the chosen devices ring: no carbons, no archive copies
+            // elsewhere (XEP-0280 private, XEP-0334 no-copy), but kept for a
+            // device that reconnects (store).
+            let mut m = stanza::stanza("message", &proxy, &device, Some("chat"));
+            stanza::set_attr(&mut m, "id", self.next_id());
+            m.append_child(jmi_copy(el, &leg_id));
+            m.append_child(Element::bare("store", jingle::HINTS));
+            m.append_child(Element::bare("private", jingle::CARBONS));
+            m.append_child(Element::bare("no-copy", jingle::HINTS));
+            self.send(m);
+        }
+    }
+
+    /// The class whose features cover what the caller asks, the smallest
+    /// such (audio before video for an audio call).
+    fn class_for(&self, needed: &[String]) -> Option<usize> {
+        if needed.is_empty() {
+            return None;
+        }
+        self.cfg
+            .classes
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| needed.iter().all(|n| c.requires.contains(n)))
+            .min_by_key(|(_, c)| c.requires.len())
+            .map(|(i, _)| i)
+    }
+
+    /// The devices to ring: DESIGN.md section 6's default rule, all
+    /// available devices of the class that are not `dnd`, in parallel.
+    fn ring_plan(&self, owner: usize, class: usize) -> Vec<FullJid> {
+        self.owners[owner]
+            .devices
+            .iter()
+            .filter(|(_, d)| d.classes & (1 << class) != 0 && d.show != Show::Dnd)
+            .map(|(j, _)| j.clone())
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_call(
+        &mut self,
+        now: Time,
+        owner: usize,
+        mode: Mode,
+        caller: FullJid,
+        sid: String,
+        face: String,
+        devices: Vec<FullJid>,
+    ) -> Option<u64> {
+        let proxy = proxy_jid(&caller.to_bare(), &self.cfg.domain)?;
+        let token = self.next_id();
+        let proxy = format!("{proxy}/{token}");
+        let legs: Vec<Leg> = devices
+            .into_iter()
+            .map(|device| Leg {
+                device,
+                id: self.next_id(),
+                declined: false,
+                held: vec![],
+            })
+            .collect();
+        self.calls.next += 1;
+        let c = self.calls.next;
+        info!(owner = %self.owners[owner].name, legs = legs.len(), ?mode, "ringing");
+        for l in &legs {
+            self.calls.by_leg.insert(l.id.clone(), c);
+        }
+        self.calls
+            .by_caller
+            .insert((caller.clone(), sid.clone()), c);
+        self.calls.calls.insert(
+            c,
+            Call {
+                owner,
+                mode,
+                caller,
+                sid,
+                proxy,
+                face,
+                legs,
+                winner: None,
+                rang: false,
+                deadline: Some(now.plus_ms(self.cfg.ring_timeout_ms)),
+            },
+        );
+        Some(c)
+    }
+
+    fn end_call(&mut self, c: u64, why: &str) {
+        let Some(call) = self.calls.calls.remove(&c) else {
+            return;
+        };
+        info!(owner = %self.owners[call.owner].name, why, "call ended");
+        self.calls
+            .by_caller
+            .remove(&(call.caller.clone(), call.sid.clone()));
+        for l in &call.legs {
+            self.calls.by_leg.remove(&l.id);
+        }
+        if call.winner.is_some() {
+            // The call classes stop showing "In a call".
+            self.dirty.insert(call.owner);
+            if self.flush_at.is_none() {
+                self.flush_at = Some(self.settle_until);
+            }
+        }
+    }
+
+    fn send_jmi(&mut self, from: &str, to: &str, el: Element) {
+        let mut m = stanza::stanza("message", from, to, Some("chat"));
+        stanza::set_attr(&mut m, "id", self.next_id());
+        m.append_child(el);
+        m.append_child(Element::bare("store", jingle::HINTS));
+        self.send(m);
+    }
+
+    /// JMI from one of the owner's devices to a proxy JID.
+    fn leg_jmi(&mut self, now: Time, device: FullJid, el: &Element) {
+        let Some(leg_id) = el.attr("id") else { return };
+        let Some(&c) = self.calls.by_leg.get(leg_id) else {
+            return trace!("JMI for no live leg");
+        };
+        let call = &self.calls.calls[&c];
+        let Some(li) = call
+            .legs
+            .iter()
+            .position(|l| l.id == leg_id && l.device == device)
+        else {
+            return trace!("JMI from a device that is not this leg's");
+        };
+        let (face, caller, sid, proxy) = (
+            call.face.clone(),
+            call.caller.to_string(),
+            call.sid.clone(),
+            call.proxy.clone(),
+        );
+        match (el.name(), call.winner) {
+            ("ringing", None) if !call.rang => {
+                if let Some(call) = self.calls.calls.get_mut(&c) {
+                    call.rang = true;
+                }
+                self.send_jmi(&face, &caller, jmi("ringing", &sid, vec![]));
+            }
+            // XEP-0353 §3.4: the first proceed wins.
+            ("proceed", None) => {
+                let others: Vec<(String, String)> = call
+                    .legs
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, l)| *i != li && !l.declined)
+                    .map(|(_, l)| (l.device.to_string(), l.id.clone()))
+                    .collect();
+                if let Some(call) = self.calls.calls.get_mut(&c) {
+                    call.winner = Some(li);
+                    call.deadline = None;
+                }
+                info!("answered");
+                self.send_jmi(&face, &caller, jmi_copy(el, &sid));
+                for (d, id) in others {
+                    self.send_jmi(&proxy, &d, jmi("retract", &id, vec![]));
+                }
+                self.mark_dirty(self.calls.calls[&c].owner, now);
+            }
+            // A late second proceed is told the call is taken.
+            ("proceed", Some(w)) if w != li => {
+                self.send_jmi(&proxy, device.as_str(), jmi("retract", leg_id, vec![]))
+            }
+            ("reject", None) => {
+                let all = {
+                    let call = self.calls.calls.get_mut(&c).expect("looked up above");
+                    call.legs[li].declined = true;
+                    call.legs.iter().all(|l| l.declined)
+                };
+                if all {
+                    self.send_jmi(&face, &caller, jmi_copy(el, &sid));
+                    self.end_call(c, "every device declined");
+                }
+            }
+            ("finish", Some(w)) if w == li => {
+                self.send_jmi(&face, &caller, jmi_copy(el, &sid));
+                self.end_call(c, "device finished");
+            }
+            (name, _) => trace!(name, "ignored JMI from a device"),
+        }
+    }
+
+    /// A Jingle IQ set; `false` if it is not one we route as a call.
+    pub(super) fn call_iq(&mut self, now: Time, iq: &Element, from: &Jid, target: &Target) -> bool {
+        let Some(j) = jingle_child(iq) else {
+            return false;
+        };
+        let (Some(sid), Some(action)) = (j.attr("sid"), j.attr("action")) else {
+            self.reply_error(iq, ErrorType::Modify, "bad-request");
+            return true;
+        };
+        let Some(from) = full(from) else {
+            self.reply_error(iq, ErrorType::Modify, "bad-request");
+            return true;
+        };
+        let account_owner = self.secrets.account_owner(&from.to_bare());
+        match target {
+            Target::Owner {
+                owner,
+                resource: Resource::Class(class),
+            } if account_owner != Some(*owner) => {
+                self.caller_jingle(
+                    now,
+                    *owner,
+                    *class,
+                    from,
+                    iq,
+                    j,
+                    sid.to_owned(),
+                    action.to_owned(),
+                );
+            }
+            Target::Proxy { .. } if account_owner.is_some() => {
+                self.device_jingle(now, from, iq, j, sid.to_owned(), action.to_owned());
+            }
+            _ => self.unknown_session(iq),
+        }
+        true
+    }
+
+    fn unknown_session(&mut self, iq: &Element) {
+        // XEP-0166 §10.
+        if let Some(e) = jingle_error(iq, ErrorType::Cancel, "item-not-found", "unknown-session") {
+            self.send(e);
+        }
+    }
+
+    fn out_of_order(&mut self, iq: &Element) {
+        if let Some(e) = jingle_error(iq, ErrorType::Wait, "unexpected-request", "out-of-order") {
+            self.send(e);
+        }
+    }
+
+    fn ack(&mut self, iq: &Element) {
+        self.send(iq_result(iq, None));
+    }
+
+    /// Sends an IQ of our own (a replay or a cancel) whose answer we drop.
+    fn send_own(&mut self, now: Time, from: &str, to: &str, jingle: Element) {
+        let id = self.next_id();
+        if let Ok(peer) = Jid::new(to) {
+            self.calls.relays.insert(
+                id.clone(),
+                Relay {
+                    peer,
+                    back: None,
+                    deadline: now.plus_ms(self.cfg.iq_timeout_ms),
+                },
+            );
+        }
+        self.send(jingle_iq(from, to, &id, jingle));
+    }
+
+    /// Sends `jingle` from `from` to `to` on behalf of `iq`'s sender, whose
+    /// IQ gets the answer.
+    fn relay(&mut self, now: Time, iq: &Element, from: &str, to: &str, jingle: Element) {
+        let id = self.next_id();
+        let back = match (iq.attr("from"), iq.attr("to"), iq.attr("id")) {
+            (Some(f), Some(t), Some(i)) => Some((f.to_owned(), t.to_owned(), i.to_owned())),
+            _ => None,
+        };
+        if let Ok(peer) = Jid::new(to) {
+            self.calls.relays.insert(
+                id.clone(),
+                Relay {
+                    peer,
+                    back,
+                    deadline: now.plus_ms(self.cfg.iq_timeout_ms),
+                },
+            );
+        }
+        self.send(jingle_iq(from, to, &id, jingle));
+    }
+
+    /// An answer to an IQ we relayed; `false` if it is not one.
+    pub(super) fn relay_answer(&mut self, iq: &Element, from: &Jid) -> bool {
+        let Some(id) = iq.attr("id") else {
+            return false;
+        };
+        if self.calls.relays.get(id).is_none_or(|r| r.peer != *from) {
+            return false;
+        }
+        let Some(relay) = self.calls.relays.remove(id) else {
+            return false;
+        };
+        if let Some((to, our_from, their_id)) = relay.back {
+            let mut answer = stanza::stanza("iq", &our_from, &to, iq.attr("type"));
+            stanza::set_attr(&mut answer, "id", their_id);
+            for child in iq.children() {
+                answer.append_child(child.clone());
+            }
+            self.send(answer);
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn caller_jingle(
+        &mut self,
+        now: Time,
+        owner: usize,
+        class: usize,
+        caller: FullJid,
+        iq: &Element,
+        j: &Element,
+        sid: String,
+        action: String,
+    ) {
+        let call = self
+            .calls
+            .by_caller
+            .get(&(caller.clone(), sid.clone()))
+            .copied();
+        let Some(c) = call else {
+            if action != "session-initiate" {
+                return self.unknown_session(iq);
+            }
+            // Plain Jingle (Dino without JMI): fork the session-initiate.
+            let face = format!(
+                "{}/{}",
+                self.owners[owner].virtual_jid, self.cfg.classes[class].name
+            );
+            self.ack(iq);
+            let devices = self.ring_plan(owner, class);
+            if devices.is_empty() {
+                return self.send_own(now, &face.clone(), caller.as_str(), terminate(&sid, "busy"));
+            }
+            let Some(c) = self.new_call(now, owner, Mode::Jingle, caller, sid, face, devices)
+            else {
+                return;
+            };
+            let legs: Vec<(String, String)> = self.calls.calls[&c]
+                .legs
+                .iter()
+                .map(|l| (l.device.to_string(), l.id.clone()))
+                .collect();
+            let proxy = self.calls.calls[&c].proxy.clone();
+            for (device, leg_id) in legs {
+                let out = rewrite_jingle(j, &leg_id, Some(&proxy), None, false);
+                self.send_own(now, &proxy, &device, out);
+            }
+            return;
+        };
+        let call = &self.calls.calls[&c];
+        let (proxy, mode, winner) = (call.proxy.clone(), call.mode, call.winner);
+        match winner {
+            Some(w) => {
+                let leg = &call.legs[w];
+                let (device, leg_id) = (leg.device.to_string(), leg.id.clone());
+                if action == "session-initiate" && mode == Mode::Jingle {
+                    return self.out_of_order(iq);
+                }
+                let out = rewrite_jingle(j, &leg_id, Some(&proxy), None, false);
+                self.relay(now, iq, &proxy, &device, out);
+                if action == "session-terminate" {
+                    self.end_call(c, "caller terminated");
+                }
+            }
+            None if mode == Mode::Jingle
+                && (action == "transport-info" || action == "session-terminate") =>
+            {
+                let legs: Vec<(String, String)> = call
+                    .legs
+                    .iter()
+                    .filter(|l| !l.declined)
+                    .map(|l| (l.device.to_string(), l.id.clone()))
+                    .collect();
+                self.ack(iq);
+                for (device, leg_id) in legs {
+                    let out = rewrite_jingle(j, &leg_id, Some(&proxy), None, false);
+                    self.send_own(now, &proxy, &device, out);
+                }
+                if action == "session-terminate" {
+                    self.end_call(c, "caller cancelled");
+                }
+            }
+            // XEP-0353: nothing but the propose's answer before proceed.
+            None => self.out_of_order(iq),
+        }
+    }
+
+    fn device_jingle(
+        &mut self,
+        now: Time,
+        device: FullJid,
+        iq: &Element,
+        j: &Element,
+        leg_id: String,
+        action: String,
+    ) {
+        let Some(&c) = self.calls.by_leg.get(&leg_id) else {
+            return self.unknown_session(iq);
+        };
+        let call = &self.calls.calls[&c];
+        let Some(li) = call
+            .legs
+            .iter()
+            .position(|l| l.id == leg_id && l.device == device)
+        else {
+            return self.unknown_session(iq);
+        };
+        let relay_only = self.owners[call.owner].candidates == CandidatePolicy::RelayOnly;
+        let (face, caller, sid, proxy, mode) = (
+            call.face.clone(),
+            call.caller.to_string(),
+            call.sid.clone(),
+            call.proxy.clone(),
+            call.mode,
+        );
+        match call.winner {
+            Some(w) if w == li => {
+                let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
+                self.relay(now, iq, &face, &caller, out);
+                if action == "session-terminate" {
+                    self.end_call(c, "device terminated");
+                }
+            }
+            // This leg lost; its session is over.
+            Some(_) => self.unknown_session(iq),
+            None if mode == Mode::Jmi => self.out_of_order(iq),
+            None => match action.as_str() {
+                // XEP-0166 §6.4: the first session-accept wins.
+                "session-accept" => {
+                    let (others, held) = {
+                        let call = self.calls.calls.get_mut(&c).expect("looked up above");
+                        call.winner = Some(li);
+                        call.deadline = None;
+                        let held = std::mem::take(&mut call.legs[li].held);
+                        let others: Vec<(String, String)> = call
+                            .legs
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, l)| *i != li && !l.declined)
+                            .map(|(_, l)| (l.device.to_string(), l.id.clone()))
+                            .collect();
+                        (others, held)
+                    };
+                    info!("answered");
+                    let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
+                    self.relay(now, iq, &face, &caller, out);
+                    for h in held {
+                        let out = rewrite_jingle(&h, &sid, Some(&caller), Some(&face), relay_only);
+                        self.send_own(now, &face, &caller, out);
+                    }
+                    for (d, id) in others {
+                        self.send_own(now, &proxy, &d, terminate(&id, "cancel"));
+                    }
+                    let owner = self.calls.calls[&c].owner;
+                    self.mark_dirty(owner, now);
+                }
+                "transport-info" => {
+                    self.ack(iq);
+                    if let Some(call) = self.calls.calls.get_mut(&c) {
+                        call.legs[li].held.push(j.clone());
+                    }
+                }
+                "session-terminate" => {
+                    self.ack(iq);
+                    let all = {
+                        let call = self.calls.calls.get_mut(&c).expect("looked up above");
+                        call.legs[li].declined = true;
+                        call.legs.iter().all(|l| l.declined)
+                    };
+                    if all {
+                        let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
+                        self.send_own(now, &face, &caller, out);
+                        self.end_call(c, "every device declined");
+                    }
+                }
+                "session-info" => {
+                    self.ack(iq);
+                    let first = self
+                        .calls
+                        .calls
+                        .get_mut(&c)
+                        .is_some_and(|call| !std::mem::replace(&mut call.rang, true));
+                    if first {
+                        let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
+                        self.send_own(now, &face, &caller, out);
+                    }
+                }
+                _ => self.ack(iq),
+            },
+        }
+    }
+
+    /// Ring timeouts and expired relays.
+    pub(super) fn call_timeouts(&mut self, now: Time) {
+        self.calls.relays.retain(|_, r| r.deadline > now);
+        let expired: Vec<u64> = self
+            .calls
+            .calls
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for c in expired {
+            let call = &self.calls.calls[&c];
+            let (face, caller, sid, proxy, mode) = (
+                call.face.clone(),
+                call.caller.to_string(),
+                call.sid.clone(),
+                call.proxy.clone(),
+                call.mode,
+            );
+            let legs: Vec<(String, String)> = call
+                .legs
+                .iter()
+                .filter(|l| !l.declined)
+                .map(|l| (l.device.to_string(), l.id.clone()))
+                .collect();
+            match mode {
+                Mode::Jmi => {
+                    for (d, id) in legs {
+                        self.send_jmi(&proxy, &d, jmi("retract", &id, vec![reason("timeout")]));
+                    }
+                    self.send_jmi(&face, &caller, jmi("reject", &sid, vec![reason("timeout")]));
+                }
+                Mode::Jingle => {
+                    for (d, id) in legs {
+                        self.send_own(now, &proxy, &d, terminate(&id, "timeout"));
+                    }
+                    self.send_own(now, &face, &caller, terminate(&sid, "timeout"));
+                }
+            }
+            self.end_call(c, "nobody answered");
+        }
+    }
+
+    /// A device went offline: its ringing leg is declined; if it had
+    /// answered, the call ends on the caller's side.
+    pub(super) fn call_device_gone(&mut self, now: Time, device: &FullJid) {
+        let affected: Vec<u64> = self
+            .calls
+            .calls
+            .iter()
+            .filter(|(_, c)| c.legs.iter().any(|l| l.device == *device))
+            .map(|(k, _)| *k)
+            .collect();
+        for c in affected {
+            let call = self.calls.calls.get_mut(&c).expect("listed above");
+            let li = call
+                .legs
+                .iter()
+                .position(|l| l.device == *device)
+                .expect("filtered above");
+            call.legs[li].declined = true;
+            let (face, caller, sid, mode) = (
+                call.face.clone(),
+                call.caller.to_string(),
+                call.sid.clone(),
+                call.mode,
+            );
+            let ended = call.winner == Some(li)
+                || (call.winner.is_none() && call.legs.iter().all(|l| l.declined));
+            if !ended {
+                continue;
+            }
+            match mode {
+                Mode::Jmi if self.calls.calls[&c].winner.is_some() => self.send_jmi(
+                    &face,
+                    &caller,
+                    jmi("finish", &sid, vec![reason("connectivity-error")]),
+                ),
+                Mode::Jmi => {
+                    self.send_jmi(&face, &caller, jmi("reject", &sid, vec![reason("busy")]))
+                }
+                Mode::Jingle => {
+                    self.send_own(now, &face, &caller, terminate(&sid, "connectivity-error"))
+                }
+            }
+            self.end_call(c, "device went offline");
+        }
+    }
+}

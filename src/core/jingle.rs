@@ -1,0 +1,254 @@
+//! Raw-element vocabulary for XEP-0353 (Jingle Message Initiation) and
+//! XEP-0166 (Jingle) relaying.
+//!
+//! Written here rather than taken from xmpp-parsers: its `JingleMI` type
+//! rejects `<ringing/>` and `<finish/>`, keeps one `<description/>` and
+//! drops `<reason/>`, and its Jingle types drop unknown children on a
+//! round trip (extmap-allow-mixed, bandwidth) and refuse mDNS candidates.
+//! Everything here works on `minidom::Element`s and changes only the
+//! attributes the relay must change, so payloads arrive as sent.
+
+use minidom::{Element, Node};
+
+use super::stanza::{element, set_attr, ErrorType};
+
+/// XEP-0353 namespace (the current one, used by Conversations and Dino).
+pub const JMI: &str = "urn:xmpp:jingle-message:0";
+/// XEP-0166.
+pub const JINGLE: &str = "urn:xmpp:jingle:1";
+/// XEP-0166 §10 error conditions.
+pub const JINGLE_ERRORS: &str = "urn:xmpp:jingle:errors:1";
+/// XEP-0176 ICE-UDP transport.
+pub const ICE_UDP: &str = "urn:xmpp:jingle:transports:ice-udp:1";
+/// XEP-0167 RTP description.
+pub const RTP: &str = "urn:xmpp:jingle:apps:rtp:1";
+/// XEP-0184 receipts.
+pub const RECEIPTS: &str = "urn:xmpp:receipts";
+/// XEP-0334 hints.
+pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0280 carbons.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+
+/// The XEP-0353 element of a message, if it has one.
+pub fn jmi_child(message: &Element) -> Option<&Element> {
+    message.children().find(|c| c.has_ns(JMI))
+}
+
+/// The Jingle element of an IQ, if it has one.
+pub fn jingle_child(iq: &Element) -> Option<&Element> {
+    iq.get_child("jingle", JINGLE)
+}
+
+/// A copy of a JMI element (`proceed`, `ringing`, ...) with a new `id`,
+/// without the children that only make sense between the original two
+/// parties (an OMEMO `<device/>` naming the answering device).
+pub fn jmi_copy(el: &Element, id: &str) -> Element {
+    let mut out = element(el.name(), JMI, &[]);
+    for (name, value) in el.attrs().iter().map(|((_, n), v)| (n.as_str(), v)) {
+        set_attr(&mut out, name, value.clone());
+    }
+    set_attr(&mut out, "id", id);
+    for child in el.children().filter(|c| c.name() != "device") {
+        out.append_child(child.clone());
+    }
+    out
+}
+
+/// A JMI element with only an id and optional children.
+pub fn jmi(name: &str, id: &str, children: Vec<Element>) -> Element {
+    let mut el = element(name, JMI, &[("id", id)]);
+    for c in children {
+        el.append_child(c);
+    }
+    el
+}
+
+/// A Jingle `<reason/>` with one condition (XEP-0166 §7.4).
+pub fn reason(condition: &str) -> Element {
+    let mut r = Element::bare("reason", JINGLE);
+    r.append_child(Element::bare(condition, JINGLE));
+    r
+}
+
+/// A copy of `jingle` with `sid` and, where given, `initiator` and
+/// `responder` replaced; with `relay_only`, host and server-reflexive ICE
+/// candidates removed (the device's own addresses, DESIGN.md section 5).
+pub fn rewrite_jingle(
+    jingle: &Element,
+    sid: &str,
+    initiator: Option<&str>,
+    responder: Option<&str>,
+    relay_only: bool,
+) -> Element {
+    let mut out = jingle.clone();
+    set_attr(&mut out, "sid", sid);
+    if let (Some(i), Some(_)) = (initiator, out.attr("initiator")) {
+        set_attr(&mut out, "initiator", i);
+    }
+    if let (Some(r), Some(_)) = (responder, out.attr("responder")) {
+        set_attr(&mut out, "responder", r);
+    }
+    if relay_only {
+        strip_direct_candidates(&mut out);
+    }
+    out
+}
+
+fn strip_direct_candidates(el: &mut Element) {
+    if el.is("transport", ICE_UDP) {
+        for node in el.take_nodes() {
+            let direct = matches!(&node, Node::Element(c)
+                if c.name() == "candidate" && matches!(c.attr("type"), Some("host") | Some("srflx")));
+            if !direct {
+                el.append_node(node);
+            }
+        }
+        return;
+    }
+    for child in el.children_mut() {
+        strip_direct_candidates(child);
+    }
+}
+
+/// A Jingle IQ set from `from` to `to` with `id` carrying `jingle`.
+pub fn jingle_iq(from: &str, to: &str, id: &str, jingle: Element) -> Element {
+    let mut iq = super::stanza::stanza("iq", from, to, Some("set"));
+    set_attr(&mut iq, "id", id);
+    iq.append_child(jingle);
+    iq
+}
+
+/// A new `<jingle action=... sid=.../>` with one reason.
+pub fn terminate(sid: &str, condition: &str) -> Element {
+    let mut j = element(
+        "jingle",
+        JINGLE,
+        &[("action", "session-terminate"), ("sid", sid)],
+    );
+    j.append_child(reason(condition));
+    j
+}
+
+/// XEP-0166 §10: an error reply with a Jingle-specific condition.
+pub fn jingle_error(
+    iq: &Element,
+    typ: ErrorType,
+    condition: &str,
+    jingle_condition: &str,
+) -> Option<Element> {
+    let mut reply = super::stanza::error_reply(iq, typ, condition, None)?;
+    if let Some(err) = reply.get_child_mut("error", super::stanza::ns::COMPONENT) {
+        err.append_child(Element::bare(jingle_condition, JINGLE_ERRORS));
+    }
+    Some(reply)
+}
+
+/// The features a JMI `<propose/>` or a `session-initiate` asks for: each
+/// description's namespace and, for RTP, the media feature.
+pub fn needed_features(container: &Element) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut visit = |d: &Element| {
+        out.push(d.ns());
+        if d.has_ns(RTP) {
+            if let Some(media) = d.attr("media") {
+                out.push(format!("urn:xmpp:jingle:apps:rtp:{media}"));
+            }
+        }
+    };
+    for child in container.children() {
+        if child.name() == "description" {
+            visit(child);
+        } else if child.name() == "content" {
+            for d in child.children().filter(|d| d.name() == "description") {
+                visit(d);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCEPT: &str = r#"<jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='leg1' initiator='bob\40localhost@unified.localhost/t1' responder='alice@localhost/phone'>
+      <content creator='initiator' name='0' senders='both'>
+        <description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>
+          <payload-type id='111' name='opus' clockrate='48000' channels='2'><rtcp-fb xmlns='urn:xmpp:jingle:apps:rtp:rtcp-fb:0' type='transport-cc'/></payload-type>
+          <rtp-hdrext xmlns='urn:xmpp:jingle:apps:rtp:rtp-hdrext:0' id='1' uri='urn:ietf:params:rtp-hdrext:ssrc-audio-level'/>
+          <extmap-allow-mixed xmlns='urn:xmpp:jingle:apps:rtp:rtp-hdrext:0'/>
+          <source xmlns='urn:xmpp:jingle:apps:rtp:ssma:0' ssrc='1234'><parameter name='cname' value='x'/></source>
+          <rtcp-mux/>
+        </description>
+        <transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='u' pwd='p'>
+          <fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='active'>AA:BB</fingerprint>
+          <candidate component='1' foundation='1' generation='0' id='c1' ip='0c8d9b2e-1111.local' network='0' port='5000' priority='1' protocol='udp' type='host'/>
+          <candidate component='1' foundation='2' generation='0' id='c2' ip='203.0.113.7' network='0' port='5001' priority='1' protocol='udp' type='srflx'/>
+          <candidate component='1' foundation='3' generation='0' id='c3' ip='198.51.100.9' network='0' port='5002' priority='1' protocol='udp' type='relay'/>
+        </transport>
+      </content>
+    </jingle>"#;
+
+    #[test]
+    fn rewriting_changes_only_sid_and_roles_and_keeps_unknown_children() {
+        let el: Element = ACCEPT.parse().unwrap();
+        let out = rewrite_jingle(
+            &el,
+            "S1",
+            Some("bob@localhost/pc"),
+            Some("alice@unified.localhost/audio"),
+            false,
+        );
+        assert_eq!(out.attr("sid"), Some("S1"));
+        assert_eq!(out.attr("initiator"), Some("bob@localhost/pc"));
+        assert_eq!(out.attr("responder"), Some("alice@unified.localhost/audio"));
+        let mut back = out.clone();
+        set_attr(&mut back, "sid", "leg1");
+        set_attr(&mut back, "initiator", el.attr("initiator").unwrap());
+        set_attr(&mut back, "responder", el.attr("responder").unwrap());
+        assert_eq!(back, el, "nothing else changed");
+    }
+
+    #[test]
+    fn relay_only_strips_host_and_srflx_candidates() {
+        let el: Element = ACCEPT.parse().unwrap();
+        let out = rewrite_jingle(&el, "S1", None, None, true);
+        let transport = out
+            .get_child("content", JINGLE)
+            .unwrap()
+            .get_child("transport", ICE_UDP)
+            .unwrap();
+        let kinds: Vec<_> = transport
+            .children()
+            .filter(|c| c.name() == "candidate")
+            .map(|c| c.attr("type").unwrap())
+            .collect();
+        assert_eq!(kinds, ["relay"]);
+        assert!(
+            transport.children().any(|c| c.name() == "fingerprint"),
+            "the fingerprint stays"
+        );
+    }
+
+    #[test]
+    fn proceed_copy_drops_the_omemo_device() {
+        let el: Element = "<proceed xmlns='urn:xmpp:jingle-message:0' id='leg1'><device xmlns='http://gultsch.de/xmpp/drafts/omemo/dlts-srtp-verification' id='42'/></proceed>".parse().unwrap();
+        let out = jmi_copy(&el, "S1");
+        assert_eq!(out.attr("id"), Some("S1"));
+        assert_eq!(out.children().count(), 0);
+    }
+
+    #[test]
+    fn needed_features_of_a_video_propose() {
+        let el: Element = "<propose xmlns='urn:xmpp:jingle-message:0' id='S'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'/></propose>".parse().unwrap();
+        assert_eq!(
+            needed_features(&el),
+            [
+                RTP,
+                "urn:xmpp:jingle:apps:rtp:audio",
+                RTP,
+                "urn:xmpp:jingle:apps:rtp:video"
+            ]
+        );
+    }
+}
