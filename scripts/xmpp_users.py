@@ -6,6 +6,8 @@ import copy
 import time
 
 import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 
 class Client(slixmpp.ClientXMPP):
@@ -32,6 +34,10 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("session_start", lambda _: self.started.set())
         self.add_event_handler("disconnected", lambda _: self.gone.set())
         self.add_filter("in", self._record)
+        # Jingle IQs are answered by the caller of this class (tests ack or
+        # refuse them on purpose); without a handler slixmpp would answer
+        # every one with an error first.
+        self.register_handler(Callback("jingle", MatchXPath("{jabber:client}iq/{urn:xmpp:jingle:1}jingle"), lambda _: None))
 
     def _record(self, stanza):
         self.inbox.append((str(stanza), copy.deepcopy(stanza.xml)))

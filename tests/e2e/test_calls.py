@@ -1,0 +1,322 @@
+"""Calls end to end (issue 3): Bob calls alice@unified.localhost; the
+component rings her phone (Dino's dialect) and tablet (Conversations'
+dialect) but not her chat-only laptop, and relays Jingle to the one that
+answers. Real Prosody, real binary, slixmpp devices, raw JMI and Jingle."""
+import asyncio
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from harness import (C, DOMAIN, JINGLE_AUDIO, Client, Component, error_condition,
+                     iq_reply, presence, show_of, start_prosody)
+
+ALICE = f"alice@{DOMAIN}"
+AUDIO = f"{ALICE}/audio"
+JMI = "urn:xmpp:jingle-message:0"
+JINGLE = "urn:xmpp:jingle:1"
+OWNERS = """[calls]
+ring_timeout_secs = 3
+
+[[owners]]
+name = "alice"
+accounts = ["alice@localhost"]
+subscription = "open"
+"""
+
+# What Conversations puts in a session-initiate / session-accept: opus with
+# rtcp-fb, header extensions, extmap-allow-mixed, ssrc with parameters,
+# rtcp-mux, a DTLS fingerprint and ICE candidates with an mDNS address.
+CONTENT = """<content xmlns='urn:xmpp:jingle:1' creator='initiator' name='0' senders='both'>\
+<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'>\
+<payload-type id='111' name='opus' clockrate='48000' channels='2'>\
+<parameter name='minptime' value='10'/><parameter name='useinbandfec' value='1'/>\
+<rtcp-fb xmlns='urn:xmpp:jingle:apps:rtp:rtcp-fb:0' type='transport-cc'/></payload-type>\
+<payload-type id='0' name='PCMU' clockrate='8000'/>\
+<rtp-hdrext xmlns='urn:xmpp:jingle:apps:rtp:rtp-hdrext:0' id='1' uri='urn:ietf:params:rtp-hdrext:ssrc-audio-level'/>\
+<rtp-hdrext xmlns='urn:xmpp:jingle:apps:rtp:rtp-hdrext:0' id='3' uri='http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01'/>\
+<extmap-allow-mixed xmlns='urn:xmpp:jingle:apps:rtp:rtp-hdrext:0'/>\
+<source xmlns='urn:xmpp:jingle:apps:rtp:ssma:0' ssrc='2948513925'>\
+<parameter name='cname' value='Xw3uVJKiPnXW0pyP'/><parameter name='msid' value='my-media-stream my-audio-track'/></source>\
+<rtcp-mux/></description>\
+<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='8Xgj' pwd='yS0LQvIRAHtOwNVQsvz2p3Zd'>\
+<fingerprint xmlns='urn:xmpp:jingle:apps:dtls:0' hash='sha-256' setup='actpass'>\
+62:C6:2A:95:E4:5B:61:1E:A5:C4:2A:9E:BB:3C:A3:69:7D:6E:41:E8:D3:2B:9B:6F:C0:0B:54:1D:9D:3E:6A:41</fingerprint>\
+<candidate component='1' foundation='3577384498' generation='0' id='e1' ip='6a83f06c-77b3-4bfb-a3a4-1c7d2b0e0b51.local' network='1' port='48307' priority='2122260223' protocol='udp' type='host'/>\
+<candidate component='1' foundation='842163049' generation='0' id='e2' ip='203.0.113.20' network='1' port='48307' priority='1686052607' protocol='udp' rel-addr='0.0.0.0' rel-port='0' type='srflx'/>\
+</transport></content>"""
+
+
+def canonical(el_or_xml):
+    xml = el_or_xml if isinstance(el_or_xml, str) else ET.tostring(el_or_xml, encoding="unicode")
+    return ET.canonicalize(xml_data=xml, strip_text=True, rewrite_prefixes=True)
+
+
+def jmi_of(el):
+    for child in el:
+        if child.tag.startswith("{" + JMI + "}"):
+            return child
+    return None
+
+
+def jmi_msg(name=None, frm=None, id_=None):
+    def pred(el):
+        if el.tag != C + "message":
+            return False
+        j = jmi_of(el)
+        if j is None or (name and j.tag != "{%s}%s" % (JMI, name)):
+            return False
+        return (frm is None or el.get("from") == frm) and (id_ is None or j.get("id") == id_)
+    return pred
+
+
+def jingle_iq(action=None, frm=None):
+    def pred(el):
+        if el.tag != C + "iq" or el.get("type") != "set":
+            return False
+        j = el.find("{%s}jingle" % JINGLE)
+        return j is not None and (action is None or j.get("action") == action) and (frm is None or el.get("from") == frm)
+    return pred
+
+
+def send_jmi(client, to, name, id_, inner="", extra=""):
+    client.send_raw(f"<message type='chat' to='{to}'><{name} xmlns='{JMI}' id='{id_}'>{inner}</{name}>{extra}</message>")
+
+
+def send_jingle(client, to, iq_id, action, sid, body="", attrs=""):
+    client.send_raw(f"<iq type='set' id='{iq_id}' to='{to}'><jingle xmlns='{JINGLE}' action='{action}' sid='{sid}' {attrs}>{body}</jingle></iq>")
+
+
+def ack(client, iq):
+    client.send_raw(f"<iq type='result' id='{iq.get('id')}' to='{iq.get('from')}'/>")
+
+
+def assert_private(client, since=0):
+    for raw in client.raw_since(since):
+        for secret in ("alice@localhost", "phone", "tablet", "laptop"):
+            assert secret not in raw, f"leak of {secret!r}: {raw}"
+
+
+@pytest.fixture
+def world(tmp_path):
+    p = start_prosody(str(tmp_path))
+    comp = Component(str(tmp_path), p, OWNERS)
+    yield p, comp
+    comp.stop()
+    p.stop()
+
+
+async def setup(p, comp):
+    comp.start()
+    # Dino-like phone, Conversations-like tablet: both can do audio calls.
+    phone = await Client("alice@localhost/phone", JINGLE_AUDIO + [JMI], caps_node="https://dino.im").online(p.c2s)
+    await phone.wait_for(presence(ALICE, "subscribe"))
+    phone.send_presence(pto=ALICE, ptype="subscribed")
+    tablet = await Client("alice@localhost/tablet", JINGLE_AUDIO + [JMI], caps_node="https://conversations.im").online(p.c2s)
+    laptop = await Client("alice@localhost/laptop", ["urn:xmpp:receipts"]).online(p.c2s)
+    bob = await Client("bob@localhost/pc", JINGLE_AUDIO + [JMI]).online(p.c2s)
+    bob.send_presence(pto=ALICE, ptype="subscribe")
+    await bob.wait_for(presence(AUDIO), what="/audio available")
+    await asyncio.sleep(0.5)  # let every device's features be learned
+    return phone, tablet, laptop, bob
+
+
+async def ring(bob, phone, tablet, sid, receipt=True):
+    """Bob proposes; returns the proxy full JID and each device's leg id."""
+    s_phone, s_tablet = phone.mark(), tablet.mark()
+    extra = "<request xmlns='urn:xmpp:receipts'/><store xmlns='urn:xmpp:hints'/>" if receipt else ""
+    bob.send_raw(f"<message type='chat' id='m-{sid}' to='{ALICE}'><propose xmlns='{JMI}' id='{sid}'>"
+                 f"<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>{extra}</message>")
+    p1 = await phone.wait_for(jmi_msg("propose"), s_phone, what="the phone ringing")
+    p2 = await tablet.wait_for(jmi_msg("propose"), s_tablet, what="the tablet ringing")
+    assert p1.get("from") == p2.get("from"), "one proxy full JID for the call"
+    assert p1.get("type") == "chat"
+    assert jmi_of(p1).get("id") != jmi_of(p2).get("id") != sid
+    return p1.get("from"), jmi_of(p1).get("id"), jmi_of(p2).get("id")
+
+
+def test_a_call_rings_both_phones_and_connects_the_one_that_answers(world):
+    p, comp = world
+
+    async def scenario():
+        phone, tablet, laptop, bob = await setup(p, comp)
+        s_bob, s_laptop = bob.mark(), laptop.mark()
+        proxy, phone_leg, tablet_leg = await ring(bob, phone, tablet, "S1")
+        assert proxy.startswith(rf"bob\40localhost@{DOMAIN}/")
+        receipt = await bob.wait_for(lambda el: el.find("{urn:xmpp:receipts}received") is not None, s_bob)
+        assert receipt.find("{urn:xmpp:receipts}received").get("id") == "m-S1"
+
+        # Conversations: ringing, accept to her own bare JID, proceed with
+        # an OMEMO device.
+        send_jmi(tablet, proxy, "ringing", tablet_leg)
+        ringing = await bob.wait_for(jmi_msg("ringing", AUDIO, "S1"), s_bob)
+        send_jmi(tablet, "alice@localhost", "accept", tablet_leg)
+        send_jmi(tablet, proxy, "proceed", tablet_leg,
+                 "<device xmlns='http://gultsch.de/xmpp/drafts/omemo/dlts-srtp-verification' id='123'/>")
+        proceed = await bob.wait_for(jmi_msg("proceed", AUDIO, "S1"), s_bob)
+        assert len(list(jmi_of(proceed))) == 0, "the OMEMO device is not passed on"
+        retract = await phone.wait_for(jmi_msg("retract", proxy, phone_leg), what="the phone's retract")
+        await asyncio.sleep(0.5)
+        assert not laptop.received(jmi_msg("propose"), s_laptop), "the chat-only laptop never rang"
+
+        # Bob's session-initiate reaches the tablet, payload intact.
+        send_jingle(bob, AUDIO, "b1", "session-initiate", "S1", CONTENT, "initiator='bob@localhost/pc'")
+        si = await tablet.wait_for(jingle_iq("session-initiate", proxy))
+        j = si.find("{%s}jingle" % JINGLE)
+        assert (j.get("sid"), j.get("initiator")) == (tablet_leg, proxy)
+        assert canonical(j.find("{%s}content" % JINGLE)) == canonical(CONTENT)
+        ack(tablet, si)
+        assert (await bob.wait_for(iq_reply("b1"), s_bob)).get("type") == "result"
+
+        # Watchers see Alice busy while she is in a call.
+        busy = await bob.wait_for(lambda el: presence(AUDIO)(el) and show_of(el) == "dnd", s_bob)
+        assert busy.find(C + "status").text == "In a call"
+
+        # session-accept from the tablet reaches Bob from the class resource.
+        accept_body = CONTENT.replace("setup='actpass'", "setup='active'")
+        send_jingle(tablet, proxy, "t1", "session-accept", tablet_leg, accept_body,
+                    f"initiator='{proxy}' responder='alice@localhost/tablet'")
+        sa = await bob.wait_for(jingle_iq("session-accept", AUDIO), s_bob)
+        j = sa.find("{%s}jingle" % JINGLE)
+        assert (j.get("sid"), j.get("initiator"), j.get("responder")) == ("S1", "bob@localhost/pc", AUDIO)
+        assert canonical(j.find("{%s}content" % JINGLE)) == canonical(accept_body)
+        ack(bob, sa)
+        assert (await tablet.wait_for(iq_reply("t1"))).get("type") == "result"
+
+        # transport-info both ways, then Bob hangs up.
+        send_jingle(tablet, proxy, "t2", "transport-info", tablet_leg, CONTENT)
+        ti = await bob.wait_for(jingle_iq("transport-info", AUDIO), s_bob)
+        ack(bob, ti)
+        await tablet.wait_for(iq_reply("t2"))
+        send_jingle(bob, AUDIO, "b2", "transport-info", "S1", CONTENT)
+        ti = await tablet.wait_for(jingle_iq("transport-info", proxy))
+        ack(tablet, ti)
+        await bob.wait_for(iq_reply("b2"), s_bob)
+        s_tablet = tablet.mark()
+        send_jingle(bob, AUDIO, "b3", "session-terminate", "S1", "<reason><success/></reason>")
+        term = await tablet.wait_for(jingle_iq("session-terminate", proxy), s_tablet)
+        ack(tablet, term)
+        await bob.wait_for(iq_reply("b3"), s_bob)
+        # ...and /audio is no longer busy: the last /audio presence Bob got.
+        for _ in range(100):
+            latest = bob.received(presence(AUDIO), s_bob)[-1]
+            if show_of(latest) is None:
+                break
+            await asyncio.sleep(0.05)
+        assert show_of(latest) is None, bob.raw_since(s_bob)
+
+        # The session is gone: more Jingle for it is refused per XEP-0166.
+        send_jingle(bob, AUDIO, "b4", "transport-info", "S1")
+        err = await bob.wait_for(iq_reply("b4"), s_bob)
+        assert error_condition(err) == "item-not-found"
+        assert err.find(C + "error").find("{urn:xmpp:jingle:errors:1}unknown-session") is not None
+
+        assert_private(bob)
+        for c in (phone, tablet, laptop, bob):
+            await c.offline()
+
+    asyncio.run(scenario())
+
+
+def test_calls_end_as_they_should(world):
+    p, comp = world
+
+    async def scenario():
+        phone, tablet, laptop, bob = await setup(p, comp)
+
+        # Bob retracts while ringing: every leg is retracted.
+        s_bob = bob.mark()
+        proxy, phone_leg, tablet_leg = await ring(bob, phone, tablet, "R1")
+        send_jmi(bob, ALICE, "retract", "R1")
+        await phone.wait_for(jmi_msg("retract", proxy, phone_leg))
+        await tablet.wait_for(jmi_msg("retract", proxy, tablet_leg))
+
+        # Nobody answers within the ring timeout (3 s here).
+        proxy, phone_leg, tablet_leg = await ring(bob, phone, tablet, "T1", receipt=False)
+        rej = await bob.wait_for(jmi_msg("reject", AUDIO, "T1"), s_bob, timeout=8)
+        assert jmi_of(rej).find("{%s}reason/{%s}timeout" % (JINGLE, JINGLE)) is not None
+        await phone.wait_for(jmi_msg("retract", proxy, phone_leg))
+        await tablet.wait_for(jmi_msg("retract", proxy, tablet_leg))
+
+        # One declines, the other keeps ringing; when both have, Bob hears.
+        proxy, phone_leg, tablet_leg = await ring(bob, phone, tablet, "D1", receipt=False)
+        decline = f"<reason xmlns='{JINGLE}'><decline/></reason>"
+        send_jmi(phone, proxy, "reject", phone_leg, decline)
+        await asyncio.sleep(0.5)
+        assert not bob.received(jmi_msg("reject", AUDIO, "D1"), s_bob)
+        send_jmi(tablet, proxy, "reject", tablet_leg, decline)
+        rej = await bob.wait_for(jmi_msg("reject", AUDIO, "D1"), s_bob)
+        assert jmi_of(rej).find("{%s}reason/{%s}decline" % (JINGLE, JINGLE)) is not None
+
+        # The phone answers, then hangs up with finish.
+        proxy, phone_leg, tablet_leg = await ring(bob, phone, tablet, "F1", receipt=False)
+        send_jmi(phone, proxy, "proceed", phone_leg)
+        await bob.wait_for(jmi_msg("proceed", AUDIO, "F1"), s_bob)
+        # A late proceed from the tablet is retracted.
+        send_jmi(tablet, proxy, "proceed", tablet_leg)
+        await tablet.wait_for(jmi_msg("retract", proxy, tablet_leg))
+        send_jmi(phone, proxy, "finish", phone_leg, f"<reason xmlns='{JINGLE}'><success/></reason>")
+        await bob.wait_for(jmi_msg("finish", AUDIO, "F1"), s_bob)
+
+        # Both phones on do-not-disturb: busy at once.
+        phone.send_presence(pshow="dnd")
+        tablet.send_presence(pshow="dnd")
+        await bob.wait_for(lambda el: presence(AUDIO)(el) and show_of(el) == "dnd", s_bob)
+        bob.send_raw(f"<message type='chat' to='{ALICE}'><propose xmlns='{JMI}' id='B1'>"
+                     "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
+        rej = await bob.wait_for(jmi_msg("reject", AUDIO, "B1"), s_bob)
+        assert jmi_of(rej).find("{%s}reason/{%s}busy" % (JINGLE, JINGLE)) is not None
+
+        assert_private(bob)
+        for c in (phone, tablet, laptop, bob):
+            await c.offline()
+
+    asyncio.run(scenario())
+
+
+def test_plain_jingle_is_forked_like_dino_does_without_jmi(world):
+    p, comp = world
+
+    async def scenario():
+        phone, tablet, laptop, bob = await setup(p, comp)
+        s_bob, s_phone, s_tablet = bob.mark(), phone.mark(), tablet.mark()
+        send_jingle(bob, AUDIO, "j1", "session-initiate", "J1", CONTENT, "initiator='bob@localhost/pc'")
+        assert (await bob.wait_for(iq_reply("j1"), s_bob)).get("type") == "result"
+        si_phone = await phone.wait_for(jingle_iq("session-initiate"), s_phone)
+        si_tablet = await tablet.wait_for(jingle_iq("session-initiate"), s_tablet)
+        proxy = si_phone.get("from")
+        assert si_tablet.get("from") == proxy
+        phone_leg = si_phone.find("{%s}jingle" % JINGLE).get("sid")
+        tablet_leg = si_tablet.find("{%s}jingle" % JINGLE).get("sid")
+        assert canonical(si_phone.find("{%s}jingle/{%s}content" % (JINGLE, JINGLE))) == canonical(CONTENT)
+        ack(phone, si_phone)
+        ack(tablet, si_tablet)
+
+        # Bob's transport-info is replayed to both ringing legs.
+        send_jingle(bob, AUDIO, "j2", "transport-info", "J1", CONTENT)
+        await phone.wait_for(jingle_iq("transport-info", proxy), s_phone)
+        await tablet.wait_for(jingle_iq("transport-info", proxy), s_tablet)
+
+        # The phone's own transport-info is held until it wins.
+        s_bob = bob.mark()
+        send_jingle(phone, proxy, "p1", "transport-info", phone_leg, CONTENT)
+        await phone.wait_for(iq_reply("p1"))
+        await asyncio.sleep(0.3)
+        assert not bob.received(jingle_iq("transport-info"), s_bob)
+
+        # The phone accepts first: Bob gets its accept, then what was held;
+        # the tablet is cancelled.
+        send_jingle(phone, proxy, "p2", "session-accept", phone_leg, CONTENT, "responder='alice@localhost/phone'")
+        sa = await bob.wait_for(jingle_iq("session-accept", AUDIO), s_bob)
+        assert sa.find("{%s}jingle" % JINGLE).get("responder") == AUDIO
+        ack(bob, sa)
+        await phone.wait_for(iq_reply("p2"))
+        await bob.wait_for(jingle_iq("transport-info", AUDIO), s_bob)
+        cancel = await tablet.wait_for(jingle_iq("session-terminate", proxy), s_tablet)
+        assert cancel.find("{%s}jingle/{%s}reason/{%s}cancel" % (JINGLE, JINGLE, JINGLE)) is not None
+        assert cancel.find("{%s}jingle" % JINGLE).get("sid") == tablet_leg
+
+        assert_private(bob)
+        for c in (phone, tablet, laptop, bob):
+            await c.offline()
+
+    asyncio.run(scenario())
