@@ -37,6 +37,7 @@ authentication = "internal_plain"
 modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version" }}
 modules_disabled = {{ "s2s", "tls" }}
 log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{dir}/prosody.log" }} }}
+{extra}
 VirtualHost "{host}"
 Component "{component_domain}"
     component_secret = "{secret}"
@@ -64,7 +65,7 @@ class Prosody:
     """One Prosody process with its own config and data under `dir`."""
 
     def __init__(self, dir, host="localhost", component_domain="unified.localhost",
-                 secret="change-me", c2s=None, component=None, level="info"):
+                 secret="change-me", c2s=None, component=None, level="info", extra=""):
         self.dir = os.path.abspath(dir)
         self.host = host
         self.component_domain = component_domain
@@ -72,6 +73,7 @@ class Prosody:
         self.c2s = c2s or free_port()
         self.component = component or free_port()
         self.level = level
+        self.extra = extra
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
         self.proc = None
 
@@ -80,7 +82,7 @@ class Prosody:
         with open(self.config, "w") as f:
             f.write(CONFIG.format(dir=self.dir, c2s=self.c2s, component=self.component,
                                   host=self.host, component_domain=self.component_domain,
-                                  secret=self.secret, level=self.level))
+                                  secret=self.secret, level=self.level, extra=self.extra))
 
     def start(self):
         if not shutil.which("prosody"):

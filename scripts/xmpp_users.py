@@ -29,6 +29,7 @@ class Client(slixmpp.ClientXMPP):
         self.auto_authorize = None
         self.auto_subscribe = False
         self.inbox = []
+        self._arrived = asyncio.Event()
         self.started = asyncio.Event()
         self.gone = asyncio.Event()
         self.add_event_handler("session_start", lambda _: self.started.set())
@@ -41,6 +42,7 @@ class Client(slixmpp.ClientXMPP):
 
     def _record(self, stanza):
         self.inbox.append((str(stanza), copy.deepcopy(stanza.xml)))
+        self._arrived.set()
         return stanza
 
     async def online(self, port, show=None, status=None, priority=0):
@@ -67,11 +69,20 @@ class Client(slixmpp.ClientXMPP):
 
     async def wait_for(self, pred, since=0, timeout=10, what="stanza"):
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             found = self.received(pred, since)
             if found:
                 return found[0]
-            await asyncio.sleep(0.02)
+            # No await between the check and clear(): nothing can arrive
+            # unseen in between (one event loop).
+            self._arrived.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except asyncio.TimeoutError:
+                pass
         raw = "\n".join(s for s, _ in self.inbox[since:])
         raise AssertionError(f"{self.boundjid} never received {what}; got:\n{raw}")
 
