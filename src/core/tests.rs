@@ -1236,3 +1236,77 @@ fn a_video_propose_rings_only_video_devices() {
     ));
     assert_eq!(legs(&out).keys().collect::<Vec<_>>(), [PHONE]);
 }
+
+#[test]
+fn plain_jingle_terminated_while_ringing_or_timed_out_ends_every_leg() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si",
+        "session-initiate",
+        "J1",
+        CONTENT,
+    ));
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "st",
+        "session-terminate",
+        "J1",
+        "<reason><cancel/></reason>",
+    ));
+    let terminated: BTreeSet<&str> = out
+        .iter()
+        .filter(|e| {
+            e.get_child("jingle", jingle::JINGLE)
+                .is_some_and(|j| j.attr("action") == Some("session-terminate"))
+        })
+        .map(|e| e.attr("to").unwrap())
+        .collect();
+    assert_eq!(terminated, [PHONE, TABLET].into());
+    assert_eq!(h.core.calls(), 0);
+
+    h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si2",
+        "session-initiate",
+        "J2",
+        CONTENT,
+    ));
+    let out = h.advance(31_000);
+    let to_bob_terms: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some(BOB) && e.attr("type") == Some("set"))
+        .collect();
+    let j = to_bob_terms[0].get_child("jingle", jingle::JINGLE).unwrap();
+    assert_eq!(
+        (j.attr("action"), j.attr("sid")),
+        (Some("session-terminate"), Some("J2"))
+    );
+    assert!(j
+        .get_child("reason", jingle::JINGLE)
+        .unwrap()
+        .has_child("timeout", jingle::JINGLE));
+    assert_eq!(
+        out.iter()
+            .filter(|e| e
+                .attr("to")
+                .is_some_and(|t| t.starts_with("alice@localhost/")))
+            .count(),
+        2
+    );
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn the_answering_device_going_offline_ends_the_call_for_the_caller() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[TABLET].clone();
+    from_device(&mut h, TABLET, &proxy, "proceed", &leg, "");
+    let out = h.device_gone("tablet");
+    assert_eq!(to_bob_jmi(&out, "finish").len(), 1);
+    assert_eq!(h.core.calls(), 0);
+}
