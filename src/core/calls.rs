@@ -63,6 +63,24 @@ struct Call {
     deadline: Option<Time>,
 }
 
+impl Call {
+    /// (device, leg id) of every leg still ringing, but `except`.
+    fn open_legs(&self, except: Option<usize>) -> Vec<(String, String)> {
+        self.legs
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| Some(*i) != except && !l.declined)
+            .map(|(_, l)| (l.device.to_string(), l.id.clone()))
+            .collect()
+    }
+
+    /// Leg `li` answered first: it wins and the ring timeout stops.
+    fn win(&mut self, li: usize) {
+        self.winner = Some(li);
+        self.deadline = None;
+    }
+}
+
 /// An IQ we sent on someone's behalf: its answer goes back to them.
 #[derive(Debug)]
 struct Relay {
@@ -166,18 +184,14 @@ impl Core {
             ("propose", Some(_)) => trace!("duplicate propose"),
             ("retract", Some(c)) | ("finish", Some(c)) => {
                 let name = el.name();
-                let legs: Vec<(String, String, String)> = {
-                    let call = &self.calls.calls[&c];
-                    call.legs
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, l)| {
-                            !l.declined && (call.winner.is_none() || call.winner == Some(*i))
-                        })
-                        .map(|(_, l)| (call.proxy.clone(), l.device.to_string(), l.id.clone()))
-                        .collect()
+                let call = &self.calls.calls[&c];
+                let proxy = call.proxy.clone();
+                // Before an answer every ringing leg; after it, the winner.
+                let legs = match call.winner {
+                    Some(w) => vec![(call.legs[w].device.to_string(), call.legs[w].id.clone())],
+                    None => call.open_legs(None),
                 };
-                for (proxy, device, leg_id) in legs {
+                for (device, leg_id) in legs {
                     let out = if name == "finish" {
                         jmi_copy(el, &leg_id)
                     } else {
@@ -232,14 +246,9 @@ impl Core {
         let Some(c) = self.new_call(now, owner, Mode::Jmi, caller, sid, face, devices) else {
             return;
         };
-        let legs: Vec<(String, String, String)> = {
-            let call = &self.calls.calls[&c];
-            call.legs
-                .iter()
-                .map(|l| (call.proxy.clone(), l.device.to_string(), l.id.clone()))
-                .collect()
-        };
-        for (proxy, device, leg_id) in legs {
+        let call = &self.calls.calls[&c];
+        let (proxy, legs) = (call.proxy.clone(), call.open_legs(None));
+        for (device, leg_id) in legs {
             // Only the chosen devices ring: no carbons, no archive copies
             // elsewhere (XEP-0280 private, XEP-0334 no-copy), but kept for a
             // device that reconnects (store).
@@ -386,16 +395,9 @@ impl Core {
             }
             // XEP-0353 §3.4: the first proceed wins.
             ("proceed", None) => {
-                let others: Vec<(String, String)> = call
-                    .legs
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, l)| *i != li && !l.declined)
-                    .map(|(_, l)| (l.device.to_string(), l.id.clone()))
-                    .collect();
+                let others = call.open_legs(Some(li));
                 if let Some(call) = self.calls.calls.get_mut(&c) {
-                    call.winner = Some(li);
-                    call.deadline = None;
+                    call.win(li);
                 }
                 info!("answered");
                 self.send_jmi(&face, &caller, jmi_copy(el, &sid));
@@ -576,11 +578,7 @@ impl Core {
             else {
                 return;
             };
-            let legs: Vec<(String, String)> = self.calls.calls[&c]
-                .legs
-                .iter()
-                .map(|l| (l.device.to_string(), l.id.clone()))
-                .collect();
+            let legs = self.calls.calls[&c].open_legs(None);
             let proxy = self.calls.calls[&c].proxy.clone();
             for (device, leg_id) in legs {
                 let out = rewrite_jingle(j, &leg_id, Some(&proxy), None, false);
@@ -606,12 +604,7 @@ impl Core {
             None if mode == Mode::Jingle
                 && (action == "transport-info" || action == "session-terminate") =>
             {
-                let legs: Vec<(String, String)> = call
-                    .legs
-                    .iter()
-                    .filter(|l| !l.declined)
-                    .map(|l| (l.device.to_string(), l.id.clone()))
-                    .collect();
+                let legs = call.open_legs(None);
                 self.ack(iq);
                 for (device, leg_id) in legs {
                     let out = rewrite_jingle(j, &leg_id, Some(&proxy), None, false);
@@ -670,17 +663,11 @@ impl Core {
                 "session-accept" => {
                     let (others, held) = {
                         let call = self.calls.calls.get_mut(&c).expect("looked up above");
-                        call.winner = Some(li);
-                        call.deadline = None;
-                        let held = std::mem::take(&mut call.legs[li].held);
-                        let others: Vec<(String, String)> = call
-                            .legs
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, l)| *i != li && !l.declined)
-                            .map(|(_, l)| (l.device.to_string(), l.id.clone()))
-                            .collect();
-                        (others, held)
+                        call.win(li);
+                        (
+                            call.open_legs(Some(li)),
+                            std::mem::take(&mut call.legs[li].held),
+                        )
                     };
                     info!("answered");
                     let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
@@ -750,12 +737,7 @@ impl Core {
                 call.proxy.clone(),
                 call.mode,
             );
-            let legs: Vec<(String, String)> = call
-                .legs
-                .iter()
-                .filter(|l| !l.declined)
-                .map(|l| (l.device.to_string(), l.id.clone()))
-                .collect();
+            let legs = call.open_legs(None);
             match mode {
                 Mode::Jmi => {
                     for (d, id) in legs {

@@ -90,17 +90,8 @@ impl Core {
         let auto =
             own || owner.policy == SubscriptionPolicy::Open || listed(&owner.allow, &watcher);
         match owner.watchers.get(&watcher).copied() {
-            Some(WatcherState::Subscribed) => {
-                // RFC 6121 §3.1.3: already approved: answer at once again.
-                let virtual_jid = owner.virtual_jid.to_string();
-                self.send(stanza::stanza(
-                    "presence",
-                    &virtual_jid,
-                    watcher.as_str(),
-                    Some("subscribed"),
-                ));
-                self.send_current(i, watcher.as_str());
-            }
+            // RFC 6121 §3.1.3: already approved: answer at once again.
+            Some(WatcherState::Subscribed) => self.send_subscribed(i, &watcher),
             Some(WatcherState::Pending) if auto => self.approve(i, watcher),
             // Already forwarded to the owner: a repeat asks nothing new.
             Some(WatcherState::Pending) => {
@@ -154,7 +145,12 @@ impl Core {
             watcher: watcher.clone(),
             state: Some(WatcherState::Subscribed),
         });
-        let virtual_jid = owner.virtual_jid.to_string();
+        self.send_subscribed(i, &watcher);
+    }
+
+    /// `subscribed` from the virtual JID, then what the watcher may see now.
+    fn send_subscribed(&mut self, i: usize, watcher: &BareJid) {
+        let virtual_jid = self.owners[i].virtual_jid.to_string();
         self.send(stanza::stanza(
             "presence",
             &virtual_jid,
