@@ -93,7 +93,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         match ended {
             Ended::Shutdown => {
                 info!("shutting down");
-                core.handle_shutdown();
+                core.handle_shutdown(now());
                 if let Err(e) = drain(&mut core, &store, &mut stream).await {
                     warn!(error = %e, "could not say goodbye to watchers");
                 }

@@ -729,30 +729,60 @@ impl Core {
             .map(|(k, _)| *k)
             .collect();
         for c in expired {
-            let call = &self.calls.calls[&c];
-            let (face, caller, sid, proxy, mode) = (
-                call.face.clone(),
-                call.caller.to_string(),
-                call.sid.clone(),
-                call.proxy.clone(),
-                call.mode,
-            );
-            let legs = call.open_legs(None);
-            match mode {
-                Mode::Jmi => {
-                    for (d, id) in legs {
-                        self.send_jmi(&proxy, &d, jmi("retract", &id, vec![reason("timeout")]));
-                    }
-                    self.send_jmi(&face, &caller, jmi("reject", &sid, vec![reason("timeout")]));
+            self.abort_call(now, c, "timeout");
+        }
+    }
+
+    /// Ends call `c` on every side with `condition` (XEP-0166 §7.4): a
+    /// call not yet answered is retracted on its legs and rejected to the
+    /// caller; an answered one is finished (or terminated) both ways.
+    fn abort_call(&mut self, now: Time, c: u64, condition: &str) {
+        let Some(call) = self.calls.calls.get(&c) else {
+            return;
+        };
+        let (face, caller, sid, proxy, mode) = (
+            call.face.clone(),
+            call.caller.to_string(),
+            call.sid.clone(),
+            call.proxy.clone(),
+            call.mode,
+        );
+        let answered = call.winner.is_some();
+        let legs = match call.winner {
+            Some(w) => vec![(call.legs[w].device.to_string(), call.legs[w].id.clone())],
+            None => call.open_legs(None),
+        };
+        match mode {
+            Mode::Jmi => {
+                let (to_legs, to_caller) = if answered {
+                    ("finish", "finish")
+                } else {
+                    ("retract", "reject")
+                };
+                for (d, id) in legs {
+                    self.send_jmi(&proxy, &d, jmi(to_legs, &id, vec![reason(condition)]));
                 }
-                Mode::Jingle => {
-                    for (d, id) in legs {
-                        self.send_own(now, &proxy, &d, terminate(&id, "timeout"));
-                    }
-                    self.send_own(now, &face, &caller, terminate(&sid, "timeout"));
-                }
+                self.send_jmi(
+                    &face,
+                    &caller,
+                    jmi(to_caller, &sid, vec![reason(condition)]),
+                );
             }
-            self.end_call(c, "nobody answered");
+            Mode::Jingle => {
+                for (d, id) in legs {
+                    self.send_own(now, &proxy, &d, terminate(&id, condition));
+                }
+                self.send_own(now, &face, &caller, terminate(&sid, condition));
+            }
+        }
+        self.end_call(c, condition);
+    }
+
+    /// Every call ends (graceful shutdown).
+    pub(super) fn abort_all_calls(&mut self, now: Time) {
+        let all: Vec<u64> = self.calls.calls.keys().copied().collect();
+        for c in all {
+            self.abort_call(now, c, "connectivity-error");
         }
     }
 

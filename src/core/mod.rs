@@ -403,8 +403,10 @@ impl Core {
         }
     }
 
-    /// Graceful stop: every watcher learns that every class went away.
-    pub fn handle_shutdown(&mut self) {
+    /// Graceful stop: every call ends on every side, and every watcher
+    /// learns that every class went away.
+    pub fn handle_shutdown(&mut self, now: Time) {
+        self.abort_all_calls(now);
         for i in 0..self.owners.len() {
             let owner = &self.owners[i];
             let mut out = Vec::new();

@@ -681,7 +681,7 @@ fn the_owner_may_watch_herself_without_asking() {
 #[test]
 fn shutdown_tells_watchers_every_class_went_away() {
     let mut h = alice_with_phone_and_laptop();
-    h.core.handle_shutdown();
+    h.core.handle_shutdown(h.now);
     let out = h.drain();
     let bob = to_bob(&out);
     assert_eq!(bob.len(), 3);
@@ -1308,5 +1308,34 @@ fn the_answering_device_going_offline_ends_the_call_for_the_caller() {
     from_device(&mut h, TABLET, &proxy, "proceed", &leg, "");
     let out = h.device_gone("tablet");
     assert_eq!(to_bob_jmi(&out, "finish").len(), 1);
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn shutdown_ends_calls_on_every_side() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[TABLET].clone();
+    from_device(&mut h, TABLET, &proxy, "proceed", &leg, "");
+    propose(&mut h, "S2");
+    h.core.handle_shutdown(h.now);
+    let out = h.drain();
+    assert_eq!(
+        to_bob_jmi(&out, "finish").len(),
+        1,
+        "the answered call is finished"
+    );
+    assert_eq!(
+        to_bob_jmi(&out, "reject").len(),
+        1,
+        "the ringing one is rejected"
+    );
+    let to_tablet: Vec<&str> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some(TABLET))
+        .filter_map(|e| jmi_of(e))
+        .map(|j| j.name())
+        .collect();
+    assert!(to_tablet.contains(&"finish"));
     assert_eq!(h.core.calls(), 0);
 }
