@@ -358,6 +358,18 @@ impl Core {
         }
     }
 
+    /// Relays a device's JMI element to the caller; if its children would
+    /// name the owner's device or account, without them.
+    fn send_jmi_copy(&mut self, from: &str, to: &str, el: &Element, sid: &str) {
+        let mut probe = stanza::stanza("message", from, to, Some("chat"));
+        probe.append_child(jmi_copy(el, sid));
+        let out = match self.secrets.leak_in(&probe) {
+            None => jmi_copy(el, sid),
+            Some(_) => jmi(el.name(), sid, vec![]),
+        };
+        self.send_jmi(from, to, out);
+    }
+
     fn send_jmi(&mut self, from: &str, to: &str, el: Element) {
         let mut m = stanza::stanza("message", from, to, Some("chat"));
         stanza::set_attr(&mut m, "id", self.next_id());
@@ -400,7 +412,7 @@ impl Core {
                     call.win(li);
                 }
                 info!("answered");
-                self.send_jmi(&face, &caller, jmi_copy(el, &sid));
+                self.send_jmi_copy(&face, &caller, el, &sid);
                 for (d, id) in others {
                     self.send_jmi(&proxy, &d, jmi("retract", &id, vec![]));
                 }
@@ -417,12 +429,12 @@ impl Core {
                     call.legs.iter().all(|l| l.declined)
                 };
                 if all {
-                    self.send_jmi(&face, &caller, jmi_copy(el, &sid));
+                    self.send_jmi_copy(&face, &caller, el, &sid);
                     self.end_call(c, "every device declined");
                 }
             }
             ("finish", Some(w)) if w == li => {
-                self.send_jmi(&face, &caller, jmi_copy(el, &sid));
+                self.send_jmi_copy(&face, &caller, el, &sid);
                 self.end_call(c, "device finished");
             }
             (name, _) => trace!(name, "ignored JMI from a device"),
@@ -487,9 +499,16 @@ impl Core {
     /// Sends an IQ of our own (a replay or a cancel) whose answer we drop.
     fn send_own(&mut self, now: Time, from: &str, to: &str, jingle: Element) {
         let id = self.next_id();
+        let stanza = jingle_iq(from, to, &id, jingle);
+        if self.secrets.leak_in(&stanza).is_some() {
+            // A device's held or declining payload that names it: its leg
+            // was answered already; the caller learns the outcome otherwise.
+            debug!("not replayed: a device's Jingle payload names it");
+            return;
+        }
         if let Ok(peer) = Jid::new(to) {
             self.calls.relays.insert(
-                id.clone(),
+                id,
                 Relay {
                     peer,
                     back: None,
@@ -497,7 +516,7 @@ impl Core {
                 },
             );
         }
-        self.send(jingle_iq(from, to, &id, jingle));
+        self.send(stanza);
     }
 
     /// Sends `jingle` from `from` to `to` on behalf of `iq`'s sender, whose
@@ -508,9 +527,12 @@ impl Core {
             (Some(f), Some(t), Some(i)) => Some((f.to_owned(), t.to_owned(), i.to_owned())),
             _ => None,
         };
+        if !self.send_on_behalf(iq, jingle_iq(from, to, &id, jingle)) {
+            return;
+        }
         if let Ok(peer) = Jid::new(to) {
             self.calls.relays.insert(
-                id.clone(),
+                id,
                 Relay {
                     peer,
                     back,
@@ -518,7 +540,6 @@ impl Core {
                 },
             );
         }
-        self.send(jingle_iq(from, to, &id, jingle));
     }
 
     /// An answer to an IQ we relayed; `false` if it is not one.
@@ -535,8 +556,18 @@ impl Core {
         if let Some((to, our_from, their_id)) = relay.back {
             let mut answer = stanza::stanza("iq", &our_from, &to, iq.attr("type"));
             stanza::set_attr(&mut answer, "id", their_id);
+            let mut bare = answer.clone();
             for child in iq.children() {
                 answer.append_child(child.clone());
+            }
+            if self.secrets.leak_in(&answer).is_some() {
+                // The answer's payload names a device: its type alone.
+                if iq.attr("type") == Some("error") {
+                    let mut error = element("error", stanza::ns::COMPONENT, &[("type", "cancel")]);
+                    error.append_child(Element::bare("undefined-condition", stanza::ns::STANZAS));
+                    bare.append_child(error);
+                }
+                answer = bare;
             }
             self.send(answer);
         }

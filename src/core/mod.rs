@@ -14,6 +14,7 @@
 
 pub mod address;
 mod calls;
+mod chat;
 pub mod devices;
 mod disco;
 pub mod jingle;
@@ -512,15 +513,17 @@ impl Core {
             "presence" => self.handle_presence(now, &stanza, from, target),
             "iq" => self.handle_iq(now, &stanza, from, target),
             _ => {
-                if !self.call_message(now, &stanza, &from, &target) {
+                if !self.call_message(now, &stanza, &from, &target)
+                    && !self.chat_message(&stanza, &from, &target)
+                {
                     self.handle_message(&stanza, target);
                 }
             }
         }
     }
 
-    /// Messages: chat through the virtual JID and chat commands are not
-    /// served yet (issue 4), so every message gets RFC 6121 §8.5 treatment.
+    /// Messages neither calls nor chat relay took (chat commands to the
+    /// domain are not served yet): RFC 6121 §8.5 treatment.
     fn handle_message(&mut self, stanza: &Element, target: Target) {
         match stanza.attr("type") {
             Some("error") | Some("headline") => {
@@ -548,6 +551,23 @@ impl Core {
             let at = now.plus_ms(self.cfg.coalesce_ms).max(self.settle_until);
             self.flush_at = Some(at);
         }
+    }
+
+    /// Relays `out` on behalf of `original`'s sender unless it names a
+    /// secret of its recipient's; then the sender gets `not-acceptable`
+    /// instead, so that the guard in [`Core::send`] stays the last line and
+    /// never the expected path. Returns whether `out` was sent.
+    fn send_on_behalf(&mut self, original: &Element, out: Element) -> bool {
+        if self.secrets.leak_in(&out).is_none() {
+            self.send(out);
+            return true;
+        }
+        debug!("refused to relay a stanza naming the owner's own device or account");
+        let text = "Not sent: it names one of your own devices or accounts, which this address keeps private.";
+        if let Some(e) = error_reply(original, ErrorType::Modify, "not-acceptable", Some(text)) {
+            self.send(e);
+        }
+        false
     }
 
     /// Every stanza leaves through here: addressed, from our domain, and

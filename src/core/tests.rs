@@ -91,8 +91,11 @@ impl Harness {
             let from = Jid::new(el.attr("from").expect("every stanza has a from")).unwrap();
             assert_eq!(from.domain().as_str(), D, "from on our domain");
             if !to.starts_with("alice@localhost") {
+                // What a person wrote in a message body is theirs to send.
+                let mut checked = el.clone();
+                checked.remove_child("body", ns::COMPONENT);
                 let mut xml = Vec::new();
-                el.write_to(&mut xml).unwrap();
+                checked.write_to(&mut xml).unwrap();
                 let xml = String::from_utf8(xml).unwrap();
                 let body = xml.replace(&format!("to=\"{to}\""), "");
                 for s in SECRETS {
@@ -1338,4 +1341,88 @@ fn shutdown_ends_calls_on_every_side() {
         .collect();
     assert!(to_tablet.contains(&"finish"));
     assert_eq!(h.core.calls(), 0);
+}
+
+// ---- Chat through the virtual JID (DESIGN.md section 7) ----
+
+#[test]
+fn a_message_to_the_virtual_jid_reaches_her_accounts_from_the_proxy_jid() {
+    let mut h = alice_with_phone_and_laptop();
+    let out = h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' id='m1' from='{BOB}' to='alice@{D}'>\
+         <body>hello phone</body><request xmlns='urn:xmpp:receipts'/><active xmlns='http://jabber.org/protocol/chatstates'/>\
+         <origin-id xmlns='urn:xmpp:sid:0' id='o1'/><store xmlns='urn:xmpp:hints'/></message>"
+    ));
+    assert_eq!(out.len(), 1);
+    let m = &out[0];
+    assert_eq!(
+        m.attr("to"),
+        Some("alice@localhost"),
+        "her server delivers, carbons, stores offline"
+    );
+    assert_eq!(m.attr("from"), Some(r"bob\40localhost@unified.localhost"));
+    assert_eq!((m.attr("type"), m.attr("id")), (Some("chat"), Some("m1")));
+    assert_eq!(
+        m.get_child("body", ns::COMPONENT).unwrap().text(),
+        "hello phone"
+    );
+    for (name, ns) in [
+        ("request", jingle::RECEIPTS),
+        ("active", "http://jabber.org/protocol/chatstates"),
+        ("origin-id", "urn:xmpp:sid:0"),
+        ("store", jingle::HINTS),
+    ] {
+        assert!(m.has_child(name, ns), "{name} passes through");
+    }
+}
+
+#[test]
+fn her_reply_to_the_proxy_jid_reaches_the_sender_from_the_chat_resource() {
+    let mut h = alice_with_phone_and_laptop();
+    let out = h.input(&format!(
+        r"<message xmlns='jabber:component:accept' type='chat' id='r1' from='{PHONE}' to='bob\40localhost@{D}'>\
+         <body>on my phone, call me</body><replace xmlns='urn:xmpp:message-correct:0' id='r0'/>\
+         <received xmlns='urn:xmpp:receipts' id='m1'/><stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='x'/></message>"
+    ));
+    assert_eq!(out.len(), 1, "{out:?}");
+    let m = &out[0];
+    assert_eq!(
+        (m.attr("from"), m.attr("to")),
+        (Some("alice@unified.localhost/chat"), Some("bob@localhost"))
+    );
+    assert_eq!(
+        m.get_child("body", ns::COMPONENT).unwrap().text(),
+        "on my phone, call me"
+    );
+    assert!(m.has_child("replace", "urn:xmpp:message-correct:0"));
+    assert!(m.has_child("received", jingle::RECEIPTS));
+    assert!(
+        !m.has_child("stanza-id", "urn:xmpp:sid:0"),
+        "her server's stamp about her account is dropped"
+    );
+}
+
+#[test]
+fn chat_relay_leaves_errors_headlines_groupchat_and_blocked_senders_alone() {
+    let mut h = alice_with_phone_and_laptop();
+    for typ in ["error", "headline", "groupchat"] {
+        let out = h.input(&format!("<message xmlns='jabber:component:accept' type='{typ}' from='{BOB}' to='alice@{D}'><body>x</body></message>"));
+        assert!(
+            out.iter().all(|e| e.attr("to") != Some("alice@localhost")),
+            "{typ}"
+        );
+    }
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='spam@evil.example/x' to='alice@{D}'><body>x</body></message>"));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_reply_that_would_name_her_device_is_refused_not_dropped() {
+    let mut h = alice_with_phone_and_laptop();
+    let out = h.input(&format!(
+        r"<message xmlns='jabber:component:accept' type='chat' id='r2' from='{PHONE}' to='bob\40localhost@{D}'><reference xmlns='urn:xmpp:reference:0' type='mention' uri='xmpp:alice@localhost/phone'/></message>"
+    ));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].attr("to"), out[0].attr("type")), (Some(PHONE), Some("error")));
+    assert!(out[0].get_child("error", ns::COMPONENT).unwrap().has_child("not-acceptable", ns::STANZAS));
 }
