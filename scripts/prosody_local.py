@@ -34,7 +34,7 @@ c2s_direct_tls_ports = {{ }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version" }}
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version", "offline" }}
 modules_disabled = {{ "s2s", "tls" }}
 log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{dir}/prosody.log" }} }}
 {extra}

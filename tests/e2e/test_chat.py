@@ -1,0 +1,81 @@
+"""Chat through the virtual JID end to end (DESIGN.md section 7): Bob
+writes to alice@unified.localhost and never learns where she reads it."""
+import asyncio
+
+import pytest
+
+from harness import C, DOMAIN, Client, Component, presence, start_prosody
+
+ALICE = f"alice@{DOMAIN}"
+PROXY_BOB = rf"bob\40localhost@{DOMAIN}"
+OWNERS = """[[owners]]
+name = "alice"
+accounts = ["alice@localhost"]
+subscription = "open"
+"""
+
+
+def message(frm=None, body=None):
+    def pred(el):
+        if el.tag != C + "message" or (frm and el.get("from") != frm):
+            return False
+        b = el.find(C + "body")
+        return body is None or (b is not None and b.text == body)
+    return pred
+
+
+@pytest.fixture
+def world(tmp_path):
+    p = start_prosody(str(tmp_path))
+    comp = Component(str(tmp_path), p, OWNERS)
+    yield p, comp
+    comp.stop()
+    p.stop()
+
+
+def test_chat_both_ways_through_the_virtual_jid_and_offline_storage(world):
+    p, comp = world
+
+    async def scenario():
+        comp.start()
+        phone = await Client("alice@localhost/phone").online(p.c2s, priority=5)
+        await phone.wait_for(presence(ALICE, "subscribe"))
+        phone.send_presence(pto=ALICE, ptype="subscribed")
+        bob = await Client("bob@localhost/pc").online(p.c2s)
+
+        # Bob writes to the virtual JID: Alice's client shows it from Bob's
+        # proxy JID, with the receipt request and chat state intact.
+        bob.send_raw(f"<message type='chat' id='b1' to='{ALICE}'><body>lunch?</body>"
+                     "<request xmlns='urn:xmpp:receipts'/><active xmlns='http://jabber.org/protocol/chatstates'/></message>")
+        got = await phone.wait_for(message(PROXY_BOB, "lunch?"))
+        assert got.get("id") == "b1"
+        assert got.find("{urn:xmpp:receipts}request") is not None
+        assert got.find("{http://jabber.org/protocol/chatstates}active") is not None
+
+        # Her receipt and reply (mentioning her phone, which is her word to
+        # send) reach Bob from alice@D/chat; a correction too.
+        phone.send_raw(f"<message type='chat' id='a0' to='{PROXY_BOB}'><received xmlns='urn:xmpp:receipts' id='b1'/></message>")
+        phone.send_raw(f"<message type='chat' id='a1' to='{PROXY_BOB}'><body>yes, ring my phone</body></message>")
+        phone.send_raw(f"<message type='chat' id='a2' to='{PROXY_BOB}'><body>yes, at noon</body>"
+                       "<replace xmlns='urn:xmpp:message-correct:0' id='a1'/></message>")
+        receipt = await bob.wait_for(lambda el: el.find("{urn:xmpp:receipts}received") is not None)
+        assert receipt.get("from") == f"{ALICE}/chat"
+        reply = await bob.wait_for(message(f"{ALICE}/chat", "yes, ring my phone"))
+        assert reply.get("id") == "a1"
+        fix = await bob.wait_for(message(f"{ALICE}/chat", "yes, at noon"))
+        assert fix.find("{urn:xmpp:message-correct:0}replace").get("id") == "a1"
+
+        # With none of her devices online, her server keeps it for her.
+        await phone.offline()
+        bob.send_raw(f"<message type='chat' id='b2' to='{ALICE}'><body>still there?</body></message>")
+        await asyncio.sleep(1.0)
+        later = await Client("alice@localhost/laptop").online(p.c2s)
+        await later.wait_for(message(PROXY_BOB, "still there?"), what="the stored message")
+
+        for raw in bob.raw_since(0):
+            for secret in ("alice@localhost", "/phone", "/laptop"):
+                assert secret not in raw, f"leak of {secret!r}: {raw}"
+        for c in (later, bob):
+            await c.offline()
+
+    asyncio.run(scenario())
