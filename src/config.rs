@@ -13,6 +13,7 @@ use jid::{BareJid, Jid};
 use serde::Deserialize;
 
 use crate::core::devices::ClassDef;
+use crate::core::rules::{parse_day, parse_window, CallerMatch, NoAnswer, RingMode, Rule};
 use crate::core::{CandidatePolicy, CoreConfig, Limits, OwnerConfig, SubscriptionPolicy};
 
 /// Why a configuration cannot be used.
@@ -298,6 +299,123 @@ pub struct Owner {
     /// server-reflexive ICE candidates of her devices from calls.
     #[serde(default)]
     pub candidates: CandidatePolicy,
+    /// Her IANA time zone (`Europe/Berlin`), for the rules; default UTC.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// `[[owners.rules]]`: her ring rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+/// `[[owners.rules]]` (DESIGN.md section 6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Classes it applies to (`audio`, `video`...); absent = all.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Callers: `bob@example.org`, `example.org`, `watchers`, `anyone`.
+    #[serde(default)]
+    pub callers: Vec<String>,
+    /// Days: `mon` ... `sun`; absent = every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// Local time window `HH:MM-HH:MM` (may span midnight).
+    pub time: Option<String>,
+    /// `parallel` (default), `sequential` or `priority`.
+    #[serde(default)]
+    pub ring: RingMode,
+    /// Devices by resource name, in ringing order; absent = all qualifying.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Skip devices that are dnd or xa (dnd ones are never rung).
+    #[serde(default = "default_true")]
+    pub skip_busy: bool,
+    /// Seconds each step rings (sequential, priority).
+    #[serde(default = "default_step")]
+    pub step_secs: u64,
+    /// Seconds the whole call rings; default `[calls] ring_timeout_secs`.
+    pub timeout_secs: Option<u64>,
+    /// `reject` (default) or `message`: also leave her a missed-call note.
+    #[serde(default)]
+    pub on_no_answer: NoAnswer,
+    /// Ring nobody (do not disturb for what the rule matches).
+    #[serde(default)]
+    pub reject: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_step() -> u64 {
+    10
+}
+
+impl RuleConfig {
+    fn to_rule(
+        &self,
+        key: &str,
+        classes: &[ClassConfig],
+        default_timeout_ms: u64,
+    ) -> Result<Rule, ConfigError> {
+        for c in &self.classes {
+            if !classes.iter().any(|k| &k.name == c) {
+                return Err(invalid(
+                    format!("{key}.classes"),
+                    format!("{c:?} is not a configured class"),
+                ));
+            }
+        }
+        let callers = self
+            .callers
+            .iter()
+            .map(|c| {
+                CallerMatch::parse(c).ok_or_else(|| {
+                    invalid(
+                        format!("{key}.callers"),
+                        format!("{c:?} is not a JID, a domain, \"watchers\" or \"anyone\""),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let days = self
+            .days
+            .iter()
+            .map(|d| {
+                parse_day(d).ok_or_else(|| {
+                    invalid(
+                        format!("{key}.days"),
+                        format!("{d:?} is not a weekday (mon ... sun)"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let window = match &self.time {
+            None => None,
+            Some(t) => Some(parse_window(t).ok_or_else(|| {
+                invalid(format!("{key}.time"), format!("{t:?} is not HH:MM-HH:MM"))
+            })?),
+        };
+        Ok(Rule {
+            classes: self.classes.clone(),
+            callers,
+            days,
+            window,
+            mode: self.ring,
+            devices: self.devices.clone(),
+            skip_busy: self.skip_busy,
+            step_ms: self.step_secs.max(1).saturating_mul(1000),
+            timeout_ms: self
+                .timeout_secs
+                .map_or(default_timeout_ms, |t| t.saturating_mul(1000)),
+            on_no_answer: self.on_no_answer,
+            reject: self.reject,
+        })
+    }
 }
 
 impl Config {
@@ -404,6 +522,18 @@ impl Config {
                     ));
                 }
             }
+            if o.timezone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(invalid(
+                    format!("owners[{i}].timezone"),
+                    format!(
+                        "{:?} is not an IANA time zone like \"Europe/Berlin\"",
+                        o.timezone
+                    ),
+                ));
+            }
+            for (r, rule) in o.rules.iter().enumerate() {
+                rule.to_rule(&format!("owners[{i}].rules[{r}]"), &self.classes, 0)?;
+            }
         }
         Ok(())
     }
@@ -433,6 +563,16 @@ impl Config {
                     allow: o.allow.clone(),
                     blocked: o.blocked.clone(),
                     candidates: o.candidates,
+                    // Invariant: validate() parsed the zone and every rule.
+                    timezone: o.timezone.parse().unwrap_or(chrono_tz::UTC),
+                    rules: o
+                        .rules
+                        .iter()
+                        .filter_map(|r| {
+                            let timeout = self.calls.ring_timeout_secs.saturating_mul(1000);
+                            r.to_rule("", &self.classes, timeout).ok()
+                        })
+                        .collect(),
                 })
                 .collect(),
             coalesce_ms: self.presence.coalesce_ms,
@@ -485,6 +625,28 @@ mod tests {
         let text = MINIMAL.replace("secret = ", "secrett = \"x\"\nsecret = ");
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("secrett"), "{err}");
+    }
+
+    #[test]
+    fn rules_parse_and_bad_ones_name_their_key() {
+        let text = format!(
+            "{MINIMAL}\ntimezone = \"Europe/Berlin\"\n[[owners.rules]]\nclasses = [\"audio\"]\nring = \"sequential\"\n\
+             devices = [\"phone\", \"laptop\"]\ntime = \"22:00-07:00\"\ndays = [\"sat\", \"sun\"]\non_no_answer = \"message\"\n"
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        let core = cfg.core_config(0);
+        let rule = &core.owners[0].rules[0];
+        assert_eq!(rule.mode, RingMode::Sequential);
+        assert_eq!(rule.window, Some((22 * 60, 7 * 60)));
+        assert_eq!(rule.timeout_ms, 30_000);
+        let bad = text.replace("22:00-07:00", "late");
+        let err = Config::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("owners[0].rules[0].time"), "{err}");
+        let bad = text.replace("Europe/Berlin", "Mars/Olympus");
+        assert!(Config::from_toml(&bad)
+            .unwrap_err()
+            .to_string()
+            .starts_with("owners[0].timezone"));
     }
 
     #[test]

@@ -11,17 +11,18 @@
 
 use std::collections::HashMap;
 
+use chrono::{Datelike, Timelike};
 use jid::{FullJid, Jid};
 use minidom::Element;
 use tracing::{debug, info, trace};
 
 use super::address::proxy_jid;
-use super::devices::Show;
 use super::jingle::{
     self, jingle_child, jingle_error, jingle_iq, jmi, jmi_child, jmi_copy, reason, rewrite_jingle,
     terminate,
 };
 use super::router::{Resource, Target};
+use super::rules::{self, CallContext, Candidate, NoAnswer, RingPlan, Rule};
 use super::stanza::{self, element, iq_result, ErrorType};
 use super::{CandidatePolicy, Core, Time};
 
@@ -59,7 +60,20 @@ struct Call {
     legs: Vec<Leg>,
     winner: Option<usize>,
     rang: bool,
-    /// Ring timeout while nobody has answered.
+    /// What a new leg is offered: the propose (JMI) or session-initiate.
+    offer: Element,
+    /// Plain Jingle: the caller's transport-info so far, for later legs.
+    caller_transport: Vec<Element>,
+    /// Steps of the ring plan not rung yet.
+    steps: std::collections::VecDeque<Vec<FullJid>>,
+    step_ms: u64,
+    /// When the current step gives way to the next one.
+    next_step_at: Option<Time>,
+    /// When the whole call gives up.
+    ends_at: Time,
+    on_no_answer: NoAnswer,
+    class: usize,
+    /// Earliest of the two while nobody has answered.
     deadline: Option<Time>,
 }
 
@@ -74,11 +88,24 @@ impl Call {
             .collect()
     }
 
-    /// Leg `li` answered first: it wins and the ring timeout stops.
+    /// Leg `li` answered first: it wins and the ring timeouts stop.
     fn win(&mut self, li: usize) {
         self.winner = Some(li);
         self.deadline = None;
+        self.next_step_at = None;
+        self.steps.clear();
     }
+
+    fn set_deadline(&mut self) {
+        self.deadline = Some(
+            self.next_step_at
+                .map_or(self.ends_at, |t| t.min(self.ends_at)),
+        );
+    }
+}
+
+fn call_owner(core: &Core, c: u64) -> usize {
+    core.calls.calls.get(&c).map_or(0, |call| call.owner)
 }
 
 /// An IQ we sent on someone's behalf: its answer goes back to them.
@@ -234,8 +261,8 @@ impl Core {
             receipt.append_child(element("received", jingle::RECEIPTS, &[("id", msg_id)]));
             self.send(receipt);
         }
-        let devices = self.ring_plan(owner, class);
-        if devices.is_empty() {
+        let plan = self.ring_plan(now, owner, class, &caller);
+        if plan.steps.is_empty() {
             info!(owner = %self.owners[owner].name, "no device to ring: busy");
             return self.send_jmi(
                 &face,
@@ -243,23 +270,100 @@ impl Core {
                 jmi("reject", &sid, vec![reason("busy")]),
             );
         }
-        let Some(c) = self.new_call(now, owner, Mode::Jmi, caller, sid, face, devices) else {
+        let Some(c) = self.new_call(
+            now,
+            owner,
+            class,
+            Mode::Jmi,
+            caller,
+            sid,
+            face,
+            plan,
+            el.clone(),
+        ) else {
             return;
         };
-        let call = &self.calls.calls[&c];
-        let (proxy, legs) = (call.proxy.clone(), call.open_legs(None));
-        for (device, leg_id) in legs {
-            // Only the chosen devices ring: no carbons, no archive copies
-            // elsewhere (XEP-0280 private, XEP-0334 no-copy), but kept for a
-            // device that reconnects (store).
-            let mut m = stanza::stanza("message", &proxy, &device, Some("chat"));
-            stanza::set_attr(&mut m, "id", self.next_id());
-            m.append_child(jmi_copy(el, &leg_id));
-            m.append_child(Element::bare("store", jingle::HINTS));
-            m.append_child(Element::bare("private", jingle::CARBONS));
-            m.append_child(Element::bare("no-copy", jingle::HINTS));
-            self.send(m);
+        self.ring_step(now, c);
+    }
+
+    /// Rings the next step of call `c`'s plan: a leg per device, offered
+    /// the caller's propose or session-initiate.
+    fn ring_step(&mut self, now: Time, c: u64) {
+        let Some(call) = self.calls.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(devices) = call.steps.pop_front() else {
+            return;
+        };
+        call.next_step_at = (!call.steps.is_empty()).then(|| now.plus_ms(call.step_ms));
+        call.set_deadline();
+        let (proxy, mode, offer, transport) = (
+            call.proxy.clone(),
+            call.mode,
+            call.offer.clone(),
+            call.caller_transport.clone(),
+        );
+        for device in devices {
+            let leg_id = self.next_id();
+            self.calls.by_leg.insert(leg_id.clone(), c);
+            if let Some(call) = self.calls.calls.get_mut(&c) {
+                call.legs.push(Leg {
+                    device: device.clone(),
+                    id: leg_id.clone(),
+                    declined: false,
+                    held: vec![],
+                });
+            }
+            match mode {
+                Mode::Jmi => {
+                    // Only the chosen devices ring: no carbons, no archive
+                    // copies elsewhere (XEP-0280 private, XEP-0334 no-copy),
+                    // but kept for a device that reconnects (store).
+                    let mut m = stanza::stanza("message", &proxy, device.as_str(), Some("chat"));
+                    stanza::set_attr(&mut m, "id", self.next_id());
+                    m.append_child(jmi_copy(&offer, &leg_id));
+                    m.append_child(Element::bare("store", jingle::HINTS));
+                    m.append_child(Element::bare("private", jingle::CARBONS));
+                    m.append_child(Element::bare("no-copy", jingle::HINTS));
+                    self.send(m);
+                }
+                Mode::Jingle => {
+                    let out = rewrite_jingle(&offer, &leg_id, Some(&proxy), None, false);
+                    self.send_own(now, &proxy, device.as_str(), out);
+                    for t in &transport {
+                        let out = rewrite_jingle(t, &leg_id, Some(&proxy), None, false);
+                        self.send_own(now, &proxy, device.as_str(), out);
+                    }
+                }
+            }
         }
+    }
+
+    /// The current step gave up: its legs stop ringing and the next step
+    /// rings; with no step left, the call ends as nobody answered.
+    fn next_step(&mut self, now: Time, c: u64) {
+        let Some(call) = self.calls.calls.get_mut(&c) else {
+            return;
+        };
+        if call.steps.is_empty() {
+            return self.abort_call(now, c, "timeout");
+        }
+        let (proxy, mode) = (call.proxy.clone(), call.mode);
+        let open = call.open_legs(None);
+        for l in call.legs.iter_mut() {
+            l.declined = true;
+        }
+        for (device, id) in open {
+            match mode {
+                Mode::Jmi => self.send_jmi(
+                    &proxy,
+                    &device,
+                    jmi("retract", &id, vec![reason("timeout")]),
+                ),
+                Mode::Jingle => self.send_own(now, &proxy, &device, terminate(&id, "timeout")),
+            }
+        }
+        self.ring_step(now, c);
     }
 
     /// The class whose features cover what the caller asks, the smallest
@@ -277,15 +381,33 @@ impl Core {
             .map(|(i, _)| i)
     }
 
-    /// The devices to ring: DESIGN.md section 6's default rule, all
-    /// available devices of the class that are not `dnd`, in parallel.
-    fn ring_plan(&self, owner: usize, class: usize) -> Vec<FullJid> {
-        self.owners[owner]
+    /// Who rings when: the owner's first matching rule (DESIGN.md
+    /// section 6) over her live devices of the class, at her local time.
+    fn ring_plan(&self, now: Time, owner: usize, class: usize, caller: &FullJid) -> RingPlan {
+        let o = &self.owners[owner];
+        let local = chrono::DateTime::from_timestamp_millis(now.0 as i64)
+            .unwrap_or_default()
+            .with_timezone(&o.timezone);
+        let caller = caller.to_bare();
+        let ctx = CallContext {
+            class: &self.cfg.classes[class].name,
+            caller_is_watcher: o.watchers.get(&caller) == Some(&super::WatcherState::Subscribed),
+            caller: &caller,
+            weekday: local.weekday(),
+            minute: (local.hour() * 60 + local.minute()) as u16,
+        };
+        let candidates: Vec<Candidate> = o
             .devices
             .iter()
-            .filter(|(_, d)| d.classes & (1 << class) != 0 && d.show != Show::Dnd)
-            .map(|(j, _)| j.clone())
-            .collect()
+            .filter(|(_, d)| d.classes & (1 << class) != 0)
+            .map(|(j, d)| Candidate {
+                jid: j.clone(),
+                show: d.show,
+                priority: d.priority,
+            })
+            .collect();
+        let fallback = Rule::default_rule(self.cfg.ring_timeout_ms);
+        rules::plan(&o.rules, &fallback, &ctx, &candidates)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -293,48 +415,45 @@ impl Core {
         &mut self,
         now: Time,
         owner: usize,
+        class: usize,
         mode: Mode,
         caller: FullJid,
         sid: String,
         face: String,
-        devices: Vec<FullJid>,
+        plan: RingPlan,
+        offer: Element,
     ) -> Option<u64> {
         let proxy = proxy_jid(&caller.to_bare(), &self.cfg.domain)?;
         let token = self.next_id();
         let proxy = format!("{proxy}/{token}");
-        let legs: Vec<Leg> = devices
-            .into_iter()
-            .map(|device| Leg {
-                device,
-                id: self.next_id(),
-                declined: false,
-                held: vec![],
-            })
-            .collect();
         self.calls.next += 1;
         let c = self.calls.next;
-        info!(owner = %self.owners[owner].name, legs = legs.len(), ?mode, "ringing");
-        for l in &legs {
-            self.calls.by_leg.insert(l.id.clone(), c);
-        }
+        info!(owner = %self.owners[owner].name, steps = plan.steps.len(), ?mode, "ringing");
         self.calls
             .by_caller
             .insert((caller.clone(), sid.clone()), c);
-        self.calls.calls.insert(
-            c,
-            Call {
-                owner,
-                mode,
-                caller,
-                sid,
-                proxy,
-                face,
-                legs,
-                winner: None,
-                rang: false,
-                deadline: Some(now.plus_ms(self.cfg.ring_timeout_ms)),
-            },
-        );
+        let mut call = Call {
+            owner,
+            mode,
+            caller,
+            sid,
+            proxy,
+            face,
+            legs: vec![],
+            winner: None,
+            rang: false,
+            offer,
+            caller_transport: vec![],
+            steps: plan.steps.into(),
+            step_ms: plan.step_ms,
+            next_step_at: None,
+            ends_at: now.plus_ms(plan.timeout_ms),
+            on_no_answer: plan.on_no_answer,
+            class,
+            deadline: None,
+        };
+        call.set_deadline();
+        self.calls.calls.insert(c, call);
         Some(c)
     }
 
@@ -428,7 +547,9 @@ impl Core {
                     call.legs[li].declined = true;
                     call.legs.iter().all(|l| l.declined)
                 };
-                if all {
+                if all && !self.calls.calls[&c].steps.is_empty() {
+                    self.ring_step(now, c);
+                } else if all {
                     self.send_jmi_copy(&face, &caller, el, &sid);
                     self.end_call(c, "every device declined");
                 }
@@ -601,21 +722,24 @@ impl Core {
                 self.owners[owner].virtual_jid, self.cfg.classes[class].name
             );
             self.ack(iq);
-            let devices = self.ring_plan(owner, class);
-            if devices.is_empty() {
+            let plan = self.ring_plan(now, owner, class, &caller);
+            if plan.steps.is_empty() {
                 return self.send_own(now, &face.clone(), caller.as_str(), terminate(&sid, "busy"));
             }
-            let Some(c) = self.new_call(now, owner, Mode::Jingle, caller, sid, face, devices)
-            else {
+            let Some(c) = self.new_call(
+                now,
+                owner,
+                class,
+                Mode::Jingle,
+                caller,
+                sid,
+                face,
+                plan,
+                j.clone(),
+            ) else {
                 return;
             };
-            let legs = self.calls.calls[&c].open_legs(None);
-            let proxy = self.calls.calls[&c].proxy.clone();
-            for (device, leg_id) in legs {
-                let out = rewrite_jingle(j, &leg_id, Some(&proxy), None, false);
-                self.send_own(now, &proxy, &device, out);
-            }
-            return;
+            return self.ring_step(now, c);
         };
         let call = &self.calls.calls[&c];
         let (proxy, mode, winner) = (call.proxy.clone(), call.mode, call.winner);
@@ -643,6 +767,9 @@ impl Core {
                 }
                 if action == "session-terminate" {
                     self.end_call(c, "caller cancelled");
+                } else if let Some(call) = self.calls.calls.get_mut(&c) {
+                    // Legs of later steps get it after their session-initiate.
+                    call.caller_transport.push(j.clone());
                 }
             }
             // XEP-0353: nothing but the propose's answer before proceed.
@@ -726,7 +853,9 @@ impl Core {
                         call.legs[li].declined = true;
                         call.legs.iter().all(|l| l.declined)
                     };
-                    if all {
+                    if all && !self.calls.calls[&c].steps.is_empty() {
+                        self.ring_step(now, c);
+                    } else if all {
                         let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
                         self.send_own(now, &face, &caller, out);
                         self.end_call(c, "every device declined");
@@ -760,7 +889,12 @@ impl Core {
             .map(|(k, _)| *k)
             .collect();
         for c in expired {
-            self.abort_call(now, c, "timeout");
+            let call = &self.calls.calls[&c];
+            if call.ends_at > now && call.next_step_at.is_some_and(|t| t <= now) {
+                self.next_step(now, c);
+            } else {
+                self.abort_call(now, c, "timeout");
+            }
         }
     }
 
@@ -779,6 +913,15 @@ impl Core {
             call.mode,
         );
         let answered = call.winner.is_some();
+        // DESIGN.md section 6: on no answer, optionally a missed-call note
+        // to the owner, from the caller's proxy JID (her chat with them).
+        let missed = (!answered
+            && condition == "timeout"
+            && call.on_no_answer == NoAnswer::Message)
+            .then(|| {
+                let class = self.cfg.classes[call.class].name.clone();
+                (call.caller.to_bare(), class)
+            });
         let legs = match call.winner {
             Some(w) => vec![(call.legs[w].device.to_string(), call.legs[w].id.clone())],
             None => call.open_legs(None),
@@ -806,7 +949,32 @@ impl Core {
                 self.send_own(now, &face, &caller, terminate(&sid, condition));
             }
         }
+        if let Some((caller, class)) = missed {
+            self.missed_call_note(call_owner(self, c), &caller, &class);
+        }
         self.end_call(c, condition);
+    }
+
+    fn missed_call_note(&mut self, owner: usize, caller: &jid::BareJid, class: &str) {
+        let Some(proxy) = proxy_jid(caller, &self.cfg.domain) else {
+            return;
+        };
+        let accounts: Vec<String> = self.owners[owner]
+            .accounts
+            .iter()
+            .map(|(a, _)| a.to_string())
+            .collect();
+        for a in accounts {
+            let mut m = stanza::stanza("message", proxy.as_str(), &a, Some("chat"));
+            stanza::set_attr(&mut m, "id", self.next_id());
+            m.append_child(stanza::text_element(
+                "body",
+                stanza::ns::COMPONENT,
+                &format!("Missed {class} call from {caller}"),
+            ));
+            m.append_child(Element::bare("store", jingle::HINTS));
+            self.send(m);
+        }
     }
 
     /// Every call ends (graceful shutdown).

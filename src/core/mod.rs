@@ -21,6 +21,7 @@ pub mod jingle;
 mod linking;
 pub mod presence;
 pub mod router;
+pub mod rules;
 pub mod stanza;
 mod watchers;
 
@@ -89,6 +90,10 @@ pub struct OwnerConfig {
     pub blocked: Vec<String>,
     /// ICE candidate policy for her calls.
     pub candidates: CandidatePolicy,
+    /// Her ring rules, first match wins.
+    pub rules: Vec<rules::Rule>,
+    /// Her time zone, for the rules' days and hours.
+    pub timezone: chrono_tz::Tz,
 }
 
 /// Limits that keep one owner or sender from exhausting the component.
@@ -218,6 +223,8 @@ struct Owner {
     allow: Vec<String>,
     blocked: Vec<String>,
     candidates: CandidatePolicy,
+    rules: Vec<rules::Rule>,
+    timezone: chrono_tz::Tz,
     devices: BTreeMap<FullJid, Device>,
     records: HashMap<FullJid, DeviceRecord>,
     watchers: HashMap<BareJid, WatcherState>,
@@ -295,6 +302,8 @@ impl Core {
                 allow: oc.allow.clone(),
                 blocked: oc.blocked.clone(),
                 candidates: oc.candidates,
+                rules: oc.rules.clone(),
+                timezone: oc.timezone,
                 devices: BTreeMap::new(),
                 records: HashMap::new(),
                 watchers: HashMap::new(),
