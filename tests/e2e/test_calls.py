@@ -320,3 +320,42 @@ def test_plain_jingle_is_forked_like_dino_does_without_jmi(world):
             await c.offline()
 
     asyncio.run(scenario())
+
+
+def test_sequential_rule_rings_the_phone_only_after_the_tablet_step(tmp_path):
+    p = start_prosody(str(tmp_path))
+    comp = Component(str(tmp_path), p, OWNERS + """
+[[owners.rules]]
+classes = ["audio"]
+ring = "sequential"
+devices = ["tablet", "phone"]
+step_secs = 1
+on_no_answer = "message"
+""")
+
+    async def scenario():
+        phone, tablet, laptop, bob = await setup(p, comp)
+        s_phone, s_tablet, s_bob, s_laptop = phone.mark(), tablet.mark(), bob.mark(), laptop.mark()
+        bob.send_raw(f"<message type='chat' to='{ALICE}'><propose xmlns='{JMI}' id='Q1'>"
+                     "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
+        first = await tablet.wait_for(jmi_msg("propose"), s_tablet)
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.sleep(0.5)
+        assert not phone.received(jmi_msg("propose"), s_phone), "the phone waits for the tablet's step"
+        second = await phone.wait_for(jmi_msg("propose"), s_phone)
+        assert asyncio.get_running_loop().time() - t0 >= 0.8
+        assert second.get("from") == first.get("from")
+        await tablet.wait_for(jmi_msg("retract", first.get("from")), s_tablet)
+        # Nobody answers within 3 s: Bob is told, Alice gets a note in her
+        # chat with Bob's proxy JID.
+        await bob.wait_for(jmi_msg("reject", AUDIO, "Q1"), s_bob, timeout=6)
+        note = await laptop.wait_for(lambda el: el.find(C + "body") is not None and "Missed audio call" in el.find(C + "body").text, s_laptop)
+        assert note.get("from") == rf"bob\40localhost@{DOMAIN}"
+        for c in (phone, tablet, laptop, bob):
+            await c.offline()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        comp.stop()
+        p.stop()
