@@ -261,7 +261,7 @@ impl Core {
             receipt.append_child(element("received", jingle::RECEIPTS, &[("id", msg_id)]));
             self.send(receipt);
         }
-        let plan = self.ring_plan(now, owner, class, &caller);
+        let plan = self.ring_plan(now, owner, class, &caller.to_bare());
         if plan.steps.is_empty() {
             info!(owner = %self.owners[owner].name, "no device to ring: busy");
             return self.send_jmi(
@@ -383,16 +383,21 @@ impl Core {
 
     /// Who rings when: the owner's first matching rule (DESIGN.md
     /// section 6) over her live devices of the class, at her local time.
-    fn ring_plan(&self, now: Time, owner: usize, class: usize, caller: &FullJid) -> RingPlan {
+    pub(super) fn ring_plan(
+        &self,
+        now: Time,
+        owner: usize,
+        class: usize,
+        caller: &jid::BareJid,
+    ) -> RingPlan {
         let o = &self.owners[owner];
         let local = chrono::DateTime::from_timestamp_millis(now.0 as i64)
             .unwrap_or_default()
             .with_timezone(&o.timezone);
-        let caller = caller.to_bare();
         let ctx = CallContext {
             class: &self.cfg.classes[class].name,
-            caller_is_watcher: o.watchers.get(&caller) == Some(&super::WatcherState::Subscribed),
-            caller: &caller,
+            caller_is_watcher: o.watchers.get(caller) == Some(&super::WatcherState::Subscribed),
+            caller,
             weekday: local.weekday(),
             minute: (local.hour() * 60 + local.minute()) as u16,
         };
@@ -722,7 +727,7 @@ impl Core {
                 self.owners[owner].virtual_jid, self.cfg.classes[class].name
             );
             self.ack(iq);
-            let plan = self.ring_plan(now, owner, class, &caller);
+            let plan = self.ring_plan(now, owner, class, &caller.to_bare());
             if plan.steps.is_empty() {
                 return self.send_own(now, &face.clone(), caller.as_str(), terminate(&sid, "busy"));
             }

@@ -15,6 +15,7 @@
 pub mod address;
 mod calls;
 mod chat;
+pub mod commands;
 pub mod devices;
 mod disco;
 pub mod jingle;
@@ -522,7 +523,9 @@ impl Core {
             "presence" => self.handle_presence(now, &stanza, from, target),
             "iq" => self.handle_iq(now, &stanza, from, target),
             _ => {
-                if !self.call_message(now, &stanza, &from, &target)
+                let command = target == Target::Domain && self.command_message(now, &stanza, &from);
+                if !command
+                    && !self.call_message(now, &stanza, &from, &target)
                     && !self.chat_message(&stanza, &from, &target)
                 {
                     self.handle_message(&stanza, target);
@@ -531,8 +534,8 @@ impl Core {
         }
     }
 
-    /// Messages neither calls nor chat relay took (chat commands to the
-    /// domain are not served yet): RFC 6121 §8.5 treatment.
+    /// Messages neither commands, calls nor chat relay took: RFC 6121
+    /// §8.5 treatment.
     fn handle_message(&mut self, stanza: &Element, target: Target) {
         match stanza.attr("type") {
             Some("error") | Some("headline") => {

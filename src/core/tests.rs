@@ -1528,3 +1528,72 @@ fn a_reject_rule_makes_the_caller_busy() {
     assert!(legs(&out).is_empty());
     assert_eq!(to_bob_jmi(&out, "reject").len(), 1);
 }
+
+// ---- Chat commands (DESIGN.md section 8) ----
+
+fn command(h: &mut Harness, from: &str, body: &str) -> String {
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{from}' to='{D}'><body>{body}</body></message>"));
+    let reply = out
+        .iter()
+        .find(|e| e.attr("to") == Some(from) && e.name() == "message")
+        .expect("a reply");
+    assert_eq!(reply.attr("from"), Some(D));
+    reply.get_child("body", ns::COMPONENT).unwrap().text()
+}
+
+#[test]
+fn status_and_devices_tell_the_owner_what_watchers_see_and_what_rings() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let status = command(&mut h, PHONE, "status");
+    assert!(status.contains("chat   available"), "{status}");
+    assert!(
+        status.contains("audio  available; a call now rings: phone + tablet"),
+        "{status}"
+    );
+    assert!(status.contains("files  unavailable"), "{status}");
+    let devices = command(&mut h, PHONE, "devices");
+    assert!(
+        devices.contains("alice@localhost/tablet: available, priority 0, can chat, audio"),
+        "{devices}"
+    );
+    assert!(
+        devices.contains("alice@localhost/laptop: available, priority 0, can chat ("),
+        "{devices}"
+    );
+}
+
+#[test]
+fn only_her_own_accounts_may_use_her_commands() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let reply = command(&mut h, "eve@evil.example/x", "status");
+    assert!(reply.starts_with("You have no unified address"), "{reply}");
+    assert!(!reply.contains("phone"));
+}
+
+#[test]
+fn approve_and_deny_by_command_are_stored_and_answered() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    h.subscribe_bob();
+    assert!(command(&mut h, PHONE, "watchers").contains("Waiting for your answer: bob@localhost"));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>approve bob@localhost</body></message>"));
+    assert!(h.ops.contains(&StoreOp::Watcher {
+        owner: "alice".into(),
+        watcher: BareJid::new("bob@localhost").unwrap(),
+        state: Some(WatcherState::Subscribed)
+    }));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("to") == Some("bob@localhost") && e.attr("type") == Some("subscribed")));
+    assert!(command(&mut h, PHONE, "watchers").contains("Watching you: bob@localhost"));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>deny bob@localhost</body></message>"));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("to") == Some("bob@localhost") && e.attr("type") == Some("unsubscribed")));
+    assert!(h.ops.contains(&StoreOp::Watcher {
+        owner: "alice".into(),
+        watcher: BareJid::new("bob@localhost").unwrap(),
+        state: None
+    }));
+    let reply = command(&mut h, PHONE, "dance");
+    assert!(reply.contains("Send \"help\""), "{reply}");
+}

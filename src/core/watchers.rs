@@ -134,7 +134,7 @@ impl Core {
         }
     }
 
-    fn approve(&mut self, i: usize, watcher: BareJid) {
+    pub(super) fn approve(&mut self, i: usize, watcher: BareJid) {
         let owner = &mut self.owners[i];
         owner
             .watchers
@@ -207,24 +207,29 @@ impl Core {
         let state = self.owners[i].watchers.get(remote).copied();
         match (stanza.attr("type"), state) {
             (Some("subscribed"), Some(WatcherState::Pending)) => self.approve(i, remote.clone()),
-            (Some("unsubscribed"), Some(old)) => {
-                self.remove_watcher(i, remote);
-                if old == WatcherState::Subscribed {
-                    // RFC 6121 §3.2.3: unavailable first, then unsubscribed.
-                    self.send_unavailable(i, remote.as_str());
-                }
-                let virtual_jid = self.owners[i].virtual_jid.to_string();
-                self.send(stanza::stanza(
-                    "presence",
-                    &virtual_jid,
-                    remote.as_str(),
-                    Some("unsubscribed"),
-                ));
-            }
+            (Some("unsubscribed"), Some(_)) => self.deny_watcher(i, remote),
             // The owner's presence, probes and own requests towards the
             // proxy JID are never forwarded to anyone.
             (typ, _) => trace!(?typ, "ignored presence from the owner to a proxy JID"),
         }
+    }
+
+    /// The owner refuses a request or cancels a watcher.
+    pub(super) fn deny_watcher(&mut self, i: usize, remote: &BareJid) {
+        let Some(old) = self.remove_watcher(i, remote) else {
+            return;
+        };
+        if old == WatcherState::Subscribed {
+            // RFC 6121 §3.2.3: unavailable first, then unsubscribed.
+            self.send_unavailable(i, remote.as_str());
+        }
+        let virtual_jid = self.owners[i].virtual_jid.to_string();
+        self.send(stanza::stanza(
+            "presence",
+            &virtual_jid,
+            remote.as_str(),
+            Some("unsubscribed"),
+        ));
     }
 
     /// What `to` sees now: every available class, or one `unavailable`.

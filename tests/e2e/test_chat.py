@@ -79,3 +79,47 @@ def test_chat_both_ways_through_the_virtual_jid_and_offline_storage(world):
             await c.offline()
 
     asyncio.run(scenario())
+
+
+def test_owner_commands_by_chat_and_strangers_refused(tmp_path):
+    p = start_prosody(str(tmp_path))
+    comp = Component(str(tmp_path), p, OWNERS.replace('subscription = "open"', 'subscription = "ask"'))
+
+    async def scenario():
+        comp.start()
+        phone = await Client("alice@localhost/phone", ["urn:xmpp:jingle:1"]).online(p.c2s)
+        await phone.wait_for(presence(ALICE, "subscribe"))
+        phone.send_presence(pto=ALICE, ptype="subscribed")
+        bob = await Client("bob@localhost/pc").online(p.c2s)
+        eve = await Client("eve@localhost/x").online(p.c2s)
+        bob.send_presence(pto=ALICE, ptype="subscribe")
+        await phone.wait_for(presence(PROXY_BOB, "subscribe"))
+
+        async def ask(client, text):
+            since = client.mark()
+            client.send_raw(f"<message type='chat' to='{DOMAIN}'><body>{text}</body></message>")
+            reply = await client.wait_for(message(DOMAIN), since)
+            return reply.find(C + "body").text
+
+        assert "bob@localhost" in (await ask(phone, "watchers")).split("Waiting for your answer:")[1]
+        # Conversations has no ad-hoc UI: Alice approves Bob by chat.
+        assert "now sees your presence" in await ask(phone, "approve bob@localhost")
+        await bob.wait_for(presence(ALICE, "subscribed"))
+        await bob.wait_for(presence(f"{ALICE}/chat"))
+        status = await ask(phone, "status")
+        assert "chat   available" in status, status
+        assert "help" in await ask(phone, "what?")
+        # Nobody else reads or changes Alice's data.
+        refused = await ask(eve, "status")
+        assert refused.startswith("You have no unified address"), refused
+        refused = await ask(eve, "deny bob@localhost")
+        assert refused.startswith("You have no unified address"), refused
+        assert "Watching you: bob@localhost" in await ask(phone, "watchers")
+        for c in (phone, bob, eve):
+            await c.offline()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        comp.stop()
+        p.stop()

@@ -1,0 +1,263 @@
+//! Chat commands: plain messages to the component domain, for owners on
+//! clients without an ad-hoc UI (Conversations, Dino). DESIGN.md section 8.
+//!
+//! Only an owner's own linked accounts may read or change her data; anyone
+//! else is told so. Commands that change state reuse the core's handlers,
+//! so every change is queued for the store before the reply confirms it.
+
+use std::fmt::Write as _;
+
+use jid::{BareJid, Jid};
+use minidom::Element;
+
+use super::address::proxy_jid;
+use super::stanza::{self, ns, text_element};
+use super::{Core, Time, WatcherState};
+
+const HELP: &str = "Commands (send them to this address):
+  status               what your contacts see, class by class, and which devices would ring
+  devices              your devices online now, with what they can do
+  watchers             who watches you, and who is waiting for your answer
+  approve <jid>        let a waiting contact watch you
+  deny <jid>           refuse a waiting contact, or stop a watcher
+  help                 this text";
+
+/// One parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `help`.
+    Help,
+    /// `status`.
+    Status,
+    /// `devices`.
+    Devices,
+    /// `watchers`.
+    Watchers,
+    /// `approve <jid>`.
+    Approve(BareJid),
+    /// `deny <jid>`.
+    Deny(BareJid),
+    /// Anything else, with what was not understood.
+    Unknown(String),
+}
+
+/// Parses a message body into a command (case-insensitive verbs).
+pub fn parse(body: &str) -> Command {
+    let mut words = body.split_whitespace();
+    let verb = words.next().unwrap_or_default().to_ascii_lowercase();
+    let arg = words.next();
+    let jid = || arg.and_then(|a| BareJid::new(a.trim_start_matches("xmpp:")).ok());
+    match (verb.as_str(), arg) {
+        ("help" | "?", _) => Command::Help,
+        ("status", None) => Command::Status,
+        ("devices", None) => Command::Devices,
+        ("watchers", None) => Command::Watchers,
+        ("approve", Some(_)) => jid().map_or_else(
+            || Command::Unknown(body.trim().to_owned()),
+            Command::Approve,
+        ),
+        ("deny", Some(_)) => {
+            jid().map_or_else(|| Command::Unknown(body.trim().to_owned()), Command::Deny)
+        }
+        _ => Command::Unknown(body.trim().to_owned()),
+    }
+}
+
+fn since(now: Time, ms: u64) -> String {
+    let mins = now.0.saturating_sub(ms) / 60_000;
+    match mins {
+        0 => "just now".into(),
+        m if m < 60 => format!("{m} min ago"),
+        m if m < 48 * 60 => format!("{} h ago", m / 60),
+        m => format!("{} days ago", m / (24 * 60)),
+    }
+}
+
+impl Core {
+    /// A message to the component domain; `false` if it is no command.
+    pub(super) fn command_message(&mut self, now: Time, msg: &Element, from: &Jid) -> bool {
+        if !matches!(msg.attr("type"), None | Some("chat") | Some("normal")) {
+            return false;
+        }
+        let Some(body) = msg.get_child("body", ns::COMPONENT).map(|b| b.text()) else {
+            // Chat states and receipts to the domain need no answer.
+            return true;
+        };
+        let reply = match self.secrets.account_owner(&from.to_bare()) {
+            None => "You have no unified address on this service. Ask the admin to add your account to component.toml.".to_owned(),
+            Some(owner) => self.run_command(now, owner, parse(&body)),
+        };
+        let mut m = stanza::stanza("message", &self.cfg.domain, from.as_str(), Some("chat"));
+        stanza::set_attr(&mut m, "id", self.next_id());
+        m.append_child(text_element("body", ns::COMPONENT, &reply));
+        self.send(m);
+        true
+    }
+
+    fn run_command(&mut self, now: Time, i: usize, cmd: Command) -> String {
+        match cmd {
+            Command::Help => HELP.to_owned(),
+            Command::Status => self.status_text(now, i),
+            Command::Devices => self.devices_text(now, i),
+            Command::Watchers => {
+                let o = &self.owners[i];
+                let mut approved: Vec<&str> = o
+                    .watchers
+                    .iter()
+                    .filter(|(_, s)| **s == WatcherState::Subscribed)
+                    .map(|(j, _)| j.as_str())
+                    .collect();
+                let mut waiting: Vec<&str> = o
+                    .watchers
+                    .iter()
+                    .filter(|(_, s)| **s == WatcherState::Pending)
+                    .map(|(j, _)| j.as_str())
+                    .collect();
+                approved.sort_unstable();
+                waiting.sort_unstable();
+                let list = |v: &[&str]| {
+                    if v.is_empty() {
+                        "nobody".to_owned()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                format!(
+                    "Watching you: {}\nWaiting for your answer: {}",
+                    list(&approved),
+                    list(&waiting)
+                )
+            }
+            Command::Approve(jid) => match self.owners[i].watchers.get(&jid).copied() {
+                Some(WatcherState::Pending) => {
+                    self.approve(i, jid.clone());
+                    format!("{jid} now sees your presence.")
+                }
+                Some(WatcherState::Subscribed) => format!("{jid} already watches you."),
+                None => format!("{jid} has not asked to watch you."),
+            },
+            Command::Deny(jid) => {
+                if !self.owners[i].watchers.contains_key(&jid) {
+                    return format!("{jid} neither watches you nor waits for your answer.");
+                }
+                self.deny_watcher(i, &jid);
+                // Her client shows the request from the proxy JID: clear it.
+                if let Some(proxy) = proxy_jid(&jid, &self.cfg.domain) {
+                    let accounts: Vec<BareJid> = self.owners[i]
+                        .accounts
+                        .iter()
+                        .map(|(a, _)| a.clone())
+                        .collect();
+                    for a in accounts {
+                        self.send(stanza::stanza(
+                            "presence",
+                            proxy.as_str(),
+                            a.as_str(),
+                            Some("unsubscribe"),
+                        ));
+                    }
+                }
+                format!("{jid} no longer sees your presence.")
+            }
+            Command::Unknown(text) => {
+                format!("I did not understand {text:?}. Send \"help\" for what I can do.")
+            }
+        }
+    }
+
+    fn status_text(&self, now: Time, i: usize) -> String {
+        let mut out = String::new();
+        let o = &self.owners[i];
+        let _ = writeln!(out, "Your contacts see {}:", o.virtual_jid);
+        for (c, def) in self.cfg.classes.iter().enumerate() {
+            let state = match self.aggregate(i, c) {
+                None => "unavailable".to_owned(),
+                Some(p) => {
+                    let show = p.show.as_xml().unwrap_or("available");
+                    match p.status {
+                        Some(s) => format!("{show} ({s})"),
+                        None => show.to_owned(),
+                    }
+                }
+            };
+            let _ = write!(out, "  {:6} {state}", def.name);
+            if def.jmi {
+                let anyone =
+                    BareJid::new("anyone@example.invalid").map(|j| self.ring_plan(now, i, c, &j));
+                let ring: Vec<String> = anyone
+                    .map(|p| {
+                        p.steps
+                            .iter()
+                            .map(|s| {
+                                s.iter()
+                                    .map(|d| d.resource().to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(" + ")
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let ring = if ring.is_empty() {
+                    "nobody".to_owned()
+                } else {
+                    ring.join(", then ")
+                };
+                let _ = write!(out, "; a call now rings: {ring}");
+            }
+            out.push('\n');
+        }
+        out.trim_end().to_owned()
+    }
+
+    fn devices_text(&self, now: Time, i: usize) -> String {
+        let o = &self.owners[i];
+        if o.devices.is_empty() {
+            return "None of your devices is online.".into();
+        }
+        let mut out = String::from("Online now:\n");
+        for (jid, d) in &o.devices {
+            let classes: Vec<&str> = self
+                .cfg
+                .classes
+                .iter()
+                .enumerate()
+                .filter(|(c, _)| d.classes & (1 << c) != 0)
+                .map(|(_, def)| def.name.as_str())
+                .collect();
+            let first = o
+                .records
+                .get(jid)
+                .map(|r| since(now, r.first_seen))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {jid}: {}, priority {}, can {} (first seen {first})",
+                d.show.as_xml().unwrap_or("available"),
+                d.priority,
+                classes.join(", ")
+            );
+        }
+        out.trim_end().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_case_insensitively_and_unknown_ones_are_kept() {
+        assert_eq!(parse("Help"), Command::Help);
+        assert_eq!(parse("  status "), Command::Status);
+        assert_eq!(
+            parse("approve xmpp:Bob@Example.org"),
+            Command::Approve(BareJid::new("bob@example.org").unwrap())
+        );
+        assert_eq!(
+            parse("deny bob@example.org"),
+            Command::Deny(BareJid::new("bob@example.org").unwrap())
+        );
+        assert_eq!(parse("approve"), Command::Unknown("approve".into()));
+        assert_eq!(parse("make coffee"), Command::Unknown("make coffee".into()));
+    }
+}
