@@ -339,6 +339,23 @@ impl Core {
         }
     }
 
+    /// Leg `li` of call `c` declined. When every rung leg has, the next
+    /// step rings; `true` when none is left and the caller must be told.
+    fn leg_declined(&mut self, now: Time, c: u64, li: usize) -> bool {
+        let Some(call) = self.calls.calls.get_mut(&c) else {
+            return false;
+        };
+        call.legs[li].declined = true;
+        if !call.legs.iter().all(|l| l.declined) {
+            return false;
+        }
+        if call.steps.is_empty() {
+            return true;
+        }
+        self.ring_step(now, c);
+        false
+    }
+
     /// The current step gave up: its legs stop ringing and the next step
     /// rings; with no step left, the call ends as nobody answered.
     fn next_step(&mut self, now: Time, c: u64) {
@@ -547,14 +564,7 @@ impl Core {
                 self.send_jmi(&proxy, device.as_str(), jmi("retract", leg_id, vec![]))
             }
             ("reject", None) => {
-                let all = {
-                    let call = self.calls.calls.get_mut(&c).expect("looked up above");
-                    call.legs[li].declined = true;
-                    call.legs.iter().all(|l| l.declined)
-                };
-                if all && !self.calls.calls[&c].steps.is_empty() {
-                    self.ring_step(now, c);
-                } else if all {
+                if self.leg_declined(now, c, li) {
                     self.send_jmi_copy(&face, &caller, el, &sid);
                     self.end_call(c, "every device declined");
                 }
@@ -853,14 +863,7 @@ impl Core {
                 }
                 "session-terminate" => {
                     self.ack(iq);
-                    let all = {
-                        let call = self.calls.calls.get_mut(&c).expect("looked up above");
-                        call.legs[li].declined = true;
-                        call.legs.iter().all(|l| l.declined)
-                    };
-                    if all && !self.calls.calls[&c].steps.is_empty() {
-                        self.ring_step(now, c);
-                    } else if all {
+                    if self.leg_declined(now, c, li) {
                         let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
                         self.send_own(now, &face, &caller, out);
                         self.end_call(c, "every device declined");
@@ -1001,26 +1004,28 @@ impl Core {
             .map(|(k, _)| *k)
             .collect();
         for c in affected {
-            let call = self.calls.calls.get_mut(&c).expect("listed above");
-            let li = call
-                .legs
-                .iter()
-                .position(|l| l.device == *device)
-                .expect("filtered above");
-            call.legs[li].declined = true;
-            let (face, caller, sid, mode) = (
+            let call = &self.calls.calls[&c];
+            let Some(li) = call.legs.iter().position(|l| l.device == *device) else {
+                continue;
+            };
+            let (face, caller, sid, mode, answered) = (
                 call.face.clone(),
                 call.caller.to_string(),
                 call.sid.clone(),
                 call.mode,
+                call.winner.is_some(),
             );
-            let ended = call.winner == Some(li)
-                || (call.winner.is_none() && call.legs.iter().all(|l| l.declined));
+            let ended = if answered {
+                call.winner == Some(li)
+            } else {
+                // Like a decline: the next step rings if there is one.
+                self.leg_declined(now, c, li)
+            };
             if !ended {
                 continue;
             }
             match mode {
-                Mode::Jmi if self.calls.calls[&c].winner.is_some() => self.send_jmi(
+                Mode::Jmi if answered => self.send_jmi(
                     &face,
                     &caller,
                     jmi("finish", &sid, vec![reason("connectivity-error")]),

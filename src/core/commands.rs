@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use jid::{BareJid, Jid};
 use minidom::Element;
 
-use super::address::proxy_jid;
 use super::stanza::{self, ns, text_element};
 use super::{Core, Time, WatcherState};
 
@@ -141,22 +140,7 @@ impl Core {
                     return format!("{jid} neither watches you nor waits for your answer.");
                 }
                 self.deny_watcher(i, &jid);
-                // Her client shows the request from the proxy JID: clear it.
-                if let Some(proxy) = proxy_jid(&jid, &self.cfg.domain) {
-                    let accounts: Vec<BareJid> = self.owners[i]
-                        .accounts
-                        .iter()
-                        .map(|(a, _)| a.clone())
-                        .collect();
-                    for a in accounts {
-                        self.send(stanza::stanza(
-                            "presence",
-                            proxy.as_str(),
-                            a.as_str(),
-                            Some("unsubscribe"),
-                        ));
-                    }
-                }
+                self.withdraw_request(i, &jid);
                 format!("{jid} no longer sees your presence.")
             }
             Command::Unknown(text) => {

@@ -170,22 +170,29 @@ impl Core {
             WatcherState::Subscribed => self.send_unavailable(i, watcher.as_str()),
             WatcherState::Pending => {
                 // Withdraw the request the owner's client is showing.
-                if let Some(proxy) = proxy_jid(watcher, &self.cfg.domain) {
-                    let accounts: Vec<BareJid> = self.owners[i]
-                        .accounts
-                        .iter()
-                        .map(|(a, _)| a.clone())
-                        .collect();
-                    for a in accounts {
-                        self.send(stanza::stanza(
-                            "presence",
-                            proxy.as_str(),
-                            a.as_str(),
-                            Some("unsubscribe"),
-                        ));
-                    }
-                }
+                self.withdraw_request(i, watcher);
             }
+        }
+    }
+
+    /// Withdraws the request the owner's clients show from the watcher's
+    /// proxy JID (after the watcher or the owner settled it otherwise).
+    pub(super) fn withdraw_request(&mut self, i: usize, watcher: &BareJid) {
+        let Some(proxy) = proxy_jid(watcher, &self.cfg.domain) else {
+            return;
+        };
+        let accounts: Vec<BareJid> = self.owners[i]
+            .accounts
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect();
+        for a in accounts {
+            self.send(stanza::stanza(
+                "presence",
+                proxy.as_str(),
+                a.as_str(),
+                Some("unsubscribe"),
+            ));
         }
     }
 
