@@ -126,6 +126,8 @@ pub(super) struct CallTable {
     by_caller: HashMap<(FullJid, String), u64>,
     by_leg: HashMap<String, u64>,
     relays: HashMap<String, Relay>,
+    /// Answered calls per owner: her call classes show busy while > 0.
+    answered: HashMap<usize, u32>,
     next: u64,
 }
 
@@ -139,9 +141,15 @@ impl CallTable {
 
     /// Whether owner `i` is in a call through us (a leg has answered).
     pub(super) fn in_call(&self, i: usize) -> bool {
-        self.calls
-            .values()
-            .any(|c| c.owner == i && c.winner.is_some())
+        self.answered.get(&i).is_some_and(|n| *n > 0)
+    }
+
+    /// Leg `li` of call `c` answered first (XEP-0353 §3.4, XEP-0166 §6.4).
+    fn answer(&mut self, c: u64, li: usize) {
+        if let Some(call) = self.calls.get_mut(&c) {
+            call.win(li);
+            *self.answered.entry(call.owner).or_default() += 1;
+        }
     }
 
     /// Live calls (for tests and metrics).
@@ -491,6 +499,12 @@ impl Core {
             self.calls.by_leg.remove(&l.id);
         }
         if call.winner.is_some() {
+            if let Some(n) = self.calls.answered.get_mut(&call.owner) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.calls.answered.remove(&call.owner);
+                }
+            }
             // The call classes stop showing "In a call".
             self.dirty.insert(call.owner);
             if self.flush_at.is_none() {
@@ -549,9 +563,7 @@ impl Core {
             // XEP-0353 §3.4: the first proceed wins.
             ("proceed", None) => {
                 let others = call.open_legs(Some(li));
-                if let Some(call) = self.calls.calls.get_mut(&c) {
-                    call.win(li);
-                }
+                self.calls.answer(c, li);
                 info!("answered");
                 self.send_jmi_copy(&face, &caller, el, &sid);
                 for (d, id) in others {
@@ -834,9 +846,9 @@ impl Core {
             None => match action.as_str() {
                 // XEP-0166 §6.4: the first session-accept wins.
                 "session-accept" => {
+                    self.calls.answer(c, li);
                     let (others, held) = {
                         let call = self.calls.calls.get_mut(&c).expect("looked up above");
-                        call.win(li);
                         (
                             call.open_legs(Some(li)),
                             std::mem::take(&mut call.legs[li].held),
