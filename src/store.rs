@@ -32,6 +32,7 @@ pub struct Store {
     accounts: sled::Tree,
     caps: sled::Tree,
     devices: sled::Tree,
+    rules: sled::Tree,
 }
 
 fn key(owner: &str, jid: &str) -> Vec<u8> {
@@ -87,6 +88,7 @@ impl Store {
             accounts: db.open_tree("accounts")?,
             caps: db.open_tree("caps")?,
             devices: db.open_tree("devices")?,
+            rules: db.open_tree("rules")?,
             db,
         })
     }
@@ -104,7 +106,16 @@ impl Store {
                 _ => warn!("skipped an unreadable caps entry"),
             }
         }
+        let mut rules = Vec::new();
+        for item in self.rules.iter() {
+            let (k, v) = item?;
+            match (std::str::from_utf8(&k), serde_json::from_slice(&v)) {
+                (Ok(owner), Ok(r)) => rules.push((owner.to_owned(), r)),
+                _ => warn!("skipped unreadable rules"),
+            }
+        }
         Ok(Stored {
+            rules,
             watchers: load_tree(&self.watchers, |j| BareJid::new(j).ok())?,
             accounts: load_tree(&self.accounts, |j| BareJid::new(j).ok())?,
             devices: load_tree(&self.devices, |j| FullJid::new(j).ok())?,
@@ -134,6 +145,7 @@ impl Store {
                 state,
             } => put(&self.accounts, key(owner, account.as_str()), state)?,
             StoreOp::Caps { ver, features } => put(&self.caps, ver.as_bytes().to_vec(), features)?,
+            StoreOp::Rules { owner, rules } => put(&self.rules, owner.as_bytes().to_vec(), rules)?,
             StoreOp::Device {
                 owner,
                 device,
@@ -178,6 +190,10 @@ mod tests {
                     ver: "abc=".into(),
                     features: vec!["urn:x".into()],
                 },
+                StoreOp::Rules {
+                    owner: "alice".into(),
+                    rules: vec![crate::core::rules::Rule::default_rule(5_000)],
+                },
                 StoreOp::Device {
                     owner: "alice".into(),
                     device: phone.clone(),
@@ -208,6 +224,13 @@ mod tests {
             vec![("abc=".to_string(), vec!["urn:x".to_string()])]
         );
         assert_eq!(loaded.devices.len(), 1);
+        assert_eq!(
+            loaded.rules,
+            vec![(
+                "alice".to_string(),
+                vec![crate::core::rules::Rule::default_rule(5_000)]
+            )]
+        );
         store
             .apply(&StoreOp::Watcher {
                 owner: "alice".into(),

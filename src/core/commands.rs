@@ -10,8 +10,9 @@ use std::fmt::Write as _;
 use jid::{BareJid, Jid};
 use minidom::Element;
 
+use super::rules::{RingMode, Rule};
 use super::stanza::{self, ns, text_element};
-use super::{Core, Time, WatcherState};
+use super::{Core, StoreOp, Time, WatcherState};
 
 const HELP: &str = "Commands (send them to this address):
   status               what your contacts see, class by class, and which devices would ring
@@ -19,6 +20,14 @@ const HELP: &str = "Commands (send them to this address):
   watchers             who watches you, and who is waiting for your answer
   approve <jid>        let a waiting contact watch you
   deny <jid>           refuse a waiting contact, or stop a watcher
+  ring parallel|sequential|priority [device ...]
+                       how your devices ring when no other rule applies
+                       (devices by resource name, in order; none = all)
+  dnd <class>|all on|off
+                       refuse calls of a class (audio, video...) or all calls
+  rules                your ring rules, first match wins
+  label <device> <text>
+                       name a device
   help                 this text";
 
 /// One parsed command.
@@ -36,6 +45,14 @@ pub enum Command {
     Approve(BareJid),
     /// `deny <jid>`.
     Deny(BareJid),
+    /// `ring <mode> [device ...]`.
+    Ring(RingMode, Vec<String>),
+    /// `dnd <class>|all on|off`.
+    Dnd(Option<String>, bool),
+    /// `rules`.
+    Rules,
+    /// `label <device> <text>`.
+    Label(String, String),
     /// Anything else, with what was not understood.
     Unknown(String),
 }
@@ -57,6 +74,32 @@ pub fn parse(body: &str) -> Command {
         ),
         ("deny", Some(_)) => {
             jid().map_or_else(|| Command::Unknown(body.trim().to_owned()), Command::Deny)
+        }
+        ("ring", Some(mode)) => {
+            let mode = match mode.to_ascii_lowercase().as_str() {
+                "parallel" | "all" => RingMode::Parallel,
+                "sequential" | "sequence" => RingMode::Sequential,
+                "priority" => RingMode::Priority,
+                _ => return Command::Unknown(body.trim().to_owned()),
+            };
+            Command::Ring(mode, words.map(str::to_owned).collect())
+        }
+        ("dnd", Some(class)) => {
+            let class = (!class.eq_ignore_ascii_case("all")).then(|| class.to_ascii_lowercase());
+            match words.next().map(str::to_ascii_lowercase).as_deref() {
+                Some("on") => Command::Dnd(class, true),
+                Some("off") => Command::Dnd(class, false),
+                _ => Command::Unknown(body.trim().to_owned()),
+            }
+        }
+        ("rules", None) => Command::Rules,
+        ("label", Some(device)) => {
+            let text: Vec<&str> = words.collect();
+            if text.is_empty() {
+                Command::Unknown(body.trim().to_owned())
+            } else {
+                Command::Label(device.to_owned(), text.join(" "))
+            }
         }
         _ => Command::Unknown(body.trim().to_owned()),
     }
@@ -143,10 +186,99 @@ impl Core {
                 self.withdraw_request(i, &jid);
                 format!("{jid} no longer sees your presence.")
             }
+            Command::Ring(mode, devices) => {
+                let fallback = Rule {
+                    mode,
+                    devices,
+                    ..Rule::default_rule(self.cfg.ring_timeout_ms)
+                };
+                let rules = &mut self.owners[i].rules;
+                rules.retain(|r| !is_catch_all(r));
+                rules.push(fallback.clone());
+                self.store_rules(i);
+                format!(
+                    "When no other rule applies, calls now ring: {}.",
+                    describe_action(&fallback)
+                )
+            }
+            Command::Dnd(class, on) => {
+                if let Some(c) = &class {
+                    if !self.cfg.classes.iter().any(|d| &d.name == c) {
+                        let names: Vec<&str> =
+                            self.cfg.classes.iter().map(|d| d.name.as_str()).collect();
+                        return format!(
+                            "There is no class {c:?}; the classes are {}.",
+                            names.join(", ")
+                        );
+                    }
+                }
+                let classes: Vec<String> = class.iter().cloned().collect();
+                let rules = &mut self.owners[i].rules;
+                rules.retain(|r| !(is_dnd(r) && r.classes == classes));
+                if on {
+                    let dnd = Rule {
+                        classes: classes.clone(),
+                        reject: true,
+                        ..Rule::default_rule(self.cfg.ring_timeout_ms)
+                    };
+                    rules.insert(0, dnd);
+                }
+                self.store_rules(i);
+                let what = class.map_or_else(|| "all calls".to_owned(), |c| format!("{c} calls"));
+                if on {
+                    format!("Do not disturb is on for {what}: callers get busy.")
+                } else {
+                    format!("Do not disturb is off for {what}.")
+                }
+            }
+            Command::Rules => {
+                let rules = &self.owners[i].rules;
+                if rules.is_empty() {
+                    return "No rules: every device that can take a call rings at once, for 30 s."
+                        .into();
+                }
+                let mut out = String::from("Your rules, first match wins:\n");
+                for (n, r) in rules.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "  {}. {} -> {}",
+                        n + 1,
+                        describe_match(r),
+                        describe_action(r)
+                    );
+                }
+                out.trim_end().to_owned()
+            }
+            Command::Label(device, label) => {
+                let o = &mut self.owners[i];
+                let Some((jid, record)) = o
+                    .records
+                    .iter_mut()
+                    .find(|(j, _)| j.resource().as_str() == device)
+                else {
+                    return format!("You have no device {device:?}; send \"devices\" to see them.");
+                };
+                record.label = Some(label.clone());
+                let op = StoreOp::Device {
+                    owner: o.name.clone(),
+                    device: jid.clone(),
+                    record: record.clone(),
+                };
+                self.store.push_back(op);
+                format!("{device} is now labelled {label:?}.")
+            }
             Command::Unknown(text) => {
                 format!("I did not understand {text:?}. Send \"help\" for what I can do.")
             }
         }
+    }
+
+    fn store_rules(&mut self, i: usize) {
+        let o = &self.owners[i];
+        self.store.push_back(StoreOp::Rules {
+            owner: o.name.clone(),
+            rules: o.rules.clone(),
+        });
     }
 
     fn status_text(&self, now: Time, i: usize) -> String {
@@ -208,14 +340,15 @@ impl Core {
                 .filter(|(c, _)| d.classes & (1 << c) != 0)
                 .map(|(_, def)| def.name.as_str())
                 .collect();
-            let first = o
-                .records
-                .get(jid)
-                .map(|r| since(now, r.first_seen))
+            let record = o.records.get(jid);
+            let first = record.map(|r| since(now, r.first_seen)).unwrap_or_default();
+            let label = record
+                .and_then(|r| r.label.as_deref())
+                .map(|l| format!(" \"{l}\""))
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {jid}: {}, priority {}, can {} (first seen {first})",
+                "  {jid}{label}: {}, priority {}, can {} (first seen {first})",
                 d.show.as_xml().unwrap_or("available"),
                 d.priority,
                 classes.join(", ")
@@ -223,6 +356,65 @@ impl Core {
         }
         out.trim_end().to_owned()
     }
+}
+
+/// The rule `ring ...` maintains: no condition at all.
+fn is_catch_all(r: &Rule) -> bool {
+    r.classes.is_empty()
+        && r.callers.is_empty()
+        && r.days.is_empty()
+        && r.window.is_none()
+        && !r.reject
+}
+
+/// A rule `dnd ...` maintains: refuse, by class only.
+fn is_dnd(r: &Rule) -> bool {
+    r.reject && r.callers.is_empty() && r.days.is_empty() && r.window.is_none()
+}
+
+fn describe_match(r: &Rule) -> String {
+    let mut parts = vec![];
+    parts.push(if r.classes.is_empty() {
+        "any call".to_owned()
+    } else {
+        format!("{} calls", r.classes.join("/"))
+    });
+    if !r.callers.is_empty() {
+        let who: Vec<String> = r.callers.iter().cloned().map(String::from).collect();
+        parts.push(format!("from {}", who.join(", ")));
+    }
+    if !r.days.is_empty() {
+        let days: Vec<String> = r.days.iter().map(|d| d.to_string()).collect();
+        parts.push(format!("on {}", days.join(", ")));
+    }
+    if let Some((a, b)) = r.window {
+        parts.push(format!(
+            "{:02}:{:02}-{:02}:{:02}",
+            a / 60,
+            a % 60,
+            b / 60,
+            b % 60
+        ));
+    }
+    parts.join(", ")
+}
+
+fn describe_action(r: &Rule) -> String {
+    if r.reject {
+        return "busy".into();
+    }
+    let how = match r.mode {
+        RingMode::Parallel if r.devices.is_empty() => "every device at once".to_owned(),
+        RingMode::Parallel => format!("{} at once", r.devices.join(" + ")),
+        RingMode::Sequential if r.devices.is_empty() => {
+            format!("every device in turn, {} s each", r.step_ms / 1000)
+        }
+        RingMode::Sequential => {
+            format!("{}, {} s each", r.devices.join(", then "), r.step_ms / 1000)
+        }
+        RingMode::Priority => format!("by priority, {} s each", r.step_ms / 1000),
+    };
+    format!("{how}, {} s in all", r.timeout_ms / 1000)
 }
 
 #[cfg(test)]

@@ -190,6 +190,13 @@ pub enum StoreOp {
         /// The features it stands for.
         features: Vec<String>,
     },
+    /// An owner's ring rules, replacing what was there.
+    Rules {
+        /// Owner name.
+        owner: String,
+        /// The rules, first match wins.
+        rules: Vec<rules::Rule>,
+    },
     /// A device record.
     Device {
         /// Owner name.
@@ -212,6 +219,8 @@ pub struct Stored {
     pub caps: Vec<(String, Vec<String>)>,
     /// (owner, device, record).
     pub devices: Vec<(String, FullJid, DeviceRecord)>,
+    /// (owner, rules) set from her clients; they replace the config's.
+    pub rules: Vec<(String, Vec<rules::Rule>)>,
 }
 
 /// One owner's live state.
@@ -322,6 +331,11 @@ impl Core {
                 if let Some(a) = owners[i].accounts.iter_mut().find(|(j, _)| *j == account) {
                     a.1 = state;
                 }
+            }
+        }
+        for (name, rules) in stored.rules {
+            if let Some(&i) = by_name.get(&name) {
+                owners[i].rules = rules;
             }
         }
         for (name, device, record) in stored.devices {

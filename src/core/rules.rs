@@ -8,12 +8,13 @@
 
 use chrono::Weekday;
 use jid::{BareJid, FullJid};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::devices::Show;
 
-/// Who a rule is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a rule is for (stored as its text form).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum CallerMatch {
     /// Exactly this bare JID.
     Jid(BareJid),
@@ -23,6 +24,26 @@ pub enum CallerMatch {
     Watchers,
     /// Anyone at all.
     Anyone,
+}
+
+impl TryFrom<String> for CallerMatch {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        CallerMatch::parse(&s)
+            .ok_or_else(|| format!("{s:?} is not a JID, a domain, watchers or anyone"))
+    }
+}
+
+impl From<CallerMatch> for String {
+    fn from(c: CallerMatch) -> String {
+        match c {
+            CallerMatch::Jid(j) => j.to_string(),
+            CallerMatch::Domain(d) => d,
+            CallerMatch::Watchers => "watchers".into(),
+            CallerMatch::Anyone => "anyone".into(),
+        }
+    }
 }
 
 impl CallerMatch {
@@ -50,7 +71,7 @@ impl CallerMatch {
 }
 
 /// How the chosen devices ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RingMode {
     /// All at once.
@@ -63,7 +84,7 @@ pub enum RingMode {
 }
 
 /// What happens when nobody answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoAnswer {
     /// The caller is told (reject / session-terminate with timeout).
@@ -74,7 +95,7 @@ pub enum NoAnswer {
 }
 
 /// One rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     /// Classes it applies to; empty = every class.
     pub classes: Vec<String>,

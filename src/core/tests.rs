@@ -1597,3 +1597,65 @@ fn approve_and_deny_by_command_are_stored_and_answered() {
     let reply = command(&mut h, PHONE, "dance");
     assert!(reply.contains("Send \"help\""), "{reply}");
 }
+
+#[test]
+fn ring_and_dnd_commands_change_the_rules_and_store_them_first() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let reply = command(&mut h, PHONE, "ring sequential tablet phone");
+    assert!(reply.contains("tablet, then phone, 10 s each"), "{reply}");
+    assert!(
+        matches!(h.ops.last(), Some(StoreOp::Rules { rules, .. }) if rules.len() == 1 && rules[0].mode == rules::RingMode::Sequential)
+    );
+    assert_eq!(
+        legs(&propose(&mut h, "S1")).keys().collect::<Vec<_>>(),
+        [TABLET]
+    );
+    h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{BOB}' to='alice@{D}'><retract xmlns='urn:xmpp:jingle-message:0' id='S1'/></message>"));
+
+    assert!(command(&mut h, PHONE, "dnd audio on").contains("on for audio calls"));
+    let out = propose(&mut h, "S2");
+    assert!(legs(&out).is_empty());
+    assert_eq!(to_bob_jmi(&out, "reject").len(), 1, "busy at once");
+    let rules = command(&mut h, PHONE, "rules");
+    assert!(rules.contains("1. audio calls -> busy"), "{rules}");
+    assert!(
+        rules.contains("2. any call -> tablet, then phone"),
+        "{rules}"
+    );
+    assert!(command(&mut h, PHONE, "dnd audio off").contains("off"));
+    assert_eq!(
+        legs(&propose(&mut h, "S3")).keys().collect::<Vec<_>>(),
+        [TABLET]
+    );
+    assert!(command(&mut h, PHONE, "dnd fax on").starts_with("There is no class \"fax\""));
+}
+
+#[test]
+fn stored_rules_replace_the_configured_ones_after_restart() {
+    let rule = rules::Rule {
+        mode: rules::RingMode::Sequential,
+        devices: vec!["phone".into()],
+        ..rules::Rule::default_rule(9_000)
+    };
+    let stored = Stored {
+        rules: vec![("alice".into(), vec![rule.clone()])],
+        ..Stored::default()
+    };
+    let mut cfg = config(SubscriptionPolicy::Open);
+    cfg.owners[0].rules = vec![rules::Rule {
+        reject: true,
+        ..rules::Rule::default_rule(1)
+    }];
+    let core = Core::new(cfg, stored);
+    assert_eq!(core.owners[0].rules, vec![rule]);
+}
+
+#[test]
+fn label_names_a_device_in_its_stored_record() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    assert!(command(&mut h, PHONE, "label tablet Kitchen tablet").contains("labelled"));
+    assert!(
+        matches!(h.ops.last(), Some(StoreOp::Device { record, .. }) if record.label.as_deref() == Some("Kitchen tablet"))
+    );
+    assert!(command(&mut h, PHONE, "label fridge x").starts_with("You have no device"));
+}

@@ -359,3 +359,35 @@ on_no_answer = "message"
     finally:
         comp.stop()
         p.stop()
+
+
+def test_alice_sets_sequential_ringing_by_chat_and_it_survives_a_restart(world):
+    p, comp = world
+
+    async def scenario():
+        phone, tablet, laptop, bob = await setup(p, comp)
+        since = phone.mark()
+        phone.send_raw(f"<message type='chat' to='{DOMAIN}'><body>ring sequential tablet phone</body></message>")
+        reply = await phone.wait_for(lambda el: el.get("from") == DOMAIN and el.find(C + "body") is not None, since)
+        assert "tablet, then phone" in reply.find(C + "body").text
+
+        async def first_to_ring(sid):
+            s_phone, s_tablet = phone.mark(), tablet.mark()
+            bob.send_raw(f"<message type='chat' to='{ALICE}'><propose xmlns='{JMI}' id='{sid}'>"
+                         "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
+            await tablet.wait_for(jmi_msg("propose"), s_tablet)
+            await asyncio.sleep(0.5)
+            assert not phone.received(jmi_msg("propose"), s_phone), "the phone waits its turn"
+            send_jmi(bob, ALICE, "retract", sid)
+
+        await first_to_ring("R1")
+        # The rule was stored: after a restart it still holds.
+        assert comp.stop() == 0
+        comp.start()
+        await bob.wait_for(presence(AUDIO), bob.mark(), timeout=10)
+        await asyncio.sleep(0.5)
+        await first_to_ring("R2")
+        for c in (phone, tablet, laptop, bob):
+            await c.offline()
+
+    asyncio.run(scenario())
