@@ -14,7 +14,9 @@ use serde::Deserialize;
 
 use crate::core::devices::ClassDef;
 use crate::core::rules::{parse_day, parse_window, CallerMatch, NoAnswer, RingMode, Rule};
-use crate::core::{CandidatePolicy, CoreConfig, Limits, OwnerConfig, SubscriptionPolicy};
+use crate::core::{
+    CandidatePolicy, CoreConfig, Limits, OwnerConfig, Registration, SubscriptionPolicy,
+};
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,9 @@ pub struct Config {
     /// `[calls]`.
     #[serde(default)]
     pub calls: Calls,
+    /// `[registration]`.
+    #[serde(default)]
+    pub registration: RegistrationConfig,
     /// `[[classes]]`: replaces the default four classes when present.
     #[serde(default = "default_classes")]
     pub classes: Vec<ClassConfig>,
@@ -178,6 +183,31 @@ impl Default for LimitsConfig {
             iq_timeout_secs: default_iq_timeout(),
         }
     }
+}
+
+/// `[registration]`: who may get a virtual JID by sending "register".
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// `closed` (default: only `[[owners]]`), `open`, or `domains`.
+    #[serde(default)]
+    pub mode: RegistrationMode,
+    /// With `mode = "domains"`: the account domains that may register.
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+/// `[registration] mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Only provisioned owners.
+    #[default]
+    Closed,
+    /// Anyone.
+    Open,
+    /// Accounts on `domains`.
+    Domains,
 }
 
 /// `[calls]`.
@@ -579,6 +609,17 @@ impl Config {
             settle_ms: self.presence.settle_ms,
             iq_timeout_ms: self.limits.iq_timeout_secs.saturating_mul(1000),
             ring_timeout_ms: self.calls.ring_timeout_secs.saturating_mul(1000),
+            registration: match self.registration.mode {
+                RegistrationMode::Closed => Registration::Closed,
+                RegistrationMode::Open => Registration::Open,
+                RegistrationMode::Domains => Registration::Domains(
+                    self.registration
+                        .domains
+                        .iter()
+                        .map(|d| d.to_ascii_lowercase())
+                        .collect(),
+                ),
+            },
             limits: Limits {
                 devices_per_owner: self.limits.devices_per_owner,
                 watchers_per_owner: self.limits.watchers_per_owner,

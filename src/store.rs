@@ -33,6 +33,7 @@ pub struct Store {
     caps: sled::Tree,
     devices: sled::Tree,
     rules: sled::Tree,
+    owners: sled::Tree,
 }
 
 fn key(owner: &str, jid: &str) -> Vec<u8> {
@@ -89,6 +90,7 @@ impl Store {
             caps: db.open_tree("caps")?,
             devices: db.open_tree("devices")?,
             rules: db.open_tree("rules")?,
+            owners: db.open_tree("owners")?,
             db,
         })
     }
@@ -114,7 +116,16 @@ impl Store {
                 _ => warn!("skipped unreadable rules"),
             }
         }
+        let mut owners = Vec::new();
+        for item in self.owners.iter() {
+            let (k, v) = item?;
+            match (std::str::from_utf8(&k), serde_json::from_slice(&v)) {
+                (Ok(name), Ok(r)) => owners.push((name.to_owned(), r)),
+                _ => warn!("skipped an unreadable owner"),
+            }
+        }
         Ok(Stored {
+            owners,
             rules,
             watchers: load_tree(&self.watchers, |j| BareJid::new(j).ok())?,
             accounts: load_tree(&self.accounts, |j| BareJid::new(j).ok())?,
@@ -126,6 +137,26 @@ impl Store {
     /// Applies one change (not yet flushed).
     pub fn apply(&self, op: &StoreOp) -> Result<(), StoreError> {
         match op {
+            StoreOp::Owner {
+                owner,
+                record: Some(r),
+            } => put(&self.owners, owner.as_bytes().to_vec(), r)?,
+            StoreOp::Owner {
+                owner,
+                record: None,
+            } => {
+                // Everything of hers goes, in one batch per tree.
+                let prefix = key(owner, "");
+                for tree in [&self.watchers, &self.accounts, &self.devices] {
+                    let mut batch = sled::Batch::default();
+                    for k in tree.scan_prefix(&prefix).keys() {
+                        batch.remove(k?);
+                    }
+                    tree.apply_batch(batch)?;
+                }
+                self.rules.remove(owner.as_bytes())?;
+                self.owners.remove(owner.as_bytes())?;
+            }
             StoreOp::Watcher {
                 owner,
                 watcher,

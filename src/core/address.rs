@@ -156,6 +156,11 @@ impl Secrets {
         self.accounts.insert(account, owner);
     }
 
+    /// Forgets a real account (its owner unregistered).
+    pub fn del_account(&mut self, account: &BareJid) {
+        self.accounts.remove(account);
+    }
+
     /// Registers a live device resource of `owner`.
     pub fn add_resource(&mut self, resource: &str, owner: usize) {
         add_ref(&mut self.resources, resource, owner);

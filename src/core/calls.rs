@@ -997,6 +997,20 @@ impl Core {
         }
     }
 
+    /// Every call of owner `i` ends (she unregistered).
+    pub(super) fn abort_owner_calls(&mut self, now: Time, i: usize) {
+        let hers: Vec<u64> = self
+            .calls
+            .calls
+            .iter()
+            .filter(|(_, c)| c.owner == i)
+            .map(|(k, _)| *k)
+            .collect();
+        for c in hers {
+            self.abort_call(now, c, "gone");
+        }
+    }
+
     /// Every call ends (graceful shutdown).
     pub(super) fn abort_all_calls(&mut self, now: Time) {
         let all: Vec<u64> = self.calls.calls.keys().copied().collect();

@@ -12,7 +12,9 @@ use minidom::Element;
 
 use super::rules::{RingMode, Rule};
 use super::stanza::{self, ns, text_element};
-use super::{Core, StoreOp, Time, WatcherState};
+use tracing::info;
+
+use super::{Core, RegisteredOwner, Registration, StoreOp, Time, WatcherState};
 
 const HELP: &str = "Commands (send them to this address):
   status               what your contacts see, class by class, and which devices would ring
@@ -28,6 +30,11 @@ const HELP: &str = "Commands (send them to this address):
   rules                your ring rules, first match wins
   label <device> <text>
                        name a device
+  unregister           give up your address; your watchers are told
+  help                 this text";
+
+const HELP_STRANGER: &str = "This service gives you one address for all your devices.
+  register [name]      get name@this-service for this account (default: your own name)
   help                 this text";
 
 /// One parsed command.
@@ -53,6 +60,10 @@ pub enum Command {
     Rules,
     /// `label <device> <text>`.
     Label(String, String),
+    /// `register [name]`.
+    Register(Option<String>),
+    /// `unregister`.
+    Unregister,
     /// Anything else, with what was not understood.
     Unknown(String),
 }
@@ -93,6 +104,8 @@ pub fn parse(body: &str) -> Command {
             }
         }
         ("rules", None) => Command::Rules,
+        ("register", name) => Command::Register(name.map(str::to_ascii_lowercase)),
+        ("unregister", None) => Command::Unregister,
         ("label", Some(device)) => {
             let text: Vec<&str> = words.collect();
             if text.is_empty() {
@@ -125,9 +138,11 @@ impl Core {
             // Chat states and receipts to the domain need no answer.
             return true;
         };
-        let reply = match self.secrets.account_owner(&from.to_bare()) {
-            None => "You have no unified address on this service. Ask the admin to add your account to component.toml.".to_owned(),
-            Some(owner) => self.run_command(now, owner, parse(&body)),
+        let reply = match (self.secrets.account_owner(&from.to_bare()), parse(&body)) {
+            (None, Command::Register(name)) => self.register(from.to_bare(), name),
+            (None, Command::Help) => HELP_STRANGER.to_owned(),
+            (None, _) => "You have no unified address on this service. Send \"register\" to get one, or \"help\".".to_owned(),
+            (Some(owner), cmd) => self.run_command(now, owner, cmd),
         };
         let mut m = stanza::stanza("message", &self.cfg.domain, from.as_str(), Some("chat"));
         stanza::set_attr(&mut m, "id", self.next_id());
@@ -267,10 +282,133 @@ impl Core {
                 self.store.push_back(op);
                 format!("{device} is now labelled {label:?}.")
             }
+            Command::Register(_) => format!("You already are {}.", self.owners[i].virtual_jid),
+            Command::Unregister => self.unregister(now, i),
             Command::Unknown(text) => {
                 format!("I did not understand {text:?}. Send \"help\" for what I can do.")
             }
         }
+    }
+
+    /// DESIGN.md section 2: `account` becomes the owner of `name@D` (her
+    /// localpart by default) if the admin's registration policy allows;
+    /// the link is proven by her approving our subscription request.
+    fn register(&mut self, account: BareJid, name: Option<String>) -> String {
+        let allowed = match &self.cfg.registration {
+            Registration::Closed => false,
+            Registration::Open => true,
+            Registration::Domains(d) => d.iter().any(|d| d == account.domain().as_str()),
+        };
+        if !allowed {
+            return "Registration is closed here; ask the admin of this service.".into();
+        }
+        let name =
+            name.unwrap_or_else(|| account.node().map(|n| n.to_string()).unwrap_or_default());
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        let Some(virtual_jid) = valid
+            .then(|| BareJid::new(&format!("{name}@{}", self.cfg.domain)).ok())
+            .flatten()
+        else {
+            return format!("{name:?} cannot be an address here: use a-z, 0-9, dot, dash or underscore, like \"register alice\".");
+        };
+        if self.by_name.contains_key(&name) {
+            return format!("{virtual_jid} is taken; send \"register <another name>\".");
+        }
+        let i = self.owners.len();
+        let oc = super::registered_owner(&name, vec![account.clone()]);
+        self.owners.push(super::Owner {
+            name: name.clone(),
+            virtual_jid: virtual_jid.clone(),
+            accounts: vec![(account.clone(), super::AccountState::default())],
+            policy: oc.subscription,
+            allow: vec![],
+            blocked: vec![],
+            candidates: oc.candidates,
+            rules: vec![],
+            timezone: oc.timezone,
+            devices: Default::default(),
+            records: Default::default(),
+            watchers: Default::default(),
+            published: vec![super::presence::Published::Unknown; self.cfg.classes.len()],
+            provisioned: false,
+        });
+        self.by_name.insert(name.clone(), i);
+        self.secrets.add_account(account.clone(), i);
+        info!(owner = %name, "registered");
+        self.store.push_back(StoreOp::Owner {
+            owner: name,
+            record: Some(RegisteredOwner {
+                accounts: vec![account.clone()],
+            }),
+        });
+        self.send(stanza::stanza(
+            "presence",
+            virtual_jid.as_str(),
+            account.as_str(),
+            Some("subscribe"),
+        ));
+        format!(
+            "You are now {virtual_jid}. Approve the contact request from {virtual_jid}: that links this account. \
+             Then give {virtual_jid} to your contacts. Send \"help\" for what you can do."
+        )
+    }
+
+    /// Owner `i` gives up her address: calls end, every watcher is told
+    /// (unavailable, then unsubscribed), her accounts are unlinked, and
+    /// every record of hers leaves the store.
+    fn unregister(&mut self, now: Time, i: usize) -> String {
+        if self.owners[i].provisioned {
+            return "Your address is set up by the admin of this service; ask them to remove it."
+                .into();
+        }
+        self.abort_owner_calls(now, i);
+        let virtual_jid = self.owners[i].virtual_jid.clone();
+        let watchers: Vec<(BareJid, WatcherState)> = self.owners[i]
+            .watchers
+            .iter()
+            .map(|(j, s)| (j.clone(), *s))
+            .collect();
+        for (w, state) in watchers {
+            if state == WatcherState::Pending {
+                self.withdraw_request(i, &w);
+            }
+            self.deny_watcher(i, &w);
+        }
+        let accounts: Vec<BareJid> = self.owners[i]
+            .accounts
+            .iter()
+            .map(|(a, _)| a.clone())
+            .collect();
+        for a in &accounts {
+            for typ in ["unsubscribe", "unsubscribed"] {
+                self.send(stanza::stanza(
+                    "presence",
+                    virtual_jid.as_str(),
+                    a.as_str(),
+                    Some(typ),
+                ));
+            }
+            self.secrets.del_account(a);
+        }
+        let owner = &mut self.owners[i];
+        let name = owner.name.clone();
+        owner.accounts.clear();
+        owner.devices.clear();
+        owner.records.clear();
+        owner.rules.clear();
+        owner.watchers.clear();
+        self.by_name.remove(&name);
+        self.dirty.remove(&i);
+        info!(owner = %name, "unregistered");
+        self.store.push_back(StoreOp::Owner {
+            owner: name,
+            record: None,
+        });
+        format!("{virtual_jid} is gone: your watchers were told, and nothing of yours is kept.")
     }
 
     fn store_rules(&mut self, i: usize) {

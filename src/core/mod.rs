@@ -97,6 +97,25 @@ pub struct OwnerConfig {
     pub timezone: chrono_tz::Tz,
 }
 
+/// Who may register a virtual JID for herself (DESIGN.md section 8).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Registration {
+    /// Only the owners the admin provisions.
+    #[default]
+    Closed,
+    /// Any account.
+    Open,
+    /// Accounts on these domains.
+    Domains(Vec<String>),
+}
+
+/// An owner who registered herself, as the store keeps her.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredOwner {
+    /// Her real accounts.
+    pub accounts: Vec<BareJid>,
+}
+
 /// Limits that keep one owner or sender from exhausting the component.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -119,6 +138,8 @@ pub struct CoreConfig {
     pub classes: Vec<ClassDef>,
     /// Provisioned owners.
     pub owners: Vec<OwnerConfig>,
+    /// Who may register herself.
+    pub registration: Registration,
     /// Window in which device churn is coalesced before watchers see it.
     pub coalesce_ms: u64,
     /// After (re)connecting, how long probe answers may take before the
@@ -190,6 +211,14 @@ pub enum StoreOp {
         /// The features it stands for.
         features: Vec<String>,
     },
+    /// A self-registered owner; `None`: she unregistered, and every
+    /// record of hers (watchers, accounts, devices, rules) goes too.
+    Owner {
+        /// Owner name.
+        owner: String,
+        /// Her record.
+        record: Option<RegisteredOwner>,
+    },
     /// An owner's ring rules, replacing what was there.
     Rules {
         /// Owner name.
@@ -221,6 +250,8 @@ pub struct Stored {
     pub devices: Vec<(String, FullJid, DeviceRecord)>,
     /// (owner, rules) set from her clients; they replace the config's.
     pub rules: Vec<(String, Vec<rules::Rule>)>,
+    /// Owners who registered themselves.
+    pub owners: Vec<(String, RegisteredOwner)>,
 }
 
 /// One owner's live state.
@@ -239,6 +270,8 @@ struct Owner {
     records: HashMap<FullJid, DeviceRecord>,
     watchers: HashMap<BareJid, WatcherState>,
     published: Vec<Published>,
+    /// Set up by the admin in component.toml (not removable by her).
+    provisioned: bool,
 }
 
 /// Whether `jid` matches an entry of an allow or block list (a bare JID or
@@ -247,6 +280,20 @@ fn listed(list: &[String], jid: &BareJid) -> bool {
     list.iter().any(|e| {
         e.eq_ignore_ascii_case(jid.as_str()) || e.eq_ignore_ascii_case(jid.domain().as_str())
     })
+}
+
+/// The settings a self-registered owner starts with (DESIGN.md defaults).
+fn registered_owner(name: &str, accounts: Vec<BareJid>) -> OwnerConfig {
+    OwnerConfig {
+        name: name.to_owned(),
+        accounts,
+        subscription: SubscriptionPolicy::Ask,
+        allow: vec![],
+        blocked: vec![],
+        candidates: CandidatePolicy::Direct,
+        rules: vec![],
+        timezone: chrono_tz::UTC,
+    }
 }
 
 /// What an IQ we sent was for.
@@ -293,16 +340,28 @@ impl Core {
         let mut secrets = Secrets::default();
         let mut owners = Vec::with_capacity(cfg.owners.len());
         let mut by_name = HashMap::new();
-        for (i, oc) in cfg.owners.iter().enumerate() {
+        let registered = stored.owners.into_iter().filter_map(|(name, r)| {
+            let taken = cfg.owners.iter().any(|o| o.name == name);
+            (!taken).then(|| (registered_owner(&name, r.accounts), false))
+        });
+        let all = cfg
+            .owners
+            .iter()
+            .map(|o| (o.clone(), true))
+            .chain(registered);
+        for (oc, provisioned) in all {
+            let Ok(virtual_jid) = BareJid::new(&format!("{}@{}", oc.name, cfg.domain)) else {
+                warn!(owner = %oc.name, "skipped an owner whose name makes no JID");
+                continue;
+            };
+            let i = owners.len();
             for a in &oc.accounts {
                 secrets.add_account(a.clone(), i);
             }
             by_name.insert(oc.name.clone(), i);
             owners.push(Owner {
                 name: oc.name.clone(),
-                // Invariant: config validation checked name@domain is a JID.
-                virtual_jid: BareJid::new(&format!("{}@{}", oc.name, cfg.domain))
-                    .expect("validated owner name"),
+                virtual_jid,
                 accounts: oc
                     .accounts
                     .iter()
@@ -318,6 +377,7 @@ impl Core {
                 records: HashMap::new(),
                 watchers: HashMap::new(),
                 published: vec![Published::Unknown; cfg.classes.len()],
+                provisioned,
             });
         }
         for (name, watcher, state) in stored.watchers {

@@ -45,6 +45,7 @@ fn config(policy: SubscriptionPolicy) -> CoreConfig {
         settle_ms: 500,
         iq_timeout_ms: 30_000,
         ring_timeout_ms: 30_000,
+        registration: Registration::Domains(vec!["localhost".into()]),
         limits: Limits {
             devices_per_owner: 8,
             watchers_per_owner: 100,
@@ -1658,4 +1659,82 @@ fn label_names_a_device_in_its_stored_record() {
         matches!(h.ops.last(), Some(StoreOp::Device { record, .. }) if record.label.as_deref() == Some("Kitchen tablet"))
     );
     assert!(command(&mut h, PHONE, "label fridge x").starts_with("You have no device"));
+}
+
+// ---- Self-registration (DESIGN.md sections 2 and 8) ----
+
+#[test]
+fn register_by_chat_links_the_account_and_unregister_leaves_nothing() {
+    let mut h = alice_with_phone_and_laptop();
+    let reply = command(&mut h, "eve@evil.example/x", "register");
+    assert!(reply.starts_with("Registration is closed"), "{reply}");
+    assert!(command(&mut h, "carol@localhost/pc", "register alice").contains("is taken"));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='carol@localhost/pc' to='{D}'><body>register</body></message>"));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("from") == Some("carol@unified.localhost")
+            && e.attr("to") == Some("carol@localhost")
+            && e.attr("type") == Some("subscribe")));
+    let record = RegisteredOwner {
+        accounts: vec![BareJid::new("carol@localhost").unwrap()],
+    };
+    assert!(h.ops.contains(&StoreOp::Owner {
+        owner: "carol".into(),
+        record: Some(record.clone())
+    }));
+
+    // Carol approves, her device shows up, Bob watches her.
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='carol@localhost' to='carol@{D}'/>"));
+    h.input(&format!(
+        "<presence xmlns='jabber:component:accept' from='carol@localhost/desk' to='carol@{D}'/>"
+    ));
+    h.advance(200);
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='bob@localhost' to='carol@{D}'/>"));
+    let out = h.input(&format!(r"<presence xmlns='jabber:component:accept' type='subscribed' from='carol@localhost' to='bob\40localhost@{D}'/>"));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("from") == Some("carol@unified.localhost/chat")));
+    assert!(command(&mut h, "carol@localhost/desk", "status").contains("carol@unified.localhost"));
+
+    // A restart keeps her.
+    let stored = Stored {
+        owners: vec![("carol".into(), record)],
+        ..Stored::default()
+    };
+    let restarted = Core::new(config(SubscriptionPolicy::Ask), stored);
+    assert_eq!(
+        restarted.owners.last().map(|o| o.name.as_str()),
+        Some("carol")
+    );
+
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='carol@localhost/desk' to='{D}'><body>unregister</body></message>"));
+    let to_bob: Vec<Option<&str>> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some("bob@localhost"))
+        .map(|e| e.attr("type"))
+        .collect();
+    assert_eq!(
+        to_bob.last(),
+        Some(&Some("unsubscribed")),
+        "Bob is told: {to_bob:?}"
+    );
+    assert!(to_bob.contains(&Some("unavailable")));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("to") == Some("carol@localhost") && e.attr("type") == Some("unsubscribe")));
+    assert!(h.ops.contains(&StoreOp::Owner {
+        owner: "carol".into(),
+        record: None
+    }));
+    let out = h.input(&format!("<iq xmlns='jabber:component:accept' type='get' id='p' from='bob@localhost/pc' to='carol@{D}'><ping xmlns='urn:xmpp:ping'/></iq>"));
+    assert!(
+        out[0]
+            .get_child("error", ns::COMPONENT)
+            .unwrap()
+            .has_child("service-unavailable", ns::STANZAS),
+        "carol@D is nobody now"
+    );
+    assert!(command(&mut h, "carol@localhost/desk", "status")
+        .starts_with("You have no unified address"));
+    assert!(command(&mut h, PHONE, "unregister").contains("set up by the admin"));
 }

@@ -123,3 +123,44 @@ def test_owner_commands_by_chat_and_strangers_refused(tmp_path):
     finally:
         comp.stop()
         p.stop()
+
+
+def test_a_new_user_registers_by_chat_and_unregisters(tmp_path):
+    p = start_prosody(str(tmp_path))
+    comp = Component(str(tmp_path), p, OWNERS + '\n[registration]\nmode = "domains"\ndomains = ["localhost"]\n')
+    EVE = f"eve@{DOMAIN}"
+
+    async def scenario():
+        comp.start()
+        eve = await Client("eve@localhost/phone").online(p.c2s)
+        bob = await Client("bob@localhost/pc").online(p.c2s)
+        since = eve.mark()
+        eve.send_raw(f"<message type='chat' to='{DOMAIN}'><body>register</body></message>")
+        reply = await eve.wait_for(message(DOMAIN), since)
+        assert reply.find(C + "body").text.startswith(f"You are now {EVE}")
+        await eve.wait_for(presence(EVE, "subscribe"), since, what="the linking request")
+        eve.send_presence(pto=EVE, ptype="subscribed")
+        # Bob adds eve@unified; Eve (ask policy) approves his proxy JID.
+        bob.send_presence(pto=EVE, ptype="subscribe")
+        await eve.wait_for(presence(PROXY_BOB, "subscribe"))
+        eve.send_presence(pto=PROXY_BOB, ptype="subscribed")
+        await bob.wait_for(presence(f"{EVE}/chat"), what="Eve's chat presence")
+
+        since_bob = bob.mark()
+        eve.send_raw(f"<message type='chat' to='{DOMAIN}'><body>unregister</body></message>")
+        await bob.wait_for(presence(EVE, "unsubscribed"), since_bob, what="Bob told Eve's address is gone")
+        assert bob.received(presence(f"{EVE}/chat", "unavailable"), since_bob)
+        comp.wait_log("unregistered")
+        # The address is nobody now: the store kept nothing.
+        since_bob = bob.mark()
+        bob.send_raw(f"<message type='chat' id='x' to='{EVE}'><body>hello?</body></message>")
+        err = await bob.wait_for(lambda el: el.tag == C + "message" and el.get("type") == "error", since_bob)
+        assert err.get("from") == EVE
+        for c in (eve, bob):
+            await c.offline()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        comp.stop()
+        p.stop()
