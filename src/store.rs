@@ -215,7 +215,10 @@ mod tests {
                 StoreOp::Account {
                     owner: "alice".into(),
                     account: alice.clone(),
-                    state: AccountState { approved: true },
+                    state: AccountState {
+                        approved: true,
+                        ..AccountState::default()
+                    },
                 },
                 StoreOp::Caps {
                     ver: "abc=".into(),
@@ -248,7 +251,14 @@ mod tests {
         );
         assert_eq!(
             loaded.accounts,
-            vec![("alice".to_string(), alice, AccountState { approved: true })]
+            vec![(
+                "alice".to_string(),
+                alice,
+                AccountState {
+                    approved: true,
+                    ..AccountState::default()
+                }
+            )]
         );
         assert_eq!(
             loaded.caps,

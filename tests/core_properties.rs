@@ -56,7 +56,10 @@ fn core() -> Core {
         accounts: vec![(
             "alice".into(),
             bare("alice@localhost"),
-            AccountState { approved: true },
+            AccountState {
+                approved: true,
+                ..AccountState::default()
+            },
         )],
         ..Stored::default()
     };

@@ -979,13 +979,8 @@ impl Core {
         let Some(proxy) = proxy_jid(caller, &self.cfg.domain) else {
             return;
         };
-        let accounts: Vec<String> = self.owners[owner]
-            .accounts
-            .iter()
-            .map(|(a, _)| a.to_string())
-            .collect();
-        for a in accounts {
-            let mut m = stanza::stanza("message", proxy.as_str(), &a, Some("chat"));
+        for a in self.linked_accounts(owner) {
+            let mut m = stanza::stanza("message", proxy.as_str(), a.as_str(), Some("chat"));
             stanza::set_attr(&mut m, "id", self.next_id());
             m.append_child(stanza::text_element(
                 "body",

@@ -9,7 +9,7 @@
 //! chat states, corrections, hints, encrypted payloads) passes through;
 //! only elements her server stamped about her own account are dropped.
 
-use jid::{BareJid, Jid};
+use jid::Jid;
 use minidom::Element;
 use tracing::trace;
 
@@ -57,12 +57,7 @@ impl Core {
                     self.reply_error(msg, ErrorType::Modify, "jid-malformed");
                     return true;
                 };
-                let accounts: Vec<BareJid> = self.owners[owner]
-                    .accounts
-                    .iter()
-                    .map(|(a, _)| a.clone())
-                    .collect();
-                for account in accounts {
+                for account in self.linked_accounts(owner) {
                     self.send(relayed(msg, proxy.as_str(), account.as_str()));
                 }
                 true

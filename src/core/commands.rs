@@ -30,6 +30,7 @@ const HELP: &str = "Commands (send them to this address):
   rules                your ring rules, first match wins
   label <device> <text>
                        name a device
+  link <account>       add another account of yours (it must approve)
   unregister           give up your address; your watchers are told
   help                 this text";
 
@@ -64,6 +65,8 @@ pub enum Command {
     Register(Option<String>),
     /// `unregister`.
     Unregister,
+    /// `link <account>`.
+    Link(BareJid),
     /// Anything else, with what was not understood.
     Unknown(String),
 }
@@ -106,6 +109,9 @@ pub fn parse(body: &str) -> Command {
         ("rules", None) => Command::Rules,
         ("register", name) => Command::Register(name.map(str::to_ascii_lowercase)),
         ("unregister", None) => Command::Unregister,
+        ("link", Some(_)) => {
+            jid().map_or_else(|| Command::Unknown(body.trim().to_owned()), Command::Link)
+        }
         ("label", Some(device)) => {
             let text: Vec<&str> = words.collect();
             if text.is_empty() {
@@ -284,6 +290,13 @@ impl Core {
             }
             Command::Register(_) => format!("You already are {}.", self.owners[i].virtual_jid),
             Command::Unregister => self.unregister(now, i),
+            Command::Link(account) => match self.start_link(i, account.clone()) {
+                Ok(()) => format!(
+                    "Asked {account}: approve the contact request from {} there, and it is linked.",
+                    self.owners[i].virtual_jid
+                ),
+                Err(why) => format!("Not linked: {why}."),
+            },
             Command::Unknown(text) => {
                 format!("I did not understand {text:?}. Send \"help\" for what I can do.")
             }

@@ -71,8 +71,56 @@ impl Core {
         self.store.push_back(StoreOp::Account {
             owner: owner.name.clone(),
             account: account.clone(),
-            state: AccountState { approved },
+            state: *state,
         });
+    }
+
+    /// `subscribed` from an account the owner linked herself: the proof
+    /// that it is hers. From now on it is one of her accounts.
+    pub(super) fn complete_link(&mut self, i: usize, account: &BareJid) {
+        self.secrets.add_account(account.clone(), i);
+        self.set_approved(i, account, true);
+        info!(owner = %self.owners[i].name, "account linked");
+        let from = self.owners[i].virtual_jid.to_string();
+        self.send(stanza::stanza(
+            "presence",
+            &from,
+            account.as_str(),
+            Some("probe"),
+        ));
+    }
+
+    /// The owner links another of her accounts: asked by a subscription
+    /// request, hers once it approves (DESIGN.md section 2).
+    pub(super) fn start_link(&mut self, i: usize, account: BareJid) -> Result<(), &'static str> {
+        if account.node().is_none() || account.domain().as_str() == self.cfg.domain {
+            return Err("that is not an account (user@server) of yours");
+        }
+        if self.secrets.account_owner(&account).is_some() {
+            return Err("that account is already linked to an address here");
+        }
+        if self.owners[i].accounts.iter().any(|(a, _)| *a == account) {
+            return Err("that account was asked already; approve the request there");
+        }
+        let state = AccountState {
+            approved: false,
+            linked_by_owner: true,
+        };
+        let owner = &mut self.owners[i];
+        owner.accounts.push((account.clone(), state));
+        self.store.push_back(StoreOp::Account {
+            owner: owner.name.clone(),
+            account: account.clone(),
+            state,
+        });
+        let from = owner.virtual_jid.to_string();
+        self.send(stanza::stanza(
+            "presence",
+            &from,
+            account.as_str(),
+            Some("subscribe"),
+        ));
+        Ok(())
     }
 
     fn device_available(&mut self, now: Time, i: usize, stanza: &Element, full: FullJid) {

@@ -170,6 +170,10 @@ pub enum WatcherState {
 pub struct AccountState {
     /// The owner approved `subscribe` from the virtual JID.
     pub approved: bool,
+    /// Linked by the owner herself (`link`), not by the admin or at
+    /// registration: hers only once `approved`.
+    #[serde(default)]
+    pub linked_by_owner: bool,
 }
 
 /// The persistent record of a device (DESIGN.md section 2).
@@ -386,11 +390,18 @@ impl Core {
             }
         }
         for (name, account, state) in stored.accounts {
-            if let Some(&i) = by_name.get(&name) {
-                // An account removed from the config stays unlinked.
-                if let Some(a) = owners[i].accounts.iter_mut().find(|(j, _)| *j == account) {
-                    a.1 = state;
+            let Some(&i) = by_name.get(&name) else {
+                continue;
+            };
+            if let Some(a) = owners[i].accounts.iter_mut().find(|(j, _)| *j == account) {
+                a.1 = state;
+            } else if state.linked_by_owner && secrets.account_owner(&account).is_none() {
+                // An account she linked herself; an admin's account removed
+                // from the config stays unlinked.
+                if state.approved {
+                    secrets.add_account(account.clone(), i);
                 }
+                owners[i].accounts.push((account, state));
             }
         }
         for (name, rules) in stored.rules {
@@ -637,6 +648,17 @@ impl Core {
             let at = now.plus_ms(self.cfg.coalesce_ms).max(self.settle_until);
             self.flush_at = Some(at);
         }
+    }
+
+    /// Owner `i`'s accounts that are proven hers (provisioned, registered,
+    /// or linked and approved): the only ones that get her traffic.
+    fn linked_accounts(&self, i: usize) -> Vec<BareJid> {
+        self.owners[i]
+            .accounts
+            .iter()
+            .filter(|(a, _)| self.secrets.account_owner(a) == Some(i))
+            .map(|(a, _)| a.clone())
+            .collect()
     }
 
     /// Relays `out` on behalf of `original`'s sender unless it names a

@@ -257,7 +257,10 @@ fn approved_accounts_are_only_probed_after_restart() {
         accounts: vec![(
             "alice".into(),
             BareJid::new("alice@localhost").unwrap(),
-            AccountState { approved: true },
+            AccountState {
+                approved: true,
+                ..AccountState::default()
+            },
         )],
         ..Stored::default()
     };
@@ -275,7 +278,10 @@ fn approval_by_the_account_is_stored_and_followed_by_a_probe() {
     assert!(h.ops.contains(&StoreOp::Account {
         owner: "alice".into(),
         account: BareJid::new("alice@localhost").unwrap(),
-        state: AccountState { approved: true }
+        state: AccountState {
+            approved: true,
+            ..AccountState::default()
+        }
     }));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].attr("type"), Some("probe"));
@@ -582,7 +588,10 @@ fn restart_keeps_watchers_and_re_announces_after_settling() {
         accounts: vec![(
             "alice".into(),
             BareJid::new("alice@localhost").unwrap(),
-            AccountState { approved: true },
+            AccountState {
+                approved: true,
+                ..AccountState::default()
+            },
         )],
         ..Stored::default()
     };
@@ -1737,4 +1746,55 @@ fn register_by_chat_links_the_account_and_unregister_leaves_nothing() {
     assert!(command(&mut h, "carol@localhost/desk", "status")
         .starts_with("You have no unified address"));
     assert!(command(&mut h, PHONE, "unregister").contains("set up by the admin"));
+}
+
+#[test]
+fn link_adds_an_account_only_once_it_approves() {
+    let mut h = alice_with_phone_and_laptop();
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>link alice@work.example</body></message>"));
+    assert!(
+        out.iter()
+            .any(|e| e.attr("to") == Some("alice@work.example")
+                && e.attr("type") == Some("subscribe"))
+    );
+    assert!(command(&mut h, PHONE, "link alice@work.example").contains("asked already"));
+    assert!(command(&mut h, PHONE, &format!("link x@{D}")).contains("Not linked"));
+    assert!(command(&mut h, PHONE, "link alice@localhost").contains("already linked"));
+    // Not hers yet: the account cannot read her data.
+    assert!(command(&mut h, "alice@work.example/desk", "status")
+        .starts_with("You have no unified address"));
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='alice@work.example' to='alice@{D}'/>"));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("to") == Some("alice@work.example") && e.attr("type") == Some("probe")));
+    let linked = AccountState {
+        approved: true,
+        linked_by_owner: true,
+    };
+    assert!(h.ops.contains(&StoreOp::Account {
+        owner: "alice".into(),
+        account: BareJid::new("alice@work.example").unwrap(),
+        state: linked
+    }));
+    h.input(&format!(
+        "<presence xmlns='jabber:component:accept' from='alice@work.example/desk' to='alice@{D}'/>"
+    ));
+    assert!(
+        command(&mut h, "alice@work.example/desk", "devices").contains("alice@work.example/desk")
+    );
+    // After a restart the link holds.
+    let stored = Stored {
+        accounts: vec![(
+            "alice".into(),
+            BareJid::new("alice@work.example").unwrap(),
+            linked,
+        )],
+        ..Stored::default()
+    };
+    let core = Core::new(config(SubscriptionPolicy::Ask), stored);
+    assert_eq!(
+        core.secrets
+            .account_owner(&BareJid::new("alice@work.example").unwrap()),
+        Some(0)
+    );
 }

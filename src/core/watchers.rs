@@ -27,6 +27,16 @@ impl Core {
             Target::Owner { owner, .. } if account_owner == Some(owner) => {
                 self.account_presence(now, owner, stanza, from)
             }
+            Target::Owner { owner, .. }
+                if stanza.attr("type") == Some("subscribed")
+                    && account_owner.is_none()
+                    && self.owners[owner]
+                        .accounts
+                        .iter()
+                        .any(|(a, _)| *a == from.to_bare()) =>
+            {
+                self.complete_link(owner, &from.to_bare())
+            }
             Target::Owner { owner, .. } => self.watcher_presence(owner, stanza, from, false),
             Target::Proxy { remote } => match account_owner {
                 Some(owner) => self.owner_decision(owner, &remote, stanza),
@@ -123,8 +133,7 @@ impl Core {
             watcher,
             state: Some(WatcherState::Pending),
         });
-        let accounts: Vec<BareJid> = owner.accounts.iter().map(|(a, _)| a.clone()).collect();
-        for a in accounts {
+        for a in self.linked_accounts(i) {
             self.send(stanza::stanza(
                 "presence",
                 proxy.as_str(),
@@ -181,12 +190,7 @@ impl Core {
         let Some(proxy) = proxy_jid(watcher, &self.cfg.domain) else {
             return;
         };
-        let accounts: Vec<BareJid> = self.owners[i]
-            .accounts
-            .iter()
-            .map(|(a, _)| a.clone())
-            .collect();
-        for a in accounts {
+        for a in self.linked_accounts(i) {
             self.send(stanza::stanza(
                 "presence",
                 proxy.as_str(),
