@@ -34,6 +34,7 @@ pub struct Store {
     devices: sled::Tree,
     rules: sled::Tree,
     owners: sled::Tree,
+    blocked: sled::Tree,
 }
 
 fn key(owner: &str, jid: &str) -> Vec<u8> {
@@ -91,6 +92,7 @@ impl Store {
             devices: db.open_tree("devices")?,
             rules: db.open_tree("rules")?,
             owners: db.open_tree("owners")?,
+            blocked: db.open_tree("blocked")?,
             db,
         })
     }
@@ -116,6 +118,14 @@ impl Store {
                 _ => warn!("skipped unreadable rules"),
             }
         }
+        let mut blocked = Vec::new();
+        for item in self.blocked.iter() {
+            let (k, v) = item?;
+            match (std::str::from_utf8(&k), serde_json::from_slice(&v)) {
+                (Ok(name), Ok(list)) => blocked.push((name.to_owned(), list)),
+                _ => warn!("skipped an unreadable block list"),
+            }
+        }
         let mut owners = Vec::new();
         for item in self.owners.iter() {
             let (k, v) = item?;
@@ -125,6 +135,7 @@ impl Store {
             }
         }
         Ok(Stored {
+            blocked,
             owners,
             rules,
             watchers: load_tree(&self.watchers, |j| BareJid::new(j).ok())?,
@@ -155,6 +166,7 @@ impl Store {
                     tree.apply_batch(batch)?;
                 }
                 self.rules.remove(owner.as_bytes())?;
+                self.blocked.remove(owner.as_bytes())?;
                 self.owners.remove(owner.as_bytes())?;
             }
             StoreOp::Watcher {
@@ -176,6 +188,9 @@ impl Store {
                 state,
             } => put(&self.accounts, key(owner, account.as_str()), state)?,
             StoreOp::Caps { ver, features } => put(&self.caps, ver.as_bytes().to_vec(), features)?,
+            StoreOp::Blocked { owner, blocked } => {
+                put(&self.blocked, owner.as_bytes().to_vec(), blocked)?
+            }
             StoreOp::Rules { owner, rules } => put(&self.rules, owner.as_bytes().to_vec(), rules)?,
             StoreOp::Device {
                 owner,

@@ -31,6 +31,8 @@ const HELP: &str = "Commands (send them to this address):
   label <device> <text>
                        name a device
   link <account>       add another account of yours (it must approve)
+  block <jid|domain>   they get nothing from your address any more
+  unblock <jid|domain>
   unregister           give up your address; your watchers are told
   help                 this text";
 
@@ -67,6 +69,10 @@ pub enum Command {
     Unregister,
     /// `link <account>`.
     Link(BareJid),
+    /// `block <jid|domain>`.
+    Block(String),
+    /// `unblock <jid|domain>`.
+    Unblock(String),
     /// Anything else, with what was not understood.
     Unknown(String),
 }
@@ -109,6 +115,12 @@ pub fn parse(body: &str) -> Command {
         ("rules", None) => Command::Rules,
         ("register", name) => Command::Register(name.map(str::to_ascii_lowercase)),
         ("unregister", None) => Command::Unregister,
+        ("block", Some(who)) => {
+            Command::Block(who.trim_start_matches("xmpp:").to_ascii_lowercase())
+        }
+        ("unblock", Some(who)) => {
+            Command::Unblock(who.trim_start_matches("xmpp:").to_ascii_lowercase())
+        }
         ("link", Some(_)) => {
             jid().map_or_else(|| Command::Unknown(body.trim().to_owned()), Command::Link)
         }
@@ -290,6 +302,42 @@ impl Core {
             }
             Command::Register(_) => format!("You already are {}.", self.owners[i].virtual_jid),
             Command::Unregister => self.unregister(now, i),
+            Command::Block(who) => {
+                if BareJid::new(&who).is_err() {
+                    return format!("{who:?} is neither a JID nor a domain.");
+                }
+                if self.owners[i]
+                    .blocked
+                    .iter()
+                    .any(|b| b.eq_ignore_ascii_case(&who))
+                {
+                    return format!("{who} is blocked already.");
+                }
+                // A blocked watcher stops watching first.
+                let watchers: Vec<BareJid> = self.owners[i]
+                    .watchers
+                    .keys()
+                    .filter(|w| super::listed(std::slice::from_ref(&who), w))
+                    .cloned()
+                    .collect();
+                for w in &watchers {
+                    self.deny_watcher(i, w);
+                }
+                self.owners[i].blocked.push(who.clone());
+                self.store_blocked(i);
+                format!("{who} is blocked: nothing from your address reaches them.")
+            }
+            Command::Unblock(who) => {
+                let before = self.owners[i].blocked.len();
+                self.owners[i]
+                    .blocked
+                    .retain(|b| !b.eq_ignore_ascii_case(&who));
+                if self.owners[i].blocked.len() == before {
+                    return format!("{who} was not blocked.");
+                }
+                self.store_blocked(i);
+                format!("{who} is no longer blocked.")
+            }
             Command::Link(account) => match self.start_link(i, account.clone()) {
                 Ok(()) => format!(
                     "Asked {account}: approve the contact request from {} there, and it is linked.",
@@ -422,6 +470,14 @@ impl Core {
             record: None,
         });
         format!("{virtual_jid} is gone: your watchers were told, and nothing of yours is kept.")
+    }
+
+    fn store_blocked(&mut self, i: usize) {
+        let o = &self.owners[i];
+        self.store.push_back(StoreOp::Blocked {
+            owner: o.name.clone(),
+            blocked: o.blocked.clone(),
+        });
     }
 
     fn store_rules(&mut self, i: usize) {

@@ -28,7 +28,9 @@ impl Core {
         };
         let get = iq.attr("type") == Some("get");
         if let Target::Owner { owner, .. } = &target {
-            if super::listed(&self.owners[*owner].blocked, &from.to_bare()) {
+            let sender = from.to_bare();
+            let own = self.secrets.account_owner(&sender) == Some(*owner);
+            if !own && super::listed(&self.owners[*owner].blocked, &sender) {
                 trace!("dropped: iq from a blocked sender");
                 return;
             }

@@ -223,6 +223,13 @@ pub enum StoreOp {
         /// Her record.
         record: Option<RegisteredOwner>,
     },
+    /// The JIDs and domains an owner blocked, replacing what was there.
+    Blocked {
+        /// Owner name.
+        owner: String,
+        /// The list.
+        blocked: Vec<String>,
+    },
     /// An owner's ring rules, replacing what was there.
     Rules {
         /// Owner name.
@@ -256,6 +263,8 @@ pub struct Stored {
     pub rules: Vec<(String, Vec<rules::Rule>)>,
     /// Owners who registered themselves.
     pub owners: Vec<(String, RegisteredOwner)>,
+    /// (owner, blocked) set from her clients; they replace the config's.
+    pub blocked: Vec<(String, Vec<String>)>,
 }
 
 /// One owner's live state.
@@ -402,6 +411,11 @@ impl Core {
                     secrets.add_account(account.clone(), i);
                 }
                 owners[i].accounts.push((account, state));
+            }
+        }
+        for (name, blocked) in stored.blocked {
+            if let Some(&i) = by_name.get(&name) {
+                owners[i].blocked = blocked;
             }
         }
         for (name, rules) in stored.rules {

@@ -1798,3 +1798,31 @@ fn link_adds_an_account_only_once_it_approves() {
         Some(0)
     );
 }
+
+#[test]
+fn block_stops_a_watcher_and_everything_else_from_them_and_is_stored() {
+    let mut h = alice_with_phone_and_laptop();
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>block bob@localhost</body></message>"));
+    assert!(
+        out.iter().any(
+            |e| e.attr("to") == Some("bob@localhost") && e.attr("type") == Some("unsubscribed")
+        ),
+        "Bob stops watching"
+    );
+    assert!(h.ops.contains(&StoreOp::Blocked {
+        owner: "alice".into(),
+        blocked: vec!["spam@evil.example".into(), "bob@localhost".into()]
+    }));
+    assert!(h.subscribe_bob().is_empty(), "blocked: nothing at all");
+    assert!(propose(&mut h, "S1").is_empty());
+    assert!(command(&mut h, PHONE, "unblock bob@localhost").contains("no longer blocked"));
+    assert_eq!(h.subscribe_bob()[0].attr("type"), Some("subscribed"));
+    let stored = Stored {
+        blocked: vec![("alice".into(), vec!["evil.example".into()])],
+        ..Stored::default()
+    };
+    assert_eq!(
+        Core::new(config(SubscriptionPolicy::Ask), stored).owners[0].blocked,
+        vec!["evil.example".to_string()]
+    );
+}
