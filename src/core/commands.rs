@@ -169,7 +169,7 @@ impl Core {
         true
     }
 
-    fn run_command(&mut self, now: Time, i: usize, cmd: Command) -> String {
+    pub(super) fn run_command(&mut self, now: Time, i: usize, cmd: Command) -> String {
         match cmd {
             Command::Help => HELP.to_owned(),
             Command::Status => self.status_text(now, i),
@@ -354,7 +354,7 @@ impl Core {
     /// DESIGN.md section 2: `account` becomes the owner of `name@D` (her
     /// localpart by default) if the admin's registration policy allows;
     /// the link is proven by her approving our subscription request.
-    fn register(&mut self, account: BareJid, name: Option<String>) -> String {
+    pub(super) fn register(&mut self, account: BareJid, name: Option<String>) -> String {
         let allowed = match &self.cfg.registration {
             Registration::Closed => false,
             Registration::Open => true,

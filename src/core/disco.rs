@@ -6,6 +6,7 @@ use jid::Jid;
 use minidom::Element;
 use tracing::{debug, trace};
 
+use super::adhoc;
 use super::devices::our_identity;
 use super::router::{Resource, Target};
 use super::stanza::{element, iq_result, ns, text_element, ErrorType};
@@ -37,6 +38,18 @@ impl Core {
         }
         if !get && self.call_iq(now, iq, &from, &target) {
             return;
+        }
+        if target == Target::Domain {
+            if !get && payload.is("command", adhoc::COMMANDS) {
+                return self.adhoc(now, iq, &from, payload);
+            }
+            if get
+                && payload.is("query", ns::DISCO_ITEMS)
+                && payload.attr("node") == Some(adhoc::COMMANDS)
+            {
+                let items = self.command_items(&from);
+                return self.send(iq_result(iq, Some(items)));
+            }
         }
         let answer = match target {
             Target::Domain => self.domain_iq(get, payload),
@@ -82,7 +95,13 @@ impl Core {
                     ("name", "unified-presence"),
                 ],
             ));
-            for f in [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::VERSION] {
+            for f in [
+                ns::DISCO_INFO,
+                ns::DISCO_ITEMS,
+                ns::PING,
+                ns::VERSION,
+                adhoc::COMMANDS,
+            ] {
                 q.append_child(element("feature", ns::DISCO_INFO, &[("var", f)]));
             }
             return Ok(Some(q));

@@ -13,6 +13,7 @@
 //! passes the privacy guard ([`address::Secrets::leak_in`]).
 
 pub mod address;
+mod adhoc;
 mod calls;
 mod chat;
 pub mod commands;
@@ -337,6 +338,7 @@ pub struct Core {
     caps_cache: HashMap<String, Arc<BTreeSet<String>>>,
     pending: HashMap<String, PendingIq>,
     calls: calls::CallTable,
+    adhoc_sessions: adhoc::Sessions,
     rng: StdRng,
     next_id: u64,
     transmit: VecDeque<Element>,
@@ -442,6 +444,7 @@ impl Core {
             caps_cache,
             pending: HashMap::new(),
             calls: calls::CallTable::default(),
+            adhoc_sessions: adhoc::Sessions::default(),
             next_id: 0,
             transmit: VecDeque::new(),
             store: VecDeque::new(),

@@ -1826,3 +1826,126 @@ fn block_stops_a_watcher_and_everything_else_from_them_and_is_stored() {
         vec!["evil.example".to_string()]
     );
 }
+
+// ---- Ad-hoc commands (XEP-0050 + XEP-0004) ----
+
+const CMD: &str = "http://jabber.org/protocol/commands";
+
+fn adhoc(h: &mut Harness, from: &str, inner: &str) -> Element {
+    let out = h.input(&format!("<iq xmlns='jabber:component:accept' type='set' id='c1' from='{from}' to='{D}'>{inner}</iq>"));
+    out.into_iter()
+        .find(|e| e.attr("id") == Some("c1"))
+        .expect("an answer")
+}
+
+#[test]
+fn adhoc_lists_commands_by_who_asks_and_runs_a_multi_stage_form() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    h.subscribe_bob();
+    let items = h.input(&format!("<iq xmlns='jabber:component:accept' type='get' id='i' from='{PHONE}' to='{D}'><query xmlns='http://jabber.org/protocol/disco#items' node='{CMD}'/></iq>"));
+    let nodes: Vec<&str> = items[0]
+        .get_child("query", ns::DISCO_ITEMS)
+        .unwrap()
+        .children()
+        .filter_map(|i| i.attr("node"))
+        .collect();
+    assert!(nodes.contains(&"watchers") && nodes.contains(&"ring") && !nodes.contains(&"register"));
+
+    // Stage 1: the watchers form lists Bob as waiting.
+    let r = adhoc(
+        &mut h,
+        PHONE,
+        &format!("<command xmlns='{CMD}' node='watchers' action='execute'/>"),
+    );
+    let cmd = r.get_child("command", CMD).unwrap();
+    assert_eq!(cmd.attr("status"), Some("executing"));
+    let sid = cmd.attr("sessionid").unwrap().to_owned();
+    let x = cmd.get_child("x", ns::DATA).unwrap();
+    assert!(x.children().any(|f| f.attr("var") == Some("approve")
+        && f.children().any(|o| o
+            .get_child("value", ns::DATA)
+            .is_some_and(|v| v.text() == "bob@localhost"))));
+    // Stage 2: approve him.
+    let r = adhoc(&mut h, PHONE, &format!("<command xmlns='{CMD}' node='watchers' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='approve'><value>bob@localhost</value></field></x></command>"));
+    let cmd = r.get_child("command", CMD).unwrap();
+    assert_eq!(cmd.attr("status"), Some("completed"));
+    assert!(cmd
+        .get_child("note", CMD)
+        .unwrap()
+        .text()
+        .contains("now sees your presence"));
+    assert!(h.ops.contains(&StoreOp::Watcher {
+        owner: "alice".into(),
+        watcher: BareJid::new("bob@localhost").unwrap(),
+        state: Some(WatcherState::Subscribed)
+    }));
+    // The session is used up.
+    let r = adhoc(&mut h, PHONE, &format!("<command xmlns='{CMD}' node='watchers' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'/></command>"));
+    assert!(r
+        .get_child("error", ns::COMPONENT)
+        .unwrap()
+        .has_child("bad-sessionid", CMD));
+}
+
+#[test]
+fn adhoc_refuses_strangers_owner_commands_and_lets_them_register() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    let r = adhoc(
+        &mut h,
+        "eve@evil.example/x",
+        &format!("<command xmlns='{CMD}' node='watchers' action='execute'/>"),
+    );
+    assert!(r
+        .get_child("error", ns::COMPONENT)
+        .unwrap()
+        .has_child("forbidden", ns::STANZAS));
+    let r = adhoc(
+        &mut h,
+        "carol@localhost/pc",
+        &format!("<command xmlns='{CMD}' node='register' action='execute'/>"),
+    );
+    let sid = r
+        .get_child("command", CMD)
+        .unwrap()
+        .attr("sessionid")
+        .unwrap()
+        .to_owned();
+    let r = adhoc(&mut h, "carol@localhost/pc", &format!("<command xmlns='{CMD}' node='register' sessionid='{sid}'><x xmlns='jabber:x:data' type='submit'><field var='name'><value>caro</value></field></x></command>"));
+    assert!(r
+        .get_child("command", CMD)
+        .unwrap()
+        .get_child("note", CMD)
+        .unwrap()
+        .text()
+        .starts_with("You are now caro@unified.localhost"));
+    // Cancel works, and a status is one stage.
+    let r = adhoc(
+        &mut h,
+        "carol@localhost/pc",
+        &format!("<command xmlns='{CMD}' node='status' action='execute'/>"),
+    );
+    assert_eq!(
+        r.get_child("command", CMD).unwrap().attr("status"),
+        Some("completed")
+    );
+    let r = adhoc(
+        &mut h,
+        "carol@localhost/pc",
+        &format!("<command xmlns='{CMD}' node='ring' action='execute'/>"),
+    );
+    let sid = r
+        .get_child("command", CMD)
+        .unwrap()
+        .attr("sessionid")
+        .unwrap()
+        .to_owned();
+    let r = adhoc(
+        &mut h,
+        "carol@localhost/pc",
+        &format!("<command xmlns='{CMD}' node='ring' sessionid='{sid}' action='cancel'/>"),
+    );
+    assert_eq!(
+        r.get_child("command", CMD).unwrap().attr("status"),
+        Some("canceled")
+    );
+}

@@ -164,3 +164,53 @@ def test_a_new_user_registers_by_chat_and_unregisters(tmp_path):
     finally:
         comp.stop()
         p.stop()
+
+
+def test_adhoc_commands_from_a_client_with_xep_0050(tmp_path):
+    """What Gajim does: discover the commands, run a form, submit it."""
+    p = start_prosody(str(tmp_path))
+    comp = Component(str(tmp_path), p, OWNERS.replace('subscription = "open"', 'subscription = "ask"')
+                     + '\n[registration]\nmode = "open"\n')
+
+    async def scenario():
+        comp.start()
+        phone = await Client("alice@localhost/phone").online(p.c2s)
+        phone.register_plugin("xep_0050")
+        await phone.wait_for(presence(ALICE, "subscribe"))
+        phone.send_presence(pto=ALICE, ptype="subscribed")
+        bob = await Client("bob@localhost/pc").online(p.c2s)
+        bob.send_presence(pto=ALICE, ptype="subscribe")
+        await phone.wait_for(presence(PROXY_BOB, "subscribe"))
+
+        items = await phone.plugin["xep_0050"].get_commands(DOMAIN)
+        nodes = [node for _, node, _ in items["disco_items"]["items"]]
+        assert "watchers" in nodes and "ring" in nodes, nodes
+
+        adhoc = phone.plugin["xep_0050"]
+        first = await adhoc.send_command(DOMAIN, "watchers")
+        assert first["command"]["status"] == "executing"
+        form = phone.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field(var="approve", ftype="list-multi", value=["bob@localhost"])
+        done = await adhoc.send_command(DOMAIN, "watchers", action="complete", payload=form,
+                                        sessionid=first["command"]["sessionid"])
+        assert done["command"]["status"] == "completed"
+        await bob.wait_for(presence(ALICE, "subscribed"), what="Bob approved through the form")
+
+        # A stranger may register through the form too.
+        eve = await Client("eve@localhost/x").online(p.c2s)
+        eve.register_plugin("xep_0050")
+        start = await eve.plugin["xep_0050"].send_command(DOMAIN, "register")
+        form = eve.plugin["xep_0004"].make_form(ftype="submit")
+        form.add_field(var="name", ftype="text-single", value="evie")
+        done = await eve.plugin["xep_0050"].send_command(DOMAIN, "register", action="complete", payload=form,
+                                                         sessionid=start["command"]["sessionid"])
+        assert "evie@unified.localhost" in done["command"].xml.find("{http://jabber.org/protocol/commands}note").text
+        await eve.wait_for(presence(f"evie@{DOMAIN}", "subscribe"), what="the linking request")
+        for c in (phone, bob, eve):
+            await c.offline()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        comp.stop()
+        p.stop()

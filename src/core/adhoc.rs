@@ -1,0 +1,406 @@
+//! Ad-hoc commands (XEP-0050) with data forms (XEP-0004) on the component
+//! domain, for clients with a UI for them (Gajim, Movim, Psi).
+//!
+//! Each command is a form whose submission maps onto the same chat
+//! [`Command`]s, so both front ends share one implementation of every
+//! change (and its durability). Sessions are ours to expire.
+//! xmpp-parsers has no XEP-0050 module: the elements are built here.
+
+use std::collections::HashMap;
+
+use jid::{BareJid, Jid};
+use minidom::Element;
+use tracing::debug;
+
+use super::commands::Command;
+use super::rules::RingMode;
+use super::stanza::{self, element, iq_result, ns, text_element, ErrorType};
+use super::{Core, Time, WatcherState};
+
+/// XEP-0050 namespace.
+pub(super) const COMMANDS: &str = "http://jabber.org/protocol/commands";
+/// How long a form waits for its submission.
+const SESSION_MS: u64 = 10 * 60 * 1000;
+
+/// An open multi-stage command.
+#[derive(Debug, Clone)]
+pub(super) struct Session {
+    node: String,
+    requester: Jid,
+    expires: Time,
+}
+
+/// Open sessions by id.
+pub(super) type Sessions = HashMap<String, Session>;
+
+const OWNER_COMMANDS: [(&str, &str); 7] = [
+    ("status", "What my contacts see"),
+    ("devices", "My devices"),
+    ("watchers", "Watchers: approve, deny, remove"),
+    ("ring", "How my devices ring"),
+    ("dnd", "Do not disturb"),
+    ("link", "Link another account"),
+    ("unregister", "Give up my address"),
+];
+const STRANGER_COMMANDS: [(&str, &str); 1] = [("register", "Get an address for all my devices")];
+
+fn field(
+    var: &str,
+    typ: &str,
+    label: &str,
+    values: &[String],
+    options: &[(String, String)],
+) -> Element {
+    let mut f = element(
+        "field",
+        ns::DATA,
+        &[("var", var), ("type", typ), ("label", label)],
+    );
+    for v in values {
+        f.append_child(text_element("value", ns::DATA, v));
+    }
+    for (value, label) in options {
+        let mut o = element("option", ns::DATA, &[("label", label)]);
+        o.append_child(text_element("value", ns::DATA, value));
+        f.append_child(o);
+    }
+    f
+}
+
+fn form(title: &str, instructions: &str, fields: Vec<Element>) -> Element {
+    let mut x = element("x", ns::DATA, &[("type", "form")]);
+    x.append_child(text_element("title", ns::DATA, title));
+    x.append_child(text_element("instructions", ns::DATA, instructions));
+    for f in fields {
+        x.append_child(f);
+    }
+    x
+}
+
+/// The values submitted for `var`.
+fn values(x: &Element, var: &str) -> Vec<String> {
+    x.children()
+        .filter(|f| f.is("field", ns::DATA) && f.attr("var") == Some(var))
+        .flat_map(|f| {
+            f.children()
+                .filter(|v| v.is("value", ns::DATA))
+                .map(|v| v.text())
+        })
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+impl Core {
+    /// disco#items for the commands node: what this requester may run.
+    pub(super) fn command_items(&self, from: &Jid) -> Element {
+        let mut q = element("query", ns::DISCO_ITEMS, &[("node", COMMANDS)]);
+        let list: &[(&str, &str)] = match self.secrets.account_owner(&from.to_bare()) {
+            Some(_) => &OWNER_COMMANDS,
+            None => &STRANGER_COMMANDS,
+        };
+        for (node, name) in list {
+            q.append_child(element(
+                "item",
+                ns::DISCO_ITEMS,
+                &[("jid", &self.cfg.domain), ("node", node), ("name", name)],
+            ));
+        }
+        q
+    }
+
+    /// An IQ set with a `<command/>` to the domain.
+    pub(super) fn adhoc(&mut self, now: Time, iq: &Element, from: &Jid, cmd: &Element) {
+        self.adhoc_sessions.retain(|_, s| s.expires > now);
+        let node = cmd.attr("node").unwrap_or_default().to_owned();
+        let action = cmd.attr("action").unwrap_or("execute");
+        let owner = self.secrets.account_owner(&from.to_bare());
+        let allowed = match owner {
+            Some(_) => OWNER_COMMANDS.iter().any(|(n, _)| *n == node),
+            None => STRANGER_COMMANDS.iter().any(|(n, _)| *n == node),
+        };
+        if !allowed {
+            // XEP-0050 §4.6: a command this requester may not run.
+            let condition = if owner.is_none() && OWNER_COMMANDS.iter().any(|(n, _)| *n == node) {
+                "forbidden"
+            } else {
+                "item-not-found"
+            };
+            return self.reply_error(iq, ErrorType::Cancel, condition);
+        }
+        let submitted = cmd
+            .get_child("x", ns::DATA)
+            .filter(|x| x.attr("type") == Some("submit"));
+        match (cmd.attr("sessionid"), action) {
+            (Some(sid), "cancel") => {
+                self.adhoc_sessions.remove(sid);
+                self.command_reply(iq, &node, Some(sid), "canceled", None, None);
+            }
+            (Some(sid), _) => {
+                let session = self.adhoc_sessions.remove(sid);
+                match session {
+                    Some(s) if s.node == node && s.requester == *from => {
+                        let Some(x) = submitted else {
+                            return self.reply_error(iq, ErrorType::Modify, "bad-request");
+                        };
+                        let note = self.submit(now, &node, owner, from, x);
+                        self.command_reply(iq, &node, Some(sid), "completed", Some(&note), None);
+                    }
+                    // XEP-0050 §4.6: an unknown or expired session.
+                    _ => {
+                        if let Some(mut e) =
+                            stanza::error_reply(iq, ErrorType::Modify, "bad-request", None)
+                        {
+                            if let Some(err) = e.get_child_mut("error", ns::COMPONENT) {
+                                err.append_child(Element::bare("bad-sessionid", COMMANDS));
+                            }
+                            self.send(e);
+                        }
+                    }
+                }
+            }
+            (None, _) => match owner.map(|i| (i, node.as_str())) {
+                // Single-stage commands complete at once.
+                Some((i, "status")) => {
+                    let note = self.run_command(now, i, Command::Status);
+                    self.command_reply(iq, &node, None, "completed", Some(&note), None);
+                }
+                Some((i, "devices")) => {
+                    let note = self.run_command(now, i, Command::Devices);
+                    self.command_reply(iq, &node, None, "completed", Some(&note), None);
+                }
+                _ => {
+                    let x = self.command_form(&node, owner, from);
+                    let sid = self.next_id();
+                    self.adhoc_sessions.insert(
+                        sid.clone(),
+                        Session {
+                            node: node.clone(),
+                            requester: from.clone(),
+                            expires: now.plus_ms(SESSION_MS),
+                        },
+                    );
+                    self.command_reply(iq, &node, Some(&sid), "executing", None, Some(x));
+                }
+            },
+        }
+    }
+
+    fn command_reply(
+        &mut self,
+        iq: &Element,
+        node: &str,
+        sid: Option<&str>,
+        status: &str,
+        note: Option<&str>,
+        x: Option<Element>,
+    ) {
+        let mut c = element("command", COMMANDS, &[("node", node), ("status", status)]);
+        if let Some(s) = sid {
+            stanza::set_attr(&mut c, "sessionid", s);
+        }
+        if let Some(x) = x {
+            let mut actions = element("actions", COMMANDS, &[("execute", "complete")]);
+            actions.append_child(Element::bare("complete", COMMANDS));
+            c.append_child(actions);
+            c.append_child(x);
+        }
+        if let Some(n) = note {
+            let mut el = text_element("note", COMMANDS, n);
+            stanza::set_attr(&mut el, "type", "info");
+            c.append_child(el);
+        }
+        self.send(iq_result(iq, Some(c)));
+    }
+
+    fn command_form(&self, node: &str, owner: Option<usize>, from: &Jid) -> Element {
+        let opts = |v: &[&str]| {
+            v.iter()
+                .map(|s| (s.to_string(), s.to_string()))
+                .collect::<Vec<_>>()
+        };
+        match (node, owner) {
+            ("register", _) => {
+                let name = from.node().map(|n| n.to_string()).unwrap_or_default();
+                form(
+                    "Register",
+                    &format!("Your address will be name@{}.", self.cfg.domain),
+                    vec![field("name", "text-single", "Name", &[name], &[])],
+                )
+            }
+            ("watchers", Some(i)) => {
+                let o = &self.owners[i];
+                let mut pending: Vec<String> = o
+                    .watchers
+                    .iter()
+                    .filter(|(_, s)| **s == WatcherState::Pending)
+                    .map(|(j, _)| j.to_string())
+                    .collect();
+                let mut approved: Vec<String> = o
+                    .watchers
+                    .iter()
+                    .filter(|(_, s)| **s == WatcherState::Subscribed)
+                    .map(|(j, _)| j.to_string())
+                    .collect();
+                pending.sort();
+                approved.sort();
+                let p: Vec<&str> = pending.iter().map(String::as_str).collect();
+                let a: Vec<&str> = approved.iter().map(String::as_str).collect();
+                form(
+                    "Watchers",
+                    "Approve or deny who asked to watch you; remove watchers.",
+                    vec![
+                        field("approve", "list-multi", "Approve", &[], &opts(&p)),
+                        field("deny", "list-multi", "Deny", &[], &opts(&p)),
+                        field("remove", "list-multi", "Stop watching me", &[], &opts(&a)),
+                    ],
+                )
+            }
+            ("ring", Some(i)) => {
+                let mut devices: Vec<String> = self.owners[i]
+                    .devices
+                    .keys()
+                    .map(|d| d.resource().to_string())
+                    .collect();
+                devices.dedup();
+                form(
+                    "Ringing",
+                    "How your devices ring when no other rule applies. Devices: resource names in order, one per line; empty = all.",
+                    vec![
+                        field("mode", "list-single", "Mode", &["parallel".into()], &opts(&["parallel", "sequential", "priority"])),
+                        field("devices", "text-multi", "Devices", &devices, &[]),
+                    ],
+                )
+            }
+            ("dnd", Some(i)) => {
+                let on: Vec<String> = self.owners[i]
+                    .rules
+                    .iter()
+                    .filter(|r| {
+                        r.reject && r.callers.is_empty() && r.window.is_none() && r.days.is_empty()
+                    })
+                    .flat_map(|r| r.classes.clone())
+                    .collect();
+                let classes: Vec<&str> = self
+                    .cfg
+                    .classes
+                    .iter()
+                    .filter(|c| c.jmi || !c.requires.is_empty())
+                    .map(|c| c.name.as_str())
+                    .collect();
+                form(
+                    "Do not disturb",
+                    "Calls of the checked classes get busy.",
+                    vec![field(
+                        "classes",
+                        "list-multi",
+                        "Classes",
+                        &on,
+                        &opts(&classes),
+                    )],
+                )
+            }
+            ("link", Some(_)) => form(
+                "Link an account",
+                "It becomes yours once it approves the request it gets.",
+                vec![field("account", "jid-single", "Account", &[], &[])],
+            ),
+            _ => form(
+                "Unregister",
+                "Your address goes away; watchers are told.",
+                vec![field(
+                    "confirm",
+                    "boolean",
+                    "Yes, remove my address",
+                    &["0".into()],
+                    &[],
+                )],
+            ),
+        }
+    }
+
+    /// A submitted form, applied through the chat commands.
+    fn submit(
+        &mut self,
+        now: Time,
+        node: &str,
+        owner: Option<usize>,
+        from: &Jid,
+        x: &Element,
+    ) -> String {
+        let jids = |var: &str| {
+            values(x, var)
+                .into_iter()
+                .filter_map(|v| BareJid::new(&v).ok())
+                .collect::<Vec<_>>()
+        };
+        debug!(node, "ad-hoc submission");
+        match (node, owner) {
+            ("register", _) => self.register(
+                from.to_bare(),
+                values(x, "name")
+                    .into_iter()
+                    .next()
+                    .map(|n| n.to_ascii_lowercase()),
+            ),
+            ("watchers", Some(i)) => {
+                let mut notes = vec![];
+                for j in jids("approve") {
+                    notes.push(self.run_command(now, i, Command::Approve(j)));
+                }
+                for j in jids("deny").into_iter().chain(jids("remove")) {
+                    notes.push(self.run_command(now, i, Command::Deny(j)));
+                }
+                if notes.is_empty() {
+                    "Nothing changed.".into()
+                } else {
+                    notes.join("\n")
+                }
+            }
+            ("ring", Some(i)) => {
+                let mode = match values(x, "mode").first().map(String::as_str) {
+                    Some("sequential") => RingMode::Sequential,
+                    Some("priority") => RingMode::Priority,
+                    _ => RingMode::Parallel,
+                };
+                let devices = values(x, "devices")
+                    .iter()
+                    .flat_map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                    .collect();
+                self.run_command(now, i, Command::Ring(mode, devices))
+            }
+            ("dnd", Some(i)) => {
+                let on = values(x, "classes");
+                let names: Vec<String> = self.cfg.classes.iter().map(|c| c.name.clone()).collect();
+                let mut notes = vec![];
+                for c in names {
+                    let want = on.contains(&c);
+                    let has = self.owners[i].rules.iter().any(|r| {
+                        r.reject
+                            && r.classes == [c.clone()]
+                            && r.callers.is_empty()
+                            && r.window.is_none()
+                            && r.days.is_empty()
+                    });
+                    if want != has {
+                        notes.push(self.run_command(now, i, Command::Dnd(Some(c), want)));
+                    }
+                }
+                if notes.is_empty() {
+                    "Nothing changed.".into()
+                } else {
+                    notes.join("\n")
+                }
+            }
+            ("link", Some(i)) => match jids("account").into_iter().next() {
+                Some(a) => self.run_command(now, i, Command::Link(a)),
+                None => "No account given.".into(),
+            },
+            ("unregister", Some(i)) => match values(x, "confirm").first().map(String::as_str) {
+                Some("1") | Some("true") => self.run_command(now, i, Command::Unregister),
+                _ => "Kept: you did not confirm.".into(),
+            },
+            _ => "Nothing to do.".into(),
+        }
+    }
+}
