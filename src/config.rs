@@ -78,6 +78,9 @@ pub struct Config {
     /// `[[owners]]`: provisioned owners.
     #[serde(default)]
     pub owners: Vec<Owner>,
+    /// Accounts that may act for any owner (`as <owner> <command>`).
+    #[serde(default)]
+    pub admins: Vec<String>,
 }
 
 /// `[server]`.
@@ -503,6 +506,14 @@ impl Config {
                 ));
             }
         }
+        for a in &self.admins {
+            if BareJid::new(a).map_or(true, |j| j.node().is_none()) {
+                return Err(invalid(
+                    "admins",
+                    format!("{a:?} is not an account like \"admin@example.org\""),
+                ));
+            }
+        }
         let mut owners = HashSet::new();
         let mut accounts = HashSet::new();
         for (i, o) in self.owners.iter().enumerate() {
@@ -609,6 +620,12 @@ impl Config {
             settle_ms: self.presence.settle_ms,
             iq_timeout_ms: self.limits.iq_timeout_secs.saturating_mul(1000),
             ring_timeout_ms: self.calls.ring_timeout_secs.saturating_mul(1000),
+            // Invariant: validate() parsed every admin.
+            admins: self
+                .admins
+                .iter()
+                .filter_map(|a| BareJid::new(a).ok())
+                .collect(),
             registration: match self.registration.mode {
                 RegistrationMode::Closed => Registration::Closed,
                 RegistrationMode::Open => Registration::Open,

@@ -35,6 +35,7 @@ pub struct Store {
     rules: sled::Tree,
     owners: sled::Tree,
     blocked: sled::Tree,
+    settings: sled::Tree,
 }
 
 fn key(owner: &str, jid: &str) -> Vec<u8> {
@@ -93,6 +94,7 @@ impl Store {
             rules: db.open_tree("rules")?,
             owners: db.open_tree("owners")?,
             blocked: db.open_tree("blocked")?,
+            settings: db.open_tree("settings")?,
             db,
         })
     }
@@ -126,6 +128,14 @@ impl Store {
                 _ => warn!("skipped an unreadable block list"),
             }
         }
+        let mut settings = Vec::new();
+        for item in self.settings.iter() {
+            let (k, v) = item?;
+            match (std::str::from_utf8(&k), serde_json::from_slice(&v)) {
+                (Ok(name), Ok(s)) => settings.push((name.to_owned(), s)),
+                _ => warn!("skipped unreadable settings"),
+            }
+        }
         let mut owners = Vec::new();
         for item in self.owners.iter() {
             let (k, v) = item?;
@@ -135,6 +145,7 @@ impl Store {
             }
         }
         Ok(Stored {
+            settings,
             blocked,
             owners,
             rules,
@@ -167,6 +178,7 @@ impl Store {
                 }
                 self.rules.remove(owner.as_bytes())?;
                 self.blocked.remove(owner.as_bytes())?;
+                self.settings.remove(owner.as_bytes())?;
                 self.owners.remove(owner.as_bytes())?;
             }
             StoreOp::Watcher {
@@ -188,6 +200,9 @@ impl Store {
                 state,
             } => put(&self.accounts, key(owner, account.as_str()), state)?,
             StoreOp::Caps { ver, features } => put(&self.caps, ver.as_bytes().to_vec(), features)?,
+            StoreOp::Settings { owner, settings } => {
+                put(&self.settings, owner.as_bytes().to_vec(), settings)?
+            }
             StoreOp::Blocked { owner, blocked } => {
                 put(&self.blocked, owner.as_bytes().to_vec(), blocked)?
             }

@@ -33,12 +33,14 @@ pub(super) struct Session {
 /// Open sessions by id.
 pub(super) type Sessions = HashMap<String, Session>;
 
-const OWNER_COMMANDS: [(&str, &str); 7] = [
+const OWNER_COMMANDS: [(&str, &str); 9] = [
     ("status", "What my contacts see"),
     ("devices", "My devices"),
     ("watchers", "Watchers: approve, deny, remove"),
     ("ring", "How my devices ring"),
+    ("rules", "Ring rules"),
     ("dnd", "Do not disturb"),
+    ("privacy", "Privacy"),
     ("link", "Link another account"),
     ("unregister", "Give up my address"),
 ];
@@ -300,6 +302,33 @@ impl Core {
                     )],
                 )
             }
+            ("rules", Some(i)) => {
+                let listing = self.rules_text(i);
+                form(
+                    "Ring rules",
+                    &format!("{listing}\nAdd a rule (it becomes rule 1), e.g. \"video from bob@example.org mon-fri 09:00-17:00 ring sequential phone laptop\", or remove one by number."),
+                    vec![field("add", "text-single", "Add", &[], &[]), field("delete", "text-single", "Remove rule number", &[], &[])],
+                )
+            }
+            ("privacy", Some(i)) => {
+                let o = &self.owners[i];
+                let calls = match o.candidates {
+                    super::CandidatePolicy::Direct => "direct",
+                    super::CandidatePolicy::RelayOnly => "relay-only",
+                };
+                let watchers = match o.policy {
+                    super::SubscriptionPolicy::Ask => "ask",
+                    super::SubscriptionPolicy::Open => "open",
+                };
+                form(
+                    "Privacy",
+                    "relay-only: callers never learn your devices' IP addresses. ask: you approve each watcher.",
+                    vec![
+                        field("calls", "list-single", "Calls", &[calls.into()], &opts(&["direct", "relay-only"])),
+                        field("watchers", "list-single", "Watchers", &[watchers.into()], &opts(&["ask", "open"])),
+                    ],
+                )
+            }
             ("link", Some(_)) => form(
                 "Link an account",
                 "It becomes yours once it approves the request it gets.",
@@ -391,6 +420,41 @@ impl Core {
                 } else {
                     notes.join("\n")
                 }
+            }
+            ("rules", Some(i)) => {
+                let mut notes = vec![];
+                if let Some(add) = values(x, "add").into_iter().next() {
+                    notes.push(self.run_command(
+                        now,
+                        i,
+                        Command::RuleAdd(add.split_whitespace().map(str::to_owned).collect()),
+                    ));
+                }
+                if let Some(n) = values(x, "delete")
+                    .into_iter()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                {
+                    notes.push(self.run_command(now, i, Command::RuleDel(n)));
+                }
+                if notes.is_empty() {
+                    "Nothing changed.".into()
+                } else {
+                    notes.join("\n")
+                }
+            }
+            ("privacy", Some(i)) => {
+                let mut notes = vec![];
+                for key in ["calls", "watchers"] {
+                    if let Some(v) = values(x, key).into_iter().next() {
+                        notes.push(self.run_command(
+                            now,
+                            i,
+                            Command::Privacy(Some((key.to_owned(), v))),
+                        ));
+                    }
+                }
+                notes.pop().unwrap_or_else(|| "Nothing changed.".into())
             }
             ("link", Some(i)) => match jids("account").into_iter().next() {
                 Some(a) => self.run_command(now, i, Command::Link(a)),

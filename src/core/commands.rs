@@ -10,11 +10,14 @@ use std::fmt::Write as _;
 use jid::{BareJid, Jid};
 use minidom::Element;
 
-use super::rules::{RingMode, Rule};
+use super::rules::{parse_day, parse_window, CallerMatch, NoAnswer, RingMode, Rule};
 use super::stanza::{self, ns, text_element};
 use tracing::info;
 
-use super::{Core, RegisteredOwner, Registration, StoreOp, Time, WatcherState};
+use super::{
+    CandidatePolicy, Core, OwnerSettings, RegisteredOwner, Registration, StoreOp,
+    SubscriptionPolicy, Time, WatcherState,
+};
 
 const HELP: &str = "Commands (send them to this address):
   status               what your contacts see, class by class, and which devices would ring
@@ -28,6 +31,17 @@ const HELP: &str = "Commands (send them to this address):
   dnd <class>|all on|off
                        refuse calls of a class (audio, video...) or all calls
   rules                your ring rules, first match wins
+  rule add <what> <when> <action>
+                       e.g. rule add video from bob@example.org mon-fri 09:00-17:00 ring sequential phone laptop step 15
+                       or   rule add from example.net 22:00-07:00 busy
+                       (classes, from <jid|domain|watchers|anyone>, days, HH:MM-HH:MM;
+                        busy | ring parallel|sequential|priority [devices], step <s>, timeout <s>, message)
+  rule del <n>         remove rule n
+  privacy              your privacy settings
+  privacy calls relay-only|direct
+                       relay-only: callers never learn your devices' IP addresses
+  privacy watchers ask|open
+                       ask: you approve each watcher; open: anyone may watch
   label <device> <text>
                        name a device
   link <account>       add another account of yours (it must approve)
@@ -71,6 +85,12 @@ pub enum Command {
     Link(BareJid),
     /// `block <jid|domain>`.
     Block(String),
+    /// `rule add ...` (the words after `add`).
+    RuleAdd(Vec<String>),
+    /// `rule del <n>`.
+    RuleDel(usize),
+    /// `privacy [calls|watchers <value>]`.
+    Privacy(Option<(String, String)>),
     /// `unblock <jid|domain>`.
     Unblock(String),
     /// Anything else, with what was not understood.
@@ -115,6 +135,18 @@ pub fn parse(body: &str) -> Command {
         ("rules", None) => Command::Rules,
         ("register", name) => Command::Register(name.map(str::to_ascii_lowercase)),
         ("unregister", None) => Command::Unregister,
+        ("rule", Some("add")) => Command::RuleAdd(words.map(str::to_owned).collect()),
+        ("rule", Some("del")) => match words.next().and_then(|n| n.parse().ok()) {
+            Some(n) => Command::RuleDel(n),
+            None => Command::Unknown(body.trim().to_owned()),
+        },
+        ("privacy", None) => Command::Privacy(None),
+        ("privacy", Some(key)) => match words.next() {
+            Some(value) => {
+                Command::Privacy(Some((key.to_ascii_lowercase(), value.to_ascii_lowercase())))
+            }
+            None => Command::Unknown(body.trim().to_owned()),
+        },
         ("block", Some(who)) => {
             Command::Block(who.trim_start_matches("xmpp:").to_ascii_lowercase())
         }
@@ -156,17 +188,36 @@ impl Core {
             // Chat states and receipts to the domain need no answer.
             return true;
         };
+        // An admin acts for any owner: "as alice status".
+        if self.cfg.admins.contains(&from.to_bare()) {
+            if let Some(rest) = body.trim().strip_prefix("as ") {
+                let (name, cmd) = rest
+                    .trim()
+                    .split_once(char::is_whitespace)
+                    .unwrap_or((rest.trim(), "help"));
+                let reply = match self.by_name.get(name).copied() {
+                    Some(i) => self.run_command(now, i, parse(cmd)),
+                    None => format!("There is no owner {name:?}."),
+                };
+                self.reply_text(from, &reply);
+                return true;
+            }
+        }
         let reply = match (self.secrets.account_owner(&from.to_bare()), parse(&body)) {
             (None, Command::Register(name)) => self.register(from.to_bare(), name),
             (None, Command::Help) => HELP_STRANGER.to_owned(),
             (None, _) => "You have no unified address on this service. Send \"register\" to get one, or \"help\".".to_owned(),
             (Some(owner), cmd) => self.run_command(now, owner, cmd),
         };
-        let mut m = stanza::stanza("message", &self.cfg.domain, from.as_str(), Some("chat"));
-        stanza::set_attr(&mut m, "id", self.next_id());
-        m.append_child(text_element("body", ns::COMPONENT, &reply));
-        self.send(m);
+        self.reply_text(from, &reply);
         true
+    }
+
+    fn reply_text(&mut self, to: &Jid, text: &str) {
+        let mut m = stanza::stanza("message", &self.cfg.domain, to.as_str(), Some("chat"));
+        stanza::set_attr(&mut m, "id", self.next_id());
+        m.append_child(text_element("body", ns::COMPONENT, text));
+        self.send(m);
     }
 
     pub(super) fn run_command(&mut self, now: Time, i: usize, cmd: Command) -> String {
@@ -264,24 +315,7 @@ impl Core {
                     format!("Do not disturb is off for {what}.")
                 }
             }
-            Command::Rules => {
-                let rules = &self.owners[i].rules;
-                if rules.is_empty() {
-                    return "No rules: every device that can take a call rings at once, for 30 s."
-                        .into();
-                }
-                let mut out = String::from("Your rules, first match wins:\n");
-                for (n, r) in rules.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "  {}. {} -> {}",
-                        n + 1,
-                        describe_match(r),
-                        describe_action(r)
-                    );
-                }
-                out.trim_end().to_owned()
-            }
+            Command::Rules => self.rules_text(i),
             Command::Label(device, label) => {
                 let o = &mut self.owners[i];
                 let Some((jid, record)) = o
@@ -302,6 +336,62 @@ impl Core {
             }
             Command::Register(_) => format!("You already are {}.", self.owners[i].virtual_jid),
             Command::Unregister => self.unregister(now, i),
+            Command::RuleAdd(words) => {
+                let classes: Vec<String> =
+                    self.cfg.classes.iter().map(|c| c.name.clone()).collect();
+                match parse_rule(&words, &classes, self.cfg.ring_timeout_ms) {
+                    Ok(rule) => {
+                        let text =
+                            format!("{} -> {}", describe_match(&rule), describe_action(&rule));
+                        self.owners[i].rules.insert(0, rule);
+                        self.store_rules(i);
+                        format!("Added as rule 1: {text}.")
+                    }
+                    Err(why) => format!("Not added: {why}. Send \"help\" for the rule syntax."),
+                }
+            }
+            Command::RuleDel(n) => {
+                if n == 0 || n > self.owners[i].rules.len() {
+                    return format!("There is no rule {n}; send \"rules\" to see them.");
+                }
+                self.owners[i].rules.remove(n - 1);
+                self.store_rules(i);
+                format!("Rule {n} removed.")
+            }
+            Command::Privacy(change) => {
+                let o = &mut self.owners[i];
+                match change.as_ref().map(|(k, v)| (k.as_str(), v.as_str())) {
+                    None => {}
+                    Some(("calls", "relay-only")) => o.candidates = CandidatePolicy::RelayOnly,
+                    Some(("calls", "direct")) => o.candidates = CandidatePolicy::Direct,
+                    Some(("watchers", "ask")) => o.policy = SubscriptionPolicy::Ask,
+                    Some(("watchers", "open")) => o.policy = SubscriptionPolicy::Open,
+                    Some(_) => return "Send \"privacy calls relay-only|direct\" or \"privacy watchers ask|open\".".into(),
+                }
+                let settings = OwnerSettings {
+                    subscription: o.policy,
+                    candidates: o.candidates,
+                };
+                if change.is_some() {
+                    self.store.push_back(StoreOp::Settings {
+                        owner: o.name.clone(),
+                        settings,
+                    });
+                }
+                let calls = match settings.candidates {
+                    CandidatePolicy::Direct => {
+                        "direct (callers may learn your devices' IP addresses)"
+                    }
+                    CandidatePolicy::RelayOnly => {
+                        "relay-only (callers never learn your devices' IP addresses)"
+                    }
+                };
+                let watchers = match settings.subscription {
+                    SubscriptionPolicy::Ask => "ask (you approve each watcher)",
+                    SubscriptionPolicy::Open => "open (anyone may watch)",
+                };
+                format!("Calls: {calls}.\nWatchers: {watchers}.")
+            }
             Command::Block(who) => {
                 if BareJid::new(&who).is_err() {
                     return format!("{who:?} is neither a JID nor a domain.");
@@ -472,6 +562,25 @@ impl Core {
         format!("{virtual_jid} is gone: your watchers were told, and nothing of yours is kept.")
     }
 
+    /// Owner `i`'s rules, numbered, first match first.
+    pub(super) fn rules_text(&self, i: usize) -> String {
+        let rules = &self.owners[i].rules;
+        if rules.is_empty() {
+            return "No rules: every device that can take a call rings at once, for 30 s.".into();
+        }
+        let mut out = String::from("Your rules, first match wins:\n");
+        for (n, r) in rules.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {}. {} -> {}",
+                n + 1,
+                describe_match(r),
+                describe_action(r)
+            );
+        }
+        out.trim_end().to_owned()
+    }
+
     fn store_blocked(&mut self, i: usize) {
         let o = &self.owners[i];
         self.store.push_back(StoreOp::Blocked {
@@ -563,6 +672,77 @@ impl Core {
         }
         out.trim_end().to_owned()
     }
+}
+
+/// Parses the words of `rule add` (see the help text) into a rule.
+pub fn parse_rule(
+    words: &[String],
+    classes: &[String],
+    default_timeout_ms: u64,
+) -> Result<Rule, String> {
+    let mut rule = Rule {
+        skip_busy: true,
+        ..Rule::default_rule(default_timeout_ms)
+    };
+    let mut acted = false;
+    let mut it = words.iter().map(|w| w.to_ascii_lowercase()).peekable();
+    let number = |w: Option<String>, what: &str| -> Result<u64, String> {
+        w.and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{what} needs a number of seconds"))
+    };
+    while let Some(w) = it.next() {
+        let days = w
+            .split_once('-')
+            .and_then(|(a, b)| Some((parse_day(a)?, parse_day(b)?)));
+        match w.as_str() {
+            c if classes.iter().any(|k| k == c) => rule.classes.push(c.to_owned()),
+            "from" => {
+                let who = it
+                    .next()
+                    .ok_or("\"from\" needs a JID, a domain, watchers or anyone")?;
+                rule.callers.push(CallerMatch::parse(&who).ok_or_else(|| {
+                    format!("{who:?} is not a JID, a domain, watchers or anyone")
+                })?);
+            }
+            "busy" => {
+                rule.reject = true;
+                acted = true;
+            }
+            "ring" => {
+                rule.mode = match it.next().as_deref() {
+                    Some("parallel") => RingMode::Parallel,
+                    Some("sequential") => RingMode::Sequential,
+                    Some("priority") => RingMode::Priority,
+                    _ => return Err("\"ring\" needs parallel, sequential or priority".into()),
+                };
+                while let Some(d) =
+                    it.next_if(|d| !["step", "timeout", "message"].contains(&d.as_str()))
+                {
+                    rule.devices.push(d);
+                }
+                acted = true;
+            }
+            "step" => rule.step_ms = number(it.next(), "step")? * 1000,
+            "timeout" => rule.timeout_ms = number(it.next(), "timeout")? * 1000,
+            "message" => rule.on_no_answer = NoAnswer::Message,
+            _ if parse_day(&w).is_some() => rule.days.extend(parse_day(&w)),
+            _ if days.is_some() => {
+                let (mut d, last) = days.expect("checked");
+                rule.days.push(d);
+                while d != last {
+                    d = d.succ();
+                    rule.days.push(d);
+                }
+            }
+            _ if parse_window(&w).is_some() => rule.window = parse_window(&w),
+            other => return Err(format!("I do not know {other:?}")),
+        }
+    }
+    if !acted {
+        return Err("say what happens: \"busy\" or \"ring ...\"".into());
+    }
+    Ok(rule)
 }
 
 /// The rule `ring ...` maintains: no condition at all.

@@ -110,6 +110,15 @@ pub enum Registration {
     Domains(Vec<String>),
 }
 
+/// The settings an owner changes herself (`privacy`), as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerSettings {
+    /// Who may watch without asking her.
+    pub subscription: SubscriptionPolicy,
+    /// Which ICE candidates of her devices reach callers.
+    pub candidates: CandidatePolicy,
+}
+
 /// An owner who registered herself, as the store keeps her.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisteredOwner {
@@ -141,6 +150,8 @@ pub struct CoreConfig {
     pub owners: Vec<OwnerConfig>,
     /// Who may register herself.
     pub registration: Registration,
+    /// Accounts that may act for any owner (`as <owner> <command>`).
+    pub admins: Vec<BareJid>,
     /// Window in which device churn is coalesced before watchers see it.
     pub coalesce_ms: u64,
     /// After (re)connecting, how long probe answers may take before the
@@ -224,6 +235,13 @@ pub enum StoreOp {
         /// Her record.
         record: Option<RegisteredOwner>,
     },
+    /// An owner's own settings, replacing the configured ones.
+    Settings {
+        /// Owner name.
+        owner: String,
+        /// The settings.
+        settings: OwnerSettings,
+    },
     /// The JIDs and domains an owner blocked, replacing what was there.
     Blocked {
         /// Owner name.
@@ -266,6 +284,8 @@ pub struct Stored {
     pub owners: Vec<(String, RegisteredOwner)>,
     /// (owner, blocked) set from her clients; they replace the config's.
     pub blocked: Vec<(String, Vec<String>)>,
+    /// (owner, settings) set from her clients; they replace the config's.
+    pub settings: Vec<(String, OwnerSettings)>,
 }
 
 /// One owner's live state.
@@ -413,6 +433,12 @@ impl Core {
                     secrets.add_account(account.clone(), i);
                 }
                 owners[i].accounts.push((account, state));
+            }
+        }
+        for (name, settings) in stored.settings {
+            if let Some(&i) = by_name.get(&name) {
+                owners[i].policy = settings.subscription;
+                owners[i].candidates = settings.candidates;
             }
         }
         for (name, blocked) in stored.blocked {

@@ -46,6 +46,7 @@ fn config(policy: SubscriptionPolicy) -> CoreConfig {
         iq_timeout_ms: 30_000,
         ring_timeout_ms: 30_000,
         registration: Registration::Domains(vec!["localhost".into()]),
+        admins: vec![BareJid::new("root@localhost").unwrap()],
         limits: Limits {
             devices_per_owner: 8,
             watchers_per_owner: 100,
@@ -1948,4 +1949,59 @@ fn adhoc_refuses_strangers_owner_commands_and_lets_them_register() {
         r.get_child("command", CMD).unwrap().attr("status"),
         Some("canceled")
     );
+}
+
+#[test]
+fn rule_add_and_del_edit_the_ordered_list() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let reply = command(&mut h, PHONE, "rule add audio from bob@localhost mon-fri 09:00-17:00 ring sequential tablet phone step 15 message");
+    assert!(reply.starts_with("Added as rule 1: audio calls, from bob@localhost, on Mon, Tue, Wed, Thu, Fri, 09:00-17:00 -> tablet, then phone, 15 s each"), "{reply}");
+    let Some(StoreOp::Rules { rules, .. }) = h.ops.last() else {
+        panic!("stored")
+    };
+    assert_eq!(rules[0].on_no_answer, rules::NoAnswer::Message);
+    assert!(
+        command(&mut h, PHONE, "rule add from evil.example 22:00-07:00 busy")
+            .starts_with("Added as rule 1")
+    );
+    assert!(command(&mut h, PHONE, "rule add audio").contains("say what happens"));
+    assert!(command(&mut h, PHONE, "rule add fax busy").contains("I do not know \"fax\""));
+    assert!(command(&mut h, PHONE, "rule del 1").contains("removed"));
+    assert!(command(&mut h, PHONE, "rules")
+        .starts_with("Your rules, first match wins:\n  1. audio calls, from bob@localhost"));
+    assert!(command(&mut h, PHONE, "rule del 9").starts_with("There is no rule 9"));
+    // A stranger cannot.
+    assert!(command(&mut h, "eve@evil.example/x", "rule add busy")
+        .starts_with("You have no unified address"));
+}
+
+#[test]
+fn privacy_changes_are_stored_and_take_effect() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    assert!(command(&mut h, PHONE, "privacy calls relay-only").contains("Calls: relay-only"));
+    assert!(h.ops.contains(&StoreOp::Settings {
+        owner: "alice".into(),
+        settings: OwnerSettings {
+            subscription: SubscriptionPolicy::Open,
+            candidates: CandidatePolicy::RelayOnly
+        }
+    }));
+    assert_eq!(h.core.owners[0].candidates, CandidatePolicy::RelayOnly);
+    assert!(command(&mut h, PHONE, "privacy watchers ask").contains("Watchers: ask"));
+    assert!(command(&mut h, PHONE, "privacy calls maybe").starts_with("Send"));
+}
+
+#[test]
+fn an_admin_acts_for_an_owner_and_nobody_else_may() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    assert!(
+        command(&mut h, "root@localhost/console", "as alice devices")
+            .contains("alice@localhost/tablet")
+    );
+    assert!(
+        command(&mut h, "root@localhost/console", "as nobody status")
+            .starts_with("There is no owner")
+    );
+    assert!(command(&mut h, "eve@evil.example/x", "as alice devices")
+        .starts_with("You have no unified address"));
 }

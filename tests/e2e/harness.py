@@ -37,7 +37,9 @@ def start_prosody(tmp, users=("alice", "bob", "eve")):
 class Component:
     """The unified-presence binary with its own config and store."""
 
-    def __init__(self, tmp, prosody, owners_toml, presence_toml="coalesce_ms = 100\nsettle_ms = 500\n"):
+    def __init__(self, tmp, prosody, owners_toml, presence_toml="coalesce_ms = 100\nsettle_ms = 500\n",
+                 level="unified_presence=debug"):
+        self.level = level
         self.dir = os.path.join(tmp, "component")
         os.makedirs(self.dir, exist_ok=True)
         self.config = os.path.join(self.dir, "component.toml")
@@ -55,7 +57,7 @@ path = "{self.dir}/store"
 [presence]
 {presence_toml}
 [log]
-level = "unified_presence=debug"
+level = "{self.level}"
 
 {owners_toml}
 """)
@@ -83,6 +85,15 @@ level = "unified_presence=debug"
                 raise AssertionError(f"component exited ({self.proc.returncode}):\n{self.log_text()[-3000:]}")
             time.sleep(0.05)
         raise AssertionError(f"component log never showed {needle!r} x{count}:\n{self.log_text()[-3000:]}")
+
+    async def await_log(self, needle, count=1, timeout=20):
+        """wait_log for async tests: lets the clients' event loop run."""
+        import asyncio
+        deadline = time.time() + timeout
+        while self.log_text().count(needle) < count:
+            if time.time() > deadline:
+                raise AssertionError(f"component log never showed {needle!r}:\n{self.log_text()[-3000:]}")
+            await asyncio.sleep(0.05)
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:

@@ -150,7 +150,7 @@ def test_a_new_user_registers_by_chat_and_unregisters(tmp_path):
         eve.send_raw(f"<message type='chat' to='{DOMAIN}'><body>unregister</body></message>")
         await bob.wait_for(presence(EVE, "unsubscribed"), since_bob, what="Bob told Eve's address is gone")
         assert bob.received(presence(f"{EVE}/chat", "unavailable"), since_bob)
-        comp.wait_log("unregistered")
+        await comp.await_log("unregistered")
         # The address is nobody now: the store kept nothing.
         since_bob = bob.mark()
         bob.send_raw(f"<message type='chat' id='x' to='{EVE}'><body>hello?</body></message>")
@@ -207,6 +207,45 @@ def test_adhoc_commands_from_a_client_with_xep_0050(tmp_path):
         assert "evie@unified.localhost" in done["command"].xml.find("{http://jabber.org/protocol/commands}note").text
         await eve.wait_for(presence(f"evie@{DOMAIN}", "subscribe"), what="the linking request")
         for c in (phone, bob, eve):
+            await c.offline()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        comp.stop()
+        p.stop()
+
+
+def test_alice_links_a_second_account_and_a_stranger_cannot_touch_her_rules(tmp_path):
+    p = start_prosody(str(tmp_path))
+    p.register("alicework", "pw-alicework")
+    comp = Component(str(tmp_path), p, OWNERS)
+
+    async def scenario():
+        comp.start()
+        phone = await Client("alice@localhost/phone").online(p.c2s)
+        await phone.wait_for(presence(ALICE, "subscribe"))
+        phone.send_presence(pto=ALICE, ptype="subscribed")
+        work = await Client("alicework@localhost/desk").online(p.c2s)
+        eve = await Client("eve@localhost/x").online(p.c2s)
+
+        async def ask(client, text):
+            since = client.mark()
+            client.send_raw(f"<message type='chat' to='{DOMAIN}'><body>{text}</body></message>")
+            return (await client.wait_for(message(DOMAIN), since)).find(C + "body").text
+
+        # Not hers until the work account approves.
+        assert "Asked alicework@localhost" in await ask(phone, "link alicework@localhost")
+        assert (await ask(work, "status")).startswith("You have no unified address")
+        await work.wait_for(presence(ALICE, "subscribe"), what="the link request at work")
+        work.send_presence(pto=ALICE, ptype="subscribed")
+        await comp.await_log("account linked")
+        assert "alicework@localhost/desk" in await ask(work, "devices"), "her work desk is one of her devices now"
+
+        # A stranger's attempt to change Alice's rules is refused.
+        assert (await ask(eve, "rule add busy")).startswith("You have no unified address")
+        assert (await ask(phone, "rules")).startswith("No rules")
+        for c in (phone, work, eve):
             await c.offline()
 
     try:
