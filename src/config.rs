@@ -379,6 +379,9 @@ pub struct RuleConfig {
     /// Ring nobody (do not disturb for what the rule matches).
     #[serde(default)]
     pub reject: bool,
+    /// Device state: only while her most available device shows this
+    /// (`chat`, `online`, `away`, `xa`, `dnd`).
+    pub when: Option<crate::core::devices::Show>,
 }
 
 fn default_true() -> bool {
@@ -438,6 +441,7 @@ impl RuleConfig {
             callers,
             days,
             window,
+            when: self.when,
             mode: self.ring,
             devices: self.devices.clone(),
             skip_busy: self.skip_busy,

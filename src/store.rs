@@ -226,6 +226,61 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_unregistered_owner_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bob = BareJid::new("bob@localhost").unwrap();
+        let ops = [
+            StoreOp::Owner {
+                owner: "carol".into(),
+                record: Some(crate::core::RegisteredOwner {
+                    accounts: vec![bob.clone()],
+                }),
+            },
+            StoreOp::Watcher {
+                owner: "carol".into(),
+                watcher: bob.clone(),
+                state: Some(WatcherState::Subscribed),
+            },
+            StoreOp::Watcher {
+                owner: "alice".into(),
+                watcher: bob.clone(),
+                state: Some(WatcherState::Subscribed),
+            },
+            StoreOp::Account {
+                owner: "carol".into(),
+                account: bob.clone(),
+                state: Default::default(),
+            },
+            StoreOp::Rules {
+                owner: "carol".into(),
+                rules: vec![],
+            },
+            StoreOp::Blocked {
+                owner: "carol".into(),
+                blocked: vec!["x".into()],
+            },
+            StoreOp::Owner {
+                owner: "carol".into(),
+                record: None,
+            },
+        ];
+        for op in &ops {
+            store.apply(op).unwrap();
+        }
+        store.flush().await.unwrap();
+        let loaded = store.load().unwrap();
+        assert!(
+            loaded.owners.is_empty()
+                && loaded.accounts.is_empty()
+                && loaded.rules.is_empty()
+                && loaded.blocked.is_empty()
+        );
+        assert_eq!(loaded.watchers.len(), 1, "alice's watcher stays");
+        assert_eq!(loaded.watchers[0].0, "alice");
+    }
     use crate::core::{AccountState, DeviceRecord, WatcherState};
 
     #[tokio::test]

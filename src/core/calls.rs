@@ -425,6 +425,12 @@ impl Core {
             caller,
             weekday: local.weekday(),
             minute: (local.hour() * 60 + local.minute()) as u16,
+            best_show: o
+                .devices
+                .values()
+                .filter(|d| d.classes & (1 << class) != 0)
+                .map(|d| d.show)
+                .min(),
         };
         let candidates: Vec<Candidate> = o
             .devices

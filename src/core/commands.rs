@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use jid::{BareJid, Jid};
 use minidom::Element;
 
+use super::devices::Show;
 use super::rules::{parse_day, parse_window, CallerMatch, NoAnswer, RingMode, Rule};
 use super::stanza::{self, ns, text_element};
 use tracing::info;
@@ -34,7 +35,7 @@ const HELP: &str = "Commands (send them to this address):
   rule add <what> <when> <action>
                        e.g. rule add video from bob@example.org mon-fri 09:00-17:00 ring sequential phone laptop step 15
                        or   rule add from example.net 22:00-07:00 busy
-                       (classes, from <jid|domain|watchers|anyone>, days, HH:MM-HH:MM;
+                       (classes, from <jid|domain|watchers|anyone>, days, HH:MM-HH:MM, when away|xa|dnd...;
                         busy | ring parallel|sequential|priority [devices], step <s>, timeout <s>, message)
   rule del <n>         remove rule n
   privacy              your privacy settings
@@ -726,6 +727,15 @@ pub fn parse_rule(
             "step" => rule.step_ms = number(it.next(), "step")? * 1000,
             "timeout" => rule.timeout_ms = number(it.next(), "timeout")? * 1000,
             "message" => rule.on_no_answer = NoAnswer::Message,
+            "when" => {
+                let state = it.next().unwrap_or_default();
+                rule.when = Some(match state.as_str() {
+                    "online" | "available" => Show::Online,
+                    s => Show::from_xml(s).ok_or_else(|| {
+                        format!("\"when\" needs chat, online, away, xa or dnd, not {s:?}")
+                    })?,
+                });
+            }
             _ if parse_day(&w).is_some() => rule.days.extend(parse_day(&w)),
             _ if days.is_some() => {
                 let (mut d, last) = days.expect("checked");
@@ -773,6 +783,9 @@ fn describe_match(r: &Rule) -> String {
     if !r.days.is_empty() {
         let days: Vec<String> = r.days.iter().map(|d| d.to_string()).collect();
         parts.push(format!("on {}", days.join(", ")));
+    }
+    if let Some(w) = r.when {
+        parts.push(format!("while you are {}", w.as_xml().unwrap_or("online")));
     }
     if let Some((a, b)) = r.window {
         parts.push(format!(

@@ -18,7 +18,10 @@ use super::stanza::ns;
 
 /// XMPP `<show/>` values plus plain "available", ordered from most to least
 /// available (DESIGN.md section 3: chat > none > away > xa > dnd).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Show {
     /// `<show>chat</show>`: free for chat.
     Chat,

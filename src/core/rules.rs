@@ -106,6 +106,10 @@ pub struct Rule {
     /// Minutes since local midnight, `[start, end)`; `start > end` spans
     /// midnight. `None` = all day.
     pub window: Option<(u16, u16)>,
+    /// Device state: matches only while her most available device of the
+    /// class shows this (`when away`). `None` = any state.
+    #[serde(default)]
+    pub when: Option<Show>,
     /// How devices ring; ringing nobody = "do not disturb" for the match.
     pub mode: RingMode,
     /// Which devices, by resource name, in order; empty = all qualifying.
@@ -131,6 +135,7 @@ impl Rule {
             callers: vec![],
             days: vec![],
             window: None,
+            when: None,
             mode: RingMode::Parallel,
             devices: vec![],
             skip_busy: false,
@@ -171,6 +176,8 @@ pub struct CallContext<'a> {
     pub weekday: Weekday,
     /// Owner's local minutes since midnight.
     pub minute: u16,
+    /// The show of her most available device of the class, if any.
+    pub best_show: Option<Show>,
 }
 
 /// A live device that qualifies for the class.
@@ -216,6 +223,7 @@ pub fn matching<'r>(rules: &'r [Rule], ctx: &CallContext<'_>) -> Option<&'r Rule
                     .any(|c| c.matches(ctx.caller, ctx.caller_is_watcher)))
             && (r.days.is_empty() || r.days.contains(&ctx.weekday))
             && in_window(r.window, ctx.minute)
+            && r.when.is_none_or(|w| ctx.best_show == Some(w))
     })
 }
 
@@ -296,6 +304,7 @@ mod tests {
             caller_is_watcher: false,
             weekday,
             minute,
+            best_show: Some(Show::Online),
         }
     }
 
@@ -467,6 +476,20 @@ mod tests {
         assert!(!at(&office, Weekday::Wed, 10 * 60));
         assert_eq!(parse_window("25:00-01:00"), None);
         assert_eq!(parse_day("sat"), Some(Weekday::Sat));
+    }
+
+    #[test]
+    fn device_state_conditions_match_her_best_device() {
+        let bob = BareJid::new("bob@x").unwrap();
+        let away = Rule {
+            when: Some(Show::Away),
+            reject: true,
+            ..base()
+        };
+        let mut c = ctx(&bob, "audio", Weekday::Mon, 0);
+        assert!(matching(std::slice::from_ref(&away), &c).is_none());
+        c.best_show = Some(Show::Away);
+        assert!(matching(std::slice::from_ref(&away), &c).is_some());
     }
 
     #[test]

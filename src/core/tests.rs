@@ -2005,3 +2005,39 @@ fn an_admin_acts_for_an_owner_and_nobody_else_may() {
     assert!(command(&mut h, "eve@evil.example/x", "as alice devices")
         .starts_with("You have no unified address"));
 }
+
+#[test]
+fn rule_windows_use_the_owners_time_zone() {
+    // 2026-11-24 20:30 UTC is 09:30 the next day in Auckland (UTC+13).
+    let rule = rules::Rule {
+        window: rules::parse_window("09:00-10:00"),
+        reject: true,
+        ..rules::Rule::default_rule(30_000)
+    };
+    let mut cfg = config(SubscriptionPolicy::Open);
+    cfg.owners[0].rules = vec![rule];
+    cfg.owners[0].timezone = chrono_tz::Pacific::Auckland;
+    let mut h = Harness::with(cfg, Stored::default());
+    let out = h.device("phone", &caps_for("https://conversations.im", JINGLE_AUDIO));
+    let q = out.iter().find(|e| e.name() == "iq").unwrap().clone();
+    h.answer_disco(&q, JINGLE_AUDIO);
+    let bob = BareJid::new("bob@localhost").unwrap();
+    let utc_2030 = chrono::DateTime::parse_from_rfc3339("2026-11-24T20:30:00Z")
+        .unwrap()
+        .timestamp_millis() as u64;
+    assert!(
+        h.core
+            .ring_plan(Time(utc_2030), 0, 1, &bob)
+            .steps
+            .is_empty(),
+        "09:30 in Auckland: busy"
+    );
+    assert_eq!(
+        h.core
+            .ring_plan(Time(utc_2030 + 3_600_000), 0, 1, &bob)
+            .steps
+            .len(),
+        1,
+        "10:30 there: the phone rings"
+    );
+}
