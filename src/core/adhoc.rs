@@ -250,11 +250,18 @@ impl Core {
                 let a: Vec<&str> = approved.iter().map(String::as_str).collect();
                 form(
                     "Watchers",
-                    "Approve or deny who asked to watch you; remove watchers.",
+                    "Approve or deny who asked to watch you; remove or block watchers.",
                     vec![
                         field("approve", "list-multi", "Approve", &[], &opts(&p)),
                         field("deny", "list-multi", "Deny", &[], &opts(&p)),
                         field("remove", "list-multi", "Stop watching me", &[], &opts(&a)),
+                        field(
+                            "block",
+                            "list-multi",
+                            "Block",
+                            &[],
+                            &opts(&[&p[..], &a[..]].concat()),
+                        ),
                     ],
                 )
             }
@@ -379,6 +386,9 @@ impl Core {
                 }
                 for j in jids("deny").into_iter().chain(jids("remove")) {
                     notes.push(self.run_command(now, i, Command::Deny(j)));
+                }
+                for j in jids("block") {
+                    notes.push(self.run_command(now, i, Command::Block(j.to_string())));
                 }
                 if notes.is_empty() {
                     "Nothing changed.".into()
