@@ -167,12 +167,9 @@ impl Core {
                     let note = self.run_command(now, i, Command::Status);
                     self.command_reply(iq, &node, None, "completed", Some(&note), None);
                 }
-                Some((i, "devices")) => {
-                    let note = self.run_command(now, i, Command::Devices);
-                    self.command_reply(iq, &node, None, "completed", Some(&note), None);
-                }
+
                 _ => {
-                    let x = self.command_form(&node, owner, from);
+                    let x = self.command_form(now, &node, owner, from);
                     let sid = self.next_id();
                     self.adhoc_sessions.insert(
                         sid.clone(),
@@ -215,7 +212,7 @@ impl Core {
         self.send(iq_result(iq, Some(c)));
     }
 
-    fn command_form(&self, node: &str, owner: Option<usize>, from: &Jid) -> Element {
+    fn command_form(&self, now: Time, node: &str, owner: Option<usize>, from: &Jid) -> Element {
         let opts = |v: &[&str]| {
             v.iter()
                 .map(|s| (s.to_string(), s.to_string()))
@@ -307,6 +304,25 @@ impl Core {
                         &on,
                         &opts(&classes),
                     )],
+                )
+            }
+            ("devices", Some(i)) => {
+                let listing = self.devices_text(now, i);
+                let mut names: Vec<String> = self.owners[i]
+                    .records
+                    .keys()
+                    .map(|d| d.resource().to_string())
+                    .collect();
+                names.sort();
+                names.dedup();
+                let n: Vec<&str> = names.iter().map(String::as_str).collect();
+                form(
+                    "Devices",
+                    &format!("{listing}\nYou may give a device a label."),
+                    vec![
+                        field("device", "list-single", "Device", &[], &opts(&n)),
+                        field("label", "text-single", "Label", &[], &[]),
+                    ],
                 )
             }
             ("rules", Some(i)) => {
@@ -431,6 +447,12 @@ impl Core {
                     notes.join("\n")
                 }
             }
+            ("devices", Some(i)) => match (values(x, "device").pop(), values(x, "label").pop()) {
+                (Some(device), Some(label)) => {
+                    self.run_command(now, i, Command::Label(device, label))
+                }
+                _ => "Nothing changed.".into(),
+            },
             ("rules", Some(i)) => {
                 let mut notes = vec![];
                 if let Some(add) = values(x, "add").into_iter().next() {

@@ -416,9 +416,7 @@ impl Core {
         caller: &jid::BareJid,
     ) -> RingPlan {
         let o = &self.owners[owner];
-        let local = chrono::DateTime::from_timestamp_millis(now.0 as i64)
-            .unwrap_or_default()
-            .with_timezone(&o.timezone);
+        let local = self.local_time(now, owner);
         let ctx = CallContext {
             class: &self.cfg.classes[class].name,
             caller_is_watcher: o.watchers.get(caller) == Some(&super::WatcherState::Subscribed),

@@ -15,8 +15,9 @@ use tracing::trace;
 
 use super::address::proxy_jid;
 use super::router::Target;
+use super::rules::{self, CallContext};
 use super::stanza::{self, ErrorType};
-use super::Core;
+use super::{Core, Time};
 
 /// XEP-0359 stanza ids are stamped by a server about its own user.
 const STANZA_ID: &str = "urn:xmpp:sid:0";
@@ -37,8 +38,53 @@ fn relayed(msg: &Element, from: &str, to: &str) -> Element {
 }
 
 impl Core {
+    /// The devices her chat rule names for `sender`, online now; empty
+    /// when no chat rule names devices (DESIGN.md section 7: default is
+    /// every device, as her server does it).
+    fn chat_devices(&self, now: Time, owner: usize, sender: &jid::BareJid) -> Vec<jid::FullJid> {
+        let Some(class) = self.cfg.classes.iter().position(|c| c.name == "chat") else {
+            return vec![];
+        };
+        let o = &self.owners[owner];
+        let ctx = CallContext {
+            class: "chat",
+            caller: sender,
+            caller_is_watcher: o.watchers.get(sender) == Some(&super::WatcherState::Subscribed),
+            weekday: chrono::Datelike::weekday(&self.local_time(now, owner)),
+            minute: {
+                let t = self.local_time(now, owner);
+                (chrono::Timelike::hour(&t) * 60 + chrono::Timelike::minute(&t)) as u16
+            },
+            best_show: o
+                .devices
+                .values()
+                .filter(|d| d.classes & (1 << class) != 0)
+                .map(|d| d.show)
+                .min(),
+        };
+        match rules::matching(&o.rules, &ctx) {
+            Some(rule) if !rule.reject && !rule.devices.is_empty() => rule
+                .devices
+                .iter()
+                .flat_map(|name| {
+                    o.devices
+                        .keys()
+                        .filter(move |j| j.resource().as_str() == name)
+                })
+                .cloned()
+                .collect(),
+            _ => vec![],
+        }
+    }
+
     /// A message that is chat through a virtual JID; `false` if not one.
-    pub(super) fn chat_message(&mut self, msg: &Element, from: &Jid, target: &Target) -> bool {
+    pub(super) fn chat_message(
+        &mut self,
+        now: Time,
+        msg: &Element,
+        from: &Jid,
+        target: &Target,
+    ) -> bool {
         // RFC 6121 §5.2.2: chat and normal are conversations; errors,
         // groupchat and headline messages are not relayed.
         if !matches!(msg.attr("type"), None | Some("chat") | Some("normal")) {
@@ -57,8 +103,21 @@ impl Core {
                     self.reply_error(msg, ErrorType::Modify, "jid-malformed");
                     return true;
                 };
-                for account in self.linked_accounts(owner) {
-                    self.send(relayed(msg, proxy.as_str(), account.as_str()));
+                // A chat rule naming devices delivers to those that are
+                // online, only them (private, no carbons); otherwise, or
+                // with none online, her server delivers as for any contact.
+                let chosen = self.chat_devices(now, owner, &sender);
+                if chosen.is_empty() {
+                    for account in self.linked_accounts(owner) {
+                        self.send(relayed(msg, proxy.as_str(), account.as_str()));
+                    }
+                } else {
+                    for device in chosen {
+                        let mut m = relayed(msg, proxy.as_str(), device.as_str());
+                        m.append_child(Element::bare("private", super::jingle::CARBONS));
+                        m.append_child(Element::bare("no-copy", super::jingle::HINTS));
+                        self.send(m);
+                    }
                 }
                 true
             }

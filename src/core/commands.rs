@@ -12,7 +12,7 @@ use minidom::Element;
 
 use super::devices::Show;
 use super::rules::{parse_day, parse_window, CallerMatch, NoAnswer, RingMode, Rule};
-use super::stanza::{self, ns, text_element};
+use super::stanza::{self, ns, text_element, ErrorType};
 use tracing::info;
 
 use super::{
@@ -207,7 +207,15 @@ impl Core {
         let reply = match (self.secrets.account_owner(&from.to_bare()), parse(&body)) {
             (None, Command::Register(name)) => self.register(from.to_bare(), name),
             (None, Command::Help) => HELP_STRANGER.to_owned(),
-            (None, _) => "You have no unified address on this service. Send \"register\" to get one, or \"help\".".to_owned(),
+            (None, _) => {
+                // Someone else's data: RFC 6120 forbidden, with a way out.
+                let text = "You have no unified address on this service. Send \"register\" to get one, or \"help\".";
+                if let Some(e) = stanza::error_reply(msg, ErrorType::Auth, "forbidden", Some(text))
+                {
+                    self.send(e);
+                }
+                return true;
+            }
             (Some(owner), cmd) => self.run_command(now, owner, cmd),
         };
         self.reply_text(from, &reply);
@@ -642,7 +650,7 @@ impl Core {
         out.trim_end().to_owned()
     }
 
-    fn devices_text(&self, now: Time, i: usize) -> String {
+    pub(super) fn devices_text(&self, now: Time, i: usize) -> String {
         let o = &self.owners[i];
         if o.devices.is_empty() {
             return "None of your devices is online.".into();

@@ -654,7 +654,7 @@ impl Core {
                 let command = target == Target::Domain && self.command_message(now, &stanza, &from);
                 if !command
                     && !self.call_message(now, &stanza, &from, &target)
-                    && !self.chat_message(&stanza, &from, &target)
+                    && !self.chat_message(now, &stanza, &from, &target)
                 {
                     self.handle_message(&stanza, target);
                 }
@@ -691,6 +691,13 @@ impl Core {
             let at = now.plus_ms(self.cfg.coalesce_ms).max(self.settle_until);
             self.flush_at = Some(at);
         }
+    }
+
+    /// `now` in owner `i`'s time zone.
+    fn local_time(&self, now: Time, i: usize) -> chrono::DateTime<chrono_tz::Tz> {
+        chrono::DateTime::from_timestamp_millis(now.0 as i64)
+            .unwrap_or_default()
+            .with_timezone(&self.owners[i].timezone)
     }
 
     /// Owner `i`'s accounts that are proven hers (provisioned, registered,

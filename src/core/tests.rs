@@ -1549,6 +1549,12 @@ fn command(h: &mut Harness, from: &str, body: &str) -> String {
         .find(|e| e.attr("to") == Some(from) && e.name() == "message")
         .expect("a reply");
     assert_eq!(reply.attr("from"), Some(D));
+    if reply.attr("type") == Some("error") {
+        // Someone else's data: forbidden, with the explanation as text.
+        let error = reply.get_child("error", ns::COMPONENT).unwrap();
+        assert!(error.has_child("forbidden", ns::STANZAS));
+        return error.get_child("text", ns::STANZAS).unwrap().text();
+    }
     reply.get_child("body", ns::COMPONENT).unwrap().text()
 }
 
@@ -2040,4 +2046,25 @@ fn rule_windows_use_the_owners_time_zone() {
         1,
         "10:30 there: the phone rings"
     );
+}
+
+#[test]
+fn a_chat_rule_naming_devices_delivers_only_to_those_online() {
+    let rule = rules::Rule {
+        classes: vec!["chat".into()],
+        devices: vec!["laptop".into()],
+        ..rules::Rule::default_rule(30_000)
+    };
+    let mut h = alice_with_phone_and_laptop();
+    h.core.owners[0].rules = vec![rule];
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='m1' from='{BOB}' to='alice@{D}'><body>hi</body></message>"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].attr("to"), Some("alice@localhost/laptop"));
+    assert!(
+        out[0].has_child("private", jingle::CARBONS) && out[0].has_child("no-copy", jingle::HINTS)
+    );
+    // With the named device offline, her server takes it (offline storage).
+    h.device_gone("laptop");
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='m2' from='{BOB}' to='alice@{D}'><body>hi</body></message>"));
+    assert_eq!(out[0].attr("to"), Some("alice@localhost"));
 }

@@ -24,6 +24,18 @@ def message(frm=None, body=None):
     return pred
 
 
+async def ask_service(client, text):
+    """Sends a chat command; returns the reply, or "forbidden: <text>"."""
+    since = client.mark()
+    client.send_raw(f"<message type='chat' to='{DOMAIN}'><body>{text}</body></message>")
+    reply = await client.wait_for(message(DOMAIN), since)
+    if reply.get("type") == "error":
+        err = reply.find(C + "error")
+        assert err.find("{urn:ietf:params:xml:ns:xmpp-stanzas}forbidden") is not None
+        return "forbidden: " + err.find("{urn:ietf:params:xml:ns:xmpp-stanzas}text").text
+    return reply.find(C + "body").text
+
+
 @pytest.fixture
 def world(tmp_path):
     p = start_prosody(str(tmp_path))
@@ -96,10 +108,7 @@ def test_owner_commands_by_chat_and_strangers_refused(tmp_path):
         await phone.wait_for(presence(PROXY_BOB, "subscribe"))
 
         async def ask(client, text):
-            since = client.mark()
-            client.send_raw(f"<message type='chat' to='{DOMAIN}'><body>{text}</body></message>")
-            reply = await client.wait_for(message(DOMAIN), since)
-            return reply.find(C + "body").text
+            return await ask_service(client, text)
 
         assert "bob@localhost" in (await ask(phone, "watchers")).split("Waiting for your answer:")[1]
         # Conversations has no ad-hoc UI: Alice approves Bob by chat.
@@ -111,9 +120,9 @@ def test_owner_commands_by_chat_and_strangers_refused(tmp_path):
         assert "help" in await ask(phone, "what?")
         # Nobody else reads or changes Alice's data.
         refused = await ask(eve, "status")
-        assert refused.startswith("You have no unified address"), refused
+        assert refused.startswith("forbidden: You have no unified address"), refused
         refused = await ask(eve, "deny bob@localhost")
-        assert refused.startswith("You have no unified address"), refused
+        assert refused.startswith("forbidden: You have no unified address"), refused
         assert "Watching you: bob@localhost" in await ask(phone, "watchers")
         for c in (phone, bob, eve):
             await c.offline()
@@ -230,20 +239,18 @@ def test_alice_links_a_second_account_and_a_stranger_cannot_touch_her_rules(tmp_
         eve = await Client("eve@localhost/x").online(p.c2s)
 
         async def ask(client, text):
-            since = client.mark()
-            client.send_raw(f"<message type='chat' to='{DOMAIN}'><body>{text}</body></message>")
-            return (await client.wait_for(message(DOMAIN), since)).find(C + "body").text
+            return await ask_service(client, text)
 
         # Not hers until the work account approves.
         assert "Asked alicework@localhost" in await ask(phone, "link alicework@localhost")
-        assert (await ask(work, "status")).startswith("You have no unified address")
+        assert (await ask(work, "status")).startswith("forbidden: You have no unified address")
         await work.wait_for(presence(ALICE, "subscribe"), what="the link request at work")
         work.send_presence(pto=ALICE, ptype="subscribed")
         await comp.await_log("account linked")
         assert "alicework@localhost/desk" in await ask(work, "devices"), "her work desk is one of her devices now"
 
         # A stranger's attempt to change Alice's rules is refused.
-        assert (await ask(eve, "rule add busy")).startswith("You have no unified address")
+        assert (await ask(eve, "rule add busy")).startswith("forbidden: You have no unified address")
         assert (await ask(phone, "rules")).startswith("No rules")
         for c in (phone, work, eve):
             await c.offline()
