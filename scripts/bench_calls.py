@@ -108,6 +108,7 @@ name = "alice"
 accounts = ["alice@localhost"]
 subscription = "open"
 """)
+    os.chmod(cfg, 0o600)  # it holds the secret
     comp = subprocess.Popen([args.bin, "--config", cfg], stderr=open(os.path.join(tmp, "component.log"), "w"))
     try:
         time.sleep(0.5)

@@ -91,11 +91,71 @@ pub struct Server {
     pub address: SocketAddr,
     /// The component's domain, as in the server's `Component` line.
     pub domain: String,
-    /// XEP-0114 shared secret.
-    pub secret: String,
+    /// XEP-0114 shared secret, written here (then the file must not be
+    /// readable by every user) ...
+    #[serde(default)]
+    pub secret: Secret,
+    /// ... or read from this file (its first line). The environment
+    /// variable [`SECRET_ENV`] overrides both.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
     /// Seconds of silence before we check the link with a ping.
     #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
+}
+
+/// The environment variable that, when set, holds the component secret.
+pub const SECRET_ENV: &str = "UNIFIED_PRESENCE_SECRET";
+
+/// A secret that never appears in `Debug` output (and so in no log).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the handshake.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Refuses a file holding a secret that every local user can read.
+fn refuse_world_readable(path: &std::path::Path, key: &str) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o004 != 0 {
+            return Err(invalid(
+                key,
+                format!(
+                    "{} holds the component secret and every user of this machine can read it (mode {mode:o}): \
+                     run `chmod o-rwx {}` (the service's user or group still needs to read it), \
+                     or move the secret to server.secret_file or the {SECRET_ENV} environment variable",
+                    path.display(),
+                    path.display()
+                ),
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, key);
+    Ok(())
 }
 
 fn default_keepalive() -> u64 {
@@ -162,6 +222,23 @@ pub struct LimitsConfig {
     /// Seconds to wait for an IQ answer.
     #[serde(default = "default_iq_timeout")]
     pub iq_timeout_secs: u64,
+    /// Stanzas a second one account (all its resources) may send us after
+    /// a burst; 0 turns the limit off.
+    #[serde(default = "default_rate")]
+    pub stanzas_per_sec: u64,
+    /// How many stanzas an account may send at once.
+    #[serde(default = "default_burst")]
+    pub stanza_burst: u64,
+    /// Largest stanza we act on, in bytes; larger ones get
+    /// `policy-violation`.
+    #[serde(default = "default_stanza_bytes")]
+    pub stanza_bytes: usize,
+    /// Calls ringing or in progress at once, over all owners.
+    #[serde(default = "default_calls")]
+    pub concurrent_calls: usize,
+    /// Calls one caller account may have ringing or in progress at once.
+    #[serde(default = "default_calls_per_caller")]
+    pub calls_per_caller: usize,
 }
 
 fn default_devices() -> usize {
@@ -176,6 +253,21 @@ fn default_pending() -> usize {
 fn default_iq_timeout() -> u64 {
     30
 }
+fn default_rate() -> u64 {
+    50
+}
+fn default_burst() -> u64 {
+    200
+}
+fn default_stanza_bytes() -> usize {
+    256 * 1024
+}
+fn default_calls() -> usize {
+    1_000
+}
+fn default_calls_per_caller() -> usize {
+    3
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -184,6 +276,11 @@ impl Default for LimitsConfig {
             watchers_per_owner: default_watchers(),
             pending_iqs: default_pending(),
             iq_timeout_secs: default_iq_timeout(),
+            stanzas_per_sec: default_rate(),
+            stanza_burst: default_burst(),
+            stanza_bytes: default_stanza_bytes(),
+            concurrent_calls: default_calls(),
+            calls_per_caller: default_calls_per_caller(),
         }
     }
 }
@@ -456,20 +553,56 @@ impl RuleConfig {
 }
 
 impl Config {
-    /// Reads and validates a file.
+    /// Reads and validates a file; the secret comes from
+    /// [`SECRET_ENV`] when set, else from `server.secret_file` or the file
+    /// itself, which must then not be world-readable.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::from_toml(&text)
-    }
-
-    /// Parses and validates TOML text.
-    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text)?;
+        let env = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty());
+        let mut cfg: Config = toml::from_str(&text)?;
+        if !cfg.server.secret.expose().is_empty() {
+            refuse_world_readable(path, "server.secret")?;
+        }
+        cfg.resolve_secret(env)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Parses and validates TOML text (the secret from the text or
+    /// `server.secret_file`).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text)?;
+        cfg.resolve_secret(None)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Settles `server.secret` from, in order: `env`, `server.secret_file`,
+    /// the config text.
+    fn resolve_secret(&mut self, env: Option<String>) -> Result<(), ConfigError> {
+        let server = &mut self.server;
+        if !server.secret.expose().is_empty() && server.secret_file.is_some() {
+            return Err(invalid(
+                "server.secret_file",
+                "set either server.secret or server.secret_file, not both",
+            ));
+        }
+        if let Some(env) = env {
+            server.secret = Secret(env);
+            return Ok(());
+        }
+        if let Some(file) = &server.secret_file {
+            refuse_world_readable(file, "server.secret_file")?;
+            let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            server.secret = Secret(text.lines().next().unwrap_or_default().trim().to_owned());
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -485,10 +618,10 @@ impl Config {
                 ))
             }
         }
-        if self.server.secret.is_empty() {
+        if self.server.secret.expose().is_empty() {
             return Err(invalid(
                 "server.secret",
-                "is empty: set the component_secret of the server's Component block",
+                format!("is empty: set it (or server.secret_file, or the {SECRET_ENV} environment variable) to the component_secret of the server's Component block"),
             ));
         }
         if self.classes.is_empty() || self.classes.len() > 32 {
@@ -645,6 +778,11 @@ impl Config {
                 devices_per_owner: self.limits.devices_per_owner,
                 watchers_per_owner: self.limits.watchers_per_owner,
                 pending_iqs: self.limits.pending_iqs,
+                stanzas_per_sec: self.limits.stanzas_per_sec,
+                stanza_burst: self.limits.stanza_burst,
+                stanza_bytes: self.limits.stanza_bytes,
+                concurrent_calls: self.limits.concurrent_calls,
+                calls_per_caller: self.limits.calls_per_caller,
             },
             seed,
         }
@@ -666,6 +804,66 @@ mod tests {
         name = "alice"
         accounts = ["alice@localhost"]
     "#;
+
+    fn write_mode(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_world_readable_config_with_a_secret_is_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_mode(dir.path(), "component.toml", MINIMAL, 0o644);
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("chmod o-rwx") && err.contains("secret_file"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("s3cret"),
+            "the message must not print the secret: {err}"
+        );
+        // Readable by owner and group only: fine.
+        let path = write_mode(dir.path(), "component.toml", MINIMAL, 0o640);
+        assert_eq!(
+            Config::from_file(&path).unwrap().server.secret.expose(),
+            "s3cret"
+        );
+    }
+
+    #[test]
+    fn the_secret_can_live_in_its_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = write_mode(dir.path(), "secret", "from-file\n", 0o600);
+        let text = MINIMAL.replace(
+            "secret = \"s3cret\"",
+            &format!("secret_file = {:?}", secret.display().to_string()),
+        );
+        // No secret in the config itself: it may be world-readable.
+        let path = write_mode(dir.path(), "component.toml", &text, 0o644);
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.server.secret.expose(), "from-file");
+        assert!(
+            !format!("{cfg:?}").contains("from-file"),
+            "Debug shows the secret"
+        );
+        // The secret file itself must not be world-readable.
+        write_mode(dir.path(), "secret", "from-file\n", 0o644);
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.starts_with("server.secret_file:"), "{err}");
+        // Both at once is ambiguous.
+        let both = MINIMAL.replace(
+            "secret = \"s3cret\"",
+            &format!(
+                "secret = \"x\"\nsecret_file = {:?}",
+                secret.display().to_string()
+            ),
+        );
+        assert!(Config::from_toml(&both).is_err());
+    }
 
     #[test]
     fn the_sample_config_parses() {

@@ -68,7 +68,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let domain = &config.server.domain;
         info!(%addr, %domain, "connecting");
         let connected = tokio::select! {
-            r = connection::connect(addr, domain, &config.server.secret, timeouts) => r,
+            r = connection::connect(addr, domain, config.server.secret.expose(), timeouts) => r,
             _ = &mut shutdown => return Ok(()),
         };
         let mut stream = match connected {

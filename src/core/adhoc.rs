@@ -21,6 +21,10 @@ use super::{Core, Time, WatcherState};
 pub(super) const COMMANDS: &str = "http://jabber.org/protocol/commands";
 /// How long a form waits for its submission.
 const SESSION_MS: u64 = 10 * 60 * 1000;
+/// Open forms per requesting account; a new one closes its oldest.
+const SESSIONS_PER_ACCOUNT: usize = 8;
+/// Open forms over everyone; beyond, `resource-constraint`.
+const SESSIONS_MAX: usize = 10_000;
 
 /// An open multi-stage command.
 #[derive(Debug, Clone)]
@@ -111,6 +115,26 @@ impl Core {
         q
     }
 
+    /// Makes room for one more session of `from`'s account: closes its
+    /// oldest beyond [`SESSIONS_PER_ACCOUNT`]; false when everyone's
+    /// sessions are at [`SESSIONS_MAX`].
+    fn room_for_session(&mut self, from: &Jid) -> bool {
+        let account = from.to_bare();
+        let mut own: Vec<(Time, String)> = self
+            .adhoc_sessions
+            .iter()
+            .filter(|(_, s)| s.requester.to_bare() == account)
+            .map(|(id, s)| (s.expires, id.clone()))
+            .collect();
+        if own.len() >= SESSIONS_PER_ACCOUNT {
+            own.sort();
+            for (_, id) in own.iter().take(own.len() + 1 - SESSIONS_PER_ACCOUNT) {
+                self.adhoc_sessions.remove(id);
+            }
+        }
+        self.adhoc_sessions.len() < SESSIONS_MAX
+    }
+
     /// An IQ set with a `<command/>` to the domain.
     pub(super) fn adhoc(&mut self, now: Time, iq: &Element, from: &Jid, cmd: &Element) {
         self.adhoc_sessions.retain(|_, s| s.expires > now);
@@ -169,6 +193,9 @@ impl Core {
                 }
 
                 _ => {
+                    if !self.room_for_session(from) {
+                        return self.reply_error(iq, ErrorType::Wait, "resource-constraint");
+                    }
                     let x = self.command_form(now, &node, owner, from);
                     let sid = self.next_id();
                     self.adhoc_sessions.insert(

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use chrono::{Datelike, Timelike};
 use jid::{FullJid, Jid};
 use minidom::Element;
-use tracing::{debug, info, trace};
+use tracing::{debug, info, trace, warn};
 
 use super::address::proxy_jid;
 use super::jingle::{
@@ -269,6 +269,10 @@ impl Core {
             receipt.append_child(element("received", jingle::RECEIPTS, &[("id", msg_id)]));
             self.send(receipt);
         }
+        if !self.admit_call(&caller) {
+            let reject = jmi("reject", &sid, vec![reason("busy")]);
+            return self.send_jmi(&face, caller.as_str(), reject);
+        }
         let plan = self.ring_plan(now, owner, class, &caller.to_bare());
         if plan.steps.is_empty() {
             info!(owner = %self.owners[owner].name, "no device to ring: busy");
@@ -292,6 +296,31 @@ impl Core {
             return;
         };
         self.ring_step(now, c);
+    }
+
+    /// Whether a new call from `caller` fits the limits on live calls
+    /// (over all owners, and per caller account); refused calls are busy.
+    fn admit_call(&self, caller: &FullJid) -> bool {
+        let limits = &self.cfg.limits;
+        if self.calls.calls.len() >= limits.concurrent_calls {
+            warn!(
+                limit = limits.concurrent_calls,
+                "call refused: too many live calls"
+            );
+            return false;
+        }
+        let account = caller.to_bare();
+        let own = self
+            .calls
+            .calls
+            .values()
+            .filter(|c| c.caller.to_bare() == account)
+            .count();
+        if own >= limits.calls_per_caller {
+            warn!(caller = %account, limit = limits.calls_per_caller, "call refused: caller has too many live calls");
+            return false;
+        }
+        true
     }
 
     /// Rings the next step of call `c`'s plan: a leg per device, offered
@@ -753,6 +782,9 @@ impl Core {
                 self.owners[owner].virtual_jid, self.cfg.classes[class].name
             );
             self.ack(iq);
+            if !self.admit_call(&caller) {
+                return self.send_own(now, &face.clone(), caller.as_str(), terminate(&sid, "busy"));
+            }
             let plan = self.ring_plan(now, owner, class, &caller.to_bare());
             if plan.steps.is_empty() {
                 return self.send_own(now, &face.clone(), caller.as_str(), terminate(&sid, "busy"));

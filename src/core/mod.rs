@@ -20,6 +20,7 @@ pub mod commands;
 pub mod devices;
 mod disco;
 pub mod jingle;
+mod limits;
 mod linking;
 pub mod presence;
 pub mod router;
@@ -35,13 +36,16 @@ use minidom::Element;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, error, trace, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use self::address::Secrets;
 use self::devices::{ClassDef, Device};
 use self::presence::Published;
 use self::router::Target;
 use self::stanza::{error_reply, ns, ErrorType};
+
+/// Senders whose rate is tracked at once (see [`limits::RateLimiter`]).
+const RATE_BUCKETS: usize = 65_536;
 
 /// Wall-clock time in milliseconds since the Unix epoch, given by the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -135,6 +139,39 @@ pub struct Limits {
     pub watchers_per_owner: usize,
     /// IQs we wait for at once (caps lookups).
     pub pending_iqs: usize,
+    /// Stanzas a second per sending account; 0 = unlimited.
+    pub stanzas_per_sec: u64,
+    /// Stanzas a sending account may send at once.
+    pub stanza_burst: u64,
+    /// Largest stanza acted on, in bytes.
+    pub stanza_bytes: usize,
+    /// Live calls over all owners.
+    pub concurrent_calls: usize,
+    /// Live calls per caller account.
+    pub calls_per_caller: usize,
+}
+
+/// How much state the core holds: every figure is bounded by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Footprint {
+    /// Owners (provisioned and registered).
+    pub owners: usize,
+    /// Live devices, over all owners.
+    pub devices: usize,
+    /// Most live devices of one owner.
+    pub max_devices_per_owner: usize,
+    /// Watcher edges (pending and approved), over all owners.
+    pub watchers: usize,
+    /// Most watchers of one owner.
+    pub max_watchers_per_owner: usize,
+    /// Live calls.
+    pub calls: usize,
+    /// IQs we wait for.
+    pub pending_iqs: usize,
+    /// Senders with a rate bucket.
+    pub rate_buckets: usize,
+    /// Open ad-hoc command sessions.
+    pub adhoc_sessions: usize,
 }
 
 /// What the core needs to know from `component.toml`.
@@ -367,6 +404,7 @@ pub struct Core {
     flush_at: Option<Time>,
     settle_until: Time,
     guard_drops: u64,
+    rate: limits::RateLimiter,
 }
 
 impl Core {
@@ -461,6 +499,7 @@ impl Core {
             .into_iter()
             .map(|(ver, f)| (ver, Arc::new(f.into_iter().collect())))
             .collect();
+        let cfg_rate = (cfg.limits.stanzas_per_sec, cfg.limits.stanza_burst);
         Core {
             rng: StdRng::seed_from_u64(cfg.seed),
             cfg,
@@ -478,6 +517,7 @@ impl Core {
             flush_at: None,
             settle_until: Time(0),
             guard_drops: 0,
+            rate: limits::RateLimiter::new(cfg_rate.0, cfg_rate.1, RATE_BUCKETS),
         }
     }
 
@@ -508,6 +548,23 @@ impl Core {
     /// Live calls.
     pub fn calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// How much state the core holds now.
+    pub fn footprint(&self) -> Footprint {
+        let devices = self.owners.iter().map(|o| o.devices.len());
+        let watchers = self.owners.iter().map(|o| o.watchers.len());
+        Footprint {
+            owners: self.owners.len(),
+            devices: devices.clone().sum(),
+            max_devices_per_owner: devices.max().unwrap_or(0),
+            watchers: watchers.clone().sum(),
+            max_watchers_per_owner: watchers.max().unwrap_or(0),
+            calls: self.calls.len(),
+            pending_iqs: self.pending.len(),
+            rate_buckets: self.rate.len(),
+            adhoc_sessions: self.adhoc_sessions.len(),
+        }
     }
 
     /// Stanzas the privacy guard refused so far (each one a bug).
@@ -642,6 +699,9 @@ impl Core {
             }
         };
         trace!(kind, from = %from, to = %to, "stanza in");
+        if !self.admit(now, &stanza, &from) {
+            return;
+        }
         let target = router::route(
             &to,
             |n| self.by_name.get(n).copied(),
@@ -660,6 +720,40 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Flood control: the sender's rate and the stanza's size. A refused
+    /// IQ request gets an error (it must be answered); a refused message
+    /// or presence is dropped, logged once per episode.
+    fn admit(&mut self, now: Time, stanza: &Element, from: &Jid) -> bool {
+        let typ = stanza.attr("type");
+        let answer = stanza.name() == "iq" && matches!(typ, Some("result") | Some("error"));
+        // Answers to our own queries are not the sender's to ration.
+        if !answer {
+            match self.rate.check(&from.to_bare(), now) {
+                limits::Verdict::Pass => {}
+                limits::Verdict::PassAfter { refused } => {
+                    info!(sender = %from.to_bare(), refused, "sender back under its rate limit");
+                }
+                limits::Verdict::Refuse { first } => {
+                    if first {
+                        warn!(sender = %from.to_bare(), per_sec = self.cfg.limits.stanzas_per_sec, "sender over its rate limit: refusing its stanzas");
+                    }
+                    if stanza.name() == "iq" {
+                        self.reply_error(stanza, ErrorType::Wait, "resource-constraint");
+                    }
+                    return false;
+                }
+            }
+        }
+        if limits::larger_than(stanza, self.cfg.limits.stanza_bytes) {
+            warn!(sender = %from, kind = stanza.name(), max = self.cfg.limits.stanza_bytes, "refused an oversized stanza");
+            if !answer {
+                self.reply_error(stanza, ErrorType::Modify, "policy-violation");
+            }
+            return false;
+        }
+        true
     }
 
     /// Messages neither commands, calls nor chat relay took: RFC 6121

@@ -51,6 +51,11 @@ fn config(policy: SubscriptionPolicy) -> CoreConfig {
             devices_per_owner: 8,
             watchers_per_owner: 100,
             pending_iqs: 100,
+            stanzas_per_sec: 1_000,
+            stanza_burst: 1_000,
+            stanza_bytes: 64 * 1024,
+            concurrent_calls: 100,
+            calls_per_caller: 3,
         },
         seed: 7,
     }
@@ -2067,4 +2072,100 @@ fn a_chat_rule_naming_devices_delivers_only_to_those_online() {
     h.device_gone("laptop");
     let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='m2' from='{BOB}' to='alice@{D}'><body>hi</body></message>"));
     assert_eq!(out[0].attr("to"), Some("alice@localhost"));
+}
+
+// ---- Flood control (issue 5) ----
+
+fn error_condition(el: &Element) -> Option<&str> {
+    let err = el.get_child("error", ns::COMPONENT)?;
+    err.children()
+        .find(|c| c.has_ns(ns::STANZAS) && c.name() != "text")
+        .map(|c| c.name())
+}
+
+fn limited(per_sec: u64, burst: u64) -> Harness {
+    let mut cfg = config(SubscriptionPolicy::Ask);
+    cfg.limits.stanzas_per_sec = per_sec;
+    cfg.limits.stanza_burst = burst;
+    Harness::with(cfg, Stored::default())
+}
+
+#[test]
+fn a_flooding_sender_is_refused_while_others_get_through() {
+    let mut h = limited(10, 20);
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='bob@localhost' to='alice@{D}'/>"));
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='alice@localhost' to='bob\\40localhost@{D}'/>"));
+    let mut refused_iqs = 0;
+    let mut answered = 0;
+    for n in 0..10_000 {
+        let out = h.input(&format!(
+            "<iq xmlns='jabber:component:accept' type='get' id='q{n}' from='eve@evil.example/x' to='{D}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ));
+        assert_eq!(out.len(), 1, "every IQ is answered exactly once");
+        match error_condition(&out[0]) {
+            Some("resource-constraint") => refused_iqs += 1,
+            None => answered += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+        h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='eve@evil.example' to='alice@{D}'/>"));
+    }
+    assert!(answered <= 20, "only the burst is served: {answered}");
+    assert!(refused_iqs >= 9_980);
+    let f = h.core.footprint();
+    assert!(f.watchers <= 2 && f.rate_buckets <= 3, "{f:?}");
+    // Alice's devices still reach Bob at once.
+    h.device("phone", "<show>dnd</show>");
+    let out = h.advance(200);
+    let bob = to_bob(&out);
+    assert!(from_class(&bob, "chat").is_some(), "{out:?}");
+}
+
+#[test]
+fn an_oversized_stanza_gets_policy_violation() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    let big = "x".repeat(70 * 1024);
+    let out = h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' id='m1' from='bob@localhost/pc' to='alice@{D}'><body>{big}</body></message>"
+    ));
+    assert_eq!(out.len(), 1);
+    assert_eq!(error_condition(&out[0]), Some("policy-violation"));
+    assert_eq!(out[0].attr("id"), Some("m1"));
+}
+
+#[test]
+fn a_caller_may_ring_only_a_few_calls_at_once() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    for sid in ["S1", "S2", "S3"] {
+        assert_eq!(legs(&propose(&mut h, sid)).len(), 2, "{sid} rings");
+    }
+    let out = propose(&mut h, "S4");
+    assert!(
+        legs(&out).is_empty(),
+        "a fourth call from Bob rings nothing"
+    );
+    let reject = to_bob_jmi(&out, "reject");
+    assert_eq!(reject.len(), 1, "{out:?}");
+    assert!(jmi_of(reject[0])
+        .unwrap()
+        .get_child("reason", jingle::JINGLE)
+        .is_some_and(|r| r.has_child("busy", jingle::JINGLE)));
+    assert_eq!(h.core.calls(), 3);
+}
+
+#[test]
+fn the_total_of_live_calls_is_bounded() {
+    let mut cfg = config(SubscriptionPolicy::Open);
+    cfg.limits.concurrent_calls = 2;
+    let mut h = Harness::with(cfg, Stored::default());
+    let out = h.device("phone", &caps_for("https://conversations.im", JINGLE_AUDIO));
+    let q = out.iter().find(|e| e.name() == "iq").unwrap().clone();
+    h.answer_disco(&q, JINGLE_AUDIO);
+    h.advance(200);
+    for n in 0..5 {
+        h.input(&format!(
+            "<message xmlns='jabber:component:accept' type='chat' from='caller{n}@localhost/x' to='alice@{D}'>\
+             <propose xmlns='urn:xmpp:jingle-message:0' id='c{n}'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>"
+        ));
+    }
+    assert_eq!(h.core.calls(), 2);
 }

@@ -61,6 +61,8 @@ level = "{self.level}"
 
 {owners_toml}
 """)
+        # It holds the secret: the component refuses a world-readable one.
+        os.chmod(self.config, 0o600)
         self.proc = None
 
     def log_text(self):
