@@ -32,7 +32,10 @@
 //! ```
 
 pub mod config;
+#[cfg(feature = "server")]
 pub mod connection;
 pub mod core;
+#[cfg(feature = "server")]
 pub mod runtime;
+#[cfg(feature = "server")]
 pub mod store;

@@ -3,7 +3,9 @@
 //! Bob, strangers and spoofers, with time passing. After every step: no
 //! panic, every stanza out is addressed and from our domain, nothing to
 //! anyone but Alice's own account names her devices (DESIGN.md section 1),
-//! and every IQ request gets exactly one answer.
+//! every IQ request gets exactly one answer, and the state stays within
+//! the configured limits. `scripts/fuzz` runs the same entry point under
+//! libFuzzer.
 
 use jid::BareJid;
 use minidom::Element;
@@ -30,6 +32,8 @@ fn core() -> Core {
         devices_per_owner = 4
         watchers_per_owner = 3
         pending_iqs = 4
+        calls_per_caller = 2
+        concurrent_calls = 3
         [[owners]]
         name = "alice"
         accounts = ["alice@localhost"]
@@ -266,6 +270,13 @@ proptest! {
                 prop_assert_eq!(leaks(el, &devices), None, "{:?} after {}", el, xml(input));
             }
             prop_assert_eq!(core.guard_drops(), 0);
+            // State stays within the configured limits, whatever arrives.
+            let f = core.footprint();
+            prop_assert!(
+                f.max_devices_per_owner <= 4 && f.max_watchers_per_owner <= 3 && f.pending_iqs <= 4
+                    && f.calls <= 3 && f.rate_buckets <= 16,
+                "{:?}", f
+            );
             // RFC 6120 §8.2.3: a well-addressed IQ request gets exactly one answer.
             let addressed = input.from.as_deref().is_some_and(|f| jid::Jid::new(f).is_ok() && !f.contains(D))
                 && input.to.as_deref().is_some_and(|t| t.ends_with(D) || t.contains(&format!("{D}/")))

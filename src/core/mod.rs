@@ -345,6 +345,35 @@ struct Owner {
     provisioned: bool,
 }
 
+/// `s` parsed and in canonical form (RFC 7622 §3.2: lowercase domain, no
+/// final dot). The jid crate lowercases, but keeps a final dot on some
+/// inputs and not others, so the string is rebuilt from its parts; the
+/// server must see our domain exactly as configured, and watchers one
+/// spelling of each address.
+fn canonical_jid(s: &str) -> Option<Jid> {
+    let j = Jid::new(s).ok()?;
+    let domain = j.domain().as_str();
+    let text = j.as_str();
+    if !domain.ends_with('.') && !text.ends_with('.') && !text.contains("./") {
+        return Some(j);
+    }
+    let trimmed = domain.strip_suffix('.').unwrap_or(domain);
+    let mut out = String::with_capacity(s.len());
+    if let Some(node) = j.node() {
+        out.push_str(node.as_str());
+        out.push('@');
+    }
+    out.push_str(trimmed);
+    if let Some(res) = j.resource() {
+        out.push('/');
+        out.push_str(res.as_str());
+    }
+    if out == j.as_str() {
+        return Some(j);
+    }
+    Jid::new(&out).ok()
+}
+
 /// Whether `jid` matches an entry of an allow or block list (a bare JID or
 /// a domain).
 fn listed(list: &[String], jid: &BareJid) -> bool {
@@ -656,7 +685,7 @@ impl Core {
     /// One stanza from the server. Never panics on its content: a stanza we
     /// cannot use gets an RFC 6120 error reply where one is allowed, or is
     /// dropped with a log line.
-    pub fn handle_stanza(&mut self, now: Time, stanza: Element) {
+    pub fn handle_stanza(&mut self, now: Time, mut stanza: Element) {
         if stanza.ns() != ns::COMPONENT {
             debug!(name = stanza.name(), ns = %stanza.ns(), "dropped: not a stanza");
             return;
@@ -666,7 +695,7 @@ impl Core {
             debug!(name = kind, "dropped: not a stanza");
             return;
         }
-        let Some(from) = stanza.attr("from").and_then(|f| Jid::new(f).ok()) else {
+        let Some(from) = stanza.attr("from").and_then(canonical_jid) else {
             // RFC 6120 §8.1.2.1: the server stamps `from`; without a usable
             // one there is no one to answer.
             warn!(kind, from = ?stanza.attr("from"), "dropped: missing or malformed from");
@@ -678,7 +707,7 @@ impl Core {
             debug!(kind, from = %from, "dropped: from our own domain");
             return;
         }
-        let to = match stanza.attr("to").map(Jid::new) {
+        let to = match stanza.attr("to").map(|t| canonical_jid(t).ok_or(())) {
             Some(Ok(to)) if to.domain().as_str() == self.cfg.domain => to,
             Some(Ok(to)) => {
                 debug!(kind, to = %to, "dropped: not for our domain");
@@ -699,6 +728,12 @@ impl Core {
             }
         };
         trace!(kind, from = %from, to = %to, "stanza in");
+        // From here on every address is the normalised one (RFC 7622:
+        // `UNIFIED.example` is `unified.example`): replies and relays echo
+        // attributes, and the server expects our own domain exactly.
+        stanza::set_attr(&mut stanza, "from", from.as_str());
+        stanza::set_attr(&mut stanza, "to", to.as_str());
+        let kind = stanza.name();
         if !self.admit(now, &stanza, &from) {
             return;
         }

@@ -2169,3 +2169,24 @@ fn the_total_of_live_calls_is_bounded() {
     }
     assert_eq!(h.core.calls(), 2);
 }
+
+#[test]
+fn addresses_are_answered_in_canonical_form() {
+    // RFC 7622: `UNIFIED.localhost.` is our domain; the reply must name it
+    // exactly as configured, or the server refuses our stream.
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    for to in [
+        "nobody@UNIFIED.Localhost",
+        "nobody@unified.localhost.",
+        "NoBody@Unified.localhost./x",
+    ] {
+        let out = h.input(&format!(
+            "<iq xmlns='jabber:component:accept' type='get' id='1' from='Bob@LocalHost./pc' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        ));
+        assert_eq!(out.len(), 1, "{to}");
+        let from = out[0].attr("from").unwrap();
+        assert!(from.starts_with("nobody@unified.localhost"), "{from}");
+        assert!(!from.contains("localhost."), "{from}");
+        assert_eq!(out[0].attr("to"), Some("bob@localhost/pc"));
+    }
+}

@@ -1,0 +1,84 @@
+//! Coverage-guided fuzzing of the core's stanza entry point.
+//!
+//! Each input line is one stanza (in the component namespace) or `+N`,
+//! which lets N milliseconds pass. After every step: no panic, every
+//! stanza out is addressed and comes from our domain, the privacy guard
+//! had nothing to stop (a drop means some path built a leak), and every
+//! IQ request addressed to us got at most one answer so far.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use minidom::Element;
+use unified_presence::config::Config;
+use unified_presence::core::{Core, Stored, Time};
+
+const D: &str = "unified.localhost";
+
+fn core() -> Core {
+    let cfg = Config::from_toml(&format!(
+        r#"
+        [server]
+        address = "127.0.0.1:5347"
+        domain = "{D}"
+        secret = "s"
+        [store]
+        path = "/nonexistent"
+        [presence]
+        coalesce_ms = 50
+        settle_ms = 0
+        [limits]
+        devices_per_owner = 4
+        watchers_per_owner = 3
+        pending_iqs = 4
+        concurrent_calls = 4
+        [[owners]]
+        name = "alice"
+        accounts = ["alice@localhost"]
+        subscription = "ask"
+        allow = ["bob@localhost"]
+        "#
+    ))
+    .expect("fuzz config");
+    Core::new(cfg.core_config(7), Stored::default())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let mut core = core();
+    let mut now = Time(1_700_000_000_000);
+    core.handle_connected(now);
+    while core.poll_transmit().is_some() {}
+    for line in text.lines().take(64) {
+        if let Some(ms) = line.strip_prefix('+') {
+            now = now.plus_ms(ms.parse::<u64>().unwrap_or(0).min(3_600_000));
+            core.handle_timeout(now);
+        } else {
+            let wrapped = format!("<w xmlns='jabber:component:accept'>{line}</w>");
+            let Ok(w) = wrapped.parse::<Element>() else {
+                continue;
+            };
+            for stanza in w.children() {
+                core.handle_stanza(now, stanza.clone());
+            }
+        }
+        while core.poll_store().is_some() {}
+        while let Some(out) = core.poll_transmit() {
+            let from = out.attr("from").unwrap_or_default();
+            assert!(
+                from == D || from.ends_with(&format!("@{D}")) || from.contains(&format!("@{D}/")),
+                "not from our domain: {out:?}"
+            );
+            assert!(out.attr("to").is_some(), "unaddressed: {out:?}");
+        }
+        assert_eq!(
+            core.guard_drops(),
+            0,
+            "the privacy guard had to stop a stanza"
+        );
+        let size = core.footprint();
+        assert!(
+            size.calls <= 4 && size.devices <= 4 && size.watchers <= 3,
+            "{size:?}"
+        );
+    }
+});
