@@ -4,6 +4,7 @@
 //! backoff (1, 2, 4 ... 64 s) when the stream is lost.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
@@ -26,6 +27,9 @@ pub enum RunError {
     Store(#[from] StoreError),
 }
 
+/// Failed writes of bookkeeping (see [`drain`]), for rate-limited logs.
+static BOOKKEEPING_FAILURES: AtomicU64 = AtomicU64::new(0);
+
 const MAX_BACKOFF: Duration = Duration::from_secs(64);
 
 fn now() -> Time {
@@ -43,10 +47,22 @@ fn instant_of(t: Time) -> Instant {
 enum Ended {
     Shutdown,
     Lost(String),
+    /// The store refused an acknowledged change: reopen it and rebuild
+    /// the core from what it holds, on the same stream.
+    StoreFailed,
 }
 
-/// Runs the component until `shutdown` completes or the store fails.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+impl From<DrainError> for Ended {
+    fn from(e: DrainError) -> Ended {
+        match e {
+            DrainError::Store => Ended::StoreFailed,
+            DrainError::Stream(reason) => Ended::Lost(reason),
+        }
+    }
+}
+
+/// Opens the store and builds a core from what it holds.
+fn open(config: &Config) -> Result<(Store, Core), StoreError> {
     let store = Store::open(&config.store.path)?;
     let stored = store.load()?;
     info!(
@@ -56,7 +72,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         path = %config.store.path.display(),
         "store loaded"
     );
-    let mut core = Core::new(config.core_config(rand::random()), stored);
+    let core = Core::new(config.core_config(rand::random()), stored);
+    Ok((store, core))
+}
+
+/// After a failed write: drops the store (sled refuses every write after
+/// an I/O error) and opens it again, so that memory holds exactly what the
+/// disk does. Retries for a few seconds (the old handle's file lock may
+/// take a moment to go), then gives up: the process exits with the error.
+async fn reopen(config: &Config, old: Store) -> Result<(Store, Core), StoreError> {
+    drop(old);
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1.. {
+        match open(config) {
+            Ok(opened) => {
+                info!("store reopened; state rebuilt from what it holds");
+                return Ok(opened);
+            }
+            Err(e) if attempt < 8 => {
+                warn!(error = %e, attempt, "cannot reopen the store yet");
+                sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Runs the component until `shutdown` completes or the store fails.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let (mut store, mut core) = open(&config)?;
     let timeouts = Timeouts {
         read_timeout: Duration::from_secs(config.server.keepalive_secs.max(1)),
         response_timeout: Duration::from_secs(30),
@@ -85,17 +131,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         };
         info!(%domain, "connected");
         backoff = Duration::from_secs(1);
-        core.handle_connected(now());
-        let ended = match drain(&mut core, &store, &mut stream).await {
-            Ok(()) => session(&mut core, &store, &mut stream, &mut shutdown).await?,
-            Err(e) => Ended::Lost(e),
+        let ended = loop {
+            core.handle_connected(now());
+            let ended = match drain(&mut core, &store, &mut stream).await {
+                Ok(()) => session(&mut core, &store, &mut stream, &mut shutdown).await,
+                Err(e) => e.into(),
+            };
+            match ended {
+                Ended::StoreFailed => (store, core) = reopen(&config, store).await?,
+                other => break other,
+            }
         };
         match ended {
             Ended::Shutdown => {
                 info!("shutting down");
                 core.handle_shutdown(now());
-                if let Err(e) = drain(&mut core, &store, &mut stream).await {
-                    warn!(error = %e, "could not say goodbye to watchers");
+                if drain(&mut core, &store, &mut stream).await.is_err() {
+                    warn!("could not say goodbye to watchers");
                 }
                 let _ = stream.shutdown().await;
                 store.flush().await?;
@@ -108,6 +160,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     _ = &mut shutdown => return Ok(()),
                 }
             }
+            Ended::StoreFailed => unreachable!("handled in the loop above"),
         }
     }
 }
@@ -117,7 +170,7 @@ async fn session(
     store: &Store,
     stream: &mut Stream,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Result<Ended, StoreError> {
+) -> Ended {
     let mut keepalive = 0u64;
     loop {
         let deadline = core.poll_timeout().map(instant_of);
@@ -125,7 +178,7 @@ async fn session(
             item = stream.next() => match item {
                 Some(Ok(el)) => {
                     if let Some(condition) = stream_error_condition(&el) {
-                        return Ok(Ended::Lost(format!("stream error: {condition}")));
+                        return Ended::Lost(format!("stream error: {condition}"));
                     }
                     core.handle_stanza(now(), el);
                 }
@@ -139,45 +192,70 @@ async fn session(
                     ping.append_child(element("ping", ns::PING, &[]));
                     debug!("keepalive");
                     if let Err(e) = stream.send(&ping).await {
-                        return Ok(Ended::Lost(e.to_string()));
+                        return Ended::Lost(e.to_string());
                     }
                 }
                 Some(Err(ReadError::ParseError(e))) => {
                     warn!(error = %e, "dropped an element that failed to parse");
                 }
-                Some(Err(ReadError::HardError(e))) => return Ok(Ended::Lost(e.to_string())),
+                Some(Err(ReadError::HardError(e))) => return Ended::Lost(e.to_string()),
                 Some(Err(ReadError::StreamFooterReceived)) | None => {
-                    return Ok(Ended::Lost("the server closed the stream".into()));
+                    return Ended::Lost("the server closed the stream".into());
                 }
             },
             _ = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
                 core.handle_timeout(now());
             }
-            _ = shutdown.as_mut() => return Ok(Ended::Shutdown),
+            _ = shutdown.as_mut() => return Ended::Shutdown,
         }
-        if let Err(reason) = drain(core, store, stream).await {
-            return Ok(Ended::Lost(reason));
+        if let Err(e) = drain(core, store, stream).await {
+            return e.into();
         }
     }
 }
 
-/// The single-mutation invariant: after every input, store changes first
-/// (flushed), then every stanza, in one write.
-async fn drain(core: &mut Core, store: &Store, stream: &mut Stream) -> Result<(), String> {
-    let mut wrote = false;
-    while let Some(op) = core.poll_store() {
-        if let Err(e) = store.apply(&op) {
-            error!(error = %e, "store write failed");
-            return Err(e.to_string());
+/// Why a drain stopped.
+enum DrainError {
+    /// The store refused acknowledged changes: the requester got an error
+    /// and nothing acknowledging them was sent.
+    Store,
+    /// The stream to the server failed.
+    Stream(String),
+}
+
+/// The single-mutation invariant: after every input, its store changes
+/// first, as one transaction, flushed if anything acknowledges them; then
+/// every stanza, in one write.
+async fn drain(core: &mut Core, store: &Store, stream: &mut Stream) -> Result<(), DrainError> {
+    let ops: Vec<_> = std::iter::from_fn(|| core.poll_store()).collect();
+    if !ops.is_empty() {
+        let acknowledged = ops.iter().any(|op| op.acknowledged());
+        let written = match store.commit(&ops) {
+            Ok(()) if acknowledged => store.flush().await,
+            other => other,
+        };
+        match written {
+            Ok(()) => {}
+            Err(e) if acknowledged => {
+                error!(error = %e, changes = ops.len(), "store write failed: the requester gets an error, nothing was changed");
+                core.handle_store_failure(now());
+                send_all(core, stream).await.map_err(DrainError::Stream)?;
+                return Err(DrainError::Store);
+            }
+            Err(e) => {
+                // Device sightings and cached caps: relearned if lost, and
+                // retried by the next change. Logged once in a while.
+                let n = BOOKKEEPING_FAILURES.fetch_add(1, Ordering::Relaxed);
+                if n % 1000 == 0 {
+                    warn!(error = %e, failures = n + 1, "store write of device bookkeeping failed");
+                }
+            }
         }
-        wrote = true;
     }
-    if wrote {
-        if let Err(e) = store.flush().await {
-            error!(error = %e, "store flush failed");
-            return Err(e.to_string());
-        }
-    }
+    send_all(core, stream).await.map_err(DrainError::Stream)
+}
+
+async fn send_all(core: &mut Core, stream: &mut Stream) -> Result<(), String> {
     let mut sent = false;
     while let Some(el) = core.poll_transmit() {
         stream.feed(&el).await.map_err(|e| e.to_string())?;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use jid::{BareJid, FullJid};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use sled::transaction::{TransactionError, Transactional};
 use tracing::warn;
 
 use crate::core::{StoreOp, Stored};
@@ -19,6 +19,9 @@ pub enum StoreError {
     /// sled reported an error (I/O, corruption, full disk).
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// The write transaction gave up (never expected: nothing aborts it).
+    #[error("store: transaction aborted")]
+    Aborted,
     /// A value could not be encoded.
     #[error("store: cannot encode a value: {0}")]
     Encode(#[from] serde_json::Error),
@@ -77,10 +80,21 @@ fn load_tree<J, T: DeserializeOwned>(
     Ok(out)
 }
 
-fn put<T: Serialize>(tree: &sled::Tree, k: Vec<u8>, v: &T) -> Result<(), StoreError> {
-    tree.insert(k, serde_json::to_vec(v)?)?;
-    Ok(())
+/// The trees, in the order [`Store::commit`] hands them to sled.
+#[derive(Debug, Clone, Copy)]
+enum T {
+    Watchers,
+    Accounts,
+    Caps,
+    Devices,
+    Rules,
+    Owners,
+    Blocked,
+    Settings,
 }
+
+/// One key written (`Some`) or removed (`None`) in one tree.
+type Write = (T, Vec<u8>, Option<Vec<u8>>);
 
 impl Store {
     /// Opens (or creates) the store in directory `path`.
@@ -156,30 +170,70 @@ impl Store {
         })
     }
 
-    /// Applies one change (not yet flushed).
+    /// Writes the changes of one input as one transaction: all of them or
+    /// none (not yet flushed). Values are encoded, and the keys an
+    /// unregistration removes are listed, before anything is written.
+    pub fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let mut writes: Vec<Write> = Vec::with_capacity(ops.len());
+        for op in ops {
+            self.plan(op, &mut writes)?;
+        }
+        let trees = [
+            self.watchers.clone(),
+            self.accounts.clone(),
+            self.caps.clone(),
+            self.devices.clone(),
+            self.rules.clone(),
+            self.owners.clone(),
+            self.blocked.clone(),
+            self.settings.clone(),
+        ];
+        trees
+            .transaction(|t| {
+                for (tree, k, v) in &writes {
+                    match v {
+                        Some(v) => t[*tree as usize].insert(k.as_slice(), v.as_slice())?,
+                        None => t[*tree as usize].remove(k.as_slice())?,
+                    };
+                }
+                Ok(())
+            })
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => StoreError::Sled(e),
+                TransactionError::Abort(()) => StoreError::Aborted,
+            })
+    }
+
+    /// Applies one change (as [`Store::commit`] of one).
     pub fn apply(&self, op: &StoreOp) -> Result<(), StoreError> {
+        self.commit(std::slice::from_ref(op))
+    }
+
+    fn plan(&self, op: &StoreOp, writes: &mut Vec<Write>) -> Result<(), StoreError> {
+        let mut put = |tree: T, k: Vec<u8>, v: Vec<u8>| writes.push((tree, k, Some(v)));
         match op {
             StoreOp::Owner {
                 owner,
                 record: Some(r),
-            } => put(&self.owners, owner.as_bytes().to_vec(), r)?,
+            } => put(T::Owners, owner.as_bytes().to_vec(), serde_json::to_vec(r)?),
             StoreOp::Owner {
                 owner,
                 record: None,
             } => {
-                // Everything of hers goes, in one batch per tree.
+                // Everything of hers goes.
                 let prefix = key(owner, "");
-                for tree in [&self.watchers, &self.accounts, &self.devices] {
-                    let mut batch = sled::Batch::default();
+                for (t, tree) in [
+                    (T::Watchers, &self.watchers),
+                    (T::Accounts, &self.accounts),
+                    (T::Devices, &self.devices),
+                ] {
                     for k in tree.scan_prefix(&prefix).keys() {
-                        batch.remove(k?);
+                        writes.push((t, k?.to_vec(), None));
                     }
-                    tree.apply_batch(batch)?;
                 }
-                self.rules.remove(owner.as_bytes())?;
-                self.blocked.remove(owner.as_bytes())?;
-                self.settings.remove(owner.as_bytes())?;
-                self.owners.remove(owner.as_bytes())?;
+                for t in [T::Rules, T::Blocked, T::Settings, T::Owners] {
+                    writes.push((t, owner.as_bytes().to_vec(), None));
+                }
             }
             StoreOp::Watcher {
                 owner,
@@ -188,30 +242,53 @@ impl Store {
             } => {
                 let k = key(owner, watcher.as_str());
                 match state {
-                    Some(s) => put(&self.watchers, k, s)?,
-                    None => {
-                        self.watchers.remove(k)?;
-                    }
+                    Some(s) => put(T::Watchers, k, serde_json::to_vec(s)?),
+                    None => writes.push((T::Watchers, k, None)),
                 }
             }
             StoreOp::Account {
                 owner,
                 account,
                 state,
-            } => put(&self.accounts, key(owner, account.as_str()), state)?,
-            StoreOp::Caps { ver, features } => put(&self.caps, ver.as_bytes().to_vec(), features)?,
-            StoreOp::Settings { owner, settings } => {
-                put(&self.settings, owner.as_bytes().to_vec(), settings)?
-            }
-            StoreOp::Blocked { owner, blocked } => {
-                put(&self.blocked, owner.as_bytes().to_vec(), blocked)?
-            }
-            StoreOp::Rules { owner, rules } => put(&self.rules, owner.as_bytes().to_vec(), rules)?,
+            } => put(
+                T::Accounts,
+                key(owner, account.as_str()),
+                serde_json::to_vec(state)?,
+            ),
+            StoreOp::Caps { ver, features } => put(
+                T::Caps,
+                ver.as_bytes().to_vec(),
+                serde_json::to_vec(features)?,
+            ),
+            StoreOp::Settings { owner, settings } => put(
+                T::Settings,
+                owner.as_bytes().to_vec(),
+                serde_json::to_vec(settings)?,
+            ),
+            StoreOp::Blocked { owner, blocked } => put(
+                T::Blocked,
+                owner.as_bytes().to_vec(),
+                serde_json::to_vec(blocked)?,
+            ),
+            StoreOp::Rules { owner, rules } => put(
+                T::Rules,
+                owner.as_bytes().to_vec(),
+                serde_json::to_vec(rules)?,
+            ),
             StoreOp::Device {
                 owner,
                 device,
                 record,
-            } => put(&self.devices, key(owner, device.as_str()), record)?,
+            }
+            | StoreOp::DeviceSeen {
+                owner,
+                device,
+                record,
+            } => put(
+                T::Devices,
+                key(owner, device.as_str()),
+                serde_json::to_vec(record)?,
+            ),
         }
         Ok(())
     }

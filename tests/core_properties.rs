@@ -248,7 +248,7 @@ proptest! {
             now = now.plus_ms(input.advance_ms);
             core.handle_timeout(now);
             while let Some(op) = core.poll_store() {
-                if let StoreOp::Device { device, .. } = op {
+                if let StoreOp::DeviceSeen { device, .. } = op {
                     devices.push(device.resource().to_string());
                 }
             }

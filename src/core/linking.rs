@@ -184,7 +184,7 @@ impl Core {
         if is_new {
             self.secrets.add_resource(full.resource().as_str(), i);
         }
-        self.store.push_back(StoreOp::Device {
+        self.store.push_back(StoreOp::DeviceSeen {
             owner: name,
             device: full.clone(),
             record,

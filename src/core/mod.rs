@@ -302,6 +302,26 @@ pub enum StoreOp {
         /// The record.
         record: DeviceRecord,
     },
+    /// A device came online or went offline: its record's `last_seen`.
+    /// Nothing is acknowledged on it, so it is not flushed on its own.
+    DeviceSeen {
+        /// Owner name.
+        owner: String,
+        /// The device.
+        device: FullJid,
+        /// The record.
+        record: DeviceRecord,
+    },
+}
+
+impl StoreOp {
+    /// Whether a stanza we send acknowledges this change (a decision, a
+    /// setting, a rule): then it is flushed before that stanza goes out,
+    /// and if it cannot be written the requester gets an error. Device
+    /// sightings and the caps cache are bookkeeping that can be relearned.
+    pub fn acknowledged(&self) -> bool {
+        !matches!(self, StoreOp::DeviceSeen { .. } | StoreOp::Caps { .. })
+    }
 }
 
 /// What the store held at start.
@@ -434,6 +454,9 @@ pub struct Core {
     settle_until: Time,
     guard_drops: u64,
     rate: limits::RateLimiter,
+    /// What the sender of the current input gets if the store cannot take
+    /// the changes it made (see [`Core::handle_store_failure`]).
+    on_store_failure: Option<Element>,
 }
 
 impl Core {
@@ -546,6 +569,7 @@ impl Core {
             flush_at: None,
             settle_until: Time(0),
             guard_drops: 0,
+            on_store_failure: None,
             rate: limits::RateLimiter::new(cfg_rate.0, cfg_rate.1, RATE_BUCKETS),
         }
     }
@@ -659,6 +683,21 @@ impl Core {
         }
     }
 
+    /// The store could not take the changes of the last input, so nothing
+    /// that acknowledges them may go out: every pending stanza and change
+    /// is dropped, the sender gets `internal-server-error` (type `wait`),
+    /// and every call ends, since the shell rebuilds the core from the
+    /// store next (what the store holds is the truth; calls are not in it).
+    pub fn handle_store_failure(&mut self, now: Time) {
+        self.store.clear();
+        self.transmit.clear();
+        if let Some(reply) = self.on_store_failure.take() {
+            self.send(reply);
+        }
+        self.abort_all_calls(now);
+        self.store.clear();
+    }
+
     /// Time passed: flush coalesced presence, expire IQs.
     pub fn handle_timeout(&mut self, now: Time) {
         let expired: Vec<String> = self
@@ -686,6 +725,7 @@ impl Core {
     /// cannot use gets an RFC 6120 error reply where one is allowed, or is
     /// dropped with a log line.
     pub fn handle_stanza(&mut self, now: Time, mut stanza: Element) {
+        self.on_store_failure = None;
         if stanza.ns() != ns::COMPONENT {
             debug!(name = stanza.name(), ns = %stanza.ns(), "dropped: not a stanza");
             return;
@@ -733,7 +773,6 @@ impl Core {
         // attributes, and the server expects our own domain exactly.
         stanza::set_attr(&mut stanza, "from", from.as_str());
         stanza::set_attr(&mut stanza, "to", to.as_str());
-        let kind = stanza.name();
         if !self.admit(now, &stanza, &from) {
             return;
         }
@@ -742,16 +781,30 @@ impl Core {
             |n| self.by_name.get(n).copied(),
             |r| self.cfg.classes.iter().position(|c| c.name == r),
         );
+        self.dispatch(now, &stanza, from, target);
+        if self.store.iter().any(StoreOp::acknowledged) {
+            let text = "The service could not save this change (storage error), so nothing changed. Please try again later.";
+            self.on_store_failure = error_reply(
+                &stanza,
+                ErrorType::Wait,
+                "internal-server-error",
+                Some(text),
+            );
+        }
+    }
+
+    fn dispatch(&mut self, now: Time, stanza: &Element, from: Jid, target: Target) {
+        let kind = stanza.name();
         match kind {
-            "presence" => self.handle_presence(now, &stanza, from, target),
-            "iq" => self.handle_iq(now, &stanza, from, target),
+            "presence" => self.handle_presence(now, stanza, from, target),
+            "iq" => self.handle_iq(now, stanza, from, target),
             _ => {
-                let command = target == Target::Domain && self.command_message(now, &stanza, &from);
+                let command = target == Target::Domain && self.command_message(now, stanza, &from);
                 if !command
-                    && !self.call_message(now, &stanza, &from, &target)
-                    && !self.chat_message(now, &stanza, &from, &target)
+                    && !self.call_message(now, stanza, &from, &target)
+                    && !self.chat_message(now, stanza, &from, &target)
                 {
-                    self.handle_message(&stanza, target);
+                    self.handle_message(stanza, target);
                 }
             }
         }

@@ -2190,3 +2190,26 @@ fn addresses_are_answered_in_canonical_form() {
         assert_eq!(out[0].attr("to"), Some("bob@localhost/pc"));
     }
 }
+
+#[test]
+fn a_change_the_store_refuses_is_answered_with_an_error_and_not_acknowledged() {
+    let mut h = Harness::new(SubscriptionPolicy::Open);
+    let el: Element = format!("<presence xmlns='jabber:component:accept' type='subscribe' id='s1' from='bob@localhost' to='alice@{D}'/>").parse().unwrap();
+    h.core.handle_stanza(h.now, el);
+    // The shell could not write what the core asked for.
+    let ops: Vec<StoreOp> = std::iter::from_fn(|| h.core.poll_store()).collect();
+    assert!(ops.iter().any(StoreOp::acknowledged), "{ops:?}");
+    h.core.handle_store_failure(h.now);
+    let out = h.drain();
+    assert_eq!(out.len(), 1, "only the error goes out: {out:?}");
+    assert_eq!(out[0].attr("to"), Some("bob@localhost"));
+    assert_eq!(out[0].attr("type"), Some("error"));
+    assert_eq!(error_condition(&out[0]), Some("internal-server-error"));
+    // Device bookkeeping alone is not a change anyone was told about.
+    h.device("phone", "");
+    let seen = h
+        .ops
+        .iter()
+        .find(|op| matches!(op, StoreOp::DeviceSeen { .. }));
+    assert!(seen.is_some_and(|op| !op.acknowledged()), "{:?}", h.ops);
+}
