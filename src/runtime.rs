@@ -61,9 +61,62 @@ impl From<DrainError> for Ended {
     }
 }
 
-/// Opens the store and builds a core from what it holds.
-fn open(config: &Config) -> Result<(Store, Core), StoreError> {
-    let store = Store::open(&config.store.path)?;
+/// The store as the runtime holds it. After a failed write it is dropped
+/// (sled refuses every write after an I/O error, and a full disk can make
+/// reopening fail too); the next change that needs it tries to open it
+/// again, at most every [`REOPEN_EVERY`].
+struct Disk {
+    store: Option<Store>,
+    last_try: Option<Instant>,
+}
+
+const REOPEN_EVERY: Duration = Duration::from_secs(2);
+
+impl Disk {
+    /// Opens the store and builds a core from what it holds.
+    fn open(config: &Config) -> Result<(Disk, Core), StoreError> {
+        let store = Store::open(&config.store.path)?;
+        let core = load(config, &store)?;
+        let disk = Disk {
+            store: Some(store),
+            last_try: None,
+        };
+        Ok((disk, core))
+    }
+
+    /// After a failed write: tries to open the store again and, if it
+    /// opens, returns a core rebuilt from what it holds, so that memory
+    /// holds exactly what the disk does.
+    async fn reopen(&mut self, config: &Config) -> Option<Core> {
+        if self.last_try.is_some_and(|t| t.elapsed() < REOPEN_EVERY) {
+            return None;
+        }
+        self.last_try = Some(Instant::now());
+        // The old handle's file lock must go first.
+        self.store = None;
+        let mut wait = Duration::from_millis(20);
+        for attempt in 1..=4 {
+            match Store::open(&config.store.path).and_then(|s| Ok((load(config, &s)?, s))) {
+                Ok((core, store)) => {
+                    info!("store reopened; state rebuilt from what it holds");
+                    self.store = Some(store);
+                    return Some(core);
+                }
+                Err(e) if attempt < 4 => {
+                    debug!(error = %e, attempt, "cannot reopen the store yet");
+                    sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    error!(error = %e, "the store cannot be opened: presence and calls go on, every change is refused until it can");
+                }
+            }
+        }
+        None
+    }
+}
+
+fn load(config: &Config, store: &Store) -> Result<Core, StoreError> {
     let stored = store.load()?;
     info!(
         watchers = stored.watchers.len(),
@@ -72,37 +125,12 @@ fn open(config: &Config) -> Result<(Store, Core), StoreError> {
         path = %config.store.path.display(),
         "store loaded"
     );
-    let core = Core::new(config.core_config(rand::random()), stored);
-    Ok((store, core))
-}
-
-/// After a failed write: drops the store (sled refuses every write after
-/// an I/O error) and opens it again, so that memory holds exactly what the
-/// disk does. Retries for a few seconds (the old handle's file lock may
-/// take a moment to go), then gives up: the process exits with the error.
-async fn reopen(config: &Config, old: Store) -> Result<(Store, Core), StoreError> {
-    drop(old);
-    let mut wait = Duration::from_millis(50);
-    for attempt in 1.. {
-        match open(config) {
-            Ok(opened) => {
-                info!("store reopened; state rebuilt from what it holds");
-                return Ok(opened);
-            }
-            Err(e) if attempt < 8 => {
-                warn!(error = %e, attempt, "cannot reopen the store yet");
-                sleep(wait).await;
-                wait *= 2;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    unreachable!("the loop returns")
+    Ok(Core::new(config.core_config(rand::random()), stored))
 }
 
 /// Runs the component until `shutdown` completes or the store fails.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let (mut store, mut core) = open(&config)?;
+    let (mut disk, mut core) = Disk::open(&config)?;
     let timeouts = Timeouts {
         read_timeout: Duration::from_secs(config.server.keepalive_secs.max(1)),
         response_timeout: Duration::from_secs(30),
@@ -131,14 +159,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         };
         info!(%domain, "connected");
         backoff = Duration::from_secs(1);
+        let mut fresh = true;
         let ended = loop {
-            core.handle_connected(now());
-            let ended = match drain(&mut core, &store, &mut stream).await {
-                Ok(()) => session(&mut core, &store, &mut stream, &mut shutdown).await,
+            if fresh {
+                core.handle_connected(now());
+            }
+            let ended = match drain(&mut core, &mut disk, &mut stream).await {
+                Ok(()) => session(&mut core, &mut disk, &mut stream, &mut shutdown).await,
                 Err(e) => e.into(),
             };
             match ended {
-                Ended::StoreFailed => (store, core) = reopen(&config, store).await?,
+                Ended::StoreFailed => match disk.reopen(&config).await {
+                    Some(rebuilt) => {
+                        core.end_calls(now());
+                        if let Err(e) = send_all(&mut core, &mut stream).await {
+                            warn!(error = %e, "could not end the calls");
+                        }
+                        core = rebuilt;
+                        fresh = true;
+                    }
+                    None => fresh = false,
+                },
                 other => break other,
             }
         };
@@ -146,11 +187,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Ended::Shutdown => {
                 info!("shutting down");
                 core.handle_shutdown(now());
-                if drain(&mut core, &store, &mut stream).await.is_err() {
+                if drain(&mut core, &mut disk, &mut stream).await.is_err() {
                     warn!("could not say goodbye to watchers");
                 }
                 let _ = stream.shutdown().await;
-                store.flush().await?;
+                if let Some(store) = &disk.store {
+                    store.flush().await?;
+                }
                 return Ok(());
             }
             Ended::Lost(reason) => {
@@ -167,7 +210,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
 async fn session(
     core: &mut Core,
-    store: &Store,
+    disk: &mut Disk,
     stream: &mut Stream,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
@@ -208,7 +251,7 @@ async fn session(
             }
             _ = shutdown.as_mut() => return Ended::Shutdown,
         }
-        if let Err(e) = drain(core, store, stream).await {
+        if let Err(e) = drain(core, disk, stream).await {
             return e.into();
         }
     }
@@ -226,20 +269,24 @@ enum DrainError {
 /// The single-mutation invariant: after every input, its store changes
 /// first, as one transaction, flushed if anything acknowledges them; then
 /// every stanza, in one write.
-async fn drain(core: &mut Core, store: &Store, stream: &mut Stream) -> Result<(), DrainError> {
+async fn drain(core: &mut Core, disk: &mut Disk, stream: &mut Stream) -> Result<(), DrainError> {
     let ops: Vec<_> = std::iter::from_fn(|| core.poll_store()).collect();
     if !ops.is_empty() {
         let acknowledged = ops.iter().any(|op| op.acknowledged());
-        let written = match store.commit(&ops) {
-            Ok(()) if acknowledged => store.flush().await,
-            other => other,
+        let written = match &disk.store {
+            Some(store) => match store.commit(&ops) {
+                Ok(()) if acknowledged => store.flush().await,
+                other => other,
+            },
+            None => Err(StoreError::Unavailable),
         };
         match written {
             Ok(()) => {}
             Err(e) if acknowledged => {
                 error!(error = %e, changes = ops.len(), "store write failed: the requester gets an error, nothing was changed");
-                core.handle_store_failure(now());
+                core.handle_store_failure();
                 send_all(core, stream).await.map_err(DrainError::Stream)?;
+                disk.store = None;
                 return Err(DrainError::Store);
             }
             Err(e) => {

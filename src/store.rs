@@ -19,6 +19,9 @@ pub enum StoreError {
     /// sled reported an error (I/O, corruption, full disk).
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// The store could not be reopened after a failed write.
+    #[error("store: not open (a write failed earlier and it cannot be reopened yet)")]
+    Unavailable,
     /// The write transaction gave up (never expected: nothing aborts it).
     #[error("store: transaction aborted")]
     Aborted,

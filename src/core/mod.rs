@@ -685,17 +685,20 @@ impl Core {
 
     /// The store could not take the changes of the last input, so nothing
     /// that acknowledges them may go out: every pending stanza and change
-    /// is dropped, the sender gets `internal-server-error` (type `wait`),
-    /// and every call ends, since the shell rebuilds the core from the
-    /// store next (what the store holds is the truth; calls are not in it).
-    pub fn handle_store_failure(&mut self, now: Time) {
+    /// is dropped and the sender gets `internal-server-error` (type
+    /// `wait`). The shell then rebuilds the core from the store if it can
+    /// (after [`Core::end_calls`]: calls are not in the store).
+    pub fn handle_store_failure(&mut self) {
         self.store.clear();
         self.transmit.clear();
         if let Some(reply) = self.on_store_failure.take() {
             self.send(reply);
         }
+    }
+
+    /// Every call ends on every side (before this core is replaced).
+    pub fn end_calls(&mut self, now: Time) {
         self.abort_all_calls(now);
-        self.store.clear();
     }
 
     /// Time passed: flush coalesced presence, expire IQs.
@@ -811,8 +814,9 @@ impl Core {
     }
 
     /// Flood control: the sender's rate and the stanza's size. A refused
-    /// IQ request gets an error (it must be answered); a refused message
-    /// or presence is dropped, logged once per episode.
+    /// IQ request gets an error (it must be answered), and so does the
+    /// first refused message of an episode; the rest are dropped, logged
+    /// once per episode.
     fn admit(&mut self, now: Time, stanza: &Element, from: &Jid) -> bool {
         let typ = stanza.attr("type");
         let answer = stanza.name() == "iq" && matches!(typ, Some("result") | Some("error"));
@@ -827,8 +831,15 @@ impl Core {
                     if first {
                         warn!(sender = %from.to_bare(), per_sec = self.cfg.limits.stanzas_per_sec, "sender over its rate limit: refusing its stanzas");
                     }
-                    if stanza.name() == "iq" {
-                        self.reply_error(stanza, ErrorType::Wait, "resource-constraint");
+                    // IQs must be answered; a person's message gets one
+                    // error per episode, so that she learns why.
+                    if stanza.name() == "iq" || (first && stanza.name() == "message") {
+                        let text = "Too many stanzas from your account: slow down.";
+                        if let Some(e) =
+                            error_reply(stanza, ErrorType::Wait, "resource-constraint", Some(text))
+                        {
+                            self.send(e);
+                        }
                     }
                     return false;
                 }

@@ -2199,7 +2199,7 @@ fn a_change_the_store_refuses_is_answered_with_an_error_and_not_acknowledged() {
     // The shell could not write what the core asked for.
     let ops: Vec<StoreOp> = std::iter::from_fn(|| h.core.poll_store()).collect();
     assert!(ops.iter().any(StoreOp::acknowledged), "{ops:?}");
-    h.core.handle_store_failure(h.now);
+    h.core.handle_store_failure();
     let out = h.drain();
     assert_eq!(out.len(), 1, "only the error goes out: {out:?}");
     assert_eq!(out[0].attr("to"), Some("bob@localhost"));

@@ -45,7 +45,9 @@ class Component:
         self.config = os.path.join(self.dir, "component.toml")
         self.log = os.path.join(self.dir, "component.log")
         with open(self.config, "w") as f:
-            f.write(f"""[server]
+            # owners_toml first: it may start with top-level keys (admins).
+            f.write(f"""{owners_toml}
+[server]
 address = "127.0.0.1:{prosody.component}"
 domain = "{DOMAIN}"
 secret = "{SECRET}"
@@ -58,8 +60,6 @@ path = "{self.dir}/store"
 {presence_toml}
 [log]
 level = "{self.level}"
-
-{owners_toml}
 """)
         # It holds the secret: the component refuses a world-readable one.
         os.chmod(self.config, 0o600)
@@ -69,11 +69,21 @@ level = "{self.level}"
         with open(self.log, errors="replace") as f:
             return f.read()
 
-    def start(self, wait_connected=True):
+    def start(self, wait_connected=True, max_file_bytes=None):
+        """Starts the binary; `max_file_bytes` caps the size of every file
+        it writes (RLIMIT_FSIZE, with SIGXFSZ ignored so that a write past
+        it fails with EFBIG, as on a full disk)."""
         self._logf = open(self.log, "a")
         self.connections = self.log_text().count(" connected domain=")
+
+        def limit():
+            if max_file_bytes is not None:
+                import resource
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
         self.proc = subprocess.Popen([BIN, "--config", self.config], stdout=self._logf,
-                                     stderr=subprocess.STDOUT, env={k: v for k, v in os.environ.items() if k != "RUST_LOG"})
+                                     stderr=subprocess.STDOUT, preexec_fn=limit,
+                                     env={k: v for k, v in os.environ.items() if k != "RUST_LOG"})
         if wait_connected:
             self.wait_log(" connected domain=", self.connections + 1)
         return self
@@ -96,6 +106,15 @@ level = "{self.level}"
             if time.time() > deadline:
                 raise AssertionError(f"component log never showed {needle!r}:\n{self.log_text()[-3000:]}")
             await asyncio.sleep(0.05)
+
+    def memory_kib(self):
+        """(current RSS, peak RSS) of the running process, in KiB."""
+        fields = {}
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                fields[k] = v.strip()
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
