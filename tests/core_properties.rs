@@ -17,30 +17,7 @@ const D: &str = "unified.localhost";
 const SECRET_NODE: &str = "https://secret-node.example";
 
 fn core() -> Core {
-    let cfg = Config::from_toml(&format!(
-        r#"
-        [server]
-        address = "127.0.0.1:5347"
-        domain = "{D}"
-        secret = "s"
-        [store]
-        path = "/nonexistent"
-        [presence]
-        coalesce_ms = 50
-        settle_ms = 0
-        [limits]
-        devices_per_owner = 4
-        watchers_per_owner = 3
-        pending_iqs = 4
-        calls_per_caller = 2
-        concurrent_calls = 3
-        [[owners]]
-        name = "alice"
-        accounts = ["alice@localhost"]
-        subscription = "ask"
-        "#
-    ))
-    .expect("test config");
+    let cfg = Config::from_toml(include_str!("entry_point.toml")).expect("test config");
     // Bob already watches and Carol waits for Alice's answer, so that
     // random device churn reaches a watcher at once.
     let bare = |s: &str| BareJid::new(s).expect("test jid");

@@ -15,30 +15,8 @@ use unified_presence::core::{Core, Stored, Time};
 const D: &str = "unified.localhost";
 
 fn core() -> Core {
-    let cfg = Config::from_toml(&format!(
-        r#"
-        [server]
-        address = "127.0.0.1:5347"
-        domain = "{D}"
-        secret = "s"
-        [store]
-        path = "/nonexistent"
-        [presence]
-        coalesce_ms = 50
-        settle_ms = 0
-        [limits]
-        devices_per_owner = 4
-        watchers_per_owner = 3
-        pending_iqs = 4
-        concurrent_calls = 4
-        [[owners]]
-        name = "alice"
-        accounts = ["alice@localhost"]
-        subscription = "ask"
-        allow = ["bob@localhost"]
-        "#
-    ))
-    .expect("fuzz config");
+    // The property test's configuration (small limits).
+    let cfg = Config::from_toml(include_str!("../../tests/entry_point.toml")).expect("fuzz config");
     Core::new(cfg.core_config(7), Stored::default())
 }
 

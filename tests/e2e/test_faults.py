@@ -35,6 +35,16 @@ async def ask(client, text):
     return await client.wait_for(from_service, since, what=f"the answer to {text!r}")
 
 
+def propose(caller, to, id_):
+    """The caller's client proposes an audio call (XEP-0353)."""
+    caller.send_raw(f"<message type='chat' to='{to}'><propose xmlns='{JMI}' id='{id_}'>"
+                    "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
+
+
+def jmi(name):
+    return lambda e: e.tag == C + "message" and e.find(f"{{{JMI}}}{name}") is not None
+
+
 async def alice_linked(p, features=(), resource="phone"):
     phone = await Client(f"alice@localhost/{resource}", features).online(p.c2s)
     await phone.wait_for(presence(ALICE, "subscribe"), what="the linking request")
@@ -212,8 +222,7 @@ subscription = "open"
         t0 = time.monotonic()
         for n in range(10_000):
             eve.send_raw(f"<presence type='subscribe' to='{ALICE}'/>")
-            eve.send_raw(f"<message type='chat' to='{ALICE}'><propose xmlns='{JMI}' id='f{n}'>"
-                         f"<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
+            propose(eve, ALICE, f"f{n}")
             if n % 500 == 0:
                 await asyncio.sleep(0)
         # While the flood is being routed: Carol's change reaches Bob, and
@@ -224,9 +233,8 @@ subscription = "open"
                                timeout=30, what="Carol's change during the flood")
         assert p is not None
         since_c = carol.mark()
-        bob.send_raw(f"<message type='chat' to='{carol_v}'><propose xmlns='{JMI}' id='during-flood'>"
-                     f"<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
-        await carol.wait_for(lambda e: e.tag == C + "message" and e.find(f"{{{JMI}}}propose") is not None,
+        propose(bob, carol_v, "during-flood")
+        await carol.wait_for(jmi("propose"),
                              since_c, timeout=30, what="Bob's call during the flood")
         elapsed = time.monotonic() - t0
         await comp.await_log("sender over its rate limit")
@@ -254,9 +262,8 @@ def test_prosody_restart_while_a_call_rings_and_watchers_are_online(tmp_path, pr
         await bob.wait_for(presence(f"{ALICE}/audio"))
         await asyncio.sleep(0.5)
         since = phone.mark()
-        bob.send_raw(f"<message type='chat' to='{ALICE}'><propose xmlns='{JMI}' id='c1'>"
-                     "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
-        await phone.wait_for(lambda e: e.tag == C + "message" and e.find(f"{{{JMI}}}propose") is not None, since)
+        propose(bob, ALICE, "c1")
+        await phone.wait_for(jmi("propose"), since)
         prosody.stop()
         await comp.await_log("connection lost")
         await asyncio.gather(phone.gone.wait(), bob.gone.wait())
@@ -271,9 +278,8 @@ def test_prosody_restart_while_a_call_rings_and_watchers_are_online(tmp_path, pr
         assert show_of(p) is None, "available, not busy"
         await asyncio.sleep(0.5)
         since = phone2.mark()
-        bob2.send_raw(f"<message type='chat' to='{ALICE}'><propose xmlns='{JMI}' id='c2'>"
-                      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
-        await phone2.wait_for(lambda e: e.tag == C + "message" and e.find(f"{{{JMI}}}propose") is not None,
+        propose(bob2, ALICE, "c2")
+        await phone2.wait_for(jmi("propose"),
                               since, what="a new call after the restart")
         for c in (phone2, bob2):
             await c.offline()
@@ -293,15 +299,14 @@ def test_sigterm_ends_calls_tells_watchers_and_keeps_what_was_acknowledged(tmp_p
         assert "is blocked" in body(await ask(phone, "block spam@spam.example"))
         await asyncio.sleep(0.5)
         since_p = phone.mark()
-        bob.send_raw(f"<message type='chat' to='{ALICE}'><propose xmlns='{JMI}' id='t1'>"
-                     "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
-        await phone.wait_for(lambda e: e.tag == C + "message" and e.find(f"{{{JMI}}}propose") is not None, since_p)
+        propose(bob, ALICE, "t1")
+        await phone.wait_for(jmi("propose"), since_p)
         since_b, since_p = bob.mark(), phone.mark()
         comp.proc.send_signal(signal.SIGTERM)
         await bob.wait_for(presence(f"{ALICE}/audio", "unavailable"), since_b, what="unavailable on shutdown")
-        await bob.wait_for(lambda e: e.tag == C + "message" and e.find(f"{{{JMI}}}reject") is not None
-                           or e.find(f"{{{JMI}}}retract") is not None, since_b, what="the call ended for Bob")
-        await phone.wait_for(lambda e: e.tag == C + "message" and e.find(f"{{{JMI}}}retract") is not None,
+        await bob.wait_for(lambda e: jmi("reject")(e) or jmi("retract")(e) or jmi("finish")(e), since_b,
+                           what="the call ended for Bob")
+        await phone.wait_for(jmi("retract"),
                              since_p, what="the ringing stopped on the phone")
         for c in (phone, bob):
             await c.offline()
