@@ -118,6 +118,15 @@ def test_a_full_disk_is_an_error_to_the_requester_and_nothing_half_written(tmp_p
     asyncio.run(check())
 
 
+async def alice_and_watching_bob(p):
+    """Alice's phone (audio calls) linked; Bob, who can call, watches her."""
+    phone = await alice_linked(p, JINGLE_AUDIO + [JMI])
+    bob = await Client("bob@localhost/pc", JINGLE_AUDIO + [JMI]).online(p.c2s)
+    bob.send_presence(pto=ALICE, ptype="subscribe")
+    await bob.wait_for(presence(f"{ALICE}/audio"), what="Alice's audio presence")
+    return phone, bob
+
+
 def owners_toml(n):
     owners = "".join(f"""
 [[owners]]
@@ -256,10 +265,7 @@ def test_prosody_restart_while_a_call_rings_and_watchers_are_online(tmp_path, pr
     comp.start()
 
     async def scenario():
-        phone = await alice_linked(prosody, JINGLE_AUDIO + [JMI])
-        bob = await Client("bob@localhost/pc", JINGLE_AUDIO + [JMI]).online(prosody.c2s)
-        bob.send_presence(pto=ALICE, ptype="subscribe")
-        await bob.wait_for(presence(f"{ALICE}/audio"))
+        phone, bob = await alice_and_watching_bob(prosody)
         await asyncio.sleep(0.5)
         since = phone.mark()
         propose(bob, ALICE, "c1")
@@ -292,10 +298,7 @@ def test_sigterm_ends_calls_tells_watchers_and_keeps_what_was_acknowledged(tmp_p
     comp.start()
 
     async def scenario():
-        phone = await alice_linked(prosody, JINGLE_AUDIO + [JMI])
-        bob = await Client("bob@localhost/pc", JINGLE_AUDIO + [JMI]).online(prosody.c2s)
-        bob.send_presence(pto=ALICE, ptype="subscribe")
-        await bob.wait_for(presence(f"{ALICE}/audio"))
+        phone, bob = await alice_and_watching_bob(prosody)
         assert "is blocked" in body(await ask(phone, "block spam@spam.example"))
         await asyncio.sleep(0.5)
         since_p = phone.mark()
