@@ -216,6 +216,15 @@ async fn session(
 ) -> Ended {
     let mut keepalive = 0u64;
     loop {
+        // A timer already due (a publish right after the change that
+        // caused it) runs now: tokio would only fire it at its next timer
+        // tick, after reading on while input is buffered.
+        if core.poll_timeout().is_some_and(|t| t <= now()) {
+            core.handle_timeout(now());
+            if let Err(e) = drain(core, disk, stream).await {
+                return e.into();
+            }
+        }
         let deadline = core.poll_timeout().map(instant_of);
         tokio::select! {
             item = stream.next() => match item {

@@ -539,10 +539,7 @@ impl Core {
                 }
             }
             // The call classes stop showing "In a call".
-            self.dirty.insert(call.owner);
-            if self.flush_at.is_none() {
-                self.flush_at = Some(self.settle_until);
-            }
+            self.schedule_publish(call.owner, self.settle_until);
         }
     }
 

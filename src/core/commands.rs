@@ -494,6 +494,8 @@ impl Core {
             records: Default::default(),
             watchers: Default::default(),
             published: vec![super::presence::Published::Unknown; self.cfg.classes.len()],
+            due: None,
+            last_publish: None,
             provisioned: false,
         });
         self.by_name.insert(name.clone(), i);
@@ -562,7 +564,7 @@ impl Core {
         owner.rules.clear();
         owner.watchers.clear();
         self.by_name.remove(&name);
-        self.dirty.remove(&i);
+        self.unschedule_publish(i);
         info!(owner = %name, "unregistered");
         self.store.push_back(StoreOp::Owner {
             owner: name,

@@ -361,6 +361,11 @@ struct Owner {
     records: HashMap<FullJid, DeviceRecord>,
     watchers: HashMap<BareJid, WatcherState>,
     published: Vec<Published>,
+    /// When her watchers are due to hear her latest change (see
+    /// [`Core::mark_dirty`]).
+    due: Option<Time>,
+    /// When her class presences were last worked out for her watchers.
+    last_publish: Option<Time>,
     /// Set up by the admin in component.toml (not removable by her).
     provisioned: bool,
 }
@@ -449,8 +454,8 @@ pub struct Core {
     next_id: u64,
     transmit: VecDeque<Element>,
     store: VecDeque<StoreOp>,
-    dirty: BTreeSet<usize>,
-    flush_at: Option<Time>,
+    /// Owners whose watchers are due to hear a change, by when.
+    dirty: BTreeSet<(Time, usize)>,
     settle_until: Time,
     guard_drops: u64,
     rate: limits::RateLimiter,
@@ -502,6 +507,8 @@ impl Core {
                 records: HashMap::new(),
                 watchers: HashMap::new(),
                 published: vec![Published::Unknown; cfg.classes.len()],
+                due: None,
+                last_publish: None,
                 provisioned,
             });
         }
@@ -566,7 +573,6 @@ impl Core {
             transmit: VecDeque::new(),
             store: VecDeque::new(),
             dirty: BTreeSet::new(),
-            flush_at: None,
             settle_until: Time(0),
             guard_drops: 0,
             on_store_failure: None,
@@ -592,7 +598,8 @@ impl Core {
     /// When [`Core::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Time> {
         let iq = self.pending.values().map(|p| p.deadline).min();
-        [self.flush_at, iq, self.calls.next_deadline()]
+        let publish = self.dirty.first().map(|(t, _)| *t);
+        [publish, iq, self.calls.next_deadline()]
             .into_iter()
             .flatten()
             .min()
@@ -715,12 +722,14 @@ impl Core {
             }
         }
         self.call_timeouts(now);
-        if self.flush_at.is_some_and(|t| t <= now) {
-            self.flush_at = None;
-            let dirty = std::mem::take(&mut self.dirty);
-            for owner in dirty {
-                self.publish(owner);
+        while let Some(&(at, owner)) = self.dirty.first() {
+            if at > now {
+                break;
             }
+            self.dirty.pop_first();
+            self.owners[owner].due = None;
+            self.owners[owner].last_publish = Some(now);
+            self.publish(owner);
         }
     }
 
@@ -878,11 +887,37 @@ impl Core {
         format!("up{:x}-{:08x}", self.next_id, salt)
     }
 
+    /// Owner `owner`'s devices changed. Coalescing with a leading edge:
+    /// if her watchers heard nothing for a whole `coalesce_ms`, they hear
+    /// this at once (right after the input that caused it); churn within
+    /// the window after that reaches them once, at its end. Nothing goes
+    /// out before `settle_until` (probe answers after a reconnect).
     fn mark_dirty(&mut self, owner: usize, now: Time) {
-        self.dirty.insert(owner);
-        if self.flush_at.is_none() {
-            let at = now.plus_ms(self.cfg.coalesce_ms).max(self.settle_until);
-            self.flush_at = Some(at);
+        let window_end = self.owners[owner]
+            .last_publish
+            .map_or(now, |t| t.plus_ms(self.cfg.coalesce_ms));
+        self.schedule_publish(owner, window_end.max(now).max(self.settle_until));
+    }
+
+    /// Owner `owner`'s watchers hear her class presences at `at` at the
+    /// latest.
+    fn schedule_publish(&mut self, owner: usize, at: Time) {
+        let o = &mut self.owners[owner];
+        match o.due {
+            Some(due) if due <= at => return,
+            Some(due) => {
+                self.dirty.remove(&(due, owner));
+            }
+            None => {}
+        }
+        o.due = Some(at);
+        self.dirty.insert((at, owner));
+    }
+
+    /// Owner `owner` has nothing left to publish (she unregistered).
+    fn unschedule_publish(&mut self, owner: usize) {
+        if let Some(due) = self.owners[owner].due.take() {
+            self.dirty.remove(&(due, owner));
         }
     }
 

@@ -444,6 +444,24 @@ fn bursts_are_coalesced_into_one_change() {
 }
 
 #[test]
+fn a_change_after_a_quiet_window_goes_out_at_once_and_churn_after_it_waits() {
+    let mut h = alice_with_phone_and_laptop();
+    h.advance(1000);
+    h.device("phone", "<show>dnd</show>");
+    let out = h.advance(0);
+    let bob = to_bob(&out);
+    let video = from_class(&bob, "video").expect("no wait after a quiet window");
+    assert_eq!(show(video).as_deref(), Some("dnd"));
+    h.device("phone", "<show>xa</show>");
+    let out = h.advance(50);
+    assert!(to_bob(&out).is_empty(), "within the window: {out:?}");
+    let out = h.advance(60);
+    let bob = to_bob(&out);
+    let video = from_class(&bob, "video").expect("at the end of the window");
+    assert_eq!(show(video).as_deref(), Some("xa"));
+}
+
+#[test]
 fn best_show_wins_and_idle_needs_every_device_idle() {
     let mut h = alice_with_phone_and_laptop();
     h.device(
