@@ -1,0 +1,959 @@
+//! The component alone, against a load generator that plays the XMPP
+//! server's side of XEP-0114 on loopback (issue 7, part 1), and the floor:
+//! the same stanzas through the XML stack alone (part 2), in the same run.
+//!
+//! `cargo bench --bench component -- [--owners O] [--devices D]
+//! [--watchers W] [--changes N] [--latency-owners O2]`
+//!
+//! 1. Starts the release binary with a generated config (O owners, open
+//!    subscriptions, rate limits off: one generator account sends for
+//!    many people) and accepts its connection, checking the handshake.
+//! 2. Sets everything up through the protocol: each owner's account
+//!    answers the component's `subscribe`, D devices per owner send
+//!    presence with XEP-0115 caps (the component asks disco#info once per
+//!    `ver`; the generator answers with features that hash to it), and W
+//!    watchers per owner subscribe. RSS is read from /proc after each step.
+//! 3. Streams churn as fast as the component reads it: first changes no
+//!    watcher can see (a device that is not the best one changes its
+//!    status), then changes every watcher sees (the best device's status).
+//! 4. A second, smaller run with `coalesce_ms = 0` measures the latency
+//!    from a device stanza written to the first watcher stanza read, at
+//!    half the rate the component sustained.
+//! 5. The floor: the component's own connection code (`connection::connect`)
+//!    reading the same presence bytes into elements, and building,
+//!    serialising and writing presences, with no core behind it.
+//!
+//! It prints one table (`key value` lines between `== component` and
+//! `== end`), which `scripts/bench` turns into ratios. Never a timed test.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures::{SinkExt, StreamExt};
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_xmpp::xmlstream::Timeouts;
+use unified_presence::connection;
+use unified_presence::core::stanza;
+
+const DOMAIN: &str = "unified.bench";
+const SECRET: &str = "bench-secret";
+const STREAM_ID: &str = "bench-stream-1";
+const NODE: &str = "https://client.bench.example";
+/// Audio and video capable devices: chat, audio and video classes.
+const FEATURES: &[&str] = &[
+    "http://jabber.org/protocol/caps",
+    "http://jabber.org/protocol/disco#info",
+    "urn:xmpp:jingle-message:0",
+    "urn:xmpp:jingle:1",
+    "urn:xmpp:jingle:apps:rtp:1",
+    "urn:xmpp:jingle:apps:rtp:audio",
+    "urn:xmpp:jingle:apps:rtp:video",
+    "urn:xmpp:jingle:transports:ice-udp:1",
+];
+/// Classes a device with [`FEATURES`] is in (chat, audio, video).
+const CLASSES_PER_DEVICE: usize = 3;
+const RESOURCES: &[&str] = &["phone", "laptop", "tablet", "desk", "watch", "car"];
+
+struct Args {
+    owners: usize,
+    devices: usize,
+    watchers: usize,
+    changes: usize,
+    latency_owners: usize,
+    bin: PathBuf,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        owners: 10_000,
+        devices: 3,
+        watchers: 20,
+        changes: 200_000,
+        latency_owners: 100,
+        bin: PathBuf::from(env!("CARGO_BIN_EXE_unified-presence")),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut num = || it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        match k.as_str() {
+            "--owners" => a.owners = num().max(1),
+            "--devices" => a.devices = num().clamp(2, RESOURCES.len()),
+            "--watchers" => a.watchers = num().max(1),
+            "--changes" => a.changes = num().max(1),
+            "--latency-owners" => a.latency_owners = num().max(1),
+            // cargo bench passes --bench; ignore what is not ours.
+            _ => {}
+        }
+    }
+    a
+}
+
+fn ver() -> String {
+    let mut s = String::from("client/pc//bench<");
+    let mut f: Vec<&str> = FEATURES.to_vec();
+    f.sort();
+    for x in f {
+        s.push_str(x);
+        s.push('<');
+    }
+    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
+}
+
+fn account(o: usize) -> String {
+    format!("o{o}@bench")
+}
+
+fn owner(o: usize) -> String {
+    format!("alice{o}@{DOMAIN}")
+}
+
+fn watcher(o: usize, w: usize) -> String {
+    format!("w{w}.{o}@watch")
+}
+
+/// A device presence as a client's server would forward it (~260 bytes).
+fn device_presence(o: usize, d: usize, show: &str, status: &str, ver: &str) -> String {
+    format!(
+        "<presence xmlns='jabber:component:accept' from='{}/{}' to='{}'><show>{show}</show><status>{status}</status><priority>{}</priority><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{NODE}' ver='{ver}'/></presence>",
+        account(o),
+        RESOURCES[d],
+        owner(o),
+        10 - d as i32,
+    )
+}
+
+/// Device `d`'s resting show: the first device is the best one.
+fn show_of(d: usize) -> &'static str {
+    match d {
+        0 => "chat",
+        1 => "away",
+        _ => "xa",
+    }
+}
+
+// ---- reading the component's stream -------------------------------------
+
+/// One top-level element the component sent, reduced to what we check.
+#[derive(Debug)]
+struct Out {
+    at: Instant,
+    name: String,
+    to: String,
+    typ: Option<String>,
+    id: Option<String>,
+    from: String,
+    /// `<status>` text, for presences.
+    status: Option<String>,
+}
+
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!(" {name}=");
+    let start = tag.find(&key)? + key.len();
+    let quote = tag[start..].chars().next()?;
+    let rest = &tag[start + 1..];
+    let end = rest.find(quote)?;
+    Some(&rest[..end])
+}
+
+fn summarise(el: &str, at: Instant) -> Out {
+    let head_end = el.find('>').unwrap_or(el.len());
+    let head = &el[..head_end];
+    let name = head[1..]
+        .split(|c: char| c.is_whitespace() || c == '/' || c == '>')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    let status = el.find("<status>").and_then(|s| {
+        let rest = &el[s + 8..];
+        rest.find("</status>").map(|e| rest[..e].to_owned())
+    });
+    Out {
+        at,
+        to: attr(head, "to").unwrap_or("").to_owned(),
+        from: attr(head, "from").unwrap_or("").to_owned(),
+        typ: attr(head, "type").map(str::to_owned),
+        id: attr(head, "id").map(str::to_owned),
+        name,
+        status,
+    }
+}
+
+/// Splits the byte stream into top-level elements (depth 1 below the
+/// stream root) by counting tags; enough for what minidom writes.
+async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, tx: mpsc::UnboundedSender<Out>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut depth = 0usize;
+    let mut scanned = 0usize;
+    let mut el_start = 0usize;
+    loop {
+        let n = match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let at = Instant::now();
+        buf.extend_from_slice(&chunk[..n]);
+        let mut i = scanned;
+        let mut consumed = 0usize;
+        while i < buf.len() {
+            if buf[i] != b'<' {
+                i += 1;
+                continue;
+            }
+            let Some(rel) = buf[i..].iter().position(|&b| b == b'>') else {
+                break;
+            };
+            let end = i + rel;
+            let closing = buf.get(i + 1) == Some(&b'/');
+            let decl = buf.get(i + 1) == Some(&b'?');
+            let self_closing = buf[end - 1] == b'/';
+            if decl {
+            } else if closing {
+                depth = depth.saturating_sub(1);
+                if depth == 1 {
+                    emit(&buf[el_start..=end], at, &tx);
+                    consumed = end + 1;
+                }
+            } else {
+                if depth == 1 {
+                    el_start = i;
+                }
+                if self_closing {
+                    if depth == 1 {
+                        emit(&buf[el_start..=end], at, &tx);
+                        consumed = end + 1;
+                    }
+                } else {
+                    depth += 1;
+                    if depth == 1 {
+                        // The stream header.
+                        consumed = end + 1;
+                        let _ = tx.send(summarise("<stream:header>", at));
+                    }
+                }
+            }
+            i = end + 1;
+        }
+        if depth <= 1 && consumed > 0 {
+            buf.drain(..consumed);
+            el_start = el_start.saturating_sub(consumed);
+            i -= consumed;
+        }
+        scanned = i;
+    }
+}
+
+fn emit(bytes: &[u8], at: Instant, tx: &mpsc::UnboundedSender<Out>) {
+    let text = String::from_utf8_lossy(bytes);
+    let _ = tx.send(summarise(&text, at));
+}
+
+// ---- the fake server -----------------------------------------------------
+
+struct Server {
+    rx: mpsc::UnboundedReceiver<Out>,
+    wr: OwnedWriteHalf,
+    child: Child,
+    pid: u32,
+    ver: String,
+    /// Stanzas we answered automatically (disco#info, pings), not counted.
+    answered: usize,
+}
+
+struct Rss {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+fn rss(pid: u32) -> Rss {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        text.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Rss {
+        rss_kib: field("VmRSS:"),
+        hwm_kib: field("VmHWM:"),
+    }
+}
+
+fn cpu_secs(pid: u32) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = text.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime, stime are fields 14 and 15 (1-based); here after pid and comm.
+    (t(11) + t(12)) / 100.0
+}
+
+fn write_config(dir: &Path, owners: usize, port: u16, coalesce_ms: u64) -> PathBuf {
+    let mut s = format!(
+        "[server]\naddress = \"127.0.0.1:{port}\"\ndomain = \"{DOMAIN}\"\nsecret = \"{SECRET}\"\n\n\
+         [store]\npath = \"{}\"\n\n[presence]\ncoalesce_ms = {coalesce_ms}\nsettle_ms = 0\n\n\
+         [log]\nlevel = \"warn\"\n\n[limits]\nstanzas_per_sec = 0\nwatchers_per_owner = 100000\npending_iqs = 100000\n\n",
+        dir.join("store").display()
+    );
+    for o in 0..owners {
+        s.push_str(&format!(
+            "[[owners]]\nname = \"alice{o}\"\naccounts = [\"{}\"]\nsubscription = \"open\"\n\n",
+            account(o)
+        ));
+    }
+    let path = dir.join("component.toml");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("write the bench config");
+    f.write_all(s.as_bytes()).expect("write the bench config");
+    path
+}
+
+impl Server {
+    /// Starts the component for `owners` owners and completes XEP-0114.
+    async fn start(bin: &Path, dir: &Path, owners: usize, coalesce_ms: u64) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let port = listener.local_addr().expect("port").port();
+        let config = write_config(dir, owners, port, coalesce_ms);
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the component");
+        let pid = child.id();
+        let (sock, _) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
+            .await
+            .expect("the component connects within 60 s")
+            .expect("accept");
+        sock.set_nodelay(true).expect("nodelay");
+        let (rd, mut wr) = sock.into_split();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(read_loop(rd, tx));
+        let header = rx.recv().await.expect("stream header");
+        assert_eq!(header.name, "stream:header");
+        wr.write_all(
+            format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='{DOMAIN}' id='{STREAM_ID}'>").as_bytes(),
+        )
+        .await
+        .expect("write header");
+        let hs = rx.recv().await.expect("handshake");
+        assert_eq!(hs.name, "handshake", "the component sends its handshake");
+        let mut server = Server {
+            rx,
+            wr,
+            child,
+            pid,
+            ver: ver(),
+            answered: 0,
+        };
+        server.send("<handshake/>").await;
+        server
+    }
+
+    async fn send(&mut self, s: &str) {
+        self.wr.write_all(s.as_bytes()).await.expect("write");
+    }
+
+    /// The next element; disco#info queries and pings to a device are
+    /// answered here.
+    async fn next(&mut self) -> Out {
+        loop {
+            let out = tokio::time::timeout(Duration::from_secs(120), self.rx.recv())
+                .await
+                .expect("the component answers within 120 s")
+                .expect("the component's stream is open");
+            if out.name == "iq" && out.typ.as_deref() == Some("get") && out.to.contains("@bench/") {
+                let id = out.id.clone().unwrap_or_default();
+                let mut feats = String::new();
+                for f in FEATURES {
+                    feats.push_str(&format!("<feature var='{f}'/>"));
+                }
+                let reply = format!(
+                    "<iq xmlns='jabber:component:accept' type='result' id='{id}' from='{}' to='{}'><query xmlns='http://jabber.org/protocol/disco#info' node='{NODE}#{}'><identity category='client' type='pc' name='bench'/>{feats}</query></iq>",
+                    out.to, out.from, self.ver
+                );
+                self.send(&reply).await;
+                self.answered += 1;
+                continue;
+            }
+            return out;
+        }
+    }
+
+    /// Waits until the component has read everything sent so far: a ping
+    /// to its domain is answered in order.
+    async fn sync(&mut self, tag: &str) -> usize {
+        self.send(&format!("<iq xmlns='jabber:component:accept' type='get' id='sync-{tag}' from='gen@bench/x' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")).await;
+        let mut other = 0;
+        loop {
+            let out = self.next().await;
+            if out.id.as_deref() == Some(&format!("sync-{tag}")) {
+                return other;
+            }
+            other += 1;
+        }
+    }
+
+    /// SIGTERM, then read the goodbyes (every watcher hears every class
+    /// go away) until the component closes the stream.
+    async fn stop(mut self) -> usize {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
+        let mut goodbyes = 0;
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while self.rx.recv().await.is_some() {
+                goodbyes += 1;
+            }
+        })
+        .await;
+        let _ = self.child.wait();
+        goodbyes
+    }
+}
+
+// ---- the scenarios -------------------------------------------------------
+
+struct Table(Vec<(String, String)>);
+
+impl Table {
+    fn put(&mut self, k: &str, v: impl std::fmt::Display) {
+        eprintln!("  {k} = {v}");
+        self.0.push((k.to_owned(), v.to_string()));
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+/// Links every owner's account, brings D devices online per owner and
+/// subscribes W watchers to each; returns RSS after each step.
+async fn populate(s: &mut Server, a: &Args, owners: usize, t: &mut Table, prefix: &str) {
+    populate_steps(s, a, owners, t, prefix).await;
+    // The first publish after setup (every class, to every watcher) is
+    // not churn: let it pass.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let first_publish = s.sync("settled").await;
+    t.put(
+        &format!("{prefix}setup_first_publish_stanzas"),
+        first_publish,
+    );
+}
+
+async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, prefix: &str) {
+    // The component asks each account for a subscription on connect.
+    let mut asked = 0;
+    while asked < owners {
+        let out = s.next().await;
+        if out.name == "presence" && out.typ.as_deref() == Some("subscribe") {
+            asked += 1;
+        }
+    }
+    let base = rss(s.pid);
+    let t0 = Instant::now();
+    let mut batch = String::new();
+    for o in 0..owners {
+        batch.push_str(&format!(
+            "<presence xmlns='jabber:component:accept' from='{}' to='{}' type='subscribed'/>",
+            account(o),
+            owner(o)
+        ));
+    }
+    s.send(&batch).await;
+    s.sync("linked").await;
+    let link_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let ver = s.ver.clone();
+    for o in 0..owners {
+        let mut batch = String::new();
+        for d in 0..a.devices {
+            batch.push_str(&device_presence(o, d, show_of(d), "s0", &ver));
+        }
+        s.send(&batch).await;
+    }
+    s.sync("devices").await;
+    let devices_secs = t1.elapsed().as_secs_f64();
+    let after_devices = rss(s.pid);
+    let t2 = Instant::now();
+    let mut sent = 0;
+    for o in 0..owners {
+        let mut batch = String::new();
+        for w in 0..a.watchers {
+            batch.push_str(&format!(
+                "<presence xmlns='jabber:component:accept' from='{}' to='{}' type='subscribe'/>",
+                watcher(o, w),
+                owner(o)
+            ));
+            sent += 1;
+        }
+        s.send(&batch).await;
+    }
+    let answers = s.sync("watchers").await;
+    let watchers_secs = t2.elapsed().as_secs_f64();
+    let after_watchers = rss(s.pid);
+    let edges = (owners * a.watchers) as f64;
+    let devices = (owners * a.devices) as f64;
+    t.put(
+        &format!("{prefix}setup_links_per_sec"),
+        format!("{:.0}", owners as f64 / link_secs),
+    );
+    t.put(
+        &format!("{prefix}setup_devices_per_sec"),
+        format!("{:.0}", devices / devices_secs),
+    );
+    t.put(
+        &format!("{prefix}setup_watchers_per_sec"),
+        format!("{:.0}", sent as f64 / watchers_secs),
+    );
+    t.put(&format!("{prefix}setup_watcher_answers"), answers);
+    t.put(&format!("{prefix}rss_owners_only_kib"), base.rss_kib);
+    t.put(
+        &format!("{prefix}rss_after_devices_kib"),
+        after_devices.rss_kib,
+    );
+    t.put(
+        &format!("{prefix}rss_after_watchers_kib"),
+        after_watchers.rss_kib,
+    );
+    let per_device = (after_devices.rss_kib.saturating_sub(base.rss_kib) * 1024) as f64 / devices;
+    let per_edge =
+        (after_watchers.rss_kib.saturating_sub(after_devices.rss_kib) * 1024) as f64 / edges;
+    // "Beyond the JIDs themselves": the watcher's JID text.
+    let jid_bytes = (0..owners.min(1000))
+        .map(|o| watcher(o, a.watchers - 1).len())
+        .sum::<usize>() as f64
+        / owners.min(1000) as f64;
+    t.put(
+        &format!("{prefix}bytes_per_device"),
+        format!("{per_device:.0}"),
+    );
+    t.put(
+        &format!("{prefix}bytes_per_watcher_edge"),
+        format!("{per_edge:.0}"),
+    );
+    t.put(
+        &format!("{prefix}watcher_jid_bytes"),
+        format!("{jid_bytes:.0}"),
+    );
+}
+
+/// Churn no watcher can see: a device that is not the best changes its
+/// status. Returns the rate; asserts nothing went out.
+async fn churn_invisible(s: &mut Server, a: &Args, owners: usize, t: &mut Table) {
+    let ver = s.ver.clone();
+    let mut buf = String::with_capacity(a.changes * 280);
+    for i in 0..a.changes {
+        let o = i % owners;
+        buf.push_str(&device_presence(o, 1, show_of(1), &format!("x{i}"), &ver));
+    }
+    let pid = s.pid;
+    let cpu0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    s.send(&buf).await;
+    let out = s.sync("invisible").await;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid) - cpu0;
+    t.put("invisible_changes", a.changes);
+    t.put(
+        "invisible_per_sec",
+        format!("{:.0}", a.changes as f64 / secs),
+    );
+    t.put("invisible_stanzas_out", out);
+    t.put(
+        "invisible_cpu_us_per_change",
+        format!("{:.2}", cpu * 1e6 / a.changes as f64),
+    );
+}
+
+/// Churn every watcher sees: the best device's status changes, round
+/// robin over owners. With coalescing, changes to one owner within the
+/// window reach watchers once.
+async fn churn_visible(
+    s: &mut Server,
+    a: &Args,
+    owners: usize,
+    t: &mut Table,
+    prefix: &str,
+) -> f64 {
+    let ver = s.ver.clone();
+    let n = a.changes;
+    let mut last_seq: HashMap<usize, usize> = HashMap::new();
+    let mut buf = String::with_capacity(n * 280);
+    for i in 0..n {
+        let o = i % owners;
+        buf.push_str(&device_presence(o, 0, show_of(0), &format!("v{i}"), &ver));
+        last_seq.insert(o, i);
+    }
+    // Done when every watcher of every owner has that owner's last status
+    // in every class.
+    let mut finals: HashMap<String, usize> = last_seq
+        .iter()
+        .map(|(o, i)| {
+            (
+                format!("v{i}@{}", owner(*o)),
+                a.watchers * CLASSES_PER_DEVICE,
+            )
+        })
+        .collect();
+    let pid = s.pid;
+    let cpu0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    let mut out = 0usize;
+    let mut first: Option<Instant> = None;
+    let mut last = t0;
+    // Write and read at once: the component's output must be drained.
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let wr = &mut s.wr;
+    let rx = &mut s.rx;
+    let write = async {
+        wr.write_all(buf.as_bytes()).await.expect("write churn");
+        let _ = done_tx;
+    };
+    let read = async {
+        while !finals.is_empty() {
+            let Some(o) = rx.recv().await else { break };
+            if o.name != "presence" {
+                continue;
+            }
+            out += 1;
+            first.get_or_insert(o.at);
+            last = o.at;
+            let bare = o.from.split('/').next().unwrap_or("");
+            if let Some(st) = &o.status {
+                let key = format!("{st}@{bare}");
+                if let Some(left) = finals.get_mut(&key) {
+                    *left -= 1;
+                    if *left == 0 {
+                        finals.remove(&key);
+                    }
+                }
+            }
+        }
+    };
+    tokio::join!(write, read);
+    let _ = done_rx.try_recv();
+    let secs = (last - t0).as_secs_f64();
+    let cpu = cpu_secs(pid) - cpu0;
+    let naive = (n * a.watchers * CLASSES_PER_DEVICE) as f64;
+    t.put(&format!("{prefix}visible_changes"), n);
+    t.put(
+        &format!("{prefix}visible_changes_per_sec"),
+        format!("{:.0}", n as f64 / secs),
+    );
+    t.put(&format!("{prefix}visible_stanzas_out"), out);
+    t.put(
+        &format!("{prefix}visible_stanzas_out_per_sec"),
+        format!("{:.0}", out as f64 / secs),
+    );
+    t.put(
+        &format!("{prefix}visible_stanzas_per_change"),
+        format!("{:.3}", out as f64 / n as f64),
+    );
+    t.put(
+        &format!("{prefix}naive_stanzas_per_change"),
+        format!("{:.3}", naive / n as f64),
+    );
+    t.put(
+        &format!("{prefix}visible_cpu_us_per_change"),
+        format!("{:.2}", cpu * 1e6 / n as f64),
+    );
+    n as f64 / secs
+}
+
+/// Fan-out alone: one visible change per owner, so that writing watcher
+/// stanzas is the work. Returns watcher stanzas written a second.
+async fn fanout(s: &mut Server, a: &Args, owners: usize, t: &mut Table) -> f64 {
+    let ver = s.ver.clone();
+    let mut buf = String::with_capacity(owners * 280);
+    for o in 0..owners {
+        buf.push_str(&device_presence(o, 0, show_of(0), &format!("f{o}"), &ver));
+    }
+    let expected = owners * a.watchers * CLASSES_PER_DEVICE;
+    let pid = s.pid;
+    let cpu0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    s.send(&buf).await;
+    let mut got = 0usize;
+    let mut first: Option<Instant> = None;
+    let mut last = t0;
+    while got < expected {
+        let o = s.next().await;
+        if o.name == "presence" && o.status.as_deref().is_some_and(|st| st.starts_with('f')) {
+            got += 1;
+            first.get_or_insert(o.at);
+            last = o.at;
+        }
+    }
+    let cpu = cpu_secs(pid) - cpu0;
+    let secs = (last - first.unwrap_or(t0)).as_secs_f64().max(1e-6);
+    let rate = got as f64 / secs;
+    t.put("fanout_stanzas", got);
+    t.put("fanout_stanzas_per_sec", format!("{rate:.0}"));
+    t.put(
+        "fanout_cpu_us_per_stanza",
+        format!("{:.2}", cpu * 1e6 / got as f64),
+    );
+    rate
+}
+
+/// Paced visible churn at `rate` changes a second; latency from writing a
+/// change to reading the first watcher stanza that carries it.
+async fn latency(s: &mut Server, a: &Args, owners: usize, rate: f64, t: &mut Table) {
+    let ver = s.ver.clone();
+    let n = (rate * 3.0).clamp(1000.0, 100_000.0) as usize;
+    let start = a.changes;
+    let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(n);
+    let mut lat: Vec<f64> = Vec::with_capacity(n);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let t0 = Instant::now();
+    let wr = &mut s.wr;
+    let rx = &mut s.rx;
+    let mut next_send = 0usize;
+    // Batches of changes per tick keep timer overhead low; each change is
+    // stamped when its bytes were written.
+    let tick = Duration::from_micros(500);
+    let per_tick = ((rate * tick.as_secs_f64()).ceil() as usize).max(1);
+    let mut pending_out = 0usize;
+    loop {
+        if next_send < n {
+            let due = t0 + interval.mul_f64(next_send as f64);
+            let now = Instant::now();
+            if due <= now {
+                let mut batch = String::new();
+                let mut keys = Vec::new();
+                for _ in 0..per_tick.min(n - next_send) {
+                    let i = start + next_send;
+                    let o = i % owners;
+                    let st = format!("l{i}");
+                    batch.push_str(&device_presence(o, 0, show_of(0), &st, &ver));
+                    keys.push(st);
+                    next_send += 1;
+                }
+                wr.write_all(batch.as_bytes()).await.expect("write");
+                let stamp = Instant::now();
+                for k in keys {
+                    sent_at.insert(k, stamp);
+                }
+                pending_out += 1;
+            }
+        }
+        let wait = if next_send < n {
+            (t0 + interval.mul_f64(next_send as f64)).saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_secs(5)
+        };
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(o)) => {
+                if let Some(st) = o.status.as_ref().filter(|_| o.name == "presence") {
+                    if let Some(at) = sent_at.remove(st) {
+                        lat.push((o.at - at).as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(_) if next_send >= n => break,
+            Err(_) => {}
+        }
+        if next_send >= n && sent_at.is_empty() {
+            break;
+        }
+    }
+    let _ = pending_out;
+    lat.sort_by(|x, y| x.total_cmp(y));
+    t.put("latency_rate_changes_per_sec", format!("{rate:.0}"));
+    t.put("latency_samples", lat.len());
+    t.put("latency_lost", sent_at.len());
+    t.put("latency_p50_ms", format!("{:.3}", percentile(&lat, 0.50)));
+    t.put("latency_p99_ms", format!("{:.3}", percentile(&lat, 0.99)));
+    t.put("latency_max_ms", format!("{:.3}", percentile(&lat, 1.0)));
+}
+
+// ---- the floor: the XML stack alone --------------------------------------
+
+/// The component's connection code against a minimal server; then `n`
+/// device presences read as elements (the read floor), and `n` presences
+/// built, serialised and written with feed + one flush (the write floor).
+async fn floor(a: &Args, t: &mut Table) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let n = a.changes;
+    let ver = ver();
+    let server_ver = ver.clone();
+    // Server side on its own thread and runtime, as the generator is.
+    let server = std::thread::spawn(move || {
+        let ver = server_ver;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let (sock, _) = listener.accept().await.expect("accept");
+            sock.set_nodelay(true).expect("nodelay");
+            let (rd, mut wr) = sock.into_split();
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            tokio::spawn(read_loop(rd, tx));
+            rx.recv().await.expect("header");
+            wr.write_all(format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='{DOMAIN}' id='{STREAM_ID}'>").as_bytes()).await.expect("w");
+            rx.recv().await.expect("handshake");
+            wr.write_all(b"<handshake/>").await.expect("w");
+            let mut buf = String::with_capacity(n * 280);
+            for i in 0..n {
+                buf.push_str(&device_presence(i % 1000, 0, "chat", &format!("v{i}"), &ver));
+            }
+            wr.write_all(buf.as_bytes()).await.expect("w");
+            // Then count what the client writes.
+            let mut got = 0;
+            let mut first = None;
+            let mut last = Instant::now();
+            while got < n {
+                let Some(o) = rx.recv().await else { break };
+                if o.name == "presence" {
+                    got += 1;
+                    first.get_or_insert(o.at);
+                    last = o.at;
+                }
+            }
+            (got, first, last)
+        })
+    });
+    let timeouts = Timeouts {
+        read_timeout: Duration::from_secs(60),
+        response_timeout: Duration::from_secs(30),
+    };
+    let mut stream = connection::connect(addr, DOMAIN, SECRET_FLOOR, timeouts)
+        .await
+        .expect("the floor connects");
+    let t0 = Instant::now();
+    let mut read = 0;
+    while read < n {
+        match stream.next().await {
+            Some(Ok(el)) => {
+                if el.name() == "presence" {
+                    read += 1;
+                }
+            }
+            Some(Err(e)) => panic!("floor read: {e}"),
+            None => break,
+        }
+    }
+    let read_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for i in 0..n {
+        let mut p = stanza::stanza(
+            "presence",
+            "alice@unified.bench/chat",
+            &watcher(i % 1000, 0),
+            None,
+        );
+        p.append_child(stanza::text_element("show", stanza::ns::COMPONENT, "chat"));
+        p.append_child(stanza::text_element(
+            "status",
+            stanza::ns::COMPONENT,
+            &format!("v{i}"),
+        ));
+        p.append_child(stanza::text_element(
+            "priority",
+            stanza::ns::COMPONENT,
+            "10",
+        ));
+        p.append_child(stanza::element(
+            "c",
+            stanza::ns::CAPS,
+            &[("hash", "sha-1"), ("node", NODE), ("ver", &ver)],
+        ));
+        stream.feed(&p).await.expect("feed");
+    }
+    SinkExt::<&minidom::Element>::flush(&mut stream)
+        .await
+        .expect("flush");
+    let build_secs = t1.elapsed().as_secs_f64();
+    let (got, _first, last) = server.join().expect("floor server");
+    let write_secs = (last - t1).as_secs_f64().max(build_secs);
+    t.put(
+        "floor_read_per_sec",
+        format!("{:.0}", read as f64 / read_secs),
+    );
+    t.put(
+        "floor_write_per_sec",
+        format!("{:.0}", got as f64 / write_secs),
+    );
+}
+
+/// The floor's server does not check the handshake; any secret will do.
+const SECRET_FLOOR: &str = "floor";
+
+fn main() {
+    let a = args();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut t = Table(Vec::new());
+    rt.block_on(async {
+        eprintln!("floor: the XML stack alone, {} stanzas each way", a.changes);
+        floor(&a, &mut t).await;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        eprintln!(
+            "component alone: {} owners x {} devices x {} watchers, {} changes",
+            a.owners, a.devices, a.watchers, a.changes
+        );
+        let mut s = Server::start(&a.bin, dir.path(), a.owners, 200).await;
+        t.put("owners", a.owners);
+        t.put("devices_per_owner", a.devices);
+        t.put("watchers_per_owner", a.watchers);
+        populate(&mut s, &a, a.owners, &mut t, "").await;
+        churn_invisible(&mut s, &a, a.owners, &mut t).await;
+        t.put("rss_after_invisible_kib", rss(s.pid).rss_kib);
+        churn_visible(&mut s, &a, a.owners, &mut t, "").await;
+        t.put("rss_after_visible_kib", rss(s.pid).rss_kib);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        s.sync("after-churn").await;
+        let out_rate = fanout(&mut s, &a, a.owners, &mut t).await;
+        let r = rss(s.pid);
+        t.put("peak_rss_kib", r.hwm_kib);
+        t.put("final_rss_kib", r.rss_kib);
+        s.stop().await;
+
+        // Latency at half the rate at which every change can reach every
+        // watcher (the fan-out rate over the stanzas one change makes).
+        let max = out_rate / (a.watchers * CLASSES_PER_DEVICE) as f64;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lo = a.latency_owners;
+        eprintln!(
+            "latency: {lo} owners, default coalescing, {:.0} changes/s",
+            max / 2.0
+        );
+        let mut s = Server::start(&a.bin, dir.path(), lo, 200).await;
+        populate(&mut s, &a, lo, &mut Table(Vec::new()), "lat_").await;
+        latency(&mut s, &a, lo, max / 2.0, &mut t).await;
+        s.stop().await;
+    });
+    println!("== component");
+    for (k, v) in &t.0 {
+        println!("{k} {v}");
+    }
+    println!("== end");
+}
