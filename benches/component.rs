@@ -329,7 +329,8 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
         let port = listener.local_addr().expect("port").port();
         let config = write_config(dir, owners, port, coalesce_ms);
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        let child = cmd
             .arg("--config")
             .arg(&config)
             .stdout(Stdio::null())
@@ -426,6 +427,49 @@ impl Server {
         .await;
         let _ = self.child.wait();
         goodbyes
+    }
+}
+
+/// With `BENCH_PERF_DIR` set, `perf record` attached to the component for
+/// one phase (`DIR/<phase>.data`): profiles of steady churn, not of setup.
+struct Profile(Option<Child>);
+
+impl Profile {
+    fn start(pid: u32, phase: &str) -> Profile {
+        let Ok(dir) = std::env::var("BENCH_PERF_DIR") else {
+            return Profile(None);
+        };
+        let out = Path::new(&dir).join(format!("{phase}.data"));
+        let child = Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-e",
+                "cpu-clock",
+                "--call-graph",
+                "dwarf,32768",
+                "-p",
+            ])
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+        // perf needs a moment to attach.
+        std::thread::sleep(Duration::from_millis(300));
+        Profile(child)
+    }
+
+    fn stop(self) {
+        if let Some(mut c) = self.0 {
+            let _ = Command::new("kill")
+                .arg("-INT")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -569,11 +613,13 @@ async fn churn_invisible(s: &mut Server, a: &Args, owners: usize, t: &mut Table)
         buf.push_str(&device_presence(o, 1, show_of(1), &format!("x{i}"), &ver));
     }
     let pid = s.pid;
+    let profile = Profile::start(pid, "invisible");
     let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
     s.send(&buf).await;
     let out = s.sync("invisible").await;
     let secs = t0.elapsed().as_secs_f64();
+    profile.stop();
     let cpu = cpu_secs(pid) - cpu0;
     t.put("invisible_changes", a.changes);
     t.put(
@@ -618,6 +664,7 @@ async fn churn_visible(
         })
         .collect();
     let pid = s.pid;
+    let profile = Profile::start(pid, &format!("{prefix}visible"));
     let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
     let mut out = 0usize;
@@ -653,6 +700,7 @@ async fn churn_visible(
         }
     };
     tokio::join!(write, read);
+    profile.stop();
     let _ = done_rx.try_recv();
     let secs = (last - t0).as_secs_f64();
     let cpu = cpu_secs(pid) - cpu0;
@@ -692,6 +740,7 @@ async fn fanout(s: &mut Server, a: &Args, owners: usize, t: &mut Table) -> f64 {
     }
     let expected = owners * a.watchers * CLASSES_PER_DEVICE;
     let pid = s.pid;
+    let profile = Profile::start(pid, "fanout");
     let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
     s.send(&buf).await;
@@ -707,6 +756,7 @@ async fn fanout(s: &mut Server, a: &Args, owners: usize, t: &mut Table) -> f64 {
         }
     }
     let cpu = cpu_secs(pid) - cpu0;
+    profile.stop();
     let secs = (last - first.unwrap_or(t0)).as_secs_f64().max(1e-6);
     let rate = got as f64 / secs;
     t.put("fanout_stanzas", got);

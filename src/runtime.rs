@@ -215,17 +215,29 @@ async fn session(
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
     let mut keepalive = 0u64;
+    // One timer, moved only when the core's next deadline moves: setting
+    // up a fresh one for every stanza showed in profiles.
+    let timer = sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Time> = None;
     loop {
         // A timer already due (a publish right after the change that
         // caused it) runs now: tokio would only fire it at its next timer
         // tick, after reading on while input is buffered.
-        if core.poll_timeout().is_some_and(|t| t <= now()) {
-            core.handle_timeout(now());
+        let t = now();
+        if core.poll_timeout().is_some_and(|due| due <= t) {
+            core.handle_timeout(t);
             if let Err(e) = drain(core, disk, stream).await {
                 return e.into();
             }
         }
-        let deadline = core.poll_timeout().map(instant_of);
+        let deadline = core.poll_timeout();
+        if deadline != armed {
+            if let Some(due) = deadline {
+                timer.as_mut().reset(instant_of(due));
+            }
+            armed = deadline;
+        }
         tokio::select! {
             item = stream.next() => match item {
                 Some(Ok(el)) => {
@@ -255,7 +267,8 @@ async fn session(
                     return Ended::Lost("the server closed the stream".into());
                 }
             },
-            _ = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
                 core.handle_timeout(now());
             }
             _ = shutdown.as_mut() => return Ended::Shutdown,

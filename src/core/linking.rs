@@ -134,34 +134,42 @@ impl Core {
         };
         // A resource's presence means our subscription is in effect.
         self.set_approved(i, &full.to_bare(), true);
-        let old = self.owners[i].devices.get(&full).cloned();
-        if old.is_none() && self.owners[i].devices.len() >= self.cfg.limits.devices_per_owner {
-            warn!(owner = %self.owners[i].name, "device limit reached, presence ignored");
-            return;
-        }
-        // XEP-0115 §4: caps belong in every presence; a client that leaves
-        // them out of a later one has not changed its features.
-        if device.caps.is_none() {
-            if let Some(o) = &old {
-                device.caps = o.caps.clone();
+        // What the last presence of this device said, read in place: this
+        // runs for every presence of every device.
+        let (known, new_node, features) = {
+            let owner = &self.owners[i];
+            let old = owner.devices.get(&full);
+            if old.is_none() && owner.devices.len() >= self.cfg.limits.devices_per_owner {
+                warn!(owner = %owner.name, "device limit reached, presence ignored");
+                return;
             }
-        }
-        let old_node = old.as_ref().and_then(|o| o.caps.as_ref()).map(|c| &c.node);
-        if let Some(caps) = device.caps.as_ref().filter(|c| Some(&c.node) != old_node) {
-            self.secrets.add_node(&caps.node, i);
-        }
-        device.features = match &old {
-            Some(o) if o.caps == device.caps => o.features.clone(),
-            _ => self.known_features(&device),
+            // XEP-0115 §4: caps belong in every presence; a client that
+            // leaves them out of a later one has not changed its features.
+            if device.caps.is_none() {
+                device.caps = old.and_then(|o| o.caps.clone());
+            }
+            let old_node = old.and_then(|o| o.caps.as_ref()).map(|c| &c.node);
+            let new_node = device
+                .caps
+                .as_ref()
+                .filter(|c| Some(&c.node) != old_node)
+                .map(|c| c.node.clone());
+            let features = old
+                .filter(|o| o.caps == device.caps)
+                .map(|o| o.features.clone());
+            (old.is_some(), new_node, features)
         };
+        if let Some(node) = new_node {
+            self.secrets.add_node(&node, i);
+        }
+        device.features = features.unwrap_or_else(|| self.known_features(&device));
         if device.features == Features::Unknown {
             self.ask_features(now, i, &full, &device);
         }
         device.classes = classes_of(&self.cfg.classes, &device.features);
-        if old.is_none() {
+        if !known {
             self.device_seen(now, i, &full);
-        }
-        if old.as_ref() == Some(&device) {
+        } else if self.owners[i].devices.get(&full) == Some(&device) {
             // A re-sent presence (`<delay/>`ed or duplicate): nothing new.
             return;
         }

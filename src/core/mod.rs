@@ -783,8 +783,12 @@ impl Core {
         // From here on every address is the normalised one (RFC 7622:
         // `UNIFIED.example` is `unified.example`): replies and relays echo
         // attributes, and the server expects our own domain exactly.
-        stanza::set_attr(&mut stanza, "from", from.as_str());
-        stanza::set_attr(&mut stanza, "to", to.as_str());
+        if stanza.attr("from") != Some(from.as_str()) {
+            stanza::set_attr(&mut stanza, "from", from.as_str());
+        }
+        if stanza.attr("to") != Some(to.as_str()) {
+            stanza::set_attr(&mut stanza, "to", to.as_str());
+        }
         if !self.admit(now, &stanza, &from) {
             return;
         }
@@ -831,7 +835,9 @@ impl Core {
         let answer = stanza.name() == "iq" && matches!(typ, Some("result") | Some("error"));
         // Answers to our own queries are not the sender's to ration.
         if !answer {
-            match self.rate.check(&from.to_bare(), now) {
+            // The bare JID is the text before the first '/' (RFC 7622 §3.1).
+            let bare = from.as_str().split('/').next().unwrap_or_default();
+            match self.rate.check(bare, now) {
                 limits::Verdict::Pass => {}
                 limits::Verdict::PassAfter { refused } => {
                     info!(sender = %from.to_bare(), refused, "sender back under its rate limit");
