@@ -329,7 +329,18 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
         let port = listener.local_addr().expect("port").port();
         let config = write_config(dir, owners, port, coalesce_ms);
-        let mut cmd = Command::new(bin);
+        // BENCH_WRAP="valgrind --tool=massif ..." runs the component under
+        // a tool (its RSS figures are then the tool's).
+        let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         let child = cmd
             .arg("--config")
             .arg(&config)

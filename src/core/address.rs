@@ -239,6 +239,12 @@ impl Secrets {
         self.leak_in_element(stanza, reader, true)
     }
 
+    /// The guard for a stanza whose recipients are many or not known yet:
+    /// the first secret of any owner in it (`to`/`from` aside).
+    pub fn leak_for_anyone(&self, stanza: &Element) -> Option<Leak> {
+        self.leak_in_element(stanza, None, true)
+    }
+
     fn leak_in_element(&self, el: &Element, reader: Option<usize>, top: bool) -> Option<Leak> {
         for (name, value) in el.attrs().iter().map(|((_, n), v)| (n.as_str(), v)) {
             if top && (name == "to" || name == "from") {

@@ -47,6 +47,10 @@ use self::stanza::{error_reply, ns, ErrorType};
 /// Senders whose rate is tracked at once (see [`limits::RateLimiter`]).
 const RATE_BUCKETS: usize = 65_536;
 
+/// Stanzas queued before [`Core::handle_timeout`] stops publishing more
+/// owners and leaves the rest due for its next call.
+const PUBLISH_BATCH: usize = 2_048;
+
 /// Wall-clock time in milliseconds since the Unix epoch, given by the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Time(pub u64);
@@ -708,7 +712,9 @@ impl Core {
         self.abort_all_calls(now);
     }
 
-    /// Time passed: flush coalesced presence, expire IQs.
+    /// Time passed: flush coalesced presence, expire IQs. Publishing stops
+    /// after [`PUBLISH_BATCH`] queued stanzas; drain, and call again while
+    /// [`Core::poll_timeout`] is due.
     pub fn handle_timeout(&mut self, now: Time) {
         let expired: Vec<String> = self
             .pending
@@ -723,7 +729,10 @@ impl Core {
         }
         self.call_timeouts(now);
         while let Some(&(at, owner)) = self.dirty.first() {
-            if at > now {
+            // Owners left due stay due: the shell drains what is queued
+            // and calls again, so a wave of due owners (after a restart,
+            // a burst across many owners) never sits in memory at once.
+            if at > now || self.transmit.len() >= PUBLISH_BATCH {
                 break;
             }
             self.dirty.pop_first();
@@ -738,7 +747,7 @@ impl Core {
     /// dropped with a log line.
     pub fn handle_stanza(&mut self, now: Time, mut stanza: Element) {
         self.on_store_failure = None;
-        if stanza.ns() != ns::COMPONENT {
+        if !stanza.has_ns(ns::COMPONENT) {
             debug!(name = stanza.name(), ns = %stanza.ns(), "dropped: not a stanza");
             return;
         }
@@ -965,11 +974,7 @@ impl Core {
     /// Every stanza leaves through here: addressed, from our domain, and
     /// free of secrets for its recipient (DESIGN.md section 1).
     fn send(&mut self, stanza: Element) {
-        let from_ok = stanza
-            .attr("from")
-            .and_then(|f| Jid::new(f).ok())
-            .is_some_and(|f| f.domain().as_str() == self.cfg.domain);
-        if !from_ok || stanza.attr("to").is_none() {
+        if !self.sent_by_us(&stanza) {
             self.guard_drops += 1;
             error!(from = ?stanza.attr("from"), to = ?stanza.attr("to"), "bug: stanza without our from or a to, dropped");
             return;
@@ -1003,18 +1008,46 @@ impl Core {
                 None => Published::Unavailable,
             };
             debug!(owner = %owner.name, class = %self.cfg.classes[c].name, available = now.is_some(), "class presence changed");
-            for (w, _) in owner
+            let watchers: Vec<String> = owner
                 .watchers
                 .iter()
                 .filter(|(_, s)| **s == WatcherState::Subscribed)
-            {
-                out.push((c, w.clone(), now.clone()));
+                .map(|(w, _)| w.to_string())
+                .collect();
+            if let Some(first) = watchers.first() {
+                out.push((self.class_presence(i, c, first, now.as_ref()), watchers));
             }
         }
-        for (c, w, state) in out {
-            let p = self.class_presence(i, c, w.as_str(), state.as_ref());
-            self.send(p);
+        for (presence, watchers) in out {
+            self.send_to_each(presence, watchers);
         }
+    }
+
+    /// One stanza to many recipients (a class presence to every watcher):
+    /// built once, passed through the guard once for a reader who may see
+    /// no secret at all (clean for nobody in particular is clean for
+    /// everyone, `to` aside), then copied with only `to` changed. Should
+    /// the guard object, each copy goes through [`Core::send`] on its own.
+    fn send_to_each(&mut self, stanza: Element, recipients: Vec<String>) {
+        let clean = self.sent_by_us(&stanza) && self.secrets.leak_for_anyone(&stanza).is_none();
+        for to in recipients {
+            let mut copy = stanza.clone();
+            stanza::set_attr(&mut copy, "to", to);
+            if clean {
+                self.transmit.push_back(copy);
+            } else {
+                self.send(copy);
+            }
+        }
+    }
+
+    /// Whether `stanza` is addressed and from our domain.
+    fn sent_by_us(&self, stanza: &Element) -> bool {
+        let from_ok = stanza
+            .attr("from")
+            .and_then(|f| Jid::new(f).ok())
+            .is_some_and(|f| f.domain().as_str() == self.cfg.domain);
+        from_ok && stanza.attr("to").is_some()
     }
 
     fn aggregate(&self, i: usize, class: usize) -> Option<presence::ClassPresence> {

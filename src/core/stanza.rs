@@ -36,8 +36,14 @@ fn name(n: &str) -> NcName {
     NcName::try_from(n.to_owned()).expect("literal attribute names are valid NcNames")
 }
 
-/// Sets (or replaces) an unqualified attribute.
+/// Sets (or replaces) an unqualified attribute. One already there is
+/// replaced in place: no attribute name is built (copies of a stanza to
+/// many watchers differ only in `to`).
 pub fn set_attr(el: &mut Element, attr: &str, value: impl Into<String>) {
+    if let Some(v) = el.attrs_mut().get_mut(&Namespace::NONE, attr) {
+        *v = value.into();
+        return;
+    }
     el.set_attr(Namespace::NONE, name(attr), value.into());
 }
 
