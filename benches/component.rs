@@ -33,10 +33,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
-use sha1::{Digest, Sha1};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -44,25 +42,17 @@ use tokio_xmpp::xmlstream::Timeouts;
 use unified_presence::connection;
 use unified_presence::core::stanza;
 
+mod common;
+use common::*;
+
 const DOMAIN: &str = "unified.bench";
 const SECRET: &str = "bench-secret";
 const STREAM_ID: &str = "bench-stream-1";
-const NODE: &str = "https://client.bench.example";
-/// Audio and video capable devices: chat, audio and video classes.
-const FEATURES: &[&str] = &[
-    "http://jabber.org/protocol/caps",
-    "http://jabber.org/protocol/disco#info",
-    "urn:xmpp:jingle-message:0",
-    "urn:xmpp:jingle:1",
-    "urn:xmpp:jingle:apps:rtp:1",
-    "urn:xmpp:jingle:apps:rtp:audio",
-    "urn:xmpp:jingle:apps:rtp:video",
-    "urn:xmpp:jingle:transports:ice-udp:1",
-];
 /// Classes a device with [`FEATURES`] is in (chat, audio, video).
 const CLASSES_PER_DEVICE: usize = 3;
 const RESOURCES: &[&str] = &["phone", "laptop", "tablet", "desk", "watch", "car"];
 
+#[derive(Clone)]
 struct Args {
     owners: usize,
     devices: usize,
@@ -97,17 +87,6 @@ fn args() -> Args {
     a
 }
 
-fn ver() -> String {
-    let mut s = String::from("client/pc//bench<");
-    let mut f: Vec<&str> = FEATURES.to_vec();
-    f.sort();
-    for x in f {
-        s.push_str(x);
-        s.push('<');
-    }
-    base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()))
-}
-
 fn account(o: usize) -> String {
     format!("o{o}@bench")
 }
@@ -140,123 +119,6 @@ fn show_of(d: usize) -> &'static str {
     }
 }
 
-// ---- reading the component's stream -------------------------------------
-
-/// One top-level element the component sent, reduced to what we check.
-#[derive(Debug)]
-struct Out {
-    at: Instant,
-    name: String,
-    to: String,
-    typ: Option<String>,
-    id: Option<String>,
-    from: String,
-    /// `<status>` text, for presences.
-    status: Option<String>,
-}
-
-fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
-    let key = format!(" {name}=");
-    let start = tag.find(&key)? + key.len();
-    let quote = tag[start..].chars().next()?;
-    let rest = &tag[start + 1..];
-    let end = rest.find(quote)?;
-    Some(&rest[..end])
-}
-
-fn summarise(el: &str, at: Instant) -> Out {
-    let head_end = el.find('>').unwrap_or(el.len());
-    let head = &el[..head_end];
-    let name = head[1..]
-        .split(|c: char| c.is_whitespace() || c == '/' || c == '>')
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    let status = el.find("<status>").and_then(|s| {
-        let rest = &el[s + 8..];
-        rest.find("</status>").map(|e| rest[..e].to_owned())
-    });
-    Out {
-        at,
-        to: attr(head, "to").unwrap_or("").to_owned(),
-        from: attr(head, "from").unwrap_or("").to_owned(),
-        typ: attr(head, "type").map(str::to_owned),
-        id: attr(head, "id").map(str::to_owned),
-        name,
-        status,
-    }
-}
-
-/// Splits the byte stream into top-level elements (depth 1 below the
-/// stream root) by counting tags; enough for what minidom writes.
-async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, tx: mpsc::UnboundedSender<Out>) {
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
-    let mut chunk = vec![0u8; 1 << 16];
-    let mut depth = 0usize;
-    let mut scanned = 0usize;
-    let mut el_start = 0usize;
-    loop {
-        let n = match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let at = Instant::now();
-        buf.extend_from_slice(&chunk[..n]);
-        let mut i = scanned;
-        let mut consumed = 0usize;
-        while i < buf.len() {
-            if buf[i] != b'<' {
-                i += 1;
-                continue;
-            }
-            let Some(rel) = buf[i..].iter().position(|&b| b == b'>') else {
-                break;
-            };
-            let end = i + rel;
-            let closing = buf.get(i + 1) == Some(&b'/');
-            let decl = buf.get(i + 1) == Some(&b'?');
-            let self_closing = buf[end - 1] == b'/';
-            if decl {
-            } else if closing {
-                depth = depth.saturating_sub(1);
-                if depth == 1 {
-                    emit(&buf[el_start..=end], at, &tx);
-                    consumed = end + 1;
-                }
-            } else {
-                if depth == 1 {
-                    el_start = i;
-                }
-                if self_closing {
-                    if depth == 1 {
-                        emit(&buf[el_start..=end], at, &tx);
-                        consumed = end + 1;
-                    }
-                } else {
-                    depth += 1;
-                    if depth == 1 {
-                        // The stream header.
-                        consumed = end + 1;
-                        let _ = tx.send(summarise("<stream:header>", at));
-                    }
-                }
-            }
-            i = end + 1;
-        }
-        if depth <= 1 && consumed > 0 {
-            buf.drain(..consumed);
-            el_start = el_start.saturating_sub(consumed);
-            i -= consumed;
-        }
-        scanned = i;
-    }
-}
-
-fn emit(bytes: &[u8], at: Instant, tx: &mpsc::UnboundedSender<Out>) {
-    let text = String::from_utf8_lossy(bytes);
-    let _ = tx.send(summarise(&text, at));
-}
-
 // ---- the fake server -----------------------------------------------------
 
 struct Server {
@@ -267,35 +129,6 @@ struct Server {
     ver: String,
     /// Stanzas we answered automatically (disco#info, pings), not counted.
     answered: usize,
-}
-
-struct Rss {
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-fn rss(pid: u32) -> Rss {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |k: &str| {
-        text.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Rss {
-        rss_kib: field("VmRSS:"),
-        hwm_kib: field("VmHWM:"),
-    }
-}
-
-fn cpu_secs(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = text.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime, stime are fields 14 and 15 (1-based); here after pid and comm.
-    (t(11) + t(12)) / 100.0
 }
 
 fn write_config(dir: &Path, owners: usize, port: u16, coalesce_ms: u64) -> PathBuf {
@@ -390,16 +223,8 @@ impl Server {
                 .await
                 .expect("the component answers within 120 s")
                 .expect("the component's stream is open");
-            if out.name == "iq" && out.typ.as_deref() == Some("get") && out.to.contains("@bench/") {
-                let id = out.id.clone().unwrap_or_default();
-                let mut feats = String::new();
-                for f in FEATURES {
-                    feats.push_str(&format!("<feature var='{f}'/>"));
-                }
-                let reply = format!(
-                    "<iq xmlns='jabber:component:accept' type='result' id='{id}' from='{}' to='{}'><query xmlns='http://jabber.org/protocol/disco#info' node='{NODE}#{}'><identity category='client' type='pc' name='bench'/>{feats}</query></iq>",
-                    out.to, out.from, self.ver
-                );
+            if out.disco_get && out.to.contains("@bench/") {
+                let reply = disco_reply(&out, FEATURES, "jabber:component:accept");
                 self.send(&reply).await;
                 self.answered += 1;
                 continue;
@@ -486,23 +311,6 @@ impl Profile {
 
 // ---- the scenarios -------------------------------------------------------
 
-struct Table(Vec<(String, String)>);
-
-impl Table {
-    fn put(&mut self, k: &str, v: impl std::fmt::Display) {
-        eprintln!("  {k} = {v}");
-        self.0.push((k.to_owned(), v.to_string()));
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i]
-}
-
 /// Links every owner's account, brings D devices online per owner and
 /// subscribes W watchers to each; returns RSS after each step.
 async fn populate(s: &mut Server, a: &Args, owners: usize, t: &mut Table, prefix: &str) {
@@ -526,7 +334,7 @@ async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, 
             asked += 1;
         }
     }
-    let base = rss(s.pid);
+    let configured = rss(s.pid);
     let t0 = Instant::now();
     let mut batch = String::new();
     for o in 0..owners {
@@ -539,6 +347,7 @@ async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, 
     s.send(&batch).await;
     s.sync("linked").await;
     let link_secs = t0.elapsed().as_secs_f64();
+    let base = rss(s.pid);
     let t1 = Instant::now();
     let ver = s.ver.clone();
     for o in 0..owners {
@@ -583,7 +392,8 @@ async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, 
         format!("{:.0}", sent as f64 / watchers_secs),
     );
     t.put(&format!("{prefix}setup_watcher_answers"), answers);
-    t.put(&format!("{prefix}rss_owners_only_kib"), base.rss_kib);
+    t.put(&format!("{prefix}rss_configured_kib"), configured.rss_kib);
+    t.put(&format!("{prefix}rss_linked_kib"), base.rss_kib);
     t.put(
         &format!("{prefix}rss_after_devices_kib"),
         after_devices.rss_kib,
@@ -981,11 +791,42 @@ fn main() {
             "component alone: {} owners x {} devices x {} watchers, {} changes",
             a.owners, a.devices, a.watchers, a.changes
         );
+        // Baseline: the same binary with one owner, linked.
+        let empty = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start(&a.bin, empty.path(), 1, 200).await;
+        populate(
+            &mut s,
+            &Args {
+                watchers: 1,
+                devices: 2,
+                ..a.clone()
+            },
+            1,
+            &mut Table(Vec::new()),
+            "",
+        )
+        .await;
+        let one_owner = rss(s.pid).rss_kib;
+        s.stop().await;
+        t.put("rss_one_owner_kib", one_owner);
+
         let mut s = Server::start(&a.bin, dir.path(), a.owners, 200).await;
         t.put("owners", a.owners);
         t.put("devices_per_owner", a.devices);
         t.put("watchers_per_owner", a.watchers);
         populate(&mut s, &a, a.owners, &mut t, "").await;
+        let linked =
+            t.0.iter()
+                .find(|(k, _)| k == "rss_linked_kib")
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        t.put(
+            "bytes_per_owner",
+            format!(
+                "{:.0}",
+                (linked.saturating_sub(one_owner) * 1024) as f64 / a.owners as f64
+            ),
+        );
         churn_invisible(&mut s, &a, a.owners, &mut t).await;
         t.put("rss_after_invisible_kib", rss(s.pid).rss_kib);
         churn_visible(&mut s, &a, a.owners, &mut t, "").await;

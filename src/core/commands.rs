@@ -658,7 +658,7 @@ impl Core {
             return "None of your devices is online.".into();
         }
         let mut out = String::from("Online now:\n");
-        for (jid, d) in &o.devices {
+        for (jid, d) in o.devices.iter() {
             let classes: Vec<&str> = self
                 .cfg
                 .classes

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset};
+use jid::FullJid;
 use minidom::Element;
 use sha1::{Digest, Sha1};
 
@@ -96,6 +97,86 @@ pub struct Device {
     pub features: Features,
     /// Bit `i` set: qualifies for class `i` of the configured classes.
     pub classes: u32,
+}
+
+/// One owner's live devices by full JID, in JID order: the subset of
+/// `BTreeMap`'s interface the core uses, over a sorted `Vec`. An owner has
+/// a handful of devices (at most `limits.devices_per_owner`), for which a
+/// B-tree's leaf is mostly empty slots (benches/component.rs: about 110
+/// bytes less per device).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceMap(Vec<(FullJid, Device)>);
+
+impl DeviceMap {
+    fn find(&self, jid: &FullJid) -> Result<usize, usize> {
+        self.0.binary_search_by(|(j, _)| j.cmp(jid))
+    }
+
+    /// The device at `jid`.
+    pub fn get(&self, jid: &FullJid) -> Option<&Device> {
+        self.find(jid).ok().map(|i| &self.0[i].1)
+    }
+
+    /// The device at `jid`, to change it.
+    pub fn get_mut(&mut self, jid: &FullJid) -> Option<&mut Device> {
+        self.find(jid).ok().map(|i| &mut self.0[i].1)
+    }
+
+    /// Sets the device at `jid`; returns the one it replaces.
+    pub fn insert(&mut self, jid: FullJid, device: Device) -> Option<Device> {
+        match self.find(&jid) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, device)),
+            Err(i) => {
+                self.0.insert(i, (jid, device));
+                None
+            }
+        }
+    }
+
+    /// Takes the device at `jid` out.
+    pub fn remove(&mut self, jid: &FullJid) -> Option<Device> {
+        self.find(jid).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// None at all.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Forgets every device.
+    pub fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+
+    /// Devices with their JIDs, in JID order.
+    pub fn iter(&self) -> impl Iterator<Item = (&FullJid, &Device)> {
+        self.0.iter().map(|(j, d)| (j, d))
+    }
+
+    /// The JIDs, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &FullJid> {
+        self.0.iter().map(|(j, _)| j)
+    }
+
+    /// The devices, in JID order.
+    pub fn values(&self) -> impl Iterator<Item = &Device> {
+        self.0.iter().map(|(_, d)| d)
+    }
+}
+
+impl FromIterator<(FullJid, Device)> for DeviceMap {
+    fn from_iter<I: IntoIterator<Item = (FullJid, Device)>>(iter: I) -> DeviceMap {
+        let mut map = DeviceMap::default();
+        for (j, d) in iter {
+            map.insert(j, d);
+        }
+        map
+    }
 }
 
 /// Why a device's available presence was refused.

@@ -28,7 +28,7 @@ pub mod rules;
 pub mod stanza;
 mod watchers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use jid::{BareJid, FullJid, Jid};
@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, trace, warn};
 
 use self::address::Secrets;
-use self::devices::{ClassDef, Device};
+use self::devices::ClassDef;
 use self::presence::Published;
 use self::router::Target;
 use self::stanza::{error_reply, ns, ErrorType};
@@ -361,14 +361,14 @@ struct Owner {
     candidates: CandidatePolicy,
     rules: Vec<rules::Rule>,
     timezone: chrono_tz::Tz,
-    devices: BTreeMap<FullJid, Device>,
+    devices: devices::DeviceMap,
     records: HashMap<FullJid, DeviceRecord>,
     watchers: HashMap<BareJid, WatcherState>,
     published: Vec<Published>,
     /// When her watchers are due to hear her latest change (see
     /// [`Core::mark_dirty`]).
     due: Option<Time>,
-    /// When her class presences were last worked out for her watchers.
+    /// When her watchers last heard a change of hers.
     last_publish: Option<Time>,
     /// Set up by the admin in component.toml (not removable by her).
     provisioned: bool,
@@ -507,7 +507,7 @@ impl Core {
                 candidates: oc.candidates,
                 rules: oc.rules.clone(),
                 timezone: oc.timezone,
-                devices: BTreeMap::new(),
+                devices: devices::DeviceMap::default(),
                 records: HashMap::new(),
                 watchers: HashMap::new(),
                 published: vec![Published::Unknown; cfg.classes.len()],
@@ -737,8 +737,11 @@ impl Core {
             }
             self.dirty.pop_first();
             self.owners[owner].due = None;
-            self.owners[owner].last_publish = Some(now);
-            self.publish(owner);
+            // Only what watchers heard opens a window: churn they could
+            // not see does not delay the next change they can.
+            if self.publish(owner) {
+                self.owners[owner].last_publish = Some(now);
+            }
         }
     }
 
@@ -987,8 +990,9 @@ impl Core {
         self.transmit.push_back(stanza);
     }
 
-    /// Publishes to watchers every class whose aggregate changed.
-    fn publish(&mut self, i: usize) {
+    /// Publishes to watchers every class whose aggregate changed; returns
+    /// whether any did.
+    fn publish(&mut self, i: usize) -> bool {
         let classes = self.cfg.classes.len();
         let mut out = Vec::new();
         for c in 0..classes {
@@ -1018,9 +1022,11 @@ impl Core {
                 out.push((self.class_presence(i, c, first, now.as_ref()), watchers));
             }
         }
+        let changed = !out.is_empty();
         for (presence, watchers) in out {
             self.send_to_each(presence, watchers);
         }
+        changed
     }
 
     /// One stanza to many recipients (a class presence to every watcher):

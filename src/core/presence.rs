@@ -5,13 +5,10 @@
 //! function of the live devices only: no state, no I/O. The core compares
 //! the result with what it last published and sends only changes.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, FixedOffset, SecondsFormat};
-use jid::FullJid;
 use minidom::Element;
 
-use super::devices::{ClassDef, Device, Show};
+use super::devices::{ClassDef, DeviceMap, Show};
 use super::stanza::{self, element, ns, text_element};
 
 /// What one class resource shows while available.
@@ -42,7 +39,7 @@ pub enum Published {
 /// devices. `None` = no qualifying device: unavailable. `status_ok` tells
 /// whether a device's status text may be shown to watchers.
 pub fn aggregate(
-    devices: &BTreeMap<FullJid, Device>,
+    devices: &DeviceMap,
     class: usize,
     status_ok: impl Fn(&str) -> bool,
 ) -> Option<ClassPresence> {
@@ -108,8 +105,10 @@ mod tests {
     use std::collections::BTreeSet;
     use std::sync::Arc;
 
+    use jid::FullJid;
+
     use super::*;
-    use crate::core::devices::Features;
+    use crate::core::devices::{Device, Features};
 
     fn device(show: Show, priority: i8, classes: u32, idle: Option<&str>) -> Device {
         Device {
@@ -129,7 +128,7 @@ mod tests {
 
     #[test]
     fn most_available_device_wins_with_its_status() {
-        let mut d = BTreeMap::new();
+        let mut d = DeviceMap::default();
         d.insert(jid("a@x/1"), device(Show::Dnd, 50, 1, None));
         d.insert(jid("a@x/2"), device(Show::Away, 0, 1, None));
         d.insert(jid("a@x/3"), device(Show::Xa, 0, 1, None));
@@ -140,14 +139,14 @@ mod tests {
 
     #[test]
     fn no_qualifying_device_means_unavailable() {
-        let mut d = BTreeMap::new();
+        let mut d = DeviceMap::default();
         d.insert(jid("a@x/1"), device(Show::Chat, 0, 0b01, None));
         assert!(aggregate(&d, 1, |_| true).is_none());
     }
 
     #[test]
     fn idle_only_when_every_qualifying_device_is_idle_and_latest_wins() {
-        let mut d = BTreeMap::new();
+        let mut d = DeviceMap::default();
         d.insert(
             jid("a@x/1"),
             device(Show::Away, 0, 1, Some("2026-11-24T08:00:00Z")),
@@ -164,7 +163,7 @@ mod tests {
 
     #[test]
     fn a_status_that_would_leak_is_left_out() {
-        let mut d = BTreeMap::new();
+        let mut d = DeviceMap::default();
         d.insert(jid("a@x/1"), device(Show::Chat, 0, 1, None));
         assert_eq!(aggregate(&d, 0, |_| false).unwrap().status, None);
     }

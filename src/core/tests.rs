@@ -462,6 +462,20 @@ fn a_change_after_a_quiet_window_goes_out_at_once_and_churn_after_it_waits() {
 }
 
 #[test]
+fn churn_watchers_cannot_see_does_not_delay_the_next_change() {
+    let mut h = alice_with_phone_and_laptop();
+    h.advance(1000);
+    h.device("laptop", "<show>xa</show>");
+    let out = h.advance(0);
+    assert!(to_bob(&out).is_empty(), "the phone still wins: {out:?}");
+    h.device("phone", "<show>dnd</show>");
+    let out = h.advance(0);
+    let bob = to_bob(&out);
+    let video = from_class(&bob, "video").expect("no window opened by the invisible change");
+    assert_eq!(show(video).as_deref(), Some("dnd"));
+}
+
+#[test]
 fn best_show_wins_and_idle_needs_every_device_idle() {
     let mut h = alice_with_phone_and_laptop();
     h.device(
