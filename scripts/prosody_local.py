@@ -120,9 +120,11 @@ def main():
     ap.add_argument("--secret", default="change-me")
     ap.add_argument("--domain", default="unified.localhost")
     ap.add_argument("--user", action="append", default=[], help="name:password, registered on localhost")
+    ap.add_argument("--level", default="info", help="Prosody's log level")
+    ap.add_argument("--extra", default="", help="more global Lua config lines")
     args = ap.parse_args()
     p = Prosody(args.dir, component_domain=args.domain, secret=args.secret,
-                c2s=args.c2s_port, component=args.component_port)
+                c2s=args.c2s_port, component=args.component_port, level=args.level, extra=args.extra)
     for port in (p.c2s, p.component):
         if wait_port(port, timeout=0.2):
             sys.exit(f"port {port} is already in use (another XMPP server?): pick others with --c2s-port/--component-port")
