@@ -48,6 +48,8 @@ use common::*;
 const DOMAIN: &str = "unified.bench";
 const SECRET: &str = "bench-secret";
 const STREAM_ID: &str = "bench-stream-1";
+/// Consecutive changes to one owner in the visible churn.
+const BURST: usize = 4;
 /// Classes a device with [`FEATURES`] is in (chat, audio, video).
 const CLASSES_PER_DEVICE: usize = 3;
 const RESOURCES: &[&str] = &["phone", "laptop", "tablet", "desk", "watch", "car"];
@@ -68,7 +70,7 @@ fn args() -> Args {
         devices: 3,
         watchers: 20,
         changes: 200_000,
-        latency_owners: 100,
+        latency_owners: 2000,
         bin: PathBuf::from(env!("CARGO_BIN_EXE_unified-presence")),
     };
     let mut it = std::env::args().skip(1);
@@ -454,8 +456,8 @@ async fn churn_invisible(s: &mut Server, a: &Args, owners: usize, t: &mut Table)
     );
 }
 
-/// Churn every watcher sees: the best device's status changes, round
-/// robin over owners. With coalescing, changes to one owner within the
+/// Churn every watcher sees: the best device's status changes, in
+/// bursts, owner after owner. With coalescing, changes to one owner within the
 /// window reach watchers once.
 async fn churn_visible(
     s: &mut Server,
@@ -469,7 +471,10 @@ async fn churn_visible(
     let mut last_seq: HashMap<usize, usize> = HashMap::new();
     let mut buf = String::with_capacity(n * 280);
     for i in 0..n {
-        let o = i % owners;
+        // Bursts of BURST changes to one owner (a device flapping), owner
+        // after owner: the first of a burst goes out at once, the rest
+        // within the window reach watchers once.
+        let o = (i / BURST) % owners;
         buf.push_str(&device_presence(o, 0, show_of(0), &format!("v{i}"), &ver));
         last_seq.insert(o, i);
     }
