@@ -65,28 +65,16 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        owners: 10_000,
-        devices: 3,
-        watchers: 20,
-        changes: 200_000,
-        latency_owners: 2000,
+    let flags = numeric_flags();
+    let get = |k: &str, default: usize| flags.get(k).copied().unwrap_or(default).max(1);
+    Args {
+        owners: get("owners", 10_000),
+        devices: get("devices", 3).clamp(2, RESOURCES.len()),
+        watchers: get("watchers", 20),
+        changes: get("changes", 200_000),
+        latency_owners: get("latency-owners", 2000),
         bin: PathBuf::from(env!("CARGO_BIN_EXE_unified-presence")),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let mut num = || it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        match k.as_str() {
-            "--owners" => a.owners = num().max(1),
-            "--devices" => a.devices = num().clamp(2, RESOURCES.len()),
-            "--watchers" => a.watchers = num().max(1),
-            "--changes" => a.changes = num().max(1),
-            "--latency-owners" => a.latency_owners = num().max(1),
-            // cargo bench passes --bench; ignore what is not ours.
-            _ => {}
-        }
     }
-    a
 }
 
 fn account(o: usize) -> String {

@@ -52,21 +52,13 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        watchers: 50,
-        rounds: 1000,
+    let flags = numeric_flags();
+    let get = |k: &str, default: usize| flags.get(k).copied().unwrap_or(default).max(1);
+    Args {
+        watchers: get("watchers", 50),
+        rounds: get("rounds", 1000),
         bin: PathBuf::from(env!("CARGO_BIN_EXE_unified-presence")),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let mut num = || it.next().and_then(|v| v.parse().ok()).unwrap_or(1usize);
-        match k.as_str() {
-            "--watchers" => a.watchers = num().max(1),
-            "--rounds" => a.rounds = num().max(1),
-            _ => {}
-        }
     }
-    a
 }
 
 fn free_port() -> u16 {

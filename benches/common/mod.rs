@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each bench uses a part
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -23,6 +24,23 @@ pub(crate) const FEATURES: &[&str] = &[
     "urn:xmpp:jingle:apps:rtp:video",
     "urn:xmpp:jingle:transports:ice-udp:1",
 ];
+
+/// `--name N` pairs from the command line; anything else (cargo bench
+/// adds `--bench`) is skipped.
+pub(crate) fn numeric_flags() -> HashMap<String, usize> {
+    let mut flags = HashMap::new();
+    let mut it = std::env::args().skip(1).peekable();
+    while let Some(k) = it.next() {
+        let Some(name) = k.strip_prefix("--") else {
+            continue;
+        };
+        if let Some(v) = it.peek().and_then(|v| v.parse().ok()) {
+            flags.insert(name.to_owned(), v);
+            it.next();
+        }
+    }
+    flags
+}
 
 /// The XEP-0115 ver of a client with [`FEATURES`] (identity client/pc).
 pub(crate) fn ver() -> String {

@@ -257,10 +257,18 @@ def test_calls_end_as_they_should(world):
         send_jmi(phone, proxy, "finish", phone_leg, f"<reason xmlns='{JINGLE}'><success/></reason>")
         await bob.wait_for(jmi_msg("finish", AUDIO, "F1"), s_bob)
 
-        # Both phones on do-not-disturb: busy at once.
+        # Both phones on do-not-disturb: busy at once. (Bob saw "In a call"
+        # as dnd during F1 already: wait for her own dnd after it.)
+        s_dnd = bob.mark()
         phone.send_presence(pshow="dnd")
         tablet.send_presence(pshow="dnd")
-        await bob.wait_for(lambda el: presence(AUDIO)(el) and show_of(el) == "dnd", s_bob)
+
+        def her_dnd(el):
+            status = el.find(C + "status")
+            in_call = status is not None and status.text == "In a call"
+            return presence(AUDIO)(el) and show_of(el) == "dnd" and not in_call
+
+        await bob.wait_for(her_dnd, s_dnd)
         bob.send_raw(f"<message type='chat' to='{ALICE}'><propose xmlns='{JMI}' id='B1'>"
                      "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
         rej = await bob.wait_for(jmi_msg("reject", AUDIO, "B1"), s_bob)
