@@ -174,8 +174,9 @@ impl Store {
     }
 
     /// Writes the changes of one input as one transaction (a single write
-    /// as itself): all of them or none (not yet flushed). Values are encoded, and the keys an
-    /// unregistration removes are listed, before anything is written.
+    /// as itself): all of them or none (not yet flushed). Values are
+    /// encoded, and the keys an unregistration removes are listed, before
+    /// anything is written.
     pub fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
         let mut writes: Vec<Write> = Vec::with_capacity(ops.len());
         for op in ops {
