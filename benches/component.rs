@@ -177,9 +177,15 @@ impl Server {
             .expect("the component connects within 60 s")
             .expect("accept");
         sock.set_nodelay(true).expect("nodelay");
-        let (rd, mut wr) = sock.into_split();
+        // Reading on a thread of its own: latency stamps are taken when
+        // bytes arrive, not when this thread gets round to them.
+        let sock = sock.into_std().expect("std socket");
+        let reader = sock.try_clone().expect("clone the socket");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        tokio::spawn(read_loop(rd, tx));
+        read_on_own_thread(reader, tx);
+        let (_rd, mut wr) = tokio::net::TcpStream::from_std(sock)
+            .expect("socket")
+            .into_split();
         let header = rx.recv().await.expect("stream header");
         assert_eq!(header.name, "stream:header");
         wr.write_all(

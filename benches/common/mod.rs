@@ -139,10 +139,27 @@ pub(crate) fn summarise(el: &str, at: Instant) -> Out {
     }
 }
 
+/// [`read_loop`] on a thread and runtime of its own, so that what the
+/// caller's thread does never delays reading (and the time stamps).
+pub(crate) fn read_on_own_thread(sock: std::net::TcpStream, tx: mpsc::UnboundedSender<Out>) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("reader runtime");
+        rt.block_on(async move {
+            // The whole stream, not a split half: dropping a write half
+            // would shut the socket down for the caller's writes.
+            let sock = tokio::net::TcpStream::from_std(sock).expect("reader socket");
+            read_loop(sock, tx).await;
+        });
+    });
+}
+
 /// Splits the byte stream into top-level elements (depth 1 below the
 /// stream root) by counting tags; enough for what minidom writes.
 pub(crate) async fn read_loop(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut rd: impl tokio::io::AsyncRead + Unpin,
     tx: mpsc::UnboundedSender<Out>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
