@@ -225,13 +225,14 @@ async fn session(
         // caused it) runs now: tokio would only fire it at its next timer
         // tick, after reading on while input is buffered.
         let t = now();
-        if core.poll_timeout().is_some_and(|due| due <= t) {
+        let mut deadline = core.poll_timeout();
+        if deadline.is_some_and(|due| due <= t) {
             core.handle_timeout(t);
             if let Err(e) = drain(core, disk, stream).await {
                 return e.into();
             }
+            deadline = core.poll_timeout();
         }
-        let deadline = core.poll_timeout();
         if deadline != armed {
             if let Some(due) = deadline {
                 timer.as_mut().reset(instant_of(due));
