@@ -37,13 +37,13 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// The server refused our secret.
-    #[error("the server refused the secret for {domain} (not-authorized): server.secret must equal component_secret in the server's Component block")]
+    #[error("the server refused {domain} (not-authorized): server.secret must equal the server's secret for it (Prosody: component_secret in its Component block; ejabberd: the password under hosts of its ejabberd_service listener, which also answers this when the domain is not among those hosts)")]
     NotAuthorized {
         /// Our domain.
         domain: String,
     },
     /// The server has no component for our domain.
-    #[error("the server does not know {domain} (host-unknown): add `Component \"{domain}\"` to its config")]
+    #[error("the server does not know {domain} (host-unknown): add `Component \"{domain}\"` with a component_secret to its config (Prosody), or the domain under hosts of an ejabberd_service listener (ejabberd)")]
     HostUnknown {
         /// Our domain.
         domain: String,

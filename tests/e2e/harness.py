@@ -9,6 +9,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from ejabberd_local import Ejabberd  # noqa: E402
 from prosody_local import Prosody  # noqa: E402
 from xmpp_users import Client  # noqa: E402,F401
 
@@ -27,8 +28,17 @@ JMI = "urn:xmpp:jingle-message:0"
 OUR_NODE = "https://unified-presence.org/caps"
 
 
-def start_prosody(tmp, users=("alice", "bob", "eve")):
-    p = Prosody(os.path.join(tmp, "prosody"), component_domain=DOMAIN, secret=SECRET).start()
+# The servers the scenarios that matter to both run against (issue 6).
+SERVERS = ("prosody", "ejabberd")
+
+
+def start_prosody(tmp, users=("alice", "bob", "eve"), kind="prosody", **options):
+    """A fresh loopback server of `kind` ("prosody" or "ejabberd") with the
+    component's domain configured and `users` registered (password
+    "pw-<name>")."""
+    server = {"prosody": Prosody, "ejabberd": Ejabberd}[kind]
+    p = server(os.path.join(tmp, kind), component_domain=DOMAIN, secret=SECRET, **options).start()
+    p.kind = kind
     for u in users:
         p.register(u, "pw-" + u)
     return p

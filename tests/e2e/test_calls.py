@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness import (C, DOMAIN, JINGLE_AUDIO, Client, Component, error_condition,
+from harness import (C, DOMAIN, JINGLE_AUDIO, SERVERS, Client, Component, error_condition,
                      iq_reply, presence, show_of, start_prosody)
 
 ALICE = f"alice@{DOMAIN}"
@@ -96,9 +96,10 @@ def assert_private(client, since=0):
             assert secret not in raw, f"leak of {secret!r}: {raw}"
 
 
-@pytest.fixture
-def world(tmp_path):
-    p = start_prosody(str(tmp_path))
+@pytest.fixture(params=SERVERS)
+def world(tmp_path, request):
+    """Every call scenario runs against Prosody and against ejabberd."""
+    p = start_prosody(str(tmp_path), kind=request.param)
     comp = Component(str(tmp_path), p, OWNERS)
     yield p, comp
     comp.stop()
