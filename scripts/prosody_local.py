@@ -27,14 +27,15 @@ c2s_ports = {{ {c2s} }}
 c2s_interfaces = {{ "127.0.0.1" }}
 component_ports = {{ {component} }}
 component_interfaces = {{ "127.0.0.1" }}
-http_ports = {{ }}
+http_ports = {{ {http} }}
+http_interfaces = {{ "127.0.0.1" }}
 https_ports = {{ }}
 s2s_ports = {{ }}
 c2s_direct_tls_ports = {{ }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version", "offline" }}
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version", "offline"{websocket} }}
 modules_disabled = {{ "s2s", "tls" }}
 log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{dir}/prosody.log" }} }}
 {extra}
@@ -65,7 +66,8 @@ class Prosody:
     """One Prosody process with its own config and data under `dir`."""
 
     def __init__(self, dir, host="localhost", component_domain="unified.localhost",
-                 secret="change-me", c2s=None, component=None, level="info", extra=""):
+                 secret="change-me", c2s=None, component=None, level="info", extra="",
+                 websocket=False):
         self.dir = os.path.abspath(dir)
         self.host = host
         self.component_domain = component_domain
@@ -74,15 +76,24 @@ class Prosody:
         self.component = component or free_port()
         self.level = level
         self.extra = extra
+        # XMPP over websocket (RFC 7395) for browser clients, at
+        # ws://127.0.0.1:{self.http}/xmpp-websocket; off unless asked.
+        self.http = free_port() if websocket else None
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
         self.proc = None
 
     def write_config(self):
         os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
+        extra = self.extra
+        if self.http:
+            # The page is served from another port than the websocket's.
+            extra = "cross_domain_websocket = true\nconsider_websocket_secure = true\n" + extra
         with open(self.config, "w") as f:
             f.write(CONFIG.format(dir=self.dir, c2s=self.c2s, component=self.component,
                                   host=self.host, component_domain=self.component_domain,
-                                  secret=self.secret, level=self.level, extra=self.extra))
+                                  secret=self.secret, level=self.level, extra=extra,
+                                  http=self.http or "",
+                                  websocket=', "websocket", "http"' if self.http else ""))
 
     def start(self):
         if not shutil.which("prosody"):

@@ -377,14 +377,17 @@ const RTP_VIDEO: &str = "urn:xmpp:jingle:apps:rtp:video";
 const FT5: &str = "urn:xmpp:jingle:apps:file-transfer:5";
 
 /// DESIGN.md section 3, the default mapping. Chat has the highest
-/// priority so that bare-JID routing picks it.
+/// priority so that bare-JID routing picks it. Every default has one
+/// digit: Converse.js 14 picks a contact's status from the resource whose
+/// `"{priority}-{timestamp}"` *string* sorts last, so with chat at 10 a
+/// browser showed Alice "away" from `/audio` while `/chat` was online.
 pub fn default_classes() -> Vec<ClassConfig> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     vec![
         ClassConfig {
             name: "chat".into(),
             features: vec![],
-            priority: 10,
+            priority: 9,
             jmi: false,
         },
         ClassConfig {
