@@ -24,7 +24,50 @@ use super::jingle::{
 use super::router::{Resource, Target};
 use super::rules::{self, CallContext, Candidate, NoAnswer, RingPlan, Rule};
 use super::stanza::{self, element, iq_result, ErrorType};
-use super::{CandidatePolicy, Core, Time};
+use super::{CandidatePolicy, Core, Event, Time};
+
+/// How a call ended, for the admin's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// A device answered; the call ran and ended.
+    Answered,
+    /// Every device rung declined.
+    Declined,
+    /// The caller gave up before anyone answered.
+    Cancelled,
+    /// Nobody answered in time.
+    Unanswered,
+    /// Refused before ringing: busy, a reject rule, no device, media no
+    /// class serves, or the concurrent-call limit.
+    Rejected,
+    /// Ended by the system: the owner's devices went away, the owner was
+    /// removed, the component stopped or lost the server.
+    Failed,
+}
+
+impl CallOutcome {
+    /// Every outcome, for metric labels.
+    pub const ALL: [CallOutcome; 6] = [
+        CallOutcome::Answered,
+        CallOutcome::Declined,
+        CallOutcome::Cancelled,
+        CallOutcome::Unanswered,
+        CallOutcome::Rejected,
+        CallOutcome::Failed,
+    ];
+
+    /// The label: `answered`, `declined`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::Declined => "declined",
+            CallOutcome::Cancelled => "cancelled",
+            CallOutcome::Unanswered => "unanswered",
+            CallOutcome::Rejected => "rejected",
+            CallOutcome::Failed => "failed",
+        }
+    }
+}
 
 /// How the caller asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +118,8 @@ struct Call {
     class: usize,
     /// Earliest of the two while nobody has answered.
     deadline: Option<Time>,
+    /// When the caller asked, for the ring time.
+    started: Time,
 }
 
 impl Call {
@@ -145,11 +190,12 @@ impl CallTable {
     }
 
     /// Leg `li` of call `c` answered first (XEP-0353 §3.4, XEP-0166 §6.4).
-    fn answer(&mut self, c: u64, li: usize) {
-        if let Some(call) = self.calls.get_mut(&c) {
-            call.win(li);
-            *self.answered.entry(call.owner).or_default() += 1;
-        }
+    /// Leg `li` won; returns how long the call rang.
+    fn answer(&mut self, now: Time, c: u64, li: usize) -> Option<u64> {
+        let call = self.calls.get_mut(&c)?;
+        call.win(li);
+        *self.answered.entry(call.owner).or_default() += 1;
+        Some(now.0.saturating_sub(call.started.0))
     }
 
     /// Live calls (for tests and metrics).
@@ -255,6 +301,7 @@ impl Core {
             debug!("propose for media no class serves");
             let face = self.owners[owner].virtual_jid.to_string();
             let reject = jmi("reject", &sid, vec![reason("unsupported-applications")]);
+            self.call_rejected();
             return self.send_jmi(&face, caller.as_str(), reject);
         };
         let face = format!(
@@ -271,11 +318,13 @@ impl Core {
         }
         if !self.admit_call(&caller) {
             let reject = jmi("reject", &sid, vec![reason("busy")]);
+            self.call_rejected();
             return self.send_jmi(&face, caller.as_str(), reject);
         }
         let plan = self.ring_plan(now, owner, class, &caller.to_bare());
         if plan.steps.is_empty() {
             info!(owner = %self.owners[owner].name, "no device to ring: busy");
+            self.call_rejected();
             return self.send_jmi(
                 &face,
                 caller.as_str(),
@@ -514,10 +563,23 @@ impl Core {
             on_no_answer: plan.on_no_answer,
             class,
             deadline: None,
+            started: now,
         };
         call.set_deadline();
         self.calls.calls.insert(c, call);
         Some(c)
+    }
+
+    fn call_answered(&mut self, now: Time, c: u64, li: usize) {
+        if let Some(ring_ms) = self.calls.answer(now, c, li) {
+            info!(ring_ms, "answered");
+            self.event(Event::CallAnswered { ring_ms });
+        }
+    }
+
+    /// A call refused before it rang anyone.
+    fn call_rejected(&mut self) {
+        self.event(Event::CallEnded(CallOutcome::Rejected));
     }
 
     fn end_call(&mut self, c: u64, why: &str) {
@@ -525,6 +587,14 @@ impl Core {
             return;
         };
         info!(owner = %self.owners[call.owner].name, why, "call ended");
+        let outcome = match why {
+            _ if call.winner.is_some() => CallOutcome::Answered,
+            "every device declined" => CallOutcome::Declined,
+            "caller ended" | "caller terminated" | "caller cancelled" => CallOutcome::Cancelled,
+            "timeout" => CallOutcome::Unanswered,
+            _ => CallOutcome::Failed,
+        };
+        self.event(Event::CallEnded(outcome));
         self.calls
             .by_caller
             .remove(&(call.caller.clone(), call.sid.clone()));
@@ -593,8 +663,7 @@ impl Core {
             // XEP-0353 §3.4: the first proceed wins.
             ("proceed", None) => {
                 let others = call.open_legs(Some(li));
-                self.calls.answer(c, li);
-                info!("answered");
+                self.call_answered(now, c, li);
                 self.send_jmi_copy(&face, &caller, el, &sid);
                 for (d, id) in others {
                     self.send_jmi(&proxy, &d, jmi("retract", &id, vec![]));
@@ -780,10 +849,12 @@ impl Core {
             );
             self.ack(iq);
             if !self.admit_call(&caller) {
+                self.call_rejected();
                 return self.send_own(now, &face.clone(), caller.as_str(), terminate(&sid, "busy"));
             }
             let plan = self.ring_plan(now, owner, class, &caller.to_bare());
             if plan.steps.is_empty() {
+                self.call_rejected();
                 return self.send_own(now, &face.clone(), caller.as_str(), terminate(&sid, "busy"));
             }
             let Some(c) = self.new_call(
@@ -879,7 +950,7 @@ impl Core {
             None => match action.as_str() {
                 // XEP-0166 §6.4: the first session-accept wins.
                 "session-accept" => {
-                    self.calls.answer(c, li);
+                    self.call_answered(now, c, li);
                     let (others, held) = {
                         let call = self.calls.calls.get_mut(&c).expect("looked up above");
                         (

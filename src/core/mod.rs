@@ -38,6 +38,8 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, trace, warn};
 
+pub use self::calls::CallOutcome;
+
 use self::address::Secrets;
 use self::devices::ClassDef;
 use self::presence::Published;
@@ -443,6 +445,21 @@ struct PendingIq {
     purpose: Purpose,
 }
 
+/// What happened, for the shell's metrics ([`Core::poll_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A call ended, or was refused before it rang.
+    CallEnded(CallOutcome),
+    /// A device answered a call after it rang this long.
+    CallAnswered {
+        /// From the caller's request to the answer.
+        ring_ms: u64,
+    },
+}
+
+/// Events a core keeps when nobody drains them.
+pub const MAX_EVENTS: usize = 1024;
+
 /// The protocol core. See the module docs for how to drive it.
 #[derive(Debug)]
 pub struct Core {
@@ -458,6 +475,7 @@ pub struct Core {
     next_id: u64,
     transmit: VecDeque<Element>,
     store: VecDeque<StoreOp>,
+    events: VecDeque<Event>,
     /// Owners whose watchers are due to hear a change, by when.
     dirty: BTreeSet<(Time, usize)>,
     settle_until: Time,
@@ -576,6 +594,7 @@ impl Core {
             next_id: 0,
             transmit: VecDeque::new(),
             store: VecDeque::new(),
+            events: VecDeque::new(),
             dirty: BTreeSet::new(),
             settle_until: Time(0),
             guard_drops: 0,
@@ -597,6 +616,20 @@ impl Core {
     /// The next change to make durable, if any.
     pub fn poll_store(&mut self) -> Option<StoreOp> {
         self.store.pop_front()
+    }
+
+    /// The next thing that happened, for metrics, if any. The shell drains
+    /// these after every input, with the stanzas; a core nobody drains
+    /// keeps at most [`MAX_EVENTS`] (the oldest are dropped).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn event(&mut self, e: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
     }
 
     /// When [`Core::handle_timeout`] wants to run next.

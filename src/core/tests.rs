@@ -2245,3 +2245,34 @@ fn a_change_the_store_refuses_is_answered_with_an_error_and_not_acknowledged() {
         .find(|op| matches!(op, StoreOp::DeviceSeen { .. }));
     assert!(seen.is_some_and(|op| !op.acknowledged()), "{:?}", h.ops);
 }
+
+#[test]
+fn call_outcomes_and_ring_time_are_reported_for_metrics() {
+    let events = |h: &mut Harness| std::iter::from_fn(|| h.core.poll_event()).collect::<Vec<_>>();
+    // Answered after 1.5 s of ringing, then finished by the caller.
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, phone_leg) = legs[PHONE].clone();
+    h.advance(1_500);
+    from_device(&mut h, PHONE, &proxy, "proceed", &phone_leg, "");
+    h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{BOB}' to='alice@{D}'><finish xmlns='urn:xmpp:jingle-message:0' id='S1'/></message>"));
+    assert_eq!(
+        events(&mut h),
+        [
+            Event::CallAnswered { ring_ms: 1_500 },
+            Event::CallEnded(CallOutcome::Answered)
+        ]
+    );
+    // The caller gives up; then nobody answers a second call in time.
+    propose(&mut h, "S2");
+    h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{BOB}' to='alice@{D}'><retract xmlns='urn:xmpp:jingle-message:0' id='S2'/></message>"));
+    propose(&mut h, "S3");
+    h.advance(31_000);
+    assert_eq!(
+        events(&mut h),
+        [
+            Event::CallEnded(CallOutcome::Cancelled),
+            Event::CallEnded(CallOutcome::Unanswered)
+        ]
+    );
+}
