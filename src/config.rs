@@ -81,6 +81,26 @@ pub struct Config {
     /// Accounts that may act for any owner (`as <owner> <command>`).
     #[serde(default)]
     pub admins: Vec<String>,
+    /// `[http]`: the admin listener (metrics, health, status); off when
+    /// absent.
+    #[serde(default)]
+    pub http: Option<Http>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Where to listen, like `"127.0.0.1:9480"`.
+    pub bind: SocketAddr,
+    /// Lets requests from other hosts read `/metrics` and `/status`
+    /// (`Authorization: Bearer <token>`); loopback needs none. Written
+    /// here (then the file must not be world-readable) ...
+    #[serde(default)]
+    pub admin_token: Secret,
+    /// ... or read from this file (its first line).
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `[server]`.
@@ -144,9 +164,10 @@ fn refuse_world_readable(path: &std::path::Path, key: &str) -> Result<(), Config
             return Err(invalid(
                 key,
                 format!(
-                    "{} holds the component secret and every user of this machine can read it (mode {mode:o}): \
+                    "{} holds a secret and every user of this machine can read it (mode {mode:o}): \
                      run `chmod o-rwx {}` (the service's user or group still needs to read it), \
-                     or move the secret to server.secret_file or the {SECRET_ENV} environment variable",
+                     or move it to a file of its own (server.secret_file, http.admin_token_file) or, \
+                     for the component secret, the {SECRET_ENV} environment variable",
                     path.display(),
                     path.display()
                 ),
@@ -569,6 +590,13 @@ impl Config {
         if !cfg.server.secret.expose().is_empty() {
             refuse_world_readable(path, "server.secret")?;
         }
+        if cfg
+            .http
+            .as_ref()
+            .is_some_and(|h| !h.admin_token.expose().is_empty())
+        {
+            refuse_world_readable(path, "http.admin_token")?;
+        }
         cfg.resolve_secret(env)?;
         cfg.validate()?;
         Ok(cfg)
@@ -592,6 +620,23 @@ impl Config {
                 "server.secret_file",
                 "set either server.secret or server.secret_file, not both",
             ));
+        }
+        if let Some(http) = &mut self.http {
+            if let Some(file) = &http.admin_token_file {
+                if !http.admin_token.expose().is_empty() {
+                    return Err(invalid(
+                        "http.admin_token_file",
+                        "set either http.admin_token or http.admin_token_file, not both",
+                    ));
+                }
+                refuse_world_readable(file, "http.admin_token_file")?;
+                let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+                http.admin_token =
+                    Secret(text.lines().next().unwrap_or_default().trim().to_owned());
+            }
         }
         if let Some(env) = env {
             server.secret = Secret(env);

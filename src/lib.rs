@@ -16,6 +16,7 @@
 //!   - watchers (RFC 6121), linking (accounts and devices), disco (IQs).
 //! - [`store`]: the only module that knows sled.
 //! - [`connection`]: the XEP-0114 stream: connect, handshake, read, write.
+//! - [`http`]: the optional admin listener: metrics, health, status page.
 //! - [`runtime`]: one task owns the core: `select!` over the stream, the
 //!   core's next timeout and shutdown; reconnects with backoff.
 //!
@@ -35,6 +36,8 @@ pub mod config;
 #[cfg(feature = "server")]
 pub mod connection;
 pub mod core;
+#[cfg(feature = "server")]
+pub mod http;
 #[cfg(feature = "server")]
 pub mod runtime;
 #[cfg(feature = "server")]

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::connection::{self, stream_error_condition, Stream};
 use crate::core::stanza::{self, element, ns};
 use crate::core::{Core, Time};
+use crate::http::{self, AdminRequest, Metrics};
 use crate::store::{Store, StoreError};
 
 /// Why the component stopped on its own.
@@ -25,6 +27,31 @@ pub enum RunError {
     /// The store failed: nothing more can be acknowledged safely.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `[http] bind` cannot be listened on.
+    #[error("http.bind {bind}: {source} (is another process listening there? pick another port)")]
+    Http {
+        /// The address.
+        bind: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What the shell around the core holds besides the store: the counters
+/// and the admin listener's questions.
+struct Shell {
+    metrics: Arc<Metrics>,
+    admin: tokio::sync::mpsc::Receiver<AdminRequest>,
+}
+
+impl Shell {
+    fn answer(&self, core: &Core, req: AdminRequest) {
+        match req {
+            AdminRequest::View { limit, reply } => {
+                let _ = reply.send(core.admin_view(now(), limit));
+            }
+        }
+    }
 }
 
 /// Failed writes of bookkeeping (see [`drain`]), for rate-limited logs.
@@ -131,6 +158,18 @@ fn load(config: &Config, store: &Store) -> Result<Core, StoreError> {
 /// Runs the component until `shutdown` completes or the store fails.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let (mut disk, mut core) = Disk::open(&config)?;
+    let metrics = Arc::new(Metrics::new());
+    let (admin_tx, admin) = tokio::sync::mpsc::channel(16);
+    if let Some(h) = &config.http {
+        http::listen(h.bind, h.admin_token.clone(), metrics.clone(), admin_tx)
+            .await
+            .map_err(|source| RunError::Http {
+                bind: h.bind,
+                source,
+            })?;
+    }
+    let mut shell = Shell { metrics, admin };
+    let mut connections = 0u64;
     let timeouts = Timeouts {
         read_timeout: Duration::from_secs(config.server.keepalive_secs.max(1)),
         response_timeout: Duration::from_secs(30),
@@ -158,21 +197,28 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         };
         info!(%domain, "connected");
+        shell.metrics.connection(true, connections > 0);
+        connections += 1;
         backoff = Duration::from_secs(1);
         let mut fresh = true;
         let ended = loop {
             if fresh {
                 core.handle_connected(now());
             }
-            let ended = match drain(&mut core, &mut disk, &mut stream).await {
-                Ok(()) => session(&mut core, &mut disk, &mut stream, &mut shutdown).await,
+            let ended = match drain(&mut core, &mut disk, &mut stream, &shell.metrics).await {
+                Ok(()) => {
+                    session(&mut core, &mut disk, &mut stream, &mut shell, &mut shutdown).await
+                }
                 Err(e) => e.into(),
             };
+            if !matches!(ended, Ended::StoreFailed) {
+                shell.metrics.connection(false, false);
+            }
             match ended {
                 Ended::StoreFailed => match disk.reopen(&config).await {
                     Some(rebuilt) => {
                         core.end_calls(now());
-                        if let Err(e) = send_all(&mut core, &mut stream).await {
+                        if let Err(e) = send_all(&mut core, &mut stream, &shell.metrics).await {
                             warn!(error = %e, "could not end the calls");
                         }
                         core = rebuilt;
@@ -187,7 +233,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Ended::Shutdown => {
                 info!("shutting down");
                 core.handle_shutdown(now());
-                if drain(&mut core, &mut disk, &mut stream).await.is_err() {
+                if drain(&mut core, &mut disk, &mut stream, &shell.metrics)
+                    .await
+                    .is_err()
+                {
                     warn!("could not say goodbye to watchers");
                 }
                 let _ = stream.shutdown().await;
@@ -212,8 +261,10 @@ async fn session(
     core: &mut Core,
     disk: &mut Disk,
     stream: &mut Stream,
+    shell: &mut Shell,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
+    let metrics = shell.metrics.clone();
     let mut keepalive = 0u64;
     // One timer, moved only when the core's next deadline moves: setting
     // up a fresh one for every stanza showed in profiles.
@@ -228,7 +279,7 @@ async fn session(
         let mut deadline = core.poll_timeout();
         if deadline.is_some_and(|due| due <= t) {
             core.handle_timeout(t);
-            if let Err(e) = drain(core, disk, stream).await {
+            if let Err(e) = drain(core, disk, stream, &metrics).await {
                 return e.into();
             }
             deadline = core.poll_timeout();
@@ -245,6 +296,7 @@ async fn session(
                     if let Some(condition) = stream_error_condition(&el) {
                         return Ended::Lost(format!("stream error: {condition}"));
                     }
+                    metrics.received(&el);
                     core.handle_stanza(now(), el);
                 }
                 Some(Err(ReadError::SoftTimeout)) => {
@@ -272,9 +324,13 @@ async fn session(
                 armed = None;
                 core.handle_timeout(now());
             }
+            Some(req) = shell.admin.recv() => {
+                shell.answer(core, req);
+                continue;
+            }
             _ = shutdown.as_mut() => return Ended::Shutdown,
         }
-        if let Err(e) = drain(core, disk, stream).await {
+        if let Err(e) = drain(core, disk, stream, &metrics).await {
             return e.into();
         }
     }
@@ -292,10 +348,19 @@ enum DrainError {
 /// The single-mutation invariant: after every input, its store changes
 /// first, as one transaction, flushed if anything acknowledges them; then
 /// every stanza, in one write.
-async fn drain(core: &mut Core, disk: &mut Disk, stream: &mut Stream) -> Result<(), DrainError> {
+async fn drain(
+    core: &mut Core,
+    disk: &mut Disk,
+    stream: &mut Stream,
+    metrics: &Metrics,
+) -> Result<(), DrainError> {
+    while let Some(e) = core.poll_event() {
+        metrics.event(e);
+    }
     let ops: Vec<_> = std::iter::from_fn(|| core.poll_store()).collect();
     if !ops.is_empty() {
         let acknowledged = ops.iter().any(|op| op.acknowledged());
+        let started = std::time::Instant::now();
         let written = match &disk.store {
             Some(store) => match store.commit(&ops) {
                 Ok(()) if acknowledged => store.flush().await,
@@ -303,12 +368,15 @@ async fn drain(core: &mut Core, disk: &mut Disk, stream: &mut Stream) -> Result<
             },
             None => Err(StoreError::Unavailable),
         };
+        metrics.store_write(started.elapsed(), written.is_ok());
         match written {
             Ok(()) => {}
             Err(e) if acknowledged => {
                 error!(error = %e, changes = ops.len(), "store write failed: the requester gets an error, nothing was changed");
                 core.handle_store_failure();
-                send_all(core, stream).await.map_err(DrainError::Stream)?;
+                send_all(core, stream, metrics)
+                    .await
+                    .map_err(DrainError::Stream)?;
                 disk.store = None;
                 return Err(DrainError::Store);
             }
@@ -322,12 +390,15 @@ async fn drain(core: &mut Core, disk: &mut Disk, stream: &mut Stream) -> Result<
             }
         }
     }
-    send_all(core, stream).await.map_err(DrainError::Stream)
+    send_all(core, stream, metrics)
+        .await
+        .map_err(DrainError::Stream)
 }
 
-async fn send_all(core: &mut Core, stream: &mut Stream) -> Result<(), String> {
+async fn send_all(core: &mut Core, stream: &mut Stream, metrics: &Metrics) -> Result<(), String> {
     let mut sent = false;
     while let Some(el) = core.poll_transmit() {
+        metrics.sent(&el);
         stream.feed(&el).await.map_err(|e| e.to_string())?;
         sent = true;
     }

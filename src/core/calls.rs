@@ -202,6 +202,27 @@ impl CallTable {
     pub(super) fn len(&self) -> usize {
         self.calls.len()
     }
+
+    /// The live calls as the admin's status page lists them.
+    pub(super) fn views(&self, core: &Core, now: Time) -> Vec<super::admin::CallView> {
+        let mut calls: Vec<_> = self.calls.iter().collect();
+        calls.sort_by_key(|(c, _)| **c);
+        calls
+            .into_iter()
+            .map(|(_, call)| super::admin::CallView {
+                owner: core.owners[call.owner].name.clone(),
+                class: core.cfg.classes[call.class].name.clone(),
+                caller: call.caller.to_bare().to_string(),
+                state: if call.winner.is_some() {
+                    "answered"
+                } else {
+                    "ringing"
+                },
+                legs: call.legs.len(),
+                secs: now.0.saturating_sub(call.started.0) / 1000,
+            })
+            .collect()
+    }
 }
 
 fn full(jid: &Jid) -> Option<FullJid> {

@@ -14,6 +14,7 @@
 
 pub mod address;
 mod adhoc;
+pub mod admin;
 mod calls;
 mod chat;
 pub mod commands;
@@ -158,7 +159,7 @@ pub struct Limits {
 }
 
 /// How much state the core holds: every figure is bounded by a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Footprint {
     /// Owners (provisioned and registered).
     pub owners: usize,

@@ -2276,3 +2276,52 @@ fn call_outcomes_and_ring_time_are_reported_for_metrics() {
         ]
     );
 }
+
+#[test]
+fn the_admin_view_lists_devices_classes_and_live_calls() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    propose(&mut h, "S1");
+    h.advance(2_000);
+    let view = h.core.admin_view(h.now, 100);
+    assert_eq!(view.owners_total, 1);
+    let alice = &view.owners[0];
+    assert_eq!(alice.address, format!("alice@{D}"));
+    assert_eq!(alice.accounts, [("alice@localhost".to_owned(), true)]);
+    assert_eq!(alice.watchers, 1);
+    let devices: BTreeMap<_, _> = alice
+        .devices
+        .iter()
+        .map(|d| (d.resource.as_str(), d.classes.join(",")))
+        .collect();
+    assert_eq!(
+        devices,
+        [
+            ("laptop", "chat".to_owned()),
+            ("phone", "chat,audio".to_owned()),
+            ("tablet", "chat,audio".to_owned())
+        ]
+        .into()
+    );
+    assert!(alice.classes.contains(&("audio".into(), "online".into())));
+    assert!(alice
+        .classes
+        .contains(&("video".into(), "unavailable".into())));
+    assert_eq!(view.calls.len(), 1);
+    let call = &view.calls[0];
+    assert_eq!(
+        (
+            call.owner.as_str(),
+            call.class.as_str(),
+            call.caller.as_str(),
+            call.state,
+            call.legs,
+            call.secs
+        ),
+        ("alice", "audio", "bob@localhost", "ringing", 2, 2)
+    );
+    assert_eq!(
+        h.core.admin_view(h.now, 0).owners.len(),
+        0,
+        "the limit holds"
+    );
+}

@@ -1,0 +1,91 @@
+"""Admins can see inside (issue 6): the optional [http] listener serves
+Prometheus metrics, /healthz and a status page, against a real Prosody."""
+import asyncio
+import urllib.error
+import urllib.request
+
+from harness import DOMAIN, JINGLE_AUDIO, Client, Component, presence, start_prosody
+from prosody_local import free_port
+
+ALICE = f"alice@{DOMAIN}"
+
+
+def get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name):
+    """The value of one sample line, `name` including its labels."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in:\n{text}")
+
+
+def test_metrics_health_and_status_page(tmp_path):
+    p = start_prosody(str(tmp_path))
+    port = free_port()
+    comp = Component(str(tmp_path), p, f"""[http]
+bind = "127.0.0.1:{port}"
+admin_token = "a-token-for-other-hosts"
+
+[[owners]]
+name = "alice"
+accounts = ["alice@localhost"]
+subscription = "open"
+""")
+
+    async def scenario():
+        comp.start()
+        phone = await Client("alice@localhost/phone", JINGLE_AUDIO).online(p.c2s)
+        await phone.wait_for(presence(ALICE, "subscribe"))
+        phone.send_presence(pto=ALICE, ptype="subscribed")
+        bob = await Client("bob@localhost/pc").online(p.c2s)
+        bob.send_presence(pto=ALICE, ptype="subscribe")
+        await bob.wait_for(presence(f"{ALICE}/audio"), what="/audio available")
+        # Eve asks for an owner nobody registered: an error stanza.
+        eve = await Client("eve@localhost/x").online(p.c2s)
+        eve.send_raw(f"<iq type='get' id='q1' to='nobody@{DOMAIN}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        await eve.wait_for(lambda el: el.get("id") == "q1")
+
+        assert get(port, "/healthz") == (200, "ok\n")
+        status, text = get(port, "/metrics")
+        assert status == 200
+        assert metric(text, "unified_presence_owners") == 1
+        assert metric(text, "unified_presence_devices") == 1
+        assert metric(text, "unified_presence_watchers") == 1
+        assert metric(text, "unified_presence_connected") == 1
+        assert metric(text, 'unified_presence_stanzas_received_total{kind="presence"}') >= 3
+        assert metric(text, 'unified_presence_stanzas_sent_total{kind="presence"}') >= 3
+        assert metric(text, "unified_presence_errors_sent_total") >= 1
+        assert metric(text, "unified_presence_store_write_seconds_count") >= 1
+        assert metric(text, "unified_presence_privacy_guard_drops") == 0
+
+        status, page = get(port, "/status")
+        assert status == 200
+        assert ALICE in page and "alice@localhost" in page
+        assert "phone (online): chat, audio" in page
+        assert "audio: online" in page and "video: unavailable" in page
+
+        for c in (phone, bob, eve):
+            await c.offline()
+
+    try:
+        asyncio.run(scenario())
+        # The server goes away: health says so, and says it again once the
+        # component is back.
+        p.stop()
+        comp.wait_log("connection lost")
+        status, body = get(port, "/healthz")
+        assert status == 503 and "not connected" in body
+        p.start()
+        comp.wait_log(" connected domain=", comp.connections + 2, timeout=30)
+        assert get(port, "/healthz") == (200, "ok\n")
+        assert metric(get(port, "/metrics")[1], "unified_presence_reconnects_total") == 1
+    finally:
+        comp.stop()
+        p.stop()
