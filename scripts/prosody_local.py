@@ -42,7 +42,7 @@ log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{dir}/proso
 VirtualHost "{host}"
 Component "{component_domain}"
     component_secret = "{secret}"
-"""
+{more_components}"""
 
 
 def free_port():
@@ -67,7 +67,7 @@ class Prosody:
 
     def __init__(self, dir, host="localhost", component_domain="unified.localhost",
                  secret="change-me", c2s=None, component=None, level="info", extra="",
-                 websocket=False):
+                 websocket=False, more_components=()):
         self.dir = os.path.abspath(dir)
         self.host = host
         self.component_domain = component_domain
@@ -79,6 +79,9 @@ class Prosody:
         # XMPP over websocket (RFC 7395) for browser clients, at
         # ws://127.0.0.1:{self.http}/xmpp-websocket; off unless asked.
         self.http = free_port() if websocket else None
+        # More (domain, secret) components on the same server: several
+        # instances side by side, one subdomain each.
+        self.more_components = list(more_components)
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
         self.proc = None
 
@@ -93,6 +96,9 @@ class Prosody:
                                   host=self.host, component_domain=self.component_domain,
                                   secret=self.secret, level=self.level, extra=extra,
                                   http=self.http or "",
+                                  more_components="".join(
+                                      f'Component "{d}"\n    component_secret = "{sec}"\n'
+                                      for d, sec in self.more_components),
                                   websocket=', "websocket", "http"' if self.http else ""))
 
     def start(self):

@@ -581,6 +581,14 @@ impl Config {
     /// [`SECRET_ENV`] when set, else from `server.secret_file` or the file
     /// itself, which must then not be world-readable.
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let cfg = Config::load_file(path)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a file and settles the secrets, without judging the values
+    /// (see [`Config::problems`]): what `--check` starts from.
+    pub fn load_file(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -598,7 +606,6 @@ impl Config {
             refuse_world_readable(path, "http.admin_token")?;
         }
         cfg.resolve_secret(env)?;
-        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -653,27 +660,26 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Every problem of the configuration, each naming its key and the
+    /// fix; empty when it can be used.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
         let domain = &self.server.domain;
         match Jid::new(domain) {
             Ok(j) if j.node().is_none() && j.resource().is_none() && j.as_str() == domain => {}
-            _ => {
-                return Err(invalid(
-                    "server.domain",
-                    format!(
-                        "{domain:?} is not a lowercase domain name like \"unified.example.org\""
-                    ),
-                ))
-            }
+            _ => problems.push(invalid(
+                "server.domain",
+                format!("{domain:?} is not a lowercase domain name like \"unified.example.org\""),
+            )),
         }
         if self.server.secret.expose().is_empty() {
-            return Err(invalid(
+            problems.push(invalid(
                 "server.secret",
-                format!("is empty: set it (or server.secret_file, or the {SECRET_ENV} environment variable) to the component_secret of the server's Component block"),
+                format!("is empty: set it (or server.secret_file, or the {SECRET_ENV} environment variable) to the server's secret for this domain (Prosody: component_secret in its Component block; ejabberd: password under hosts of its ejabberd_service listener)"),
             ));
         }
         if self.classes.is_empty() || self.classes.len() > 32 {
-            return Err(invalid("classes", "between 1 and 32 classes are needed"));
+            problems.push(invalid("classes", "between 1 and 32 classes are needed"));
         }
         let mut names = HashSet::new();
         for (i, c) in self.classes.iter().enumerate() {
@@ -682,7 +688,7 @@ impl Config {
                     .chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
             if !ok || !names.insert(c.name.as_str()) {
-                return Err(invalid(
+                problems.push(invalid(
                     format!("classes[{i}].name"),
                     format!(
                         "{:?} must be unique and made of letters, digits, - or _",
@@ -693,7 +699,7 @@ impl Config {
         }
         for a in &self.admins {
             if BareJid::new(a).map_or(true, |j| j.node().is_none()) {
-                return Err(invalid(
+                problems.push(invalid(
                     "admins",
                     format!("{a:?} is not an account like \"admin@example.org\""),
                 ));
@@ -708,7 +714,7 @@ impl Config {
                     .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
                 && BareJid::new(&format!("{}@{domain}", o.name)).is_ok();
             if !ok {
-                return Err(invalid(
+                problems.push(invalid(
                     format!("owners[{i}].name"),
                     format!(
                         "{:?} must be a lowercase localpart (a-z, 0-9, . _ -)",
@@ -717,39 +723,43 @@ impl Config {
                 ));
             }
             if !owners.insert(o.name.as_str()) {
-                return Err(invalid(
+                problems.push(invalid(
                     format!("owners[{i}].name"),
                     format!("{:?} is provisioned twice", o.name),
                 ));
             }
             if o.accounts.is_empty() {
-                return Err(invalid(
+                problems.push(invalid(
                     format!("owners[{i}].accounts"),
                     "list at least one real account, like [\"alice@example.org\"]",
                 ));
             }
             for a in &o.accounts {
-                let jid = BareJid::new(a).map_err(|e| {
-                    invalid(
-                        format!("owners[{i}].accounts"),
-                        format!("{a:?} is not a bare JID: {e}"),
-                    )
-                })?;
+                let jid = match BareJid::new(a) {
+                    Ok(j) => j,
+                    Err(e) => {
+                        problems.push(invalid(
+                            format!("owners[{i}].accounts"),
+                            format!("{a:?} is not a bare JID: {e}"),
+                        ));
+                        continue;
+                    }
+                };
                 if jid.node().is_none() || jid.domain().as_str() == domain {
-                    return Err(invalid(
+                    problems.push(invalid(
                         format!("owners[{i}].accounts"),
                         format!("{a:?} must be a real account (user@server), not on {domain}"),
                     ));
                 }
                 if !accounts.insert(jid) {
-                    return Err(invalid(
+                    problems.push(invalid(
                         format!("owners[{i}].accounts"),
                         format!("{a:?} is linked to two owners"),
                     ));
                 }
             }
             if o.timezone.parse::<chrono_tz::Tz>().is_err() {
-                return Err(invalid(
+                problems.push(invalid(
                     format!("owners[{i}].timezone"),
                     format!(
                         "{:?} is not an IANA time zone like \"Europe/Berlin\"",
@@ -758,10 +768,19 @@ impl Config {
                 ));
             }
             for (r, rule) in o.rules.iter().enumerate() {
-                rule.to_rule(&format!("owners[{i}].rules[{r}]"), &self.classes, 0)?;
+                if let Err(e) = rule.to_rule(&format!("owners[{i}].rules[{r}]"), &self.classes, 0) {
+                    problems.push(e);
+                }
             }
         }
-        Ok(())
+        problems
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.problems().into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
+        }
     }
 
     /// The core's view of this configuration.

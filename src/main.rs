@@ -2,8 +2,9 @@
 //! up tracing, run until SIGINT/SIGTERM.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -17,7 +18,9 @@ struct Args {
     /// Path of component.toml.
     #[arg(long, short, default_value = "component.toml")]
     config: PathBuf,
-    /// Validate the configuration and exit.
+    /// Check the configuration (every problem, each with its fix), that
+    /// the store's directory is writable and that the server's component
+    /// port accepts connections; then exit (1 if anything is wrong).
     #[arg(long)]
     check: bool,
 }
@@ -46,6 +49,9 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.check {
+        return check(&args.config);
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -55,18 +61,76 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::from_file(&args.config)
-        .with_context(|| format!("configuration {}", args.config.display()))?;
-    if args.check {
-        println!(
-            "{}: ok ({} owners, domain {})",
-            args.config.display(),
-            config.owners.len(),
-            config.server.domain
-        );
-        return Ok(());
+/// `--check`: every problem at once, so that an admin fixes them in one go.
+fn check(path: &Path) -> ExitCode {
+    let config = match Config::load_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut problems: Vec<String> = config.problems().iter().map(|p| p.to_string()).collect();
+    problems.extend(store_problem(&config.store.path));
+    let addr = config.server.address;
+    if let Err(e) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+        problems.push(format!(
+            "server.address: nothing accepts connections at {addr} ({e}): is the XMPP server running, \
+             and is this its component port (Prosody: component_ports and component_interfaces; \
+             ejabberd: the port of its ejabberd_service listener)?"
+        ));
     }
+    if problems.is_empty() {
+        println!(
+            "{}: ok: {} as a component of the server at {addr} (port open), {} provisioned owners, \
+             registration {:?}, store {}{}",
+            path.display(),
+            config.server.domain,
+            config.owners.len(),
+            config.registration.mode,
+            config.store.path.display(),
+            config
+                .http
+                .as_ref()
+                .map(|h| format!(", admin http on {}", h.bind))
+                .unwrap_or_default(),
+        );
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{}: {} problem(s):", path.display(), problems.len());
+    for p in &problems {
+        eprintln!("  - {p}");
+    }
+    ExitCode::FAILURE
+}
+
+/// The store's directory must be writable (or creatable) by this user.
+fn store_problem(path: &Path) -> Option<String> {
+    let mut dir = path;
+    while !dir.exists() {
+        dir = dir.parent().filter(|p| !p.as_os_str().is_empty())?;
+    }
+    let probe = dir.join(format!(".unified-presence-check-{}", std::process::id()));
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "store.path: {} cannot be written by this user ({e}): create it for the service's user \
+             (the systemd unit's StateDirectory does), or pick another path",
+            dir.display()
+        )),
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::from_file(&args.config).with_context(|| {
+        format!(
+            "configuration {} (run with --check to see every problem)",
+            args.config.display()
+        )
+    })?;
     let filter = match std::env::var("RUST_LOG") {
         Ok(env) if !env.trim().is_empty() => {
             EnvFilter::try_new(env).context("RUST_LOG is not a valid tracing filter")?

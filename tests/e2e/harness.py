@@ -48,9 +48,10 @@ class Component:
     """The unified-presence binary with its own config and store."""
 
     def __init__(self, tmp, prosody, owners_toml, presence_toml="coalesce_ms = 100\nsettle_ms = 500\n",
-                 level="unified_presence=debug"):
+                 level="unified_presence=debug", name="component", domain=DOMAIN, secret=SECRET):
         self.level = level
-        self.dir = os.path.join(tmp, "component")
+        self.domain = domain
+        self.dir = os.path.join(tmp, name)
         os.makedirs(self.dir, exist_ok=True)
         self.config = os.path.join(self.dir, "component.toml")
         self.log = os.path.join(self.dir, "component.log")
@@ -59,8 +60,8 @@ class Component:
             f.write(f"""{owners_toml}
 [server]
 address = "127.0.0.1:{prosody.component}"
-domain = "{DOMAIN}"
-secret = "{SECRET}"
+domain = "{domain}"
+secret = "{secret}"
 keepalive_secs = 5
 
 [store]
