@@ -201,6 +201,8 @@ def main():
         name, _, pw = u.partition(":")
         e.register(name, pw)
     print(e.proc.pid, flush=True)
+    # SIGTERM (scripts/run-local's cleanup) stops the server too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         e.proc.wait()
     except KeyboardInterrupt:

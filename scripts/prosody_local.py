@@ -7,6 +7,7 @@ command). Nothing here touches a system Prosody: config, data, pid and log
 live in the directory given.
 """
 import argparse
+import atexit
 import os
 import shutil
 import signal
@@ -62,6 +63,16 @@ def wait_port(port, timeout=10.0):
     return False
 
 
+_RUNNING = []
+
+
+@atexit.register
+def _stop_leftovers():
+    """A test that failed before its cleanup leaves no Prosody behind."""
+    for p in _RUNNING:
+        p.stop()
+
+
 class Prosody:
     """One Prosody process with its own config and data under `dir`."""
 
@@ -109,6 +120,8 @@ class Prosody:
         self.proc = subprocess.Popen(["prosody", "-F", "--config", self.config],
                                      stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        if self not in _RUNNING:
+            _RUNNING.append(self)
         if not (wait_port(self.c2s) and wait_port(self.component)):
             self.stop()
             raise RuntimeError(f"prosody did not open its ports; see {self.dir}/prosody.log")
@@ -150,6 +163,8 @@ def main():
         name, _, pw = u.partition(":")
         p.register(name, pw)
     print(p.proc.pid, flush=True)
+    # SIGTERM (scripts/run-local's cleanup) stops the server too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         p.proc.wait()
     except KeyboardInterrupt:

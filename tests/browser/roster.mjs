@@ -92,3 +92,5 @@ const fs = await import("node:fs");
 fs.writeFileSync(path.join(shots, "frames.xml"), frames.join("\n"));
 await browser.close();
 say("bye");
+// The readline interface would keep the process alive on its open stdin.
+process.exit(0);

@@ -94,7 +94,7 @@ def test_converse_in_chromium_shows_alice_as_her_devices_change(tmp_path):
             await browser.expect("offline")
             print(await browser.ask("shot 4-offline"))
             assert await browser.ask("quit") == "bye"
-            await proc.wait()
+            await asyncio.wait_for(proc.wait(), 20)
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -108,6 +108,6 @@ def test_converse_in_chromium_shows_alice_as_her_devices_change(tmp_path):
     try:
         asyncio.run(scenario())
     finally:
-        httpd.shutdown()
         comp.stop()
         p.stop()
+        httpd.shutdown()
