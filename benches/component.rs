@@ -204,6 +204,11 @@ impl Server {
             answered: 0,
         };
         server.send("<handshake/>").await;
+        for _ in 0..connection::SELFCHECKS {
+            let out = server.next().await;
+            let echo = selfcheck_echo(&out).expect("the component's self-checks come first");
+            server.send(&echo).await;
+        }
         server
     }
 

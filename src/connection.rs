@@ -16,7 +16,7 @@ use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, 
 
 use xmpp_parsers::component::Handshake;
 
-use crate::core::stanza::ns;
+use crate::core::stanza::{self, ns};
 
 /// RFC 6120 stream namespace (stream errors).
 pub const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
@@ -54,9 +54,114 @@ pub enum ConnectError {
         /// Our domain.
         domain: String,
     },
+    /// The server accepted us, but routes part of our traffic elsewhere.
+    #[error("another instance is connected as {domain}: the server (ejabberd does this) splits {domain}'s stanzas between the two connections, so only {returned} of our {sent} self-checks came back; stop the other instance, or give each instance its own domain")]
+    Shared {
+        /// Our domain.
+        domain: String,
+        /// Self-checks that came back to us.
+        returned: usize,
+        /// Self-checks sent.
+        sent: usize,
+    },
     /// Another stream error, or the stream closed.
     #[error("the server closed the stream during the handshake: {0}")]
     Closed(String),
+}
+
+/// The namespace of the self-check messages [`verify_sole`] sends.
+pub const SELFCHECK_NS: &str = "urn:unified-presence:selfcheck:0";
+
+/// Self-checks sent after each handshake.
+pub const SELFCHECKS: usize = 16;
+
+/// The nonce of a self-check message, if `el` is one.
+pub fn selfcheck_nonce(el: &Element) -> Option<&str> {
+    el.get_child("selfcheck", SELFCHECK_NS)?.attr("nonce")
+}
+
+/// Checks that this connection alone serves `domain`. Prosody refuses a
+/// second connection for a domain (`conflict`), but ejabberd accepts it
+/// and balances stanzas between the connections by the sender's bare JID,
+/// which would split owners' traffic between two stores. So: send
+/// [`SELFCHECKS`] messages to our own domain from as many different
+/// senders, and see them all come back. Stanzas that arrive meanwhile are
+/// returned, for the core, in order. When none comes back within
+/// `wait` (a server that does not route a component's stanzas to itself)
+/// the check is skipped with a warning.
+pub async fn verify_sole(
+    stream: &mut Stream,
+    domain: &str,
+    nonce: &str,
+    wait: std::time::Duration,
+) -> Result<Vec<Element>, ConnectError> {
+    let lost = |e: String| ConnectError::Closed(e);
+    for i in 0..SELFCHECKS {
+        let from = format!("selfcheck-{i}@{domain}");
+        let mut m = stanza::stanza("message", &from, domain, Some("headline"));
+        stanza::set_attr(&mut m, "id", format!("selfcheck-{nonce}-{i}"));
+        m.append_child(stanza::element(
+            "selfcheck",
+            SELFCHECK_NS,
+            &[("nonce", nonce)],
+        ));
+        stream.feed(&m).await.map_err(|e| lost(e.to_string()))?;
+    }
+    SinkExt::<&Element>::flush(stream)
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    // The server routes each check within milliseconds: once one is
+    // back, a second without the rest means they went elsewhere (and so,
+    // meanwhile, did users' stanzas: keep that window short).
+    let mut deadline = tokio::time::Instant::now() + wait;
+    let mut early = Vec::new();
+    let mut returned = 0;
+    while returned < SELFCHECKS {
+        let item = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(item) => item,
+            Err(_) => break,
+        };
+        match item {
+            Some(Ok(el)) => match selfcheck_nonce(&el) {
+                Some(n) if n == nonce => {
+                    returned += 1;
+                    deadline = deadline
+                        .min(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+                }
+                Some(_) => {
+                    tracing::warn!(%domain, "a self-check of another instance connected as this domain arrived")
+                }
+                None if stream_error_condition(&el).is_some() => return Err(refusal(&el, domain)),
+                None => early.push(el),
+            },
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            Some(Err(ReadError::ParseError(e))) => {
+                tracing::warn!(error = %e, "dropped an element that failed to parse");
+            }
+            Some(Err(e)) => return Err(lost(e.to_string())),
+            None => return Err(lost("end of stream".into())),
+        }
+    }
+    match returned {
+        SELFCHECKS => Ok(early),
+        0 => {
+            tracing::warn!(%domain, "no self-check came back: cannot tell whether another instance serves this domain");
+            Ok(early)
+        }
+        returned => {
+            if !early.is_empty() {
+                tracing::warn!(
+                    stanzas = early.len(),
+                    "dropped what arrived for the domain while checking"
+                );
+            }
+            Err(ConnectError::Shared {
+                domain: domain.to_owned(),
+                returned,
+                sent: SELFCHECKS,
+            })
+        }
+    }
 }
 
 /// The condition of a stream error element, if `el` is one.
@@ -135,5 +240,13 @@ mod tests {
     fn stream_error_conditions_are_read() {
         let el: Element = "<error xmlns='http://etherx.jabber.org/streams'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></error>".parse().unwrap();
         assert_eq!(stream_error_condition(&el).as_deref(), Some("conflict"));
+    }
+
+    #[test]
+    fn only_selfcheck_messages_carry_a_nonce() {
+        let check: Element = "<message xmlns='jabber:component:accept' from='selfcheck-3@u.example' to='u.example'><selfcheck xmlns='urn:unified-presence:selfcheck:0' nonce='ab12'/></message>".parse().unwrap();
+        assert_eq!(selfcheck_nonce(&check), Some("ab12"));
+        let other: Element = "<message xmlns='jabber:component:accept' from='bob@example.org' to='u.example'><selfcheck xmlns='urn:example:other' nonce='ab12'/></message>".parse().unwrap();
+        assert_eq!(selfcheck_nonce(&other), None);
     }
 }

@@ -184,7 +184,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             r = connection::connect(addr, domain, config.server.secret.expose(), timeouts) => r,
             _ = &mut shutdown => return Ok(()),
         };
-        let mut stream = match connected {
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let connected = match connected {
+            Ok(mut s) => {
+                let checked = tokio::select! {
+                    r = connection::verify_sole(&mut s, domain, &nonce, Duration::from_secs(5)) => r,
+                    _ = &mut shutdown => return Ok(()),
+                };
+                checked.map(|early| (s, early))
+            }
+            Err(e) => Err(e),
+        };
+        let (mut stream, early) = match connected {
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, retry_in_secs = backoff.as_secs(), "not connected");
@@ -201,9 +212,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         connections += 1;
         backoff = Duration::from_secs(1);
         let mut fresh = true;
+        let mut early = Some(early);
         let ended = loop {
             if fresh {
                 core.handle_connected(now());
+            }
+            // What arrived during the self-check, in order.
+            for el in early.take().into_iter().flatten() {
+                shell.metrics.received(&el);
+                core.handle_stanza(now(), el);
             }
             let ended = match drain(&mut core, &mut disk, &mut stream, &shell.metrics).await {
                 Ok(()) => {
@@ -265,6 +282,7 @@ async fn session(
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
     let metrics = shell.metrics.clone();
+    let mut foreign_check: Option<String> = None;
     let mut keepalive = 0u64;
     // One timer, moved only when the core's next deadline moves: setting
     // up a fresh one for every stanza showed in profiles.
@@ -295,6 +313,16 @@ async fn session(
                 Some(Ok(el)) => {
                     if let Some(condition) = stream_error_condition(&el) {
                         return Ended::Lost(format!("stream error: {condition}"));
+                    }
+                    if let Some(nonce) = connection::selfcheck_nonce(&el) {
+                        // Ours came back before we went on; any other is
+                        // from a second instance the server let in. Once
+                        // per instance's attempt, not per check.
+                        if foreign_check.as_deref() != Some(nonce) {
+                            error!(domain = core.domain(), "another instance just connected as this domain and the server shares our traffic with it: it disconnects itself once its own self-check fails; if it keeps trying, stop it");
+                            foreign_check = Some(nonce.to_owned());
+                        }
+                        continue;
                     }
                     metrics.received(&el);
                     core.handle_stanza(now(), el);

@@ -278,3 +278,22 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i]
 }
+
+/// The component checks after its handshake that it alone serves its
+/// domain (`connection::verify_sole`): a server routes each self-check
+/// message back to it. The generator plays that server.
+#[allow(dead_code)]
+pub(crate) fn selfcheck_echo(out: &Out) -> Option<String> {
+    let nonce = out
+        .id
+        .as_deref()?
+        .strip_prefix("selfcheck-")?
+        .rsplit_once('-')?
+        .0;
+    (out.name == "message").then(|| {
+        format!(
+            "<message xmlns='jabber:component:accept' type='headline' from='{}' to='{}'><selfcheck xmlns='urn:unified-presence:selfcheck:0' nonce='{nonce}'/></message>",
+            out.from, out.to
+        )
+    })
+}

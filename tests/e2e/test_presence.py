@@ -276,6 +276,32 @@ def test_connection_failures_say_what_to_fix(tmp_path, server):
     assert "wrong" not in wrong.log_text(), "the secret is never logged"
 
 
+def test_a_second_instance_for_the_same_domain_says_so_and_keeps_out(tmp_path, server):
+    """Prosody refuses it (conflict); ejabberd would accept it and split
+    the domain's traffic, which the self-check after the handshake finds."""
+    prosody, first = server
+
+    async def scenario():
+        first.start()
+        second = Component(str(tmp_path), prosody, OWNERS_ASK, name="second")
+        second.start(wait_connected=False)
+        try:
+            second.wait_log("another instance", timeout=20)
+        finally:
+            second.stop()
+        assert " connected domain=" not in second.log_text(), second.log_text()
+        # The first one still serves Alice's watchers, every stanza of them.
+        phone = await Client("alice@localhost/phone", JINGLE_VIDEO, caps_node=PHONE_NODE).online(prosody.c2s)
+        await link_alice(phone, prosody)
+        bob = await Client("bob@localhost/pc").online(prosody.c2s)
+        since = await bob_watches_alice(bob, phone)
+        await bob.wait_for(presence(f"{ALICE}/audio"), since)
+        for c in (bob, phone):
+            await c.offline()
+
+    asyncio.run(scenario())
+
+
 def test_an_idle_link_is_kept_alive(tmp_path, prosody):
     comp = Component(str(tmp_path), prosody, OWNERS_ASK)
     comp.config_text = open(comp.config).read().replace("keepalive_secs = 5", "keepalive_secs = 1")
