@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use unified_presence::config::Config;
+use unified_presence::config::{Config, RegistrationMode};
 
 /// One virtual XMPP address per person: an external component (XEP-0114).
 #[derive(Debug, Parser)]
@@ -83,11 +83,15 @@ fn check(path: &Path) -> ExitCode {
     if problems.is_empty() {
         println!(
             "{}: ok: {} as a component of the server at {addr} (port open), {} provisioned owners, \
-             registration {:?}, store {}{}",
+             registration {}, store {}{}",
             path.display(),
             config.server.domain,
             config.owners.len(),
-            config.registration.mode,
+            match config.registration.mode {
+                RegistrationMode::Closed => "closed".to_owned(),
+                RegistrationMode::Open => "open".to_owned(),
+                RegistrationMode::Domains => format!("for {}", config.registration.domains.join(", ")),
+            },
             config.store.path.display(),
             config
                 .http

@@ -4,7 +4,7 @@ import asyncio
 import urllib.error
 import urllib.request
 
-from harness import DOMAIN, JINGLE_AUDIO, Client, Component, presence, start_prosody
+from harness import DOMAIN, JINGLE_AUDIO, JMI, Client, Component, presence, start_prosody
 from prosody_local import free_port
 
 ALICE = f"alice@{DOMAIN}"
@@ -41,7 +41,7 @@ subscription = "open"
 
     async def scenario():
         comp.start()
-        phone = await Client("alice@localhost/phone", JINGLE_AUDIO).online(p.c2s)
+        phone = await Client("alice@localhost/phone", JINGLE_AUDIO + [JMI]).online(p.c2s)
         await phone.wait_for(presence(ALICE, "subscribe"))
         phone.send_presence(pto=ALICE, ptype="subscribed")
         bob = await Client("bob@localhost/pc").online(p.c2s)
@@ -51,6 +51,15 @@ subscription = "open"
         eve = await Client("eve@localhost/x").online(p.c2s)
         eve.send_raw(f"<iq type='get' id='q1' to='nobody@{DOMAIN}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         await eve.wait_for(lambda el: el.get("id") == "q1")
+
+        # Bob calls; the phone rings; Bob gives up: one cancelled call.
+        bob.send_raw(f"<message type='chat' to='{ALICE}'><propose xmlns='urn:xmpp:jingle-message:0' id='c1'>"
+                     "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
+        await phone.wait_for(lambda el: el.find("{urn:xmpp:jingle-message:0}propose") is not None, what="ringing")
+        status, page = get(port, "/status")
+        assert "bob@localhost</td><td>ringing" in page, page
+        bob.send_raw(f"<message type='chat' to='{ALICE}'><retract xmlns='urn:xmpp:jingle-message:0' id='c1'/></message>")
+        await phone.wait_for(lambda el: el.find("{urn:xmpp:jingle-message:0}retract") is not None, what="retracted")
 
         assert get(port, "/healthz") == (200, "ok\n")
         status, text = get(port, "/metrics")
@@ -64,6 +73,9 @@ subscription = "open"
         assert metric(text, "unified_presence_errors_sent_total") >= 1
         assert metric(text, "unified_presence_store_write_seconds_count") >= 1
         assert metric(text, "unified_presence_privacy_guard_drops") == 0
+        assert metric(text, 'unified_presence_calls_total{outcome="cancelled"}') == 1
+        assert metric(text, 'unified_presence_calls_total{outcome="answered"}') == 0
+        assert metric(text, "unified_presence_live_calls") == 0
 
         status, page = get(port, "/status")
         assert status == 200

@@ -28,6 +28,14 @@ def serve(directory):
     return httpd
 
 
+def shot(answer, capsys):
+    """Prints a screenshot's path past pytest's capture, so that
+    scripts/test shows where to look."""
+    assert answer.startswith("shot ") and os.path.getsize(answer[5:]) > 0, answer
+    with capsys.disabled():
+        print(f"\nscreenshot: {answer[5:]}", flush=True)
+
+
 class Browser:
     """tests/browser/roster.mjs: one command per line in, one answer out."""
 
@@ -50,7 +58,7 @@ class Browser:
         assert answer.startswith(f"saw {status}"), f"Bob's roster does not show Alice {status}: {answer}"
 
 
-def test_converse_in_chromium_shows_alice_as_her_devices_change(tmp_path):
+def test_converse_in_chromium_shows_alice_as_her_devices_change(tmp_path, capsys):
     assert os.path.isdir(os.path.join(BROWSER, "node_modules", "converse.js")), \
         "run scripts/install-deps (npm ci in tests/browser)"
     shots = tmp_path / "screenshots"
@@ -75,11 +83,11 @@ def test_converse_in_chromium_shows_alice_as_her_devices_change(tmp_path):
             assert await browser.line() == "logged-in"
             assert await browser.line() == "added"
             await browser.expect("online")
-            print("\n" + await browser.ask("shot 1-online"))
+            shot(await browser.ask("shot 1-online"), capsys)
 
             phone.send_presence(pshow="away", pstatus="Walking")
             await browser.expect("away")
-            print(await browser.ask("shot 2-away"))
+            shot(await browser.ask("shot 2-away"), capsys)
 
             # A second device that is available beats the phone's away.
             laptop = await Client("alice@localhost/laptop").online(p.c2s)
@@ -88,11 +96,11 @@ def test_converse_in_chromium_shows_alice_as_her_devices_change(tmp_path):
             phone.send_presence(pshow="dnd")
             await laptop.offline()
             await browser.expect("dnd")
-            print(await browser.ask("shot 3-dnd"))
+            shot(await browser.ask("shot 3-dnd"), capsys)
 
             await phone.offline()
             await browser.expect("offline")
-            print(await browser.ask("shot 4-offline"))
+            shot(await browser.ask("shot 4-offline"), capsys)
             assert await browser.ask("quit") == "bye"
             await asyncio.wait_for(proc.wait(), 20)
         finally:
