@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from harness import C, DOMAIN, Client, Component, presence, start_prosody
+from harness import C, DOMAIN, SERVERS, Client, Component, presence, start_prosody
 
 ALICE = f"alice@{DOMAIN}"
 PROXY_BOB = rf"bob\40localhost@{DOMAIN}"
@@ -36,9 +36,9 @@ async def ask_service(client, text):
     return reply.find(C + "body").text
 
 
-@pytest.fixture
-def world(tmp_path):
-    p = start_prosody(str(tmp_path))
+@pytest.fixture(params=SERVERS)
+def world(tmp_path, request):
+    p = start_prosody(str(tmp_path), kind=request.param)
     comp = Component(str(tmp_path), p, OWNERS)
     yield p, comp
     comp.stop()
