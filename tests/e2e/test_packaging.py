@@ -6,6 +6,7 @@ users on a real Prosody."""
 import glob
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -28,6 +29,18 @@ def cargo_version():
 
 def run(*args, **kw):
     return subprocess.run(list(args), capture_output=True, text=True, timeout=60, **kw)
+
+
+def syscall_set(group):
+    """The system calls of a systemd syscall group, nested groups expanded."""
+    out = set()
+    for line in run("systemd-analyze", "syscall-filter", group).stdout.splitlines()[1:]:
+        name = line.split("#")[0].strip()
+        if name.startswith("@"):
+            out |= syscall_set(name)
+        elif name:
+            out.add(name)
+    return out
 
 
 def test_the_package_holds_binary_unit_and_a_root_only_conffile():
@@ -90,7 +103,10 @@ def test_an_admin_fills_in_the_shipped_config_and_users_see_it_work(tmp_path):
         assert f"{DOMAIN} as a component of the server at 127.0.0.1:{prosody.component} (port open)" in r.stdout
 
         log = open(tmp_path / "component.log", "w")
-        proc = subprocess.Popen([binary, "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        # Under strace, to hold its system calls against the unit's filter.
+        trace = tmp_path / "syscalls.strace"
+        proc = subprocess.Popen(["strace", "-f", "-qq", "-o", str(trace), binary, "--config", str(config)],
+                                stdout=log, stderr=subprocess.STDOUT)
         try:
             import asyncio
 
@@ -110,7 +126,23 @@ def test_an_admin_fills_in_the_shipped_config_and_users_see_it_work(tmp_path):
 
             asyncio.run(users())
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            # SIGTERM to the component itself (strace's child): it says
+            # goodbye and exits, and strace with it.
+            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                for child in f.read().split():
+                    os.kill(int(child), signal.SIGTERM)
+            proc.wait(timeout=15)
     finally:
         prosody.stop()
+    assert "shutting down" in open(tmp_path / "component.log").read()
+
+    # Every call it made is one the unit's SystemCallFilter allows
+    # (@system-service without @privileged and @resources).
+    used = set()
+    for line in trace.read_text().splitlines():
+        m = re.match(r"\d+\s+([a-z0-9_]+)\(", line)
+        if m:
+            used.add(m.group(1))
+    assert {"connect", "fsync", "epoll_wait"} <= used, sorted(used)
+    allowed = syscall_set("@system-service") - syscall_set("@privileged") - syscall_set("@resources")
+    assert used <= allowed, f"the unit's filter would kill it for: {sorted(used - allowed)}"
