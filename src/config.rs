@@ -940,6 +940,62 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_config_lacks_only_the_secret() {
+        // contrib/component.toml is /etc/unified-presence/component.toml:
+        // everything in it must be right except what only the admin knows.
+        let text = include_str!("../contrib/component.toml");
+        let cfg: Config = toml::from_str(text).unwrap();
+        let problems: Vec<String> = cfg.problems().iter().map(|p| p.to_string()).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("server.secret: is empty"));
+        // Its commented sections are valid once uncommented.
+        let uncommented = text
+            .replace("# [http]", "[http]")
+            .replace("# bind = ", "bind = ")
+            .replace("secret = \"\"", "secret = \"x\"");
+        let cfg = Config::from_toml(&uncommented).unwrap();
+        assert_eq!(
+            cfg.http.unwrap().bind,
+            "127.0.0.1:9480".parse::<SocketAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn every_problem_is_listed_not_only_the_first() {
+        let text = MINIMAL
+            .replace("unified.localhost", "Not A Domain")
+            .replace("\"alice@localhost\"", "\"bob\"")
+            .replace("name = \"alice\"", "name = \"Alice\"");
+        let cfg: Config = toml::from_str(&text).unwrap();
+        let keys: Vec<String> = cfg
+            .problems()
+            .iter()
+            .map(|p| p.to_string().split(':').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            keys,
+            ["server.domain", "owners[0].name", "owners[0].accounts"]
+        );
+    }
+
+    #[test]
+    fn the_admin_token_can_live_in_its_own_file_but_not_in_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = write_mode(dir.path(), "token", "t0ken\n", 0o600);
+        let with_file = format!(
+            "{MINIMAL}\n[http]\nbind = \"127.0.0.1:9480\"\nadmin_token_file = {:?}\n",
+            token.display().to_string()
+        );
+        let path = write_mode(dir.path(), "component.toml", &with_file, 0o600);
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.http.unwrap().admin_token.expose(), "t0ken");
+        let both = with_file.replace("admin_token_file", "admin_token = \"x\"\nadmin_token_file");
+        let path = write_mode(dir.path(), "component.toml", &both, 0o600);
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.starts_with("http.admin_token_file:"), "{err}");
+    }
+
+    #[test]
     fn defaults_give_the_four_classes_and_ask() {
         let cfg = Config::from_toml(MINIMAL).unwrap();
         let names: Vec<_> = cfg.classes.iter().map(|c| c.name.as_str()).collect();
