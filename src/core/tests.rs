@@ -681,6 +681,9 @@ fn unknown_virtual_jids_and_unserved_iqs_get_rfc6120_errors() {
         (format!("<presence xmlns='jabber:component:accept' from='alice@localhost/phone' to='alice@{D}'><show>bogus</show></presence>"), "bad-request"),
         (format!("<presence xmlns='jabber:component:accept' type='weird' from='bob@localhost' to='alice@{D}'/>"), "bad-request"),
         (format!("<message xmlns='jabber:component:accept' from='bob@localhost/pc' to='bad@@{D}'><body>x</body></message>"), "jid-malformed"),
+        // A full JID of the domain itself (found by the fuzzer): answered
+        // from that address, as RFC 6120 §8.3.1 says.
+        (format!("<iq xmlns='jabber:component:accept' id='9' from='bob@localhost/pc' to='{D}/{D}'><query xmlns='x'/></iq>"), "bad-request"),
     ];
     for (xml, condition) in cases {
         let out = h.input(&xml);
@@ -689,6 +692,8 @@ fn unknown_virtual_jids_and_unserved_iqs_get_rfc6120_errors() {
         let err = out[0].get_child("error", ns::COMPONENT).unwrap();
         assert!(err.has_child(condition, ns::STANZAS), "{xml} -> {out:?}");
     }
+    let out = h.input(&format!("<iq xmlns='jabber:component:accept' type='get' id='10' from='bob@localhost/pc' to='{D}/x'><ping xmlns='urn:xmpp:ping'/></iq>"));
+    assert_eq!(out[0].attr("from"), Some(format!("{D}/x").as_str()));
 }
 
 #[test]
