@@ -153,25 +153,31 @@ def main():
     ap.add_argument("--level", default="info", help="Prosody's log level")
     ap.add_argument("--extra", default="", help="more global Lua config lines")
     args = ap.parse_args()
-    p = Prosody(args.dir, component_domain=args.domain, secret=args.secret,
-                c2s=args.c2s_port, component=args.component_port, level=args.level, extra=args.extra)
-    for port in (p.c2s, p.component):
+    serve(Prosody(args.dir, component_domain=args.domain, secret=args.secret,
+                  c2s=args.c2s_port, component=args.component_port, level=args.level, extra=args.extra),
+          args.user)
+
+
+def serve(server, users):
+    """The command line's part after the arguments, for either server:
+    refuse taken ports, start, register `users` ("name:password"), print
+    the pid (scripts/run-local waits for it), run until SIGTERM/SIGINT."""
+    for port in (server.c2s, server.component):
         if wait_port(port, timeout=0.2):
             sys.exit(f"port {port} is already in use (another XMPP server?): pick others with --c2s-port/--component-port")
-    p.start()
-    for u in args.user:
+    server.start()
+    for u in users:
         name, _, pw = u.partition(":")
-        p.register(name, pw)
-    print(p.proc.pid, flush=True)
+        server.register(name, pw)
+    print(server.proc.pid, flush=True)
     # SIGTERM (scripts/run-local's cleanup) stops the server too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        p.proc.wait()
+        server.proc.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        p.stop()
-
+        server.stop()
 
 if __name__ == "__main__":
     main()

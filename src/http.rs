@@ -339,46 +339,33 @@ struct Page {
     limit: Option<usize>,
 }
 
-async fn status_json(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(page): Query<Page>,
-) -> Response {
-    if !app.allowed(peer, &headers) {
-        return forbidden();
-    }
-    match app.view(page.limit.unwrap_or(500)).await {
-        Some(v) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string(&v).unwrap_or_default(),
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the core is busy reconnecting\n",
-        )
-            .into_response(),
-    }
-}
-
+/// `/status` and `/status.json`: the same view, as HTML or JSON.
 async fn status(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(page): Query<Page>,
+    json: bool,
 ) -> Response {
     if !app.allowed(peer, &headers) {
         return forbidden();
     }
-    let connected = app.metrics.is_connected.load(Ordering::Relaxed);
-    match app.view(page.limit.unwrap_or(500)).await {
-        Some(v) => Html(status_page(&v, connected)).into_response(),
-        None => (
+    let Some(v) = app.view(page.limit.unwrap_or(500)).await else {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "the core is busy reconnecting\n",
         )
-            .into_response(),
+            .into_response();
+    };
+    if json {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&v).unwrap_or_default(),
+        )
+            .into_response()
+    } else {
+        let connected = app.metrics.is_connected.load(Ordering::Relaxed);
+        Html(status_page(&v, connected)).into_response()
     }
 }
 
@@ -505,8 +492,14 @@ pub async fn listen(
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .route("/status", get(status))
-        .route("/status.json", get(status_json))
+        .route(
+            "/status",
+            get(|app, peer, headers, page| status(app, peer, headers, page, false)),
+        )
+        .route(
+            "/status.json",
+            get(|app, peer, headers, page| status(app, peer, headers, page, true)),
+        )
         .with_state(app);
     tokio::spawn(async move {
         let served = axum::serve(
