@@ -59,7 +59,6 @@ listen:
     hosts:
       "{component_domain}":
         password: "{secret}"
-{extra_listeners}
 modules:
   mod_roster: {{}}
   mod_disco: {{}}
@@ -97,8 +96,7 @@ class Ejabberd:
     """One ejabberd node with its own config, spool and logs."""
 
     def __init__(self, dir, host="localhost", component_domain="unified.localhost",
-                 secret="change-me", c2s=None, component=None, level="info", extra="",
-                 extra_listeners=""):
+                 secret="change-me", c2s=None, component=None, level="info", extra=""):
         self.link = os.path.abspath(dir)
         self.host = host
         self.component_domain = component_domain
@@ -107,7 +105,6 @@ class Ejabberd:
         self.component = component or free_port()
         self.level = level
         self.extra = extra
-        self.extra_listeners = extra_listeners
         self.dir = None
         self.proc = None
 
@@ -131,8 +128,7 @@ class Ejabberd:
         with open(os.path.join(self.dir, "ejabberd.yml"), "w") as f:
             f.write(CONFIG.format(host=self.host, level=self.level, c2s=self.c2s,
                                   component=self.component, component_domain=self.component_domain,
-                                  secret=self.secret, extra=self.extra,
-                                  extra_listeners=self.extra_listeners))
+                                  secret=self.secret, extra=self.extra))
         with open(os.path.join(self.dir, "ejabberdctl.cfg"), "w") as f:
             f.write(CTL.format(port=self.component))
         if os.path.exists("/etc/ejabberd/inetrc"):
