@@ -93,14 +93,21 @@ pub struct Config {
 pub struct Http {
     /// Where to listen, like `"127.0.0.1:9480"`.
     pub bind: SocketAddr,
-    /// Lets requests from other hosts read `/metrics` and `/status`
-    /// (`Authorization: Bearer <token>`); loopback needs none. Written
-    /// here (then the file must not be world-readable) ...
+    /// What `/metrics` and `/status` ask for
+    /// (`Authorization: Bearer <token>`). Written here (then the file
+    /// must not be world-readable) ...
     #[serde(default)]
     pub admin_token: Secret,
     /// ... or read from this file (its first line).
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// Lets a loopback peer in without the token. Off by default: behind
+    /// a reverse proxy on the same host (nginx, Caddy) every request
+    /// comes from loopback, whoever sent it. Even when on, a request
+    /// that says it was forwarded (`Forwarded`, `X-Forwarded-For`,
+    /// `X-Real-IP`, `Via`) still needs the token.
+    #[serde(default)]
+    pub trust_loopback: bool,
 }
 
 /// `[server]`.

@@ -3,8 +3,9 @@
 //! managers, and a status page at `/status` (`/status.json` for scripts).
 //!
 //! `/metrics` and `/status` name owners, accounts and device resources, so
-//! they answer only requests from a loopback address or carrying
-//! `Authorization: Bearer <admin_token>`; everyone else gets 403 and
+//! they answer only requests carrying `Authorization: Bearer <admin_token>`,
+//! or from loopback when the admin set `trust_loopback` (and no proxy
+//! header says the request was relayed); everyone else gets 403 and
 //! nothing more. `/healthz` says only `ok` or why not.
 //!
 //! The core belongs to the runtime task: handlers ask it for an
@@ -253,6 +254,7 @@ struct App {
     metrics: Arc<Metrics>,
     core: mpsc::Sender<AdminRequest>,
     token: Arc<Secret>,
+    trust_loopback: bool,
 }
 
 impl App {
@@ -267,9 +269,14 @@ impl App {
             .ok()
     }
 
-    /// Loopback, or the admin token (compared in constant time).
+    /// The admin token (compared in constant time), or, when the admin
+    /// chose `trust_loopback`, a loopback peer whose request no proxy
+    /// relayed.
     fn allowed(&self, peer: SocketAddr, headers: &HeaderMap) -> bool {
-        if peer.ip().is_loopback() {
+        let relayed = ["forwarded", "x-forwarded-for", "x-real-ip", "via"]
+            .iter()
+            .any(|h| headers.contains_key(*h));
+        if self.trust_loopback && peer.ip().is_loopback() && !relayed {
             return true;
         }
         let want = self.token.expose().as_bytes();
@@ -290,7 +297,7 @@ impl App {
 fn forbidden() -> Response {
     (
         StatusCode::FORBIDDEN,
-        "only loopback or Authorization: Bearer <[http] admin_token>\n",
+        "send Authorization: Bearer <[http] admin_token>\n",
     )
         .into_response()
 }
@@ -476,18 +483,20 @@ pub fn status_page(v: &AdminView, connected: bool) -> String {
 pub async fn listen(
     bind: SocketAddr,
     token: Secret,
+    trust_loopback: bool,
     metrics: Arc<Metrics>,
     core: mpsc::Sender<AdminRequest>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(bind).await?;
-    if !bind.ip().is_loopback() && token.expose().is_empty() {
-        warn!(%bind, "http: not on loopback and no admin_token: other hosts get /healthz only");
+    if token.expose().is_empty() && !trust_loopback {
+        warn!(%bind, "http: no admin_token and trust_loopback off: /metrics and /status answer nobody, only /healthz");
     }
-    info!(%bind, "http: /metrics, /healthz, /status");
+    info!(%bind, trust_loopback, "http: /metrics, /healthz, /status");
     let app = App {
         metrics,
         core,
         token: Arc::new(token),
+        trust_loopback,
     };
     let router = Router::new()
         .route("/healthz", get(healthz))
@@ -519,28 +528,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_or_the_token_may_read() {
+    fn only_the_token_may_read_unless_loopback_is_trusted() {
         let (tx, _rx) = mpsc::channel(1);
         let app = App {
             metrics: Arc::new(Metrics::new()),
             core: tx,
             token: Arc::new(Secret::new("s3cret-token-0123")),
+            trust_loopback: false,
         };
         let mut headers = HeaderMap::new();
         let remote: SocketAddr = "192.0.2.7:40000".parse().unwrap();
-        assert!(app.allowed("127.0.0.1:40000".parse().unwrap(), &headers));
-        assert!(app.allowed("[::1]:40000".parse().unwrap(), &headers));
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        // The default: loopback is nobody in particular (a reverse proxy
+        // on the same host relays everyone from there).
+        assert!(!app.allowed(local, &headers));
+        assert!(!app.allowed("[::1]:40000".parse().unwrap(), &headers));
         assert!(!app.allowed(remote, &headers));
         headers.insert(
             header::AUTHORIZATION,
             "Bearer s3cret-token-0124".parse().unwrap(),
         );
         assert!(!app.allowed(remote, &headers));
+        assert!(!app.allowed(local, &headers));
         headers.insert(
             header::AUTHORIZATION,
             "Bearer s3cret-token-0123".parse().unwrap(),
         );
         assert!(app.allowed(remote, &headers));
+        assert!(app.allowed(local, &headers));
+        // Trusted loopback, when the admin says so, unless relayed.
+        let trusting = App {
+            trust_loopback: true,
+            ..app.clone()
+        };
+        let bare = HeaderMap::new();
+        assert!(trusting.allowed(local, &bare));
+        assert!(!trusting.allowed(remote, &bare));
+        for relay in ["forwarded", "x-forwarded-for", "x-real-ip", "via"] {
+            let mut h = HeaderMap::new();
+            h.insert(relay, "192.0.2.7".parse().unwrap());
+            assert!(!trusting.allowed(local, &h), "{relay}");
+        }
         // Without a token configured, no header opens it.
         let open = App {
             token: Arc::new(Secret::default()),
@@ -548,6 +576,7 @@ mod tests {
         };
         headers.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
         assert!(!open.allowed(remote, &headers));
+        assert!(!open.allowed(local, &headers));
     }
 
     #[test]

@@ -161,12 +161,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let metrics = Arc::new(Metrics::new());
     let (admin_tx, admin) = tokio::sync::mpsc::channel(16);
     if let Some(h) = &config.http {
-        http::listen(h.bind, h.admin_token.clone(), metrics.clone(), admin_tx)
-            .await
-            .map_err(|source| RunError::Http {
-                bind: h.bind,
-                source,
-            })?;
+        http::listen(
+            h.bind,
+            h.admin_token.clone(),
+            h.trust_loopback,
+            metrics.clone(),
+            admin_tx,
+        )
+        .await
+        .map_err(|source| RunError::Http {
+            bind: h.bind,
+            source,
+        })?;
     }
     let mut shell = Shell { metrics, admin };
     let mut connections = 0u64;

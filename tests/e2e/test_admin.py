@@ -10,9 +10,19 @@ from prosody_local import free_port
 ALICE = f"alice@{DOMAIN}"
 
 
-def get(port, path):
+TOKEN = "a-token-for-the-admin"
+
+
+def get(port, path, token=TOKEN, headers=()):
+    """GET `path` from loopback, with the admin token unless `token` is
+    None, and any extra `headers` (name, value)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    for name, value in headers:
+        req.add_header(name, value)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -31,7 +41,7 @@ def test_metrics_health_and_status_page(tmp_path):
     port = free_port()
     comp = Component(str(tmp_path), p, f"""[http]
 bind = "127.0.0.1:{port}"
-admin_token = "a-token-for-other-hosts"
+admin_token = "{TOKEN}"
 
 [[owners]]
 name = "alice"
@@ -80,6 +90,13 @@ subscription = "open"
         status, page = get(port, "/status")
         assert status == 200
         assert ALICE in page and "alice@localhost" in page
+        # Loopback is not trusted by default: a reverse proxy on this host
+        # (nginx, Caddy) would relay everyone from here.
+        for path in ("/status", "/status.json", "/metrics"):
+            status, body = get(port, path, token=None)
+            assert status == 403 and "phone" not in body and "alice@localhost" not in body, (path, body)
+            assert get(port, path, token="a-wrong-token")[0] == 403
+        assert get(port, "/healthz", token=None) == (200, "ok\n")
         assert "phone (online): chat, audio" in page
         assert "audio: online" in page and "video: unavailable" in page
 
@@ -98,6 +115,35 @@ subscription = "open"
         comp.wait_log(" connected domain=", comp.connections + 2, timeout=30)
         assert get(port, "/healthz") == (200, "ok\n")
         assert metric(get(port, "/metrics")[1], "unified_presence_reconnects_total") == 1
+    finally:
+        comp.stop()
+        p.stop()
+
+
+def test_trusting_loopback_is_the_admins_choice_and_never_covers_a_proxy(tmp_path):
+    """`trust_loopback = true`: a plain loopback request reads the status
+    page without a token, but one that a reverse proxy relayed (it says so
+    in a forwarding header) still needs it."""
+    p = start_prosody(str(tmp_path))
+    port = free_port()
+    comp = Component(str(tmp_path), p, f"""[http]
+bind = "127.0.0.1:{port}"
+trust_loopback = true
+admin_token = "{TOKEN}"
+
+[[owners]]
+name = "alice"
+accounts = ["alice@localhost"]
+""")
+    try:
+        comp.start()
+        status, page = get(port, "/status", token=None)
+        assert status == 200 and ALICE in page
+        for header in (("X-Forwarded-For", "198.51.100.9"), ("Forwarded", "for=198.51.100.9"),
+                       ("X-Real-IP", "198.51.100.9"), ("Via", "1.1 caddy")):
+            status, body = get(port, "/status", token=None, headers=[header])
+            assert status == 403 and "alice@localhost" not in body, header
+            assert get(port, "/status", headers=[header])[0] == 200, header
     finally:
         comp.stop()
         p.stop()
