@@ -30,14 +30,14 @@ const SESSIONS_MAX: usize = 10_000;
 #[derive(Debug, Clone)]
 pub(super) struct Session {
     node: String,
-    requester: Jid,
+    pub(super) requester: Jid,
     expires: Time,
 }
 
 /// Open sessions by id.
 pub(super) type Sessions = HashMap<String, Session>;
 
-const OWNER_COMMANDS: [(&str, &str); 9] = [
+const OWNER_COMMANDS: [(&str, &str); 10] = [
     ("status", "What my contacts see"),
     ("devices", "My devices"),
     ("watchers", "Watchers: approve, deny, remove"),
@@ -46,6 +46,7 @@ const OWNER_COMMANDS: [(&str, &str); 9] = [
     ("dnd", "Do not disturb"),
     ("privacy", "Privacy"),
     ("link", "Link another account"),
+    ("unlink", "Unlink an account"),
     ("unregister", "Give up my address"),
 ];
 const STRANGER_COMMANDS: [(&str, &str); 1] = [("register", "Get an address for all my devices")];
@@ -158,32 +159,37 @@ impl Core {
             .get_child("x", ns::DATA)
             .filter(|x| x.attr("type") == Some("submit"));
         match (cmd.attr("sessionid"), action) {
-            (Some(sid), "cancel") => {
-                self.adhoc_sessions.remove(sid);
-                self.command_reply(iq, &node, Some(sid), "canceled", None, None);
-            }
-            (Some(sid), _) => {
-                let session = self.adhoc_sessions.remove(sid);
-                match session {
-                    Some(s) if s.node == node && s.requester == *from => {
-                        let Some(x) = submitted else {
-                            return self.reply_error(iq, ErrorType::Modify, "bad-request");
-                        };
-                        let note = self.submit(now, &node, owner, from, x);
-                        self.command_reply(iq, &node, Some(sid), "completed", Some(&note), None);
-                    }
+            (Some(sid), action) => {
+                // A session is its requester's alone: anyone else (a
+                // stranger, a watcher, another owner, her own other
+                // device) learns nothing of it and cannot end it, and a
+                // refused attempt leaves it as it was.
+                let theirs = self
+                    .adhoc_sessions
+                    .get(sid)
+                    .is_some_and(|s| s.node == node && s.requester == *from);
+                if !theirs {
                     // XEP-0050 §4.6: an unknown or expired session.
-                    _ => {
-                        if let Some(mut e) =
-                            stanza::error_reply(iq, ErrorType::Modify, "bad-request", None)
-                        {
-                            if let Some(err) = e.get_child_mut("error", ns::COMPONENT) {
-                                err.append_child(Element::bare("bad-sessionid", COMMANDS));
-                            }
-                            self.send(e);
+                    if let Some(mut e) =
+                        stanza::error_reply(iq, ErrorType::Modify, "bad-request", None)
+                    {
+                        if let Some(err) = e.get_child_mut("error", ns::COMPONENT) {
+                            err.append_child(Element::bare("bad-sessionid", COMMANDS));
                         }
+                        self.send(e);
                     }
+                    return;
                 }
+                if action == "cancel" {
+                    self.adhoc_sessions.remove(sid);
+                    return self.command_reply(iq, &node, Some(sid), "canceled", None, None);
+                }
+                let Some(x) = submitted else {
+                    return self.reply_error(iq, ErrorType::Modify, "bad-request");
+                };
+                self.adhoc_sessions.remove(sid);
+                let note = self.submit(now, &node, owner, from, x);
+                self.command_reply(iq, &node, Some(sid), "completed", Some(&note), None);
             }
             (None, _) => match owner.map(|i| (i, node.as_str())) {
                 // Single-stage commands complete at once.
@@ -379,9 +385,21 @@ impl Core {
                     ],
                 )
             }
+            ("unlink", Some(i)) => {
+                let accounts: Vec<(String, String)> = self
+                    .linked_accounts(i)
+                    .iter()
+                    .map(|a| (a.to_string(), a.to_string()))
+                    .collect();
+                form(
+                    "Unlink an account",
+                    "It stops being yours at once: its devices no longer count, and it can no longer change anything here.",
+                    vec![field("account", "list-single", "Account", &[], &accounts)],
+                )
+            }
             ("link", Some(_)) => form(
                 "Link an account",
-                "It becomes yours once it approves the request it gets.",
+                "That account is sent a one-time code; it becomes yours once it sends \"link confirm <code>\" back.",
                 vec![field("account", "jid-single", "Account", &[], &[])],
             ),
             _ => form(
@@ -515,6 +533,10 @@ impl Core {
                 }
                 notes.pop().unwrap_or_else(|| "Nothing changed.".into())
             }
+            ("unlink", Some(i)) => match jids("account").into_iter().next() {
+                Some(a) => self.run_command(now, i, Command::Unlink(Some(a))),
+                None => "No account given.".into(),
+            },
             ("link", Some(i)) => match jids("account").into_iter().next() {
                 Some(a) => self.run_command(now, i, Command::Link(a)),
                 None => "No account given.".into(),

@@ -45,7 +45,9 @@ const HELP: &str = "Commands (send them to this address):
                        ask: you approve each watcher; open: anyone may watch
   label <device> <text>
                        name a device
-  link <account>       add another account of yours (it must approve)
+  link <account>       add another account of yours: it is sent a one-time code
+  link confirm <code>  (from that account) make it yours with that code
+  unlink [account]     an account stops being yours (none given: this one)
   block <jid|domain>   they get nothing from your address any more
   unblock <jid|domain>
   unregister           give up your address; your watchers are told
@@ -53,6 +55,7 @@ const HELP: &str = "Commands (send them to this address):
 
 const HELP_STRANGER: &str = "This service gives you one address for all your devices.
   register [name]      get name@this-service for this account (default: your own name)
+  link confirm <code>  link this account to an address whose owner sent it a code
   help                 this text";
 
 /// One parsed command.
@@ -84,6 +87,10 @@ pub enum Command {
     Unregister,
     /// `link <account>`.
     Link(BareJid),
+    /// `link confirm <code>`, from the account being linked.
+    LinkConfirm(String),
+    /// `unlink [account]`.
+    Unlink(Option<BareJid>),
     /// `block <jid|domain>`.
     Block(String),
     /// `rule add ...` (the words after `add`).
@@ -154,6 +161,15 @@ pub fn parse(body: &str) -> Command {
         ("unblock", Some(who)) => {
             Command::Unblock(who.trim_start_matches("xmpp:").to_ascii_lowercase())
         }
+        ("link", Some(w)) if w.eq_ignore_ascii_case("confirm") => match words.next() {
+            Some(code) => Command::LinkConfirm(code.to_owned()),
+            None => Command::Unknown(body.trim().to_owned()),
+        },
+        ("unlink", None) => Command::Unlink(None),
+        ("unlink", Some(_)) => jid().map_or_else(
+            || Command::Unknown(body.trim().to_owned()),
+            |j| Command::Unlink(Some(j)),
+        ),
         ("link", Some(_)) => {
             jid().map_or_else(|| Command::Unknown(body.trim().to_owned()), Command::Link)
         }
@@ -206,6 +222,7 @@ impl Core {
         }
         let reply = match (self.secrets.account_owner(&from.to_bare()), parse(&body)) {
             (None, Command::Register(name)) => self.register(from.to_bare(), name),
+            (None, Command::LinkConfirm(code)) => self.confirm_link(now, &from.to_bare(), &code),
             (None, Command::Help) => HELP_STRANGER.to_owned(),
             (None, _) => {
                 // Someone else's data: RFC 6120 forbidden, with a way out.
@@ -215,6 +232,9 @@ impl Core {
                     self.send(e);
                 }
                 return true;
+            }
+            (Some(owner), Command::Unlink(None)) => {
+                self.run_command(now, owner, Command::Unlink(Some(from.to_bare())))
             }
             (Some(owner), cmd) => self.run_command(now, owner, cmd),
         };
@@ -437,13 +457,42 @@ impl Core {
                 self.store_blocked(i);
                 format!("{who} is no longer blocked.")
             }
-            Command::Link(account) => match self.start_link(i, account.clone()) {
-                Ok(()) => format!(
-                    "Asked {account}: approve the contact request from {} there, and it is linked.",
-                    self.owners[i].virtual_jid
-                ),
+            Command::Link(account) => match self.start_link(now, i, account) {
+                Ok(text) => text,
                 Err(why) => format!("Not linked: {why}."),
             },
+            Command::LinkConfirm(_) => format!(
+                "This account is linked to {} already.",
+                self.owners[i].virtual_jid
+            ),
+            Command::Unlink(account) => {
+                // Without an account: the one that asks. The caller sets
+                // `Unlink(Some(..))` for the asking account (see
+                // `command_message`), so `None` only comes from an admin.
+                let Some(account) = account else {
+                    return "Say which account: \"unlink <account>\".".into();
+                };
+                let hers = self.owners[i].accounts.iter().any(|(a, _)| *a == account)
+                    && self.secrets.account_owner(&account) == Some(i);
+                if !hers {
+                    return format!("{account} is not linked to your address.");
+                }
+                if self.provisioned_account(i, &account) {
+                    return format!(
+                        "{account} was set up by the admin of this service; ask them to remove it."
+                    );
+                }
+                if self.linked_accounts(i).len() <= 1 {
+                    return format!(
+                        "{account} is your only account; send \"unregister\" to give up your address instead."
+                    );
+                }
+                self.unlink_account(now, i, &account);
+                format!(
+                    "{account} is no longer linked to {}.",
+                    self.owners[i].virtual_jid
+                )
+            }
             Command::Unknown(text) => {
                 format!("I did not understand {text:?}. Send \"help\" for what I can do.")
             }

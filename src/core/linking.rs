@@ -9,11 +9,33 @@ use std::sync::Arc;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use rand::Rng;
 use tracing::{debug, info, warn};
 
 use super::devices::{classes_of, read_disco_info, Device, Features};
 use super::stanza::{self, element, ns, ErrorType};
 use super::{AccountState, Core, DeviceRecord, PendingIq, Purpose, StoreOp, Time};
+
+/// How long a link code works.
+const LINK_MS: u64 = 15 * 60 * 1000;
+/// Wrong codes before a pending link is dropped.
+const CODE_ATTEMPTS: u32 = 5;
+/// Characters of a code, from an alphabet without look-alikes: 32^8 = 2^40.
+const CODE_LEN: usize = 8;
+const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+/// Pending links per owner, and overall.
+const LINKS_PER_OWNER: usize = 4;
+const LINKS_MAX: usize = 10_000;
+
+/// A link asked for by owner `owner`, waiting for the account to send
+/// `code` back.
+#[derive(Debug, Clone)]
+pub(super) struct PendingLink {
+    owner: usize,
+    code: String,
+    expires: Time,
+    attempts: u32,
+}
 
 impl Core {
     /// Presence from one of owner `i`'s own accounts to her virtual JID.
@@ -44,8 +66,17 @@ impl Core {
                 ));
             }
             Some("unsubscribed") => {
-                self.set_approved(i, &account, false);
-                self.forget_devices(i, Some(&account), now);
+                let linked = self.owners[i]
+                    .accounts
+                    .iter()
+                    .any(|(a, s)| *a == account && s.linked_by_owner);
+                if linked {
+                    // The account revokes: the link ends at once.
+                    self.unlink_account(now, i, &account);
+                } else {
+                    self.set_approved(i, &account, false);
+                    self.forget_devices(i, Some(&account), now);
+                }
             }
             Some("error") => {
                 warn!(owner = %self.owners[i].name, account = %account, "presence error from a linked account");
@@ -71,56 +102,153 @@ impl Core {
         self.store.push_back(StoreOp::Account {
             owner: owner.name.clone(),
             account: account.clone(),
-            state: *state,
+            state: Some(*state),
         });
     }
 
-    /// `subscribed` from an account the owner linked herself: the proof
-    /// that it is hers. From now on it is one of her accounts.
-    pub(super) fn complete_link(&mut self, i: usize, account: &BareJid) {
-        self.secrets.add_account(account.clone(), i);
-        self.set_approved(i, account, true);
-        info!(owner = %self.owners[i].name, "account linked");
-        let from = self.owners[i].virtual_jid.to_string();
-        self.send(stanza::stanza(
-            "presence",
-            &from,
-            account.as_str(),
-            Some("probe"),
-        ));
+    /// The owner links another of her accounts (DESIGN.md section 2): the
+    /// account is sent a one-time code from the domain, in words that
+    /// cannot be mistaken for a contact request, and becomes hers only
+    /// when it sends that code back itself ([`Core::confirm_link`]).
+    /// Nothing else reaches it, and nothing of hers is shown to it.
+    pub(super) fn start_link(
+        &mut self,
+        now: Time,
+        i: usize,
+        account: BareJid,
+    ) -> Result<String, &'static str> {
+        if account.node().is_none() || account.domain().as_str() == self.cfg.domain {
+            return Err("that is not an account (user@server)");
+        }
+        match self.secrets.account_owner(&account) {
+            Some(o) if o == i => return Err("that account is linked to your address already"),
+            // Another owner's: not said whose, nor that it is one.
+            Some(_) => return Err("that account cannot be linked to your address"),
+            None => {}
+        }
+        self.pending_links.retain(|_, p| p.expires > now);
+        let theirs = self.pending_links.values().filter(|p| p.owner == i).count();
+        if !self.pending_links.contains_key(&account)
+            && (theirs >= LINKS_PER_OWNER || self.pending_links.len() >= LINKS_MAX)
+        {
+            return Err("too many links wait for their code; try again later");
+        }
+        let code: String = (0..CODE_LEN)
+            .map(|_| CODE_ALPHABET[self.rng.gen_range(0..CODE_ALPHABET.len())] as char)
+            .collect();
+        self.pending_links.insert(
+            account.clone(),
+            PendingLink {
+                owner: i,
+                code: code.clone(),
+                expires: now.plus_ms(LINK_MS),
+                attempts: 0,
+            },
+        );
+        let virtual_jid = self.owners[i].virtual_jid.clone();
+        let domain = self.cfg.domain.clone();
+        let text = format!(
+            "Someone using {virtual_jid} asked to link this account to that address, so that its devices \
+             show up there and its calls ring here. Only do this if {virtual_jid} is your own address.\n\
+             To link this account, send this message to {domain}:\n  link confirm {code}\n\
+             Otherwise ignore this message: nothing changes. The code works for 15 minutes."
+        );
+        let mut m = stanza::stanza("message", &domain, account.as_str(), Some("chat"));
+        stanza::set_attr(&mut m, "id", self.next_id());
+        m.append_child(stanza::text_element("body", ns::COMPONENT, &text));
+        self.send(m);
+        info!(owner = %self.owners[i].name, "link asked, code sent");
+        Ok(format!(
+            "Sent {account} a one-time code from {domain}. From that account, send \"link confirm <code>\" \
+             to {domain} within 15 minutes; until then it is not linked."
+        ))
     }
 
-    /// The owner links another of her accounts: asked by a subscription
-    /// request, hers once it approves (DESIGN.md section 2).
-    pub(super) fn start_link(&mut self, i: usize, account: BareJid) -> Result<(), &'static str> {
-        if account.node().is_none() || account.domain().as_str() == self.cfg.domain {
-            return Err("that is not an account (user@server) of yours");
+    /// `link confirm CODE` from `account`: with the code it was sent, it
+    /// becomes one of her accounts, and we subscribe to its presence.
+    pub(super) fn confirm_link(&mut self, now: Time, account: &BareJid, code: &str) -> String {
+        self.pending_links.retain(|_, p| p.expires > now);
+        let Some(p) = self.pending_links.get_mut(account) else {
+            return "No link waits for this account (codes work for 15 minutes).".into();
+        };
+        if !p.code.eq_ignore_ascii_case(code.trim()) {
+            p.attempts += 1;
+            if p.attempts >= CODE_ATTEMPTS {
+                self.pending_links.remove(account);
+                return "Wrong code, and too many tries: this link is off; ask for a new one."
+                    .into();
+            }
+            return "That is not the code this account was sent.".into();
         }
-        if self.secrets.account_owner(&account).is_some() {
-            return Err("that account is already linked to an address here");
-        }
-        if self.owners[i].accounts.iter().any(|(a, _)| *a == account) {
-            return Err("that account was asked already; approve the request there");
+        let Some(p) = self.pending_links.remove(account) else {
+            return "No link waits for this account.".into();
+        };
+        let i = p.owner;
+        if self.secrets.account_owner(account).is_some() {
+            return "This account already belongs to an address here.".into();
         }
         let state = AccountState {
             approved: false,
             linked_by_owner: true,
+            confirmed: true,
         };
         let owner = &mut self.owners[i];
+        owner.accounts.retain(|(a, _)| a != account);
         owner.accounts.push((account.clone(), state));
+        self.secrets.add_account(account.clone(), i);
         self.store.push_back(StoreOp::Account {
             owner: owner.name.clone(),
             account: account.clone(),
-            state,
+            state: Some(state),
         });
-        let from = owner.virtual_jid.to_string();
+        info!(owner = %owner.name, "account linked");
+        let virtual_jid = owner.virtual_jid.to_string();
         self.send(stanza::stanza(
             "presence",
-            &from,
+            &virtual_jid,
             account.as_str(),
             Some("subscribe"),
         ));
-        Ok(())
+        format!(
+            "This account is now linked to {virtual_jid}. Approve the contact request from {virtual_jid} \
+             so that it sees this account's devices. \"unlink\" undoes it."
+        )
+    }
+
+    /// Ends the link of `account` to owner `i` at once: its devices stop
+    /// counting (calls ringing them end), it can no longer act for her,
+    /// and we stop asking for its presence. Her last account stays.
+    pub(super) fn unlink_account(&mut self, now: Time, i: usize, account: &BareJid) {
+        self.forget_devices(i, Some(account), now);
+        let owner = &mut self.owners[i];
+        owner.accounts.retain(|(a, _)| a != account);
+        self.secrets.del_account(account);
+        self.adhoc_sessions
+            .retain(|_, s| s.requester.to_bare() != *account);
+        self.store.push_back(StoreOp::Account {
+            owner: owner.name.clone(),
+            account: account.clone(),
+            state: None,
+        });
+        info!(owner = %owner.name, "account unlinked");
+        let virtual_jid = owner.virtual_jid.to_string();
+        // We no longer want its presence; its own subscription to her
+        // address, if it watches her, is its business.
+        self.send(stanza::stanza(
+            "presence",
+            &virtual_jid,
+            account.as_str(),
+            Some("unsubscribe"),
+        ));
+    }
+
+    /// Whether the admin set `account` up for owner `i` in the config
+    /// (then only the admin can take it away).
+    pub(super) fn provisioned_account(&self, i: usize, account: &BareJid) -> bool {
+        self.cfg
+            .owners
+            .iter()
+            .any(|o| o.name == self.owners[i].name && o.accounts.contains(account))
     }
 
     fn device_available(&mut self, now: Time, i: usize, stanza: &Element, full: FullJid) {

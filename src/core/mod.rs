@@ -227,9 +227,15 @@ pub struct AccountState {
     /// The owner approved `subscribe` from the virtual JID.
     pub approved: bool,
     /// Linked by the owner herself (`link`), not by the admin or at
-    /// registration: hers only once `approved`.
+    /// registration.
     #[serde(default)]
     pub linked_by_owner: bool,
+    /// The account itself confirmed the link with the one-time code it was
+    /// sent (DESIGN.md section 2). A link made by an older version, where
+    /// a subscription approval counted as proof, lacks it and is not
+    /// loaded: that approval proved nothing.
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 /// The persistent record of a device (DESIGN.md section 2).
@@ -255,14 +261,14 @@ pub enum StoreOp {
         /// The new state.
         state: Option<WatcherState>,
     },
-    /// A linked account's state.
+    /// A linked account's state, `None` = unlinked.
     Account {
         /// Owner name.
         owner: String,
         /// The account.
         account: BareJid,
         /// The new state.
-        state: AccountState,
+        state: Option<AccountState>,
     },
     /// A verified caps `ver` and its features.
     Caps {
@@ -350,6 +356,71 @@ pub struct Stored {
     pub blocked: Vec<(String, Vec<String>)>,
     /// (owner, settings) set from her clients; they replace the config's.
     pub settings: Vec<(String, OwnerSettings)>,
+}
+
+impl Stored {
+    /// Applies `op` as the store does, so that a core can be rebuilt, in
+    /// tests without a disk, from exactly what it asked to keep (the
+    /// store's own tests check that both agree).
+    pub fn apply(&mut self, op: StoreOp) {
+        fn put<K: PartialEq, V>(v: &mut Vec<(String, K, V)>, o: String, k: K, val: Option<V>) {
+            v.retain(|(a, b, _)| !(*a == o && *b == k));
+            if let Some(val) = val {
+                v.push((o, k, val));
+            }
+        }
+        fn set<V>(v: &mut Vec<(String, V)>, o: String, val: Option<V>) {
+            v.retain(|(a, _)| *a != o);
+            if let Some(val) = val {
+                v.push((o, val));
+            }
+        }
+        match op {
+            StoreOp::Watcher {
+                owner,
+                watcher,
+                state,
+            } => put(&mut self.watchers, owner, watcher, state),
+            StoreOp::Account {
+                owner,
+                account,
+                state,
+            } => put(&mut self.accounts, owner, account, state),
+            StoreOp::Caps { ver, features } => {
+                self.caps.retain(|(v, _)| *v != ver);
+                self.caps.push((ver, features));
+            }
+            StoreOp::Owner {
+                owner,
+                record: Some(r),
+            } => set(&mut self.owners, owner, Some(r)),
+            StoreOp::Owner {
+                owner,
+                record: None,
+            } => {
+                self.watchers.retain(|(o, _, _)| *o != owner);
+                self.accounts.retain(|(o, _, _)| *o != owner);
+                self.devices.retain(|(o, _, _)| *o != owner);
+                self.rules.retain(|(o, _)| *o != owner);
+                self.blocked.retain(|(o, _)| *o != owner);
+                self.settings.retain(|(o, _)| *o != owner);
+                self.owners.retain(|(o, _)| *o != owner);
+            }
+            StoreOp::Settings { owner, settings } => set(&mut self.settings, owner, Some(settings)),
+            StoreOp::Blocked { owner, blocked } => set(&mut self.blocked, owner, Some(blocked)),
+            StoreOp::Rules { owner, rules } => set(&mut self.rules, owner, Some(rules)),
+            StoreOp::Device {
+                owner,
+                device,
+                record,
+            }
+            | StoreOp::DeviceSeen {
+                owner,
+                device,
+                record,
+            } => put(&mut self.devices, owner, device, Some(record)),
+        }
+    }
 }
 
 /// One owner's live state.
@@ -472,6 +543,8 @@ pub struct Core {
     pending: HashMap<String, PendingIq>,
     calls: calls::CallTable,
     adhoc_sessions: adhoc::Sessions,
+    /// Links asked for and not yet confirmed, by account.
+    pending_links: HashMap<BareJid, linking::PendingLink>,
     rng: StdRng,
     next_id: u64,
     transmit: VecDeque<Element>,
@@ -546,12 +619,13 @@ impl Core {
             };
             if let Some(a) = owners[i].accounts.iter_mut().find(|(j, _)| *j == account) {
                 a.1 = state;
-            } else if state.linked_by_owner && secrets.account_owner(&account).is_none() {
-                // An account she linked herself; an admin's account removed
-                // from the config stays unlinked.
-                if state.approved {
-                    secrets.add_account(account.clone(), i);
-                }
+            } else if state.linked_by_owner
+                && state.confirmed
+                && secrets.account_owner(&account).is_none()
+            {
+                // An account she linked herself and that confirmed it; an
+                // admin's account removed from the config stays unlinked.
+                secrets.add_account(account.clone(), i);
                 owners[i].accounts.push((account, state));
             }
         }
@@ -573,6 +647,9 @@ impl Core {
         }
         for (name, device, record) in stored.devices {
             if let Some(&i) = by_name.get(&name) {
+                // Every device she ever had stays a secret of hers, across
+                // restarts as before them (DESIGN.md section 1).
+                secrets.add_resource(device.resource().as_str(), i);
                 owners[i].records.insert(device, record);
             }
         }
@@ -592,6 +669,7 @@ impl Core {
             pending: HashMap::new(),
             calls: calls::CallTable::default(),
             adhoc_sessions: adhoc::Sessions::default(),
+            pending_links: HashMap::new(),
             next_id: 0,
             transmit: VecDeque::new(),
             store: VecDeque::new(),

@@ -21,6 +21,10 @@ struct Harness {
     core: Core,
     now: Time,
     ops: Vec<StoreOp>,
+    /// What the store holds: what the core started with plus every
+    /// change it asked for since.
+    kept: Stored,
+    cfg: CoreConfig,
 }
 
 fn config(policy: SubscriptionPolicy) -> CoreConfig {
@@ -78,9 +82,11 @@ impl Harness {
 
     fn with(cfg: CoreConfig, stored: Stored) -> Harness {
         let mut h = Harness {
-            core: Core::new(cfg, stored),
+            core: Core::new(cfg.clone(), stored.clone()),
             now: Time(1_700_000_000_000),
             ops: vec![],
+            kept: stored,
+            cfg,
         };
         h.core.handle_connected(h.now);
         h.drain();
@@ -88,10 +94,23 @@ impl Harness {
         h
     }
 
+    /// Stops the core and starts a new one from what the store kept, as
+    /// the process does after a restart; the link comes back and settles.
+    fn restart(&mut self) -> Vec<Element> {
+        self.drain();
+        self.core = Core::new(self.cfg.clone(), self.kept.clone());
+        self.now = self.now.plus_ms(5_000);
+        self.core.handle_connected(self.now);
+        let mut out = self.drain();
+        out.extend(self.advance(1000));
+        out
+    }
+
     /// Takes all outputs, checking each: addressed, from our domain, and
     /// no secret towards anyone but Alice's own account.
     fn drain(&mut self) -> Vec<Element> {
         while let Some(op) = self.core.poll_store() {
+            self.kept.apply(op.clone());
             self.ops.push(op);
         }
         let mut out = vec![];
@@ -174,6 +193,13 @@ impl Harness {
     fn subscribe_bob(&mut self) -> Vec<Element> {
         self.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='bob@localhost' to='alice@{D}'/>"))
     }
+}
+
+/// The stanza as the wire carries it.
+fn xml(el: &Element) -> String {
+    let mut out = Vec::new();
+    el.write_to(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
 }
 
 fn caps_for(node: &str, features: &[&str]) -> String {
@@ -284,10 +310,10 @@ fn approval_by_the_account_is_stored_and_followed_by_a_probe() {
     assert!(h.ops.contains(&StoreOp::Account {
         owner: "alice".into(),
         account: BareJid::new("alice@localhost").unwrap(),
-        state: AccountState {
+        state: Some(AccountState {
             approved: true,
             ..AccountState::default()
-        }
+        })
     }));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].attr("type"), Some("probe"));
@@ -655,6 +681,28 @@ fn restart_keeps_watchers_and_re_announces_after_settling() {
     assert_eq!(out.len(), 4);
     assert!(out.iter().all(|e| e.attr("to") == Some("bob@localhost")));
     assert_eq!(out.iter().filter(|e| e.attr("type").is_none()).count(), 1);
+}
+
+/// Issue 13, hole 1: a device known from before a restart is as secret
+/// after it as before.
+#[test]
+fn a_status_naming_a_device_is_withheld_after_a_restart_too() {
+    let mut h = Harness::new(SubscriptionPolicy::Open);
+    h.subscribe_bob();
+    h.device("lapt0p-x2", "");
+    h.advance(1000);
+    h.restart();
+    let out = h.device("lapt0p-x2", "<status>typing on lapt0p-x2 now</status>");
+    let mut out = out;
+    out.extend(h.advance(1000));
+    let bob = to_bob(&out);
+    assert!(!bob.is_empty(), "Bob hears her chat presence");
+    for p in bob {
+        assert!(
+            !xml(p).contains("lapt0p-x2"),
+            "her device's name reached Bob after a restart: {p:?}"
+        );
+    }
 }
 
 #[test]
@@ -1797,54 +1845,170 @@ fn register_by_chat_links_the_account_and_unregister_leaves_nothing() {
     assert!(command(&mut h, PHONE, "unregister").contains("set up by the admin"));
 }
 
+/// The code the component sent `account` to confirm a link.
+fn link_code(out: &[Element], account: &str) -> String {
+    let body = out
+        .iter()
+        .find(|e| e.name() == "message" && e.attr("to") == Some(account))
+        .and_then(|m| m.get_child("body", ns::COMPONENT))
+        .map(Element::text)
+        .expect("a message with the code");
+    body.split("link confirm ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a code")
+        .to_owned()
+}
+
+/// Issue 13, hole 6 (DESIGN.md section 2): an account is linked only when
+/// it sends back the one-time code it was sent; either side can undo it.
 #[test]
-fn link_adds_an_account_only_once_it_approves() {
+fn link_needs_the_code_from_the_account_itself_and_unlink_undoes_it() {
     let mut h = alice_with_phone_and_laptop();
-    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>link alice@work.example</body></message>"));
+    let work = "alice@work.example";
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>link {work}</body></message>"));
+    // The account gets a message from the domain with a code, and no
+    // contact request that could be approved by mistake.
     assert!(
-        out.iter()
-            .any(|e| e.attr("to") == Some("alice@work.example")
-                && e.attr("type") == Some("subscribe"))
+        !out.iter()
+            .any(|e| e.name() == "presence" && e.attr("to") == Some(work)),
+        "{out:?}"
     );
-    assert!(command(&mut h, PHONE, "link alice@work.example").contains("asked already"));
+    let code = link_code(&out, work);
+    let reply = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE))
+        .unwrap()
+        .get_child("body", ns::COMPONENT)
+        .unwrap()
+        .text();
+    assert!(reply.contains("one-time code"), "{reply}");
     assert!(command(&mut h, PHONE, &format!("link x@{D}")).contains("Not linked"));
-    assert!(command(&mut h, PHONE, "link alice@localhost").contains("already linked"));
-    // Not hers yet: the account cannot read her data.
+    assert!(command(&mut h, PHONE, "link alice@localhost").contains("already"));
+    // Approving a subscription proves nothing.
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='{work}' to='alice@{D}'/>"));
     assert!(command(&mut h, "alice@work.example/desk", "status")
         .starts_with("You have no unified address"));
-    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='alice@work.example' to='alice@{D}'/>"));
+    // Someone else cannot use the code, a wrong one does not work.
+    assert!(command(
+        &mut h,
+        "eve@evil.example/x",
+        &format!("link confirm {code}")
+    )
+    .starts_with("No link waits"));
+    assert!(
+        command(&mut h, "alice@work.example/desk", "link confirm WRONGWRONG")
+            .contains("not the code")
+    );
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='alice@work.example/desk' to='{D}'><body>link confirm {code}</body></message>"));
     assert!(out
         .iter()
-        .any(|e| e.attr("to") == Some("alice@work.example") && e.attr("type") == Some("probe")));
+        .any(|e| e.attr("to") == Some(work) && e.attr("type") == Some("subscribe")));
     let linked = AccountState {
-        approved: true,
+        approved: false,
         linked_by_owner: true,
+        confirmed: true,
     };
     assert!(h.ops.contains(&StoreOp::Account {
         owner: "alice".into(),
-        account: BareJid::new("alice@work.example").unwrap(),
-        state: linked
+        account: BareJid::new(work).unwrap(),
+        state: Some(linked)
     }));
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='{work}' to='alice@{D}'/>"));
     h.input(&format!(
         "<presence xmlns='jabber:component:accept' from='alice@work.example/desk' to='alice@{D}'/>"
     ));
     assert!(
         command(&mut h, "alice@work.example/desk", "devices").contains("alice@work.example/desk")
     );
-    // After a restart the link holds.
-    let stored = Stored {
+    // A restart keeps it.
+    h.restart();
+    assert!(command(&mut h, "alice@work.example/desk", "watchers").starts_with("Watching you"));
+    // The account unlinks itself: at once, stored, and it can no longer act.
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='alice@work.example/desk' to='{D}'><body>unlink</body></message>"));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("to") == Some(work) && e.attr("type") == Some("unsubscribe")));
+    assert_eq!(
+        h.ops.last(),
+        Some(&StoreOp::Account {
+            owner: "alice".into(),
+            account: BareJid::new(work).unwrap(),
+            state: None
+        })
+    );
+    assert!(command(&mut h, "alice@work.example/desk", "status")
+        .starts_with("You have no unified address"));
+    h.restart();
+    assert!(command(&mut h, "alice@work.example/desk", "status")
+        .starts_with("You have no unified address"));
+    // Her last account (here provisioned by the admin) stays.
+    assert!(command(&mut h, PHONE, "unlink").contains("set up by the admin"));
+}
+
+#[test]
+fn an_account_revoking_its_subscription_ends_its_link_at_once() {
+    let mut h = alice_with_phone_and_laptop();
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>link alice@work.example</body></message>"));
+    let code = link_code(&out, "alice@work.example");
+    command(
+        &mut h,
+        "alice@work.example/desk",
+        &format!("link confirm {code}"),
+    );
+    h.input(&format!(
+        "<presence xmlns='jabber:component:accept' from='alice@work.example/desk' to='alice@{D}'/>"
+    ));
+    assert!(command(&mut h, PHONE, "devices").contains("desk"));
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='unsubscribed' from='alice@work.example' to='alice@{D}'/>"));
+    assert!(!command(&mut h, PHONE, "devices").contains("desk"));
+    assert!(command(&mut h, "alice@work.example/desk", "devices")
+        .starts_with("You have no unified address"));
+}
+
+/// The hijack of issue 13: Alice names Bob's account, which watches her.
+/// Bob approving anything, or doing nothing, links nothing; another
+/// owner's account cannot be named at all; and a link stored by an older
+/// version (proven by a mere approval) is not trusted after an upgrade.
+#[test]
+fn nobody_is_linked_by_surprise() {
+    let mut h = alice_with_phone_and_laptop();
+    command(&mut h, "carol@localhost/pc", "register carol");
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>link bob@localhost</body></message>"));
+    let to_bob: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some("bob@localhost"))
+        .collect();
+    assert_eq!(to_bob.len(), 1, "one message, no contact request: {out:?}");
+    assert_eq!(to_bob[0].name(), "message");
+    for typ in ["subscribed", "subscribe"] {
+        h.input(&format!("<presence xmlns='jabber:component:accept' type='{typ}' from='bob@localhost' to='alice@{D}'/>"));
+    }
+    let devices = command(&mut h, "bob@localhost/pc", "devices");
+    assert!(
+        devices.starts_with("You have no unified address"),
+        "{devices}"
+    );
+    assert!(!devices.contains("alice@localhost"));
+    assert!(command(&mut h, PHONE, "link carol@localhost").contains("cannot be linked"));
+    // An approval-only link from before.
+    let legacy = Stored {
         accounts: vec![(
             "alice".into(),
-            BareJid::new("alice@work.example").unwrap(),
-            linked,
+            BareJid::new("bob@localhost").unwrap(),
+            AccountState {
+                approved: true,
+                linked_by_owner: true,
+                confirmed: false,
+            },
         )],
         ..Stored::default()
     };
-    let core = Core::new(config(SubscriptionPolicy::Ask), stored);
+    let core = Core::new(config(SubscriptionPolicy::Ask), legacy);
     assert_eq!(
         core.secrets
-            .account_owner(&BareJid::new("alice@work.example").unwrap()),
-        Some(0)
+            .account_owner(&BareJid::new("bob@localhost").unwrap()),
+        None
     );
 }
 
@@ -1991,6 +2155,84 @@ fn adhoc_refuses_strangers_owner_commands_and_lets_them_register() {
     let r = adhoc(
         &mut h,
         "carol@localhost/pc",
+        &format!("<command xmlns='{CMD}' node='ring' sessionid='{sid}' action='cancel'/>"),
+    );
+    assert_eq!(
+        r.get_child("command", CMD).unwrap().attr("status"),
+        Some("canceled")
+    );
+}
+
+/// Issue 13, hole 4: an ad-hoc session is its requester's alone. Nobody
+/// else (a stranger, a watcher, another owner, even her other device) can
+/// cancel it, step it or learn it exists, and a refused attempt leaves it
+/// open for her.
+#[test]
+fn adhoc_sessions_belong_to_their_requester_alone() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    h.subscribe_bob();
+    command(&mut h, "carol@localhost/pc", "register carol");
+    let open = |h: &mut Harness, node: &str| {
+        let r = adhoc(
+            h,
+            PHONE,
+            &format!("<command xmlns='{CMD}' node='{node}' action='execute'/>"),
+        );
+        r.get_child("command", CMD)
+            .unwrap()
+            .attr("sessionid")
+            .unwrap()
+            .to_owned()
+    };
+    let sid = open(&mut h, "watchers");
+    let others = [
+        "eve@evil.example/x",     // a stranger
+        "bob@localhost/pc",       // her watcher
+        "carol@localhost/pc",     // another owner
+        "alice@localhost/laptop", // her own other device
+    ];
+    for who in others {
+        for (node, action) in [
+            ("watchers", "cancel"),
+            ("register", "cancel"),
+            ("watchers", "complete"),
+            ("register", "complete"),
+            ("ring", "cancel"),
+        ] {
+            let r = adhoc(&mut h, who, &format!("<command xmlns='{CMD}' node='{node}' sessionid='{sid}' action='{action}'><x xmlns='jabber:x:data' type='submit'><field var='deny'><value>bob@localhost</value></field></x></command>"));
+            assert_eq!(
+                r.attr("type"),
+                Some("error"),
+                "{who} {node} {action}: {r:?}"
+            );
+            let err = r.get_child("error", ns::COMPONENT).unwrap();
+            assert!(
+                err.has_child("bad-sessionid", CMD)
+                    || err.has_child("forbidden", ns::STANZAS)
+                    || err.has_child("item-not-found", ns::STANZAS),
+                "{who} {node} {action}: {r:?}"
+            );
+        }
+    }
+    assert_eq!(
+        h.core.owners[0]
+            .watchers
+            .get(&BareJid::new("bob@localhost").unwrap()),
+        Some(&WatcherState::Pending),
+        "nobody else decided for her"
+    );
+    // Her session is still hers to finish.
+    let r = adhoc(&mut h, PHONE, &format!("<command xmlns='{CMD}' node='watchers' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='approve'><value>bob@localhost</value></field></x></command>"));
+    assert_eq!(
+        r.get_child("command", CMD).unwrap().attr("status"),
+        Some("completed"),
+        "{r:?}"
+    );
+    // And only she can cancel one.
+    let sid = open(&mut h, "ring");
+    let r = adhoc(
+        &mut h,
+        PHONE,
         &format!("<command xmlns='{CMD}' node='ring' sessionid='{sid}' action='cancel'/>"),
     );
     assert_eq!(

@@ -27,16 +27,6 @@ impl Core {
             Target::Owner { owner, .. } if account_owner == Some(owner) => {
                 self.account_presence(now, owner, stanza, from)
             }
-            Target::Owner { owner, .. }
-                if stanza.attr("type") == Some("subscribed")
-                    && account_owner.is_none()
-                    && self.owners[owner]
-                        .accounts
-                        .iter()
-                        .any(|(a, _)| *a == from.to_bare()) =>
-            {
-                self.complete_link(owner, &from.to_bare())
-            }
             Target::Owner { owner, .. } => self.watcher_presence(owner, stanza, from, false),
             Target::Proxy { remote } => match account_owner {
                 Some(owner) => self.owner_decision(owner, &remote, stanza),

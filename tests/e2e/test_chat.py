@@ -225,8 +225,13 @@ def test_adhoc_commands_from_a_client_with_xep_0050(tmp_path):
         p.stop()
 
 
-def test_alice_links_a_second_account_and_a_stranger_cannot_touch_her_rules(tmp_path):
-    p = start_prosody(str(tmp_path))
+@pytest.mark.parametrize("kind", SERVERS)
+def test_linking_takes_a_code_from_the_account_itself_and_unlink_undoes_it(tmp_path, kind):
+    """DESIGN.md section 2, issue 13: Alice links her work account by a
+    one-time code that only that account can send back. Naming Bob's
+    account (he watches her, and his client approves every request) gives
+    her nothing of his, and him nothing of hers."""
+    p = start_prosody(str(tmp_path), kind=kind)
     p.register("alicework", "pw-alicework")
     comp = Component(str(tmp_path), p, OWNERS)
 
@@ -237,22 +242,51 @@ def test_alice_links_a_second_account_and_a_stranger_cannot_touch_her_rules(tmp_
         phone.send_presence(pto=ALICE, ptype="subscribed")
         work = await Client("alicework@localhost/desk").online(p.c2s)
         eve = await Client("eve@localhost/x").online(p.c2s)
+        bob = await Client("bob@localhost/pc").online(p.c2s)
+        bob.auto_authorize = True  # like a client that pre-approves contacts
+        bob.send_presence(pto=ALICE, ptype="subscribe")
+        await bob.wait_for(presence(f"{ALICE}/chat"), what="Bob watches Alice")
 
         async def ask(client, text):
             return await ask_service(client, text)
 
-        # Not hers until the work account approves.
-        assert "Asked alicework@localhost" in await ask(phone, "link alicework@localhost")
+        def code_in(el):
+            return el.find(C + "body").text.split("link confirm ")[1].split()[0]
+
+        # Alice names Bob's account: he gets a message saying what it is,
+        # no contact request, and nothing he does by habit links him.
+        since = bob.mark()
+        reply = await ask(phone, "link bob@localhost")
+        assert "one-time code" in reply, reply
+        await bob.wait_for(message(DOMAIN), since, what="the link notice")
+        await asyncio.sleep(0.5)
+        assert not bob.received(lambda el: el.tag == C + "presence" and el.get("from") == ALICE
+                                and el.get("type") == "subscribe", since)
+        answer = await ask(bob, "devices")
+        assert answer.startswith("forbidden: You have no unified address"), answer
+        assert "alice@localhost" not in answer and "phone" not in answer
+
+        # Her own work account: the code from there links it.
+        since = work.mark()
+        await ask(phone, "link alicework@localhost")
+        notice = await work.wait_for(message(DOMAIN), since, what="the code at work")
         assert (await ask(work, "status")).startswith("forbidden: You have no unified address")
-        await work.wait_for(presence(ALICE, "subscribe"), what="the link request at work")
+        assert (await ask(eve, f"link confirm {code_in(notice)}")).startswith("No link waits")
+        assert "now linked" in await ask(work, f"link confirm {code_in(notice)}")
+        await work.wait_for(presence(ALICE, "subscribe"), since, what="the subscription after the code")
         work.send_presence(pto=ALICE, ptype="subscribed")
-        await comp.await_log("account linked")
+        await comp.await_log("account link changed", 2)
         assert "alicework@localhost/desk" in await ask(work, "devices"), "her work desk is one of her devices now"
 
         # A stranger's attempt to change Alice's rules is refused.
         assert (await ask(eve, "rule add busy")).startswith("forbidden: You have no unified address")
         assert (await ask(phone, "rules")).startswith("No rules")
-        for c in (phone, work, eve):
+
+        # The work account unlinks itself: at once.
+        assert "no longer linked" in await ask(work, "unlink")
+        assert (await ask(work, "status")).startswith("forbidden: You have no unified address")
+        assert "alicework" not in await ask(phone, "devices")
+        for c in (phone, work, eve, bob):
             await c.offline()
 
     try:
