@@ -510,6 +510,9 @@ pub struct RuleConfig {
     /// Device state: only while her most available device shows this
     /// (`chat`, `online`, `away`, `xa`, `dnd`).
     pub when: Option<crate::core::devices::Show>,
+    /// `relay-only` or `direct` for the calls it matches; absent = the
+    /// owner's `candidates`.
+    pub candidates: Option<CandidatePolicy>,
 }
 
 fn default_true() -> bool {
@@ -579,6 +582,8 @@ impl RuleConfig {
                 .map_or(default_timeout_ms, |t| t.saturating_mul(1000)),
             on_no_answer: self.on_no_answer,
             reject: self.reject,
+            candidates: self.candidates,
+            only_candidates: false,
         })
     }
 }

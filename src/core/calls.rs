@@ -120,6 +120,9 @@ struct Call {
     deadline: Option<Time>,
     /// When the caller asked, for the ring time.
     started: Time,
+    /// Relay-only for this call (her setting, or a rule's for this
+    /// caller): candidates are filtered both ways.
+    relay_only: bool,
 }
 
 impl Call {
@@ -404,11 +407,12 @@ impl Core {
         };
         call.next_step_at = (!call.steps.is_empty()).then(|| now.plus_ms(call.step_ms));
         call.set_deadline();
-        let (proxy, mode, offer, transport) = (
+        let (proxy, mode, offer, transport, relay_only) = (
             call.proxy.clone(),
             call.mode,
             call.offer.clone(),
             call.caller_transport.clone(),
+            call.relay_only,
         );
         for device in devices {
             let leg_id = self.next_id();
@@ -435,10 +439,11 @@ impl Core {
                     self.send(m);
                 }
                 Mode::Jingle => {
-                    let out = rewrite_jingle(&offer, &leg_id, Some(&proxy), None, false);
-                    self.send_own(now, &proxy, device.as_str(), out);
-                    for t in &transport {
-                        let out = rewrite_jingle(t, &leg_id, Some(&proxy), None, false);
+                    let offered = rewrite_jingle(&offer, &leg_id, Some(&proxy), None, relay_only);
+                    let later = transport
+                        .iter()
+                        .filter_map(|t| rewrite_jingle(t, &leg_id, Some(&proxy), None, relay_only));
+                    for out in offered.into_iter().chain(later) {
                         self.send_own(now, &proxy, device.as_str(), out);
                     }
                 }
@@ -557,6 +562,8 @@ impl Core {
         offer: Element,
     ) -> Option<u64> {
         let proxy = proxy_jid(&caller.to_bare(), &self.cfg.domain)?;
+        let relay_only =
+            plan.candidates.unwrap_or(self.owners[owner].candidates) == CandidatePolicy::RelayOnly;
         let token = self.next_id();
         let proxy = format!("{proxy}/{token}");
         self.calls.next += 1;
@@ -585,6 +592,7 @@ impl Core {
             class,
             deadline: None,
             started: now,
+            relay_only,
         };
         call.set_deadline();
         self.calls.calls.insert(c, call);
@@ -894,7 +902,8 @@ impl Core {
             return self.ring_step(now, c);
         };
         let call = &self.calls.calls[&c];
-        let (proxy, mode, winner) = (call.proxy.clone(), call.mode, call.winner);
+        let (proxy, mode, winner, relay_only) =
+            (call.proxy.clone(), call.mode, call.winner, call.relay_only);
         match winner {
             Some(w) => {
                 let leg = &call.legs[w];
@@ -902,8 +911,11 @@ impl Core {
                 if action == "session-initiate" && mode == Mode::Jingle {
                     return self.out_of_order(iq);
                 }
-                let out = rewrite_jingle(j, &leg_id, Some(&proxy), None, false);
-                self.relay(now, iq, &proxy, &device, out);
+                match rewrite_jingle(j, &leg_id, Some(&proxy), None, relay_only) {
+                    Some(out) => self.relay(now, iq, &proxy, &device, out),
+                    // Relay-only left nothing to say: answered here.
+                    None => self.ack(iq),
+                }
                 if action == "session-terminate" {
                     self.end_call(c, "caller terminated");
                 }
@@ -914,8 +926,9 @@ impl Core {
                 let legs = call.open_legs(None);
                 self.ack(iq);
                 for (device, leg_id) in legs {
-                    let out = rewrite_jingle(j, &leg_id, Some(&proxy), None, false);
-                    self.send_own(now, &proxy, &device, out);
+                    if let Some(out) = rewrite_jingle(j, &leg_id, Some(&proxy), None, relay_only) {
+                        self.send_own(now, &proxy, &device, out);
+                    }
                 }
                 if action == "session-terminate" {
                     self.end_call(c, "caller cancelled");
@@ -949,7 +962,7 @@ impl Core {
         else {
             return self.unknown_session(iq);
         };
-        let relay_only = self.owners[call.owner].candidates == CandidatePolicy::RelayOnly;
+        let relay_only = call.relay_only;
         let (face, caller, sid, proxy, mode) = (
             call.face.clone(),
             call.caller.to_string(),
@@ -959,8 +972,11 @@ impl Core {
         );
         match call.winner {
             Some(w) if w == li => {
-                let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
-                self.relay(now, iq, &face, &caller, out);
+                match rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only) {
+                    Some(out) => self.relay(now, iq, &face, &caller, out),
+                    // Relay-only left nothing to say: answered here.
+                    None => self.ack(iq),
+                }
                 if action == "session-terminate" {
                     self.end_call(c, "device terminated");
                 }
@@ -980,11 +996,16 @@ impl Core {
                         )
                     };
                     info!("answered");
-                    let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
-                    self.relay(now, iq, &face, &caller, out);
+                    match rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only) {
+                        Some(out) => self.relay(now, iq, &face, &caller, out),
+                        None => self.ack(iq),
+                    }
                     for h in held {
-                        let out = rewrite_jingle(&h, &sid, Some(&caller), Some(&face), relay_only);
-                        self.send_own(now, &face, &caller, out);
+                        if let Some(out) =
+                            rewrite_jingle(&h, &sid, Some(&caller), Some(&face), relay_only)
+                        {
+                            self.send_own(now, &face, &caller, out);
+                        }
                     }
                     for (d, id) in others {
                         self.send_own(now, &proxy, &d, terminate(&id, "cancel"));
@@ -1001,8 +1022,11 @@ impl Core {
                 "session-terminate" => {
                     self.ack(iq);
                     if self.leg_declined(now, c, li) {
-                        let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
-                        self.send_own(now, &face, &caller, out);
+                        if let Some(out) =
+                            rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only)
+                        {
+                            self.send_own(now, &face, &caller, out);
+                        }
                         self.end_call(c, "every device declined");
                     }
                 }
@@ -1014,8 +1038,11 @@ impl Core {
                         .get_mut(&c)
                         .is_some_and(|call| !std::mem::replace(&mut call.rang, true));
                     if first {
-                        let out = rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only);
-                        self.send_own(now, &face, &caller, out);
+                        if let Some(out) =
+                            rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only)
+                        {
+                            self.send_own(now, &face, &caller, out);
+                        }
                     }
                 }
                 _ => self.ack(iq),

@@ -36,7 +36,10 @@ const HELP: &str = "Commands (send them to this address):
                        e.g. rule add video from bob@example.org mon-fri 09:00-17:00 ring sequential phone laptop step 15
                        or   rule add from example.net 22:00-07:00 busy
                        (classes, from <jid|domain|watchers|anyone>, days, HH:MM-HH:MM, when away|xa|dnd...;
-                        busy | ring parallel|sequential|priority [devices], step <s>, timeout <s>, message)
+                        busy | ring parallel|sequential|priority [devices], step <s>, timeout <s>, message,
+                        relay-only | direct: how those calls treat addresses, see privacy)
+                       e.g. rule add from anyone relay-only, then rule add from watchers direct
+                       (a rule with only relay-only|direct leaves ringing to the rules below it)
   rule del <n>         remove rule n
   privacy              your privacy settings
   privacy calls relay-only|direct
@@ -776,9 +779,9 @@ pub fn parse_rule(
                     Some("priority") => RingMode::Priority,
                     _ => return Err("\"ring\" needs parallel, sequential or priority".into()),
                 };
-                while let Some(d) =
-                    it.next_if(|d| !["step", "timeout", "message"].contains(&d.as_str()))
-                {
+                while let Some(d) = it.next_if(|d| {
+                    !["step", "timeout", "message", "relay-only", "direct"].contains(&d.as_str())
+                }) {
                     rule.devices.push(d);
                 }
                 acted = true;
@@ -786,6 +789,9 @@ pub fn parse_rule(
             "step" => rule.step_ms = number(it.next(), "step")? * 1000,
             "timeout" => rule.timeout_ms = number(it.next(), "timeout")? * 1000,
             "message" => rule.on_no_answer = NoAnswer::Message,
+            // Rings as by default unless the rule says more.
+            "relay-only" => rule.candidates = Some(CandidatePolicy::RelayOnly),
+            "direct" => rule.candidates = Some(CandidatePolicy::Direct),
             "when" => {
                 let state = it.next().unwrap_or_default();
                 rule.when = Some(match state.as_str() {
@@ -809,7 +815,13 @@ pub fn parse_rule(
         }
     }
     if !acted {
-        return Err("say what happens: \"busy\" or \"ring ...\"".into());
+        if rule.candidates.is_none() {
+            return Err(
+                "say what happens: \"busy\", \"ring ...\", \"relay-only\" or \"direct\"".into(),
+            );
+        }
+        // Only the candidate policy: ringing is left to the rules below.
+        rule.only_candidates = true;
     }
     Ok(rule)
 }
@@ -821,6 +833,7 @@ fn is_catch_all(r: &Rule) -> bool {
         && r.days.is_empty()
         && r.window.is_none()
         && !r.reject
+        && !r.only_candidates
 }
 
 /// A rule `dnd ...` maintains: refuse, by class only.
@@ -859,6 +872,11 @@ fn describe_match(r: &Rule) -> String {
 }
 
 fn describe_action(r: &Rule) -> String {
+    match r.candidates {
+        Some(CandidatePolicy::RelayOnly) if r.only_candidates => return "relay-only calls".into(),
+        Some(CandidatePolicy::Direct) if r.only_candidates => return "direct calls".into(),
+        _ => {}
+    }
     if r.reject {
         return "busy".into();
     }
@@ -873,7 +891,12 @@ fn describe_action(r: &Rule) -> String {
         }
         RingMode::Priority => format!("by priority, {} s each", r.step_ms / 1000),
     };
-    format!("{how}, {} s in all", r.timeout_ms / 1000)
+    let candidates = match r.candidates {
+        None => "",
+        Some(CandidatePolicy::RelayOnly) => ", relay-only",
+        Some(CandidatePolicy::Direct) => ", direct",
+    };
+    format!("{how}, {} s in all{candidates}", r.timeout_ms / 1000)
 }
 
 #[cfg(test)]

@@ -70,16 +70,24 @@ pub fn reason(condition: &str) -> Element {
     r
 }
 
+/// XEP-0371 ICE transport (the successor of ICE-UDP), candidates alike.
+pub const ICE: &str = "urn:xmpp:jingle:transports:ice:0";
+
 /// A copy of `jingle` with `sid` and, where given, `initiator` and
-/// `responder` replaced; with `relay_only`, host and server-reflexive ICE
-/// candidates removed (the device's own addresses, DESIGN.md section 5).
+/// `responder` replaced. With `relay_only` (DESIGN.md section 5), applied
+/// in both directions: only relay candidates stay, each with its
+/// `rel-addr`/`rel-port` blanked to `0.0.0.0`/`0` (they name the
+/// sender's own reflexive or host address), and a `remote-candidate`
+/// (which names an address) goes. `None` when that left a transport-info
+/// with no candidate at all: it is not sent, since even its arrival
+/// would tell how many addresses were withheld.
 pub fn rewrite_jingle(
     jingle: &Element,
     sid: &str,
     initiator: Option<&str>,
     responder: Option<&str>,
     relay_only: bool,
-) -> Element {
+) -> Option<Element> {
     let mut out = jingle.clone();
     set_attr(&mut out, "sid", sid);
     if let (Some(i), Some(_)) = (initiator, out.attr("initiator")) {
@@ -89,25 +97,46 @@ pub fn rewrite_jingle(
         set_attr(&mut out, "responder", r);
     }
     if relay_only {
-        strip_direct_candidates(&mut out);
+        let mut removed = 0;
+        let kept = keep_relay_candidates(&mut out, &mut removed);
+        if removed > 0 && kept == 0 && jingle.attr("action") == Some("transport-info") {
+            return None;
+        }
     }
-    out
+    Some(out)
 }
 
-fn strip_direct_candidates(el: &mut Element) {
-    if el.is("transport", ICE_UDP) {
+/// Removes every candidate but relay ones (blanking their related
+/// address); returns how many candidates are left, counting removals in
+/// `removed`.
+fn keep_relay_candidates(el: &mut Element, removed: &mut usize) -> usize {
+    if el.is("transport", ICE_UDP) || el.is("transport", ICE) {
+        let mut kept = 0;
         for node in el.take_nodes() {
-            let direct = matches!(&node, Node::Element(c)
-                if c.name() == "candidate" && matches!(c.attr("type"), Some("host") | Some("srflx")));
-            if !direct {
-                el.append_node(node);
+            match node {
+                Node::Element(mut c) if c.name() == "candidate" => {
+                    if c.attr("type") != Some("relay") {
+                        *removed += 1;
+                        continue;
+                    }
+                    if c.attr("rel-addr").is_some() {
+                        set_attr(&mut c, "rel-addr", "0.0.0.0");
+                    }
+                    if c.attr("rel-port").is_some() {
+                        set_attr(&mut c, "rel-port", "0");
+                    }
+                    kept += 1;
+                    el.append_child(c);
+                }
+                Node::Element(c) if c.name() == "remote-candidate" => *removed += 1,
+                other => el.append_node(other),
             }
         }
-        return;
+        return kept;
     }
-    for child in el.children_mut() {
-        strip_direct_candidates(child);
-    }
+    el.children_mut()
+        .map(|child| keep_relay_candidates(child, removed))
+        .sum()
 }
 
 /// A Jingle IQ set from `from` to `to` with `id` carrying `jingle`.
@@ -198,7 +227,8 @@ mod tests {
             Some("bob@localhost/pc"),
             Some("alice@unified.localhost/audio"),
             false,
-        );
+        )
+        .unwrap();
         assert_eq!(out.attr("sid"), Some("S1"));
         assert_eq!(out.attr("initiator"), Some("bob@localhost/pc"));
         assert_eq!(out.attr("responder"), Some("alice@unified.localhost/audio"));
@@ -209,25 +239,67 @@ mod tests {
         assert_eq!(back, el, "nothing else changed");
     }
 
+    fn candidates(out: &Element) -> Vec<&Element> {
+        out.get_child("content", JINGLE)
+            .unwrap()
+            .get_child("transport", ICE_UDP)
+            .unwrap()
+            .children()
+            .filter(|c| c.name() == "candidate" || c.name() == "remote-candidate")
+            .collect()
+    }
+
     #[test]
-    fn relay_only_strips_host_and_srflx_candidates() {
-        let el: Element = ACCEPT.parse().unwrap();
-        let out = rewrite_jingle(&el, "S1", None, None, true);
+    fn relay_only_keeps_relay_candidates_only_with_no_related_address() {
+        let el: Element = ACCEPT
+            .replace(
+                "type='relay'/>",
+                "type='relay' rel-addr='192.0.2.44' rel-port='61000'/><candidate component='1' foundation='4' generation='0' id='c4' ip='192.0.2.45' network='0' port='5003' priority='1' protocol='udp' type='prflx'/><remote-candidate component='1' ip='192.0.2.46' port='5004'/>",
+            )
+            .parse()
+            .unwrap();
+        let out = rewrite_jingle(&el, "S1", None, None, true).unwrap();
+        let left = candidates(&out);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].attr("type"), Some("relay"));
+        assert_eq!(left[0].attr("ip"), Some("198.51.100.9"));
+        assert_eq!(left[0].attr("rel-addr"), Some("0.0.0.0"));
+        assert_eq!(left[0].attr("rel-port"), Some("0"));
         let transport = out
             .get_child("content", JINGLE)
             .unwrap()
             .get_child("transport", ICE_UDP)
             .unwrap();
-        let kinds: Vec<_> = transport
-            .children()
-            .filter(|c| c.name() == "candidate")
-            .map(|c| c.attr("type").unwrap())
-            .collect();
-        assert_eq!(kinds, ["relay"]);
         assert!(
             transport.children().any(|c| c.name() == "fingerprint"),
             "the fingerprint stays"
         );
+        // Direct: as sent.
+        let direct = rewrite_jingle(&el, "S1", None, None, false).unwrap();
+        assert_eq!(candidates(&direct).len(), 5);
+    }
+
+    #[test]
+    fn a_transport_info_relay_only_empties_is_not_sent_but_one_sent_empty_is() {
+        let info = |cands: &str| -> Element {
+            format!("<jingle xmlns='urn:xmpp:jingle:1' action='transport-info' sid='x'><content creator='initiator' name='0'><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='u' pwd='p'>{cands}</transport></content></jingle>")
+                .parse()
+                .unwrap()
+        };
+        let host = "<candidate component='1' foundation='1' generation='0' id='c1' ip='192.0.2.1' network='0' port='5000' priority='1' protocol='udp' type='host'/>";
+        let relay = "<candidate component='1' foundation='3' generation='0' id='c3' ip='198.51.100.9' network='0' port='5002' priority='1' protocol='udp' type='relay'/>";
+        assert!(rewrite_jingle(&info(host), "S", None, None, true).is_none());
+        assert!(rewrite_jingle(&info(host), "S", None, None, false).is_some());
+        assert!(rewrite_jingle(&info(&format!("{host}{relay}")), "S", None, None, true).is_some());
+        // An ICE restart or end-of-candidates carries none to begin with.
+        assert!(rewrite_jingle(&info(""), "S", None, None, true).is_some());
+        // A session-accept keeps its transport (ufrag, fingerprint) even
+        // when no candidate is left.
+        let accept: Element = ACCEPT
+            .replace(" type='relay'", " type='host'")
+            .parse()
+            .unwrap();
+        assert!(rewrite_jingle(&accept, "S", None, None, true).is_some());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use jid::{BareJid, FullJid};
 use serde::{Deserialize, Serialize};
 
 use super::devices::Show;
+use super::CandidatePolicy;
 
 /// Who a rule is for (stored as its text form).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +125,14 @@ pub struct Rule {
     pub on_no_answer: NoAnswer,
     /// Ring nobody: the caller is busy at once.
     pub reject: bool,
+    /// The candidate policy for the calls it matches (DESIGN.md section
+    /// 5, per caller by rule); `None` = her own setting.
+    #[serde(default)]
+    pub candidates: Option<CandidatePolicy>,
+    /// Sets only `candidates` and leaves ringing to the rules after it
+    /// (`rule add from anyone relay-only`).
+    #[serde(default)]
+    pub only_candidates: bool,
 }
 
 impl Rule {
@@ -143,6 +152,8 @@ impl Rule {
             timeout_ms,
             on_no_answer: NoAnswer::Reject,
             reject: false,
+            candidates: None,
+            only_candidates: false,
         }
     }
 }
@@ -202,6 +213,8 @@ pub struct RingPlan {
     pub timeout_ms: u64,
     /// What happens when nobody answers.
     pub on_no_answer: NoAnswer,
+    /// The matching rule's candidate policy, if it sets one.
+    pub candidates: Option<CandidatePolicy>,
 }
 
 fn in_window(window: Option<(u16, u16)>, minute: u16) -> bool {
@@ -213,9 +226,21 @@ fn in_window(window: Option<(u16, u16)>, minute: u16) -> bool {
     }
 }
 
-/// The first rule matching `ctx`, if any.
+/// The first rule matching `ctx` that decides how devices ring, if any.
 pub fn matching<'r>(rules: &'r [Rule], ctx: &CallContext<'_>) -> Option<&'r Rule> {
-    rules.iter().find(|r| {
+    rules.iter().find(|r| !r.only_candidates && matches(r, ctx))
+}
+
+/// The candidate policy the first matching rule that sets one chooses.
+pub fn candidates(rules: &[Rule], ctx: &CallContext<'_>) -> Option<CandidatePolicy> {
+    rules
+        .iter()
+        .find(|r| r.candidates.is_some() && matches(r, ctx))
+        .and_then(|r| r.candidates)
+}
+
+fn matches(r: &Rule, ctx: &CallContext<'_>) -> bool {
+    {
         (r.classes.is_empty() || r.classes.iter().any(|c| c == ctx.class))
             && (r.callers.is_empty()
                 || r.callers
@@ -224,7 +249,7 @@ pub fn matching<'r>(rules: &'r [Rule], ctx: &CallContext<'_>) -> Option<&'r Rule
             && (r.days.is_empty() || r.days.contains(&ctx.weekday))
             && in_window(r.window, ctx.minute)
             && r.when.is_none_or(|w| ctx.best_show == Some(w))
-    })
+    }
 }
 
 /// The ring plan for a call: the first matching rule (or `fallback`)
@@ -241,6 +266,7 @@ pub fn plan(
         step_ms: rule.step_ms,
         timeout_ms: rule.timeout_ms,
         on_no_answer: rule.on_no_answer,
+        candidates: candidates(rules, ctx),
     };
     if rule.reject {
         return plan(vec![]);

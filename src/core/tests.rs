@@ -1239,6 +1239,246 @@ fn relay_only_strips_direct_candidates_towards_the_caller() {
     );
 }
 
+/// Every candidate type in a stanza, and whether any relay candidate
+/// still carries a real related address.
+fn candidate_types(el: &Element) -> (Vec<String>, bool) {
+    let mut types = vec![];
+    let mut related = false;
+    fn walk(el: &Element, types: &mut Vec<String>, related: &mut bool) {
+        if el.name() == "candidate" || el.name() == "remote-candidate" {
+            types.push(el.attr("type").unwrap_or("remote").to_owned());
+            *related |= el.attr("rel-addr").is_some_and(|a| a != "0.0.0.0")
+                || el.attr("rel-port").is_some_and(|p| p != "0");
+        }
+        for c in el.children() {
+            walk(c, types, related);
+        }
+    }
+    walk(el, &mut types, &mut related);
+    (types, related)
+}
+
+/// A transport with a host, a server-reflexive, a peer-reflexive and a
+/// relay candidate (related address set), as browsers send them.
+const EVERY_CANDIDATE: &str = "<content creator='initiator' name='0'><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='u' pwd='p'>\
+    <candidate component='1' foundation='1' generation='0' id='h' ip='192.0.2.10' port='5000' priority='1' protocol='udp' type='host'/>\
+    <candidate component='1' foundation='2' generation='0' id='s' ip='203.0.113.10' port='5001' priority='1' protocol='udp' type='srflx' rel-addr='192.0.2.10' rel-port='5000'/>\
+    <candidate component='1' foundation='4' generation='0' id='p' ip='192.0.2.11' port='5003' priority='1' protocol='udp' type='prflx'/>\
+    <candidate component='1' foundation='3' generation='0' id='r' ip='198.51.100.9' port='5002' priority='1' protocol='udp' type='relay' rel-addr='203.0.113.10' rel-port='5001'/>\
+    </transport></content>";
+const HOST_ONLY: &str = "<content creator='initiator' name='0'><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1' ufrag='u' pwd='p'>\
+    <candidate component='1' foundation='1' generation='0' id='h2' ip='192.0.2.12' port='5009' priority='1' protocol='udp' type='host'/></transport></content>";
+
+/// Issue 13, hole 2 (DESIGN.md section 5): under relay-only no address of
+/// either side reaches the other, in any Jingle action, both ways;
+/// related addresses are blanked; a transport-info that only carried
+/// addresses is answered but not passed on.
+#[test]
+fn relay_only_keeps_addresses_from_both_sides_in_every_action() {
+    let mut h = alice_with_two_phones(CandidatePolicy::RelayOnly);
+    let relay_only = |el: &Element| {
+        let (types, related) = candidate_types(el);
+        types.iter().all(|t| t == "relay") && !related
+    };
+    // Bob calls with plain Jingle: each leg's session-initiate.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si",
+        "session-initiate",
+        "J1",
+        EVERY_CANDIDATE,
+    ));
+    let inits: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("type") == Some("set"))
+        .collect();
+    assert_eq!(inits.len(), 2);
+    for i in &inits {
+        assert!(relay_only(i), "towards her device: {i:?}");
+        assert_eq!(candidate_types(i).0, ["relay"]);
+    }
+    let proxy = inits[0].attr("from").unwrap().to_owned();
+    let phone_leg = inits
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE))
+        .and_then(|e| e.get_child("jingle", jingle::JINGLE))
+        .and_then(|j| j.attr("sid"))
+        .unwrap()
+        .to_owned();
+    // Bob's host-only transport-info while ringing: acked, passed on to nobody.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "t0",
+        "transport-info",
+        "J1",
+        HOST_ONLY,
+    ));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].attr("type"), Some("result"));
+    // Her phone's host-only transport-info before it answers: held, and
+    // never sent on.
+    let device_iq = |id: &str, action: &str, body: &str| {
+        format!("<iq xmlns='jabber:component:accept' type='set' id='{id}' from='{PHONE}' to='{proxy}'><jingle xmlns='urn:xmpp:jingle:1' action='{action}' sid='{phone_leg}' responder='{PHONE}'>{body}</jingle></iq>")
+    };
+    h.input(&device_iq("d0", "transport-info", HOST_ONLY));
+    // She answers with every kind of candidate: Bob gets her relay only.
+    let out = h.input(&device_iq("d1", "session-accept", EVERY_CANDIDATE));
+    let accept = to_bob(&out)
+        .into_iter()
+        .find(|e| e.attr("type") == Some("set"))
+        .expect("the accept reaches Bob");
+    assert!(relay_only(accept), "{accept:?}");
+    assert_eq!(candidate_types(accept).0, ["relay"]);
+    assert!(
+        !to_bob(&out).iter().any(|e| xml(e).contains("192.0.2.12")),
+        "the held host candidate stays held: {out:?}"
+    );
+    // After the answer, both ways: host-only transport-infos are answered
+    // where they came from and go nowhere.
+    let out = h.input(&device_iq("d2", "transport-info", HOST_ONLY));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].attr("to"), out[0].attr("type")),
+        (Some(PHONE), Some("result"))
+    );
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "t1",
+        "transport-info",
+        "J1",
+        HOST_ONLY,
+    ));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].attr("to"), out[0].attr("type")),
+        (Some(BOB), Some("result"))
+    );
+    // Mixed ones pass with the relay candidate only, both ways.
+    for (out, to) in [
+        (
+            h.input(&device_iq("d3", "transport-info", EVERY_CANDIDATE)),
+            BOB,
+        ),
+        (
+            h.input(&jingle_from(
+                BOB,
+                AUDIO,
+                "t2",
+                "transport-info",
+                "J1",
+                EVERY_CANDIDATE,
+            )),
+            PHONE,
+        ),
+    ] {
+        let relayed = out
+            .iter()
+            .find(|e| e.attr("to") == Some(to) && e.attr("type") == Some("set"))
+            .expect("relayed");
+        assert!(relay_only(relayed), "{relayed:?}");
+        assert_eq!(candidate_types(relayed).0, ["relay"]);
+    }
+    // transport-replace and content-add carry candidates too.
+    for action in [
+        "transport-replace",
+        "transport-accept",
+        "content-add",
+        "content-accept",
+    ] {
+        let out = h.input(&device_iq("d4", action, EVERY_CANDIDATE));
+        for e in out.iter().filter(|e| e.attr("type") == Some("set")) {
+            assert!(relay_only(e), "{action}: {e:?}");
+        }
+        let out = h.input(&jingle_from(
+            BOB,
+            AUDIO,
+            "t4",
+            action,
+            "J1",
+            EVERY_CANDIDATE,
+        ));
+        for e in out.iter().filter(|e| e.attr("type") == Some("set")) {
+            assert!(relay_only(e), "{action}: {e:?}");
+        }
+    }
+}
+
+/// The same through XEP-0353: the caller's session-initiate after the
+/// proceed reaches her device with relay candidates only.
+#[test]
+fn relay_only_filters_the_callers_candidates_after_a_proceed_too() {
+    let mut h = alice_with_two_phones(CandidatePolicy::RelayOnly);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[PHONE].clone();
+    let out = from_device(&mut h, PHONE, &proxy, "proceed", &leg, "");
+    let face = to_bob_jmi(&out, "proceed")[0]
+        .attr("from")
+        .unwrap()
+        .to_owned();
+    let out = h.input(&jingle_from(
+        BOB,
+        &face,
+        "si",
+        "session-initiate",
+        "S1",
+        EVERY_CANDIDATE,
+    ));
+    let init = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE) && e.attr("type") == Some("set"))
+        .expect("relayed to her phone");
+    assert_eq!(candidate_types(init).0, ["relay"]);
+    assert!(!candidate_types(init).1);
+}
+
+/// Issue 13, hole 8: a rule picks the candidate policy per caller;
+/// ringing is left to the rules below a rule that only sets it.
+#[test]
+fn a_rule_can_make_calls_from_non_watchers_relay_only() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    assert!(command(&mut h, PHONE, "rule add from anyone relay-only").contains("relay-only calls"));
+    assert!(command(&mut h, PHONE, "rule add from watchers direct").contains("direct calls"));
+    command(&mut h, PHONE, "ring sequential tablet phone");
+    // Bob watches her: direct, and the ring rule still decides who rings.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si",
+        "session-initiate",
+        "J1",
+        EVERY_CANDIDATE,
+    ));
+    let inits: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("type") == Some("set"))
+        .collect();
+    assert_eq!(inits.len(), 1, "sequential: the tablet first");
+    assert_eq!(inits[0].attr("to"), Some(TABLET));
+    assert_eq!(candidate_types(inits[0]).0.len(), 4, "direct for a watcher");
+    // Carol does not: relay-only.
+    let out = h.input(&jingle_from(
+        "carol@example.net/x",
+        AUDIO,
+        "si2",
+        "session-initiate",
+        "J2",
+        EVERY_CANDIDATE,
+    ));
+    let inits: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("type") == Some("set"))
+        .collect();
+    assert_eq!(inits.len(), 1);
+    assert_eq!(
+        candidate_types(inits[0]).0,
+        ["relay"],
+        "relay-only for a stranger"
+    );
+}
+
 #[test]
 fn plain_jingle_is_forked_and_the_first_accept_wins() {
     let mut h = alice_with_two_phones(CandidatePolicy::Direct);
