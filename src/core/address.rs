@@ -7,6 +7,12 @@
 //! resource names and device caps nodes. Every stanza the core emits passes
 //! [`Secrets::leak_in`]; builders also use [`Secrets::names_secret`] to keep
 //! device-provided text (a status message) from carrying a secret at all.
+//!
+//! One rule for what people write (statuses, message bodies, subjects):
+//! her own words pass, and what identifies a device does not. A resource
+//! that is an everyday word (`phone`, `Laptop`) names nothing and is no
+//! secret; one a client generated or she made unguessable (`lapt0p-x2`,
+//! `Conversations.a1B2`) is, as are her real JIDs and caps nodes.
 
 use std::collections::HashMap;
 
@@ -119,11 +125,27 @@ pub struct Leak {
     pub secret: String,
 }
 
+/// Whether a resource name identifies a device: anything but an everyday
+/// word (letters only, all lowercase, all uppercase or capitalised, at most
+/// 24 of them). An everyday word is what anyone may write ("on my phone")
+/// and tells nothing about which device it is.
+pub fn distinctive(resource: &str) -> bool {
+    let letters = resource.chars().all(char::is_alphabetic);
+    let mut rest = resource.chars().skip(1);
+    let cased = resource.chars().all(char::is_lowercase)
+        || resource.chars().all(char::is_uppercase)
+        || rest.all(char::is_lowercase);
+    !(letters && cased && !resource.is_empty() && resource.chars().count() <= 24)
+}
+
 /// Index of every owner's secrets. Keys map to the owners (by index) they
 /// belong to, with a reference count for resources and nodes that several
 /// devices share.
 #[derive(Debug, Default)]
 pub struct Secrets {
+    /// The component's admins: they may read everything of every owner
+    /// (as on the status page), e.g. the answer to `as alice devices`.
+    admins: Vec<BareJid>,
     accounts: HashMap<BareJid, usize>,
     resources: HashMap<String, HashMap<usize, u32>>,
     nodes: HashMap<String, HashMap<usize, u32>>,
@@ -161,14 +183,23 @@ impl Secrets {
         self.accounts.remove(account);
     }
 
-    /// Registers a live device resource of `owner`.
-    pub fn add_resource(&mut self, resource: &str, owner: usize) {
-        add_ref(&mut self.resources, resource, owner);
+    /// Sets who the admins are.
+    pub fn set_admins(&mut self, admins: Vec<BareJid>) {
+        self.admins = admins;
     }
 
-    /// Forgets one live device resource of `owner`.
+    /// Registers a device resource of `owner` (if [`distinctive`]).
+    pub fn add_resource(&mut self, resource: &str, owner: usize) {
+        if distinctive(resource) {
+            add_ref(&mut self.resources, resource, owner);
+        }
+    }
+
+    /// Forgets one device resource of `owner`.
     pub fn del_resource(&mut self, resource: &str, owner: usize) {
-        del_ref(&mut self.resources, resource, owner);
+        if distinctive(resource) {
+            del_ref(&mut self.resources, resource, owner);
+        }
     }
 
     /// Registers a device caps node of `owner`.
@@ -232,10 +263,14 @@ impl Secrets {
     /// not see. `from` is ours by construction (checked by the caller);
     /// `to` is the recipient's own address.
     pub fn leak_in(&self, stanza: &Element) -> Option<Leak> {
-        let reader = stanza
-            .attr("to")
-            .and_then(|to| Jid::new(to).ok())
-            .and_then(|to| self.account_owner(&to.to_bare()));
+        let to = stanza.attr("to").and_then(|to| Jid::new(to).ok());
+        if to
+            .as_ref()
+            .is_some_and(|to| self.admins.contains(&to.to_bare()))
+        {
+            return None;
+        }
+        let reader = to.and_then(|to| self.account_owner(&to.to_bare()));
         self.leak_in_element(stanza, reader, true)
     }
 
@@ -254,10 +289,10 @@ impl Secrets {
                 return Some(leak);
             }
         }
-        // Enumerated values (`<show>chat</show>`, a priority) are ours; a
-        // message body or subject is what a person wrote and chose to send
-        // (a word like "phone" in it names nothing).
-        let unchecked = matches!(el.name(), "show" | "priority" | "body" | "subject");
+        // Enumerated values (`<show>chat</show>`, a priority) are ours.
+        // What a person wrote (a status, a body) is checked like anything
+        // else: everyday words are no secrets (see [`distinctive`]).
+        let unchecked = matches!(el.name(), "show" | "priority");
         if !unchecked {
             for text in el.texts() {
                 if let Some(leak) = self.names_secret(text, reader) {
@@ -320,8 +355,28 @@ mod tests {
         let mut s = Secrets::default();
         s.add_account(BareJid::new("alice@localhost").unwrap(), 0);
         s.add_resource("phone", 0);
+        s.add_resource("lapt0p-x2", 0);
         s.add_node("https://conversations.im", 0);
         s
+    }
+
+    #[test]
+    fn everyday_words_are_not_distinctive_resources() {
+        for plain in ["phone", "Laptop", "PC", "téléphone", "desktop"] {
+            assert!(!distinctive(plain), "{plain}");
+        }
+        for made in [
+            "lapt0p-x2",
+            "Conversations.a1B2",
+            "gajim.XYZ",
+            "dino.2b3c",
+            "profanity.EpoQ",
+            "pHone",
+            "phone2",
+            "",
+        ] {
+            assert!(distinctive(made), "{made}");
+        }
     }
 
     #[test]
@@ -329,7 +384,9 @@ mod tests {
         let s = secrets();
         let leaky = [
             "<presence xmlns='jabber:component:accept' to='bob@localhost'><status>alice@localhost/phone</status></presence>",
-            "<presence xmlns='jabber:component:accept' to='bob@localhost'><status>on my phone</status></presence>",
+            "<presence xmlns='jabber:component:accept' to='bob@localhost'><status>typing on lapt0p-x2 now</status></presence>",
+            "<message xmlns='jabber:component:accept' to='bob@localhost'><body>reach me at alice@localhost</body></message>",
+            "<message xmlns='jabber:component:accept' to='bob@localhost'><body>I am on lapt0p-x2</body></message>",
             "<presence xmlns='jabber:component:accept' to='bob@localhost'><c xmlns='http://jabber.org/protocol/caps' node='https://conversations.im' ver='x'/></presence>",
             "<iq xmlns='jabber:component:accept' to='bob@localhost'><query xmlns='q' node='https://conversations.im#abc'/></iq>",
             "<message xmlns='jabber:component:accept' to='bob@localhost'><x xmlns='jabber:x:oob'><url>xmpp:Alice@LocalHost</url></x></message>",
@@ -347,15 +404,24 @@ mod tests {
         assert_eq!(s.leak_in(&own), None);
         let clean: Element = "<presence xmlns='jabber:component:accept' from='alice@unified.localhost/chat' to='bob@localhost/phone'><show>away</show><status>Lunch</status></presence>".parse().unwrap();
         assert_eq!(s.leak_in(&clean), None);
+        // Her own words: an everyday word that is also a resource of hers.
+        let words: Element = "<presence xmlns='jabber:component:accept' to='bob@localhost'><status>on my phone</status></presence>".parse().unwrap();
+        assert_eq!(s.leak_in(&words), None);
+        // An admin reads everything.
+        let mut admin = secrets();
+        admin.set_admins(vec![BareJid::new("root@localhost").unwrap()]);
+        let report: Element = "<message xmlns='jabber:component:accept' to='root@localhost/x'><body>alice@localhost/lapt0p-x2</body></message>".parse().unwrap();
+        assert_eq!(admin.leak_in(&report), None);
+        assert!(s.leak_in(&report).is_some());
     }
 
     #[test]
     fn forgotten_resources_are_no_longer_secret() {
         let mut s = secrets();
-        s.add_resource("phone", 0);
-        s.del_resource("phone", 0);
-        assert!(s.names_secret("phone", None).is_some());
-        s.del_resource("phone", 0);
-        assert!(s.names_secret("phone", None).is_none());
+        s.add_resource("lapt0p-x2", 0);
+        s.del_resource("lapt0p-x2", 0);
+        assert!(s.names_secret("lapt0p-x2", None).is_some());
+        s.del_resource("lapt0p-x2", 0);
+        assert!(s.names_secret("lapt0p-x2", None).is_none());
     }
 }

@@ -549,6 +549,7 @@ impl Core {
             due: None,
             last_publish: None,
             provisioned: false,
+            told_withheld: None,
         });
         self.by_name.insert(name.clone(), i);
         self.secrets.add_account(account.clone(), i);

@@ -302,8 +302,38 @@ impl Core {
             return;
         }
         debug!(owner = %self.owners[i].name, show = ?device.show, classes = device.classes, "device presence");
+        if let Some(status) = &device.status {
+            self.tell_withheld(i, &full, status);
+        }
         self.owners[i].devices.insert(full, device);
         self.mark_dirty(i, now);
+    }
+
+    /// Her status names one of her accounts or devices, so watchers see
+    /// her presence without it: the device that set it is told why, once
+    /// per text.
+    fn tell_withheld(&mut self, i: usize, device: &FullJid, status: &str) {
+        let Some(leak) = self.secrets.names_secret(status, None) else {
+            return;
+        };
+        if self.owners[i].told_withheld.as_deref() == Some(status) {
+            return;
+        }
+        self.owners[i].told_withheld = Some(status.to_owned());
+        let what = match leak.kind {
+            super::address::SecretKind::Account => "one of your accounts",
+            super::address::SecretKind::Resource => "one of your devices",
+            super::address::SecretKind::CapsNode => "your client",
+        };
+        let text = format!(
+            "Your status \"{status}\" names {what} ({}), so your contacts see your presence without it. \
+             Statuses reach them as you write them unless they name one of your accounts or devices.",
+            leak.secret
+        );
+        let mut m = stanza::stanza("message", &self.cfg.domain, device.as_str(), Some("chat"));
+        stanza::set_attr(&mut m, "id", self.next_id());
+        m.append_child(stanza::text_element("body", ns::COMPONENT, &text));
+        self.send(m);
     }
 
     fn device_seen(&mut self, now: Time, i: usize, full: &FullJid) {

@@ -446,6 +446,9 @@ struct Owner {
     last_publish: Option<Time>,
     /// Set up by the admin in component.toml (not removable by her).
     provisioned: bool,
+    /// The last status of hers we withheld and told her about, so that
+    /// she is told once per text, not at every presence.
+    told_withheld: Option<String>,
 }
 
 /// `s` parsed and in canonical form (RFC 7622 §3.2: lowercase domain, no
@@ -564,6 +567,7 @@ impl Core {
     /// A core for `cfg`, loaded with what the store held.
     pub fn new(cfg: CoreConfig, stored: Stored) -> Core {
         let mut secrets = Secrets::default();
+        secrets.set_admins(cfg.admins.clone());
         let mut owners = Vec::with_capacity(cfg.owners.len());
         let mut by_name = HashMap::new();
         let registered = stored.owners.into_iter().filter_map(|(name, r)| {
@@ -606,6 +610,7 @@ impl Core {
                 due: None,
                 last_publish: None,
                 provisioned,
+                told_withheld: None,
             });
         }
         for (name, watcher, state) in stored.watchers {

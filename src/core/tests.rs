@@ -65,12 +65,17 @@ fn config(policy: SubscriptionPolicy) -> CoreConfig {
     }
 }
 
-/// Words that must never reach a watcher in these scenarios.
+/// What must never reach anyone but Alice in these scenarios: her
+/// account, her devices as resources of a JID, the distinctive resources
+/// the scenarios use, and her clients' caps nodes. (Everyday words such as
+/// "phone" are hers to write.)
 const SECRETS: &[&str] = &[
     "alice@localhost",
-    "phone",
-    "laptop",
-    "tablet",
+    "/phone",
+    "/laptop",
+    "/tablet",
+    "lapt0p-x2",
+    "ph0ne-q7",
     "https://conversations.im",
     "https://dino.im",
 ];
@@ -118,12 +123,12 @@ impl Harness {
             let to = el.attr("to").expect("every stanza has a to");
             let from = Jid::new(el.attr("from").expect("every stanza has a from")).unwrap();
             assert_eq!(from.domain().as_str(), D, "from on our domain");
-            if !to.starts_with("alice@localhost") {
-                // What a person wrote in a message body is theirs to send.
-                let mut checked = el.clone();
-                checked.remove_child("body", ns::COMPONENT);
+            // Alice's own accounts (the one her scenarios link too) and
+            // the admin may read her secrets.
+            let hers = ["alice@localhost", "alice@work.example", "root@localhost"];
+            if !hers.iter().any(|a| to.starts_with(a)) {
                 let mut xml = Vec::new();
-                checked.write_to(&mut xml).unwrap();
+                el.write_to(&mut xml).unwrap();
                 let xml = String::from_utf8(xml).unwrap();
                 let body = xml.replace(&format!("to=\"{to}\""), "");
                 for s in SECRETS {
@@ -555,14 +560,75 @@ fn class_presence_carries_our_caps_not_the_device_caps() {
 }
 
 #[test]
-fn a_status_naming_a_device_is_not_shown() {
+fn a_status_naming_a_device_is_not_shown_and_she_is_told_once() {
     let mut h = alice_with_phone_and_laptop();
+    // Her own words pass, even the word that is also a resource of hers.
     h.device("phone", "<show>chat</show><status>on my phone</status>");
     let out = h.advance(150);
-    let bob = to_bob(&out);
-    let chat = from_class(&bob, "chat").unwrap();
-    assert_eq!(show(chat).as_deref(), Some("chat"));
-    assert!(chat.get_child("status", ns::COMPONENT).is_none());
+    let chat = from_class(&to_bob(&out), "chat").unwrap().clone();
+    assert_eq!(
+        chat.get_child("status", ns::COMPONENT).map(Element::text),
+        Some("on my phone".into())
+    );
+    // A status naming a device by a name a client made up does not.
+    let out = h.device(
+        "lapt0p-x2",
+        "<show>chat</show><status>typing on lapt0p-x2 now</status>",
+    );
+    let told: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some("alice@localhost/lapt0p-x2") && e.name() == "message")
+        .collect();
+    assert_eq!(told.len(), 1, "{out:?}");
+    assert!(told[0]
+        .get_child("body", ns::COMPONENT)
+        .unwrap()
+        .text()
+        .contains("names one of your devices (lapt0p-x2)"));
+    let out = h.advance(150);
+    for p in to_bob(&out) {
+        assert!(!xml(p).contains("lapt0p-x2"), "{p:?}");
+    }
+    // Once: the same status again, or from another device, tells nothing.
+    h.device(
+        "lapt0p-x2",
+        "<show>away</show><status>typing on lapt0p-x2 now</status>",
+    );
+    let out = h.device(
+        "lapt0p-x2",
+        "<show>chat</show><status>typing on lapt0p-x2 now</status>",
+    );
+    assert!(out.iter().all(|e| e.name() != "message"), "{out:?}");
+    // Naming her account is withheld too.
+    let out = h.device(
+        "phone",
+        "<show>chat</show><status>write to alice@localhost</status>",
+    );
+    assert!(out
+        .iter()
+        .any(|e| e.name() == "message" && e.attr("to") == Some(PHONE)));
+}
+
+/// Issue 13, hole 7: what she writes to a contact is hers, but a message
+/// that names one of her accounts or devices is not relayed; she gets an
+/// error that says why. Bob's words to her pass whatever they say.
+#[test]
+fn a_message_naming_her_account_is_refused_to_her_with_the_reason() {
+    let mut h = alice_with_phone_and_laptop();
+    let proxy = format!(r"bob\40localhost@{D}");
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='r1' from='{PHONE}' to='{proxy}'><body>my real address is alice@localhost</body></message>"));
+    assert!(to_bob(&out).is_empty(), "{out:?}");
+    let err = out
+        .iter()
+        .find(|e| e.attr("type") == Some("error"))
+        .expect("an error to her");
+    assert_eq!(err.attr("to"), Some(PHONE));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='r2' from='{PHONE}' to='{proxy}'><body>on my phone, call later</body></message>"));
+    assert_eq!(to_bob(&out).len(), 1, "her own words pass: {out:?}");
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='r3' from='bob@localhost/pc' to='alice@{D}'><body>is alice@localhost you?</body></message>"));
+    assert!(out.iter().any(|e| e
+        .attr("to")
+        .is_some_and(|t| t.starts_with("alice@localhost"))));
 }
 
 #[test]
