@@ -425,6 +425,7 @@ mod tests {
                         first_seen: 1,
                         last_seen: 2,
                         label: None,
+                        caps_node: Some("https://client.example".into()),
                     },
                 },
             ];

@@ -116,6 +116,30 @@ impl Core {
         q
     }
 
+    /// XEP-0050 §2.3: disco#info on a command node this requester may
+    /// run (the same list [`Core::command_items`] gives it).
+    pub(super) fn command_info(&self, from: &Jid, node: &str) -> Option<Element> {
+        let list: &[(&str, &str)] = match self.secrets.account_owner(&from.to_bare()) {
+            Some(_) => &OWNER_COMMANDS,
+            None => &STRANGER_COMMANDS,
+        };
+        let (node, name) = list.iter().find(|(n, _)| *n == node)?;
+        let mut q = element("query", ns::DISCO_INFO, &[("node", node)]);
+        q.append_child(element(
+            "identity",
+            ns::DISCO_INFO,
+            &[
+                ("category", "automation"),
+                ("type", "command-node"),
+                ("name", name),
+            ],
+        ));
+        for f in [COMMANDS, ns::DATA] {
+            q.append_child(element("feature", ns::DISCO_INFO, &[("var", f)]));
+        }
+        Some(q)
+    }
+
     /// Makes room for one more session of `from`'s account: closes its
     /// oldest beyond [`SESSIONS_PER_ACCOUNT`]; false when everyone's
     /// sessions are at [`SESSIONS_MAX`].

@@ -188,6 +188,14 @@ impl CallTable {
     }
 
     /// Whether owner `i` is in a call through us (a leg has answered).
+    /// Whether `caller` has a live call with owner `i` (ringing or
+    /// answered).
+    pub(super) fn has_call_from(&self, caller: &FullJid, i: usize) -> bool {
+        self.by_caller.iter().any(|((c, _), id)| {
+            c == caller && self.calls.get(id).is_some_and(|call| call.owner == i)
+        })
+    }
+
     pub(super) fn in_call(&self, i: usize) -> bool {
         self.answered.get(&i).is_some_and(|n| *n > 0)
     }

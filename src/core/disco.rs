@@ -52,8 +52,11 @@ impl Core {
             }
         }
         let answer = match target {
-            Target::Domain => self.domain_iq(get, payload),
-            Target::Owner { owner, resource } => self.owner_iq(owner, resource, get, payload),
+            Target::Domain => self.domain_iq(get, payload, &from),
+            Target::Owner { owner, resource } => {
+                let sees = self.sees_classes(owner, &from);
+                self.owner_iq(owner, resource, get, payload, sees)
+            }
             Target::Proxy { .. } | Target::Nobody => Err("service-unavailable"),
         };
         match answer {
@@ -83,8 +86,37 @@ impl Core {
         }
     }
 
-    fn domain_iq(&self, get: bool, payload: &Element) -> Result<Option<Element>, &'static str> {
-        if get && payload.is("query", ns::DISCO_INFO) && payload.attr("node").is_none() {
+    /// Whether `from` may learn which of owner `i`'s classes are online
+    /// by asking them: a watcher she approved, her own account, anyone
+    /// when she lets anyone watch, or the caller of a live call with her.
+    /// Anyone else gets what an offline class answers, so that an IQ to a
+    /// class resource tells no more than presence would.
+    fn sees_classes(&self, i: usize, from: &Jid) -> bool {
+        let sender = from.to_bare();
+        let owner = &self.owners[i];
+        owner.policy == super::SubscriptionPolicy::Open
+            || owner.watchers.get(&sender) == Some(&super::WatcherState::Subscribed)
+            || self.secrets.account_owner(&sender) == Some(i)
+            || from
+                .clone()
+                .try_into_full()
+                .is_ok_and(|f| self.calls.has_call_from(&f, i))
+    }
+
+    fn domain_iq(
+        &self,
+        get: bool,
+        payload: &Element,
+        from: &Jid,
+    ) -> Result<Option<Element>, &'static str> {
+        if get && payload.is("query", ns::DISCO_INFO) {
+            if let Some(node) = payload.attr("node") {
+                // XEP-0050 §2.3: a command node this requester may run.
+                return match self.command_info(from, node) {
+                    Some(q) => Ok(Some(q)),
+                    None => Err("item-not-found"),
+                };
+            }
             let mut q = element("query", ns::DISCO_INFO, &[]);
             q.append_child(element(
                 "identity",
@@ -107,6 +139,11 @@ impl Core {
             return Ok(Some(q));
         }
         if get && payload.is("query", ns::DISCO_ITEMS) {
+            // XEP-0030 §7: a node we do not have (the commands node is
+            // answered before this).
+            if payload.attr("node").is_some() {
+                return Err("item-not-found");
+            }
             // Virtual JIDs are not listed: who is registered is not public.
             return Ok(Some(element("query", ns::DISCO_ITEMS, &[])));
         }
@@ -132,8 +169,16 @@ impl Core {
         resource: Resource,
         get: bool,
         payload: &Element,
+        sees_classes: bool,
     ) -> Result<Option<Element>, &'static str> {
         match resource {
+            // XEP-0030 §7: the bare JID has no nodes (a caps node#ver is
+            // asked of the class resource that announced it).
+            Resource::Bare
+                if get && payload.is("query", ns::DISCO_INFO) && payload.attr("node").is_some() =>
+            {
+                Err("item-not-found")
+            }
             // RFC 6120 §10.5.3.1: the server answers for the bare JID.
             Resource::Bare if get && payload.is("query", ns::DISCO_INFO) => {
                 let mut q = element("query", ns::DISCO_INFO, &[]);
@@ -151,7 +196,9 @@ impl Core {
             }
             Resource::Bare if get && payload.is("ping", ns::PING) => Ok(None),
             // RFC 6120 §10.5.4: a full JID with no available resource.
-            Resource::Class(c) if self.aggregate(i, c).is_none() => Err("service-unavailable"),
+            Resource::Class(c) if !sees_classes || self.aggregate(i, c).is_none() => {
+                Err("service-unavailable")
+            }
             Resource::Class(c) if get && payload.is("query", ns::DISCO_INFO) => {
                 let def = &self.cfg.classes[c];
                 let our_node = format!("{}#{}", self.cfg.caps_node, def.ver);

@@ -287,8 +287,8 @@ impl Core {
                 .map(|o| o.features.clone());
             (old.is_some(), new_node, features)
         };
-        if let Some(node) = new_node {
-            self.secrets.add_node(&node, i);
+        if let Some(node) = &new_node {
+            self.secrets.add_node(node, i);
         }
         device.features = features.unwrap_or_else(|| self.known_features(&device));
         if device.features == Features::Unknown {
@@ -297,7 +297,11 @@ impl Core {
         device.classes = classes_of(&self.cfg.classes, &device.features);
         if !known {
             self.device_seen(now, i, &full);
-        } else if self.owners[i].devices.get(&full) == Some(&device) {
+        }
+        if let Some(node) = new_node {
+            self.remember_node(i, &full, node);
+        }
+        if known && self.owners[i].devices.get(&full) == Some(&device) {
             // A re-sent presence (`<delay/>`ed or duplicate): nothing new.
             return;
         }
@@ -336,6 +340,24 @@ impl Core {
         self.send(m);
     }
 
+    /// Keeps a device's caps node in its record (see
+    /// [`DeviceRecord::caps_node`]).
+    fn remember_node(&mut self, i: usize, full: &FullJid, node: String) {
+        let owner = &mut self.owners[i];
+        let Some(record) = owner.records.get_mut(full) else {
+            return;
+        };
+        if record.caps_node.as_ref() == Some(&node) {
+            return;
+        }
+        record.caps_node = Some(node);
+        self.store.push_back(StoreOp::DeviceSeen {
+            owner: owner.name.clone(),
+            device: full.clone(),
+            record: record.clone(),
+        });
+    }
+
     fn device_seen(&mut self, now: Time, i: usize, full: &FullJid) {
         let owner = &mut self.owners[i];
         let is_new = !owner.records.contains_key(full);
@@ -343,6 +365,7 @@ impl Core {
             first_seen: now.0,
             last_seen: now.0,
             label: None,
+            caps_node: None,
         });
         record.last_seen = now.0;
         let record = record.clone();

@@ -247,6 +247,10 @@ pub struct DeviceRecord {
     pub last_seen: u64,
     /// A label the owner may set.
     pub label: Option<String>,
+    /// The device's XEP-0115 caps node, so that it stays a secret of
+    /// hers after a restart, before the device says it again.
+    #[serde(default)]
+    pub caps_node: Option<String>,
 }
 
 /// A change the shell must make durable before sending what follows it.
@@ -655,6 +659,9 @@ impl Core {
                 // Every device she ever had stays a secret of hers, across
                 // restarts as before them (DESIGN.md section 1).
                 secrets.add_resource(device.resource().as_str(), i);
+                if let Some(node) = &record.caps_node {
+                    secrets.add_node(node, i);
+                }
                 owners[i].records.insert(device, record);
             }
         }

@@ -771,6 +771,80 @@ fn a_status_naming_a_device_is_withheld_after_a_restart_too() {
     }
 }
 
+/// XEP-0030 nodes are answered for what they are, and under `ask` an IQ to
+/// a class resource tells a stranger no more than presence would.
+#[test]
+fn disco_nodes_and_class_resources_tell_strangers_nothing() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    h.device("phone", "");
+    h.advance(1000);
+    let ask = |h: &mut Harness, from: &str, to: &str, payload: &str| -> Element {
+        let out = h.input(&format!("<iq xmlns='jabber:component:accept' type='get' id='q' from='{from}' to='{to}'>{payload}</iq>"));
+        assert_eq!(out.len(), 1, "{out:?}");
+        out[0].clone()
+    };
+    let condition = |e: &Element| {
+        e.get_child("error", ns::COMPONENT)
+            .and_then(|e| e.children().find(|c| c.ns() == ns::STANZAS))
+            .map(|c| c.name().to_owned())
+    };
+    let info = |node: &str| {
+        format!("<query xmlns='http://jabber.org/protocol/disco#info' node='{node}'/>")
+    };
+    let items = |node: &str| {
+        format!("<query xmlns='http://jabber.org/protocol/disco#items' node='{node}'/>")
+    };
+    let eve = "eve@evil.example/x";
+    let r = ask(
+        &mut h,
+        eve,
+        &format!("alice@{D}"),
+        &info("https://conversations.im#abc="),
+    );
+    assert_eq!(condition(&r).as_deref(), Some("item-not-found"));
+    let r = ask(&mut h, eve, D, &items("urn:xmpp:avatar:metadata"));
+    assert_eq!(condition(&r).as_deref(), Some("item-not-found"));
+    let r = ask(&mut h, eve, D, &info("status"));
+    assert_eq!(
+        condition(&r).as_deref(),
+        Some("item-not-found"),
+        "not hers to run"
+    );
+    let r = ask(&mut h, PHONE, D, &info("status"));
+    let q = r
+        .get_child("query", ns::DISCO_INFO)
+        .expect("a command node");
+    assert_eq!(q.attr("node"), Some("status"));
+    // Her chat class is online; a stranger cannot tell by asking it.
+    for payload in [
+        "<ping xmlns='urn:xmpp:ping'/>".to_owned(),
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>".to_owned(),
+    ] {
+        let r = ask(&mut h, eve, &format!("alice@{D}/chat"), &payload);
+        assert_eq!(
+            condition(&r).as_deref(),
+            Some("service-unavailable"),
+            "{payload}"
+        );
+        let r = ask(&mut h, eve, &format!("alice@{D}/files"), &payload);
+        assert_eq!(
+            condition(&r).as_deref(),
+            Some("service-unavailable"),
+            "{payload}"
+        );
+    }
+    // A watcher she approved can.
+    h.subscribe_bob();
+    command(&mut h, PHONE, "approve bob@localhost");
+    let r = ask(
+        &mut h,
+        "bob@localhost/pc",
+        &format!("alice@{D}/chat"),
+        "<ping xmlns='urn:xmpp:ping'/>",
+    );
+    assert_eq!(r.attr("type"), Some("result"));
+}
+
 #[test]
 fn blocked_senders_get_nothing() {
     let mut h = Harness::new(SubscriptionPolicy::Open);
