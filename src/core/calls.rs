@@ -87,6 +87,9 @@ struct Leg {
     declined: bool,
     /// Plain Jingle: the leg's own transport-info, held until it wins.
     held: Vec<Element>,
+    /// JMI: the id of the message that carried the leg's propose, which
+    /// the device's XEP-0184 receipt names.
+    msg_id: Option<String>,
 }
 
 #[derive(Debug)]
@@ -103,6 +106,9 @@ struct Call {
     legs: Vec<Leg>,
     winner: Option<usize>,
     rang: bool,
+    /// The caller's propose asked for a receipt (XEP-0184) with this
+    /// message id, and no device has yet shown it got the call.
+    receipt: Option<String>,
     /// What a new leg is offered: the propose (JMI) or session-initiate.
     offer: Element,
     /// Plain Jingle: the caller's transport-info so far, for later legs.
@@ -167,11 +173,17 @@ struct Relay {
     deadline: Time,
 }
 
+/// Leg messages of ended calls whose receipts are still absorbed.
+const SPENT_RECEIPTS: usize = 256;
+
 /// Every live call and relayed IQ.
 #[derive(Debug, Default)]
 pub(super) struct CallTable {
     calls: HashMap<u64, Call>,
     by_caller: HashMap<(FullJid, String), u64>,
+    /// Receipts devices may still send for calls that have ended: (device,
+    /// leg message id), the latest [`SPENT_RECEIPTS`].
+    spent_receipts: std::collections::VecDeque<(FullJid, String)>,
     by_leg: HashMap<String, u64>,
     relays: HashMap<String, Relay>,
     /// Answered calls per owner: her call classes show busy while > 0.
@@ -340,14 +352,13 @@ impl Core {
             "{}/{}",
             self.owners[owner].virtual_jid, self.cfg.classes[class].name
         );
-        // XEP-0184: the proposal reached the callee's side.
-        if let (Some(_), Some(msg_id)) =
-            (msg.get_child("request", jingle::RECEIPTS), msg.attr("id"))
-        {
-            let mut receipt = stanza::stanza("message", &face, caller.as_str(), None);
-            receipt.append_child(element("received", jingle::RECEIPTS, &[("id", msg_id)]));
-            self.send(receipt);
-        }
+        // XEP-0184: the caller hears that the proposal arrived once a
+        // device of hers shows it did (its receipt, ringing or answer),
+        // not when it merely reached us.
+        let receipt = msg
+            .get_child("request", jingle::RECEIPTS)
+            .and(msg.attr("id"))
+            .map(str::to_owned);
         if !self.admit_call(&caller) {
             let reject = jmi("reject", &sid, vec![reason("busy")]);
             self.call_rejected();
@@ -376,7 +387,59 @@ impl Core {
         ) else {
             return;
         };
+        if let Some(call) = self.calls.calls.get_mut(&c) {
+            call.receipt = receipt;
+        }
         self.ring_step(now, c);
+    }
+
+    /// Tells the caller of call `c` that his proposal arrived, once: a
+    /// device of hers got it.
+    fn caller_receipt(&mut self, c: u64) {
+        let Some(call) = self.calls.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(msg_id) = call.receipt.take() else {
+            return;
+        };
+        let mut receipt = stanza::stanza("message", &call.face, call.caller.as_str(), None);
+        receipt.append_child(element("received", jingle::RECEIPTS, &[("id", &msg_id)]));
+        self.send(receipt);
+    }
+
+    /// A device's XEP-0184 receipt for the message that rang it: mapped to
+    /// the caller's once, absorbed after that (it names our leg message,
+    /// which means nothing to anyone else). `false` if it is no such
+    /// receipt.
+    pub(super) fn call_receipt(&mut self, msg: &Element, from: &Jid, target: &Target) -> bool {
+        if !matches!(target, Target::Proxy { .. }) {
+            return false;
+        }
+        let Some(id) = msg
+            .get_child("received", jingle::RECEIPTS)
+            .and_then(|r| r.attr("id"))
+        else {
+            return false;
+        };
+        let Some(device) = full(from) else {
+            return false;
+        };
+        let leg = self.calls.calls.iter().find_map(|(c, call)| {
+            call.legs
+                .iter()
+                .any(|l| l.device == device && l.msg_id.as_deref() == Some(id))
+                .then_some(*c)
+        });
+        let Some(c) = leg else {
+            // Late, for a call that has ended: nobody's business either.
+            return self
+                .calls
+                .spent_receipts
+                .iter()
+                .any(|(d, m)| *d == device && m == id);
+        };
+        self.caller_receipt(c);
+        true
     }
 
     /// Whether a new call from `caller` fits the limits on live calls
@@ -431,6 +494,7 @@ impl Core {
                     id: leg_id.clone(),
                     declined: false,
                     held: vec![],
+                    msg_id: None,
                 });
             }
             match mode {
@@ -439,7 +503,17 @@ impl Core {
                     // copies elsewhere (XEP-0280 private, XEP-0334 no-copy),
                     // but kept for a device that reconnects (store).
                     let mut m = stanza::stanza("message", &proxy, device.as_str(), Some("chat"));
-                    stanza::set_attr(&mut m, "id", self.next_id());
+                    let msg_id = self.next_id();
+                    stanza::set_attr(&mut m, "id", msg_id.clone());
+                    m.append_child(Element::bare("request", jingle::RECEIPTS));
+                    if let Some(leg) = self
+                        .calls
+                        .calls
+                        .get_mut(&c)
+                        .and_then(|call| call.legs.last_mut())
+                    {
+                        leg.msg_id = Some(msg_id);
+                    }
                     m.append_child(jmi_copy(&offer, &leg_id));
                     m.append_child(Element::bare("store", jingle::HINTS));
                     m.append_child(Element::bare("private", jingle::CARBONS));
@@ -590,6 +664,7 @@ impl Core {
             legs: vec![],
             winner: None,
             rang: false,
+            receipt: None,
             offer,
             caller_transport: vec![],
             steps: plan.steps.into(),
@@ -635,8 +710,14 @@ impl Core {
         self.calls
             .by_caller
             .remove(&(call.caller.clone(), call.sid.clone()));
-        for l in &call.legs {
+        for l in call.legs {
             self.calls.by_leg.remove(&l.id);
+            if let Some(m) = l.msg_id {
+                if self.calls.spent_receipts.len() >= SPENT_RECEIPTS {
+                    self.calls.spent_receipts.pop_front();
+                }
+                self.calls.spent_receipts.push_back((l.device, m));
+            }
         }
         if call.winner.is_some() {
             if let Some(n) = self.calls.answered.get_mut(&call.owner) {
@@ -695,11 +776,13 @@ impl Core {
                 if let Some(call) = self.calls.calls.get_mut(&c) {
                     call.rang = true;
                 }
+                self.caller_receipt(c);
                 self.send_jmi(&face, &caller, jmi("ringing", &sid, vec![]));
             }
             // XEP-0353 §3.4: the first proceed wins.
             ("proceed", None) => {
                 let others = call.open_legs(Some(li));
+                self.caller_receipt(c);
                 self.call_answered(now, c, li);
                 self.send_jmi_copy(&face, &caller, el, &sid);
                 for (d, id) in others {

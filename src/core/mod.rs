@@ -953,6 +953,7 @@ impl Core {
             _ => {
                 let command = target == Target::Domain && self.command_message(now, stanza, &from);
                 if !command
+                    && !self.call_receipt(stanza, &from, &target)
                     && !self.call_message(now, stanza, &from, &target)
                     && !self.chat_message(now, stanza, &from, &target)
                 {

@@ -1063,17 +1063,62 @@ fn a_propose_rings_each_audio_device_from_one_proxy_jid() {
         assert!(m.has_child("private", jingle::CARBONS));
         assert!(jmi_of(m).unwrap().has_child("description", jingle::RTP));
     }
-    let receipt = out
-        .iter()
-        .find(|e| e.attr("to") == Some(BOB))
-        .expect("receipt");
+    assert!(
+        to_bob(&out).is_empty(),
+        "no receipt before a device got the call: {out:?}"
+    );
+}
+
+/// Issue 13, hole 5: the caller's receipt reflects a device that got the
+/// call (its own receipt, its ringing or its answer), once, under the
+/// caller's id; the other devices' receipts reach nobody.
+#[test]
+fn the_callers_receipt_comes_from_a_device_that_got_the_call() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let out = propose(&mut h, "S1");
+    let msg_id = |to: &str| {
+        out.iter()
+            .find(|e| e.attr("to") == Some(to) && e.has_child("request", jingle::RECEIPTS))
+            .and_then(|e| e.attr("id"))
+            .expect("each leg asks its device for a receipt")
+            .to_owned()
+    };
+    let (phone_msg, tablet_msg) = (msg_id(PHONE), msg_id(TABLET));
+    let (proxy, _) = legs(&out)[PHONE].clone();
+    let receipt = |h: &mut Harness, device: &str, id: &str| {
+        h.input(&format!("<message xmlns='jabber:component:accept' from='{device}' to='{proxy}'><received xmlns='urn:xmpp:receipts' id='{id}'/></message>"))
+    };
+    let out = receipt(&mut h, TABLET, &tablet_msg);
+    let bob = to_bob(&out);
+    assert_eq!(bob.len(), 1, "{out:?}");
+    assert_eq!(bob[0].attr("from"), Some(AUDIO));
     assert_eq!(
-        receipt
+        bob[0]
             .get_child("received", jingle::RECEIPTS)
-            .unwrap()
-            .attr("id"),
+            .and_then(|r| r.attr("id")),
         Some("m-S1")
     );
+    assert!(receipt(&mut h, PHONE, &phone_msg).is_empty(), "absorbed");
+    assert!(receipt(&mut h, TABLET, &tablet_msg).is_empty(), "absorbed");
+    // Another call: ringing comes first, and brings the receipt with it.
+    let p2 = propose(&mut h, "S2");
+    let legs = legs(&p2);
+    let (proxy, leg) = legs[PHONE].clone();
+    let out = from_device(&mut h, PHONE, &proxy, "ringing", &leg, "");
+    let bob = to_bob(&out);
+    assert_eq!(bob.len(), 2, "{out:?}");
+    assert!(bob[0].has_child("received", jingle::RECEIPTS));
+    assert!(jmi_of(bob[1]).is_some_and(|j| j.name() == "ringing"));
+    // Receipts for a call that has ended are absorbed too.
+    h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{BOB}' to='alice@{D}'><retract xmlns='urn:xmpp:jingle-message:0' id='S2'/></message>"));
+    let late = p2
+        .iter()
+        .find(|e| e.attr("to") == Some(TABLET) && e.has_child("request", jingle::RECEIPTS))
+        .and_then(|e| e.attr("id"))
+        .unwrap()
+        .to_owned();
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' from='{TABLET}' to='{proxy}'><received xmlns='urn:xmpp:receipts' id='{late}'/></message>"));
+    assert!(to_bob(&out).is_empty(), "{out:?}");
 }
 
 #[test]

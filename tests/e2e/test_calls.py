@@ -132,7 +132,15 @@ async def ring(bob, phone, tablet, sid, receipt=True):
     assert p1.get("from") == p2.get("from"), "one proxy full JID for the call"
     assert p1.get("type") == "chat"
     assert jmi_of(p1).get("id") != jmi_of(p2).get("id") != sid
+    phone.last_propose, tablet.last_propose = p1, p2
     return p1.get("from"), jmi_of(p1).get("id"), jmi_of(p2).get("id")
+
+
+def send_receipt(device, proxy):
+    """What Conversations does when a propose asks for a receipt."""
+    msg = device.last_propose
+    assert msg.find("{urn:xmpp:receipts}request") is not None, "the leg asks for a receipt"
+    device.send_raw(f"<message to='{proxy}'><received xmlns='urn:xmpp:receipts' id='{msg.get('id')}'/></message>")
 
 
 def test_a_call_rings_both_phones_and_connects_the_one_that_answers(world):
@@ -143,8 +151,17 @@ def test_a_call_rings_both_phones_and_connects_the_one_that_answers(world):
         s_bob, s_laptop = bob.mark(), laptop.mark()
         proxy, phone_leg, tablet_leg = await ring(bob, phone, tablet, "S1")
         assert proxy.startswith(rf"bob\40localhost@{DOMAIN}/")
+        # Bob's receipt says a device got the call: it comes from the first
+        # device's receipt, under his id; the other device's is absorbed.
+        def receipts():
+            return bob.received(lambda el: el.find("{urn:xmpp:receipts}received") is not None, s_bob)
+        await asyncio.sleep(0.3)
+        assert not receipts(), "no receipt before a device got the call"
+        send_receipt(tablet, proxy)
         receipt = await bob.wait_for(lambda el: el.find("{urn:xmpp:receipts}received") is not None, s_bob)
         assert receipt.find("{urn:xmpp:receipts}received").get("id") == "m-S1"
+        assert receipt.get("from") == AUDIO
+        send_receipt(phone, proxy)
 
         # Conversations: ringing, accept to her own bare JID, proceed with
         # an OMEMO device.
@@ -158,6 +175,7 @@ def test_a_call_rings_both_phones_and_connects_the_one_that_answers(world):
         retract = await phone.wait_for(jmi_msg("retract", proxy, phone_leg), what="the phone's retract")
         await asyncio.sleep(0.5)
         assert not laptop.received(jmi_msg("propose"), s_laptop), "the chat-only laptop never rang"
+        assert len(receipts()) == 1, "one receipt, none stray"
 
         # Bob's session-initiate reaches the tablet, payload intact.
         send_jingle(bob, AUDIO, "b1", "session-initiate", "S1", CONTENT, "initiator='bob@localhost/pc'")
