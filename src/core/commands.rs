@@ -245,10 +245,31 @@ impl Core {
         true
     }
 
+    /// A command's answer. One that names someone else's secret (an
+    /// account of another owner's that the requester typed, say) has it
+    /// replaced by "that account": the guard would rightly refuse it, and
+    /// the requester would hear nothing at all.
     fn reply_text(&mut self, to: &Jid, text: &str) {
-        let mut m = stanza::stanza("message", &self.cfg.domain, to.as_str(), Some("chat"));
-        stanza::set_attr(&mut m, "id", self.next_id());
-        m.append_child(text_element("body", ns::COMPONENT, text));
+        let build = |core: &mut Core, text: &str| {
+            let mut m = stanza::stanza("message", &core.cfg.domain, to.as_str(), Some("chat"));
+            stanza::set_attr(&mut m, "id", core.next_id());
+            m.append_child(text_element("body", ns::COMPONENT, text));
+            m
+        };
+        let mut text = text.to_owned();
+        let mut m = build(self, &text);
+        for _ in 0..8 {
+            let Some(leak) = self.secrets.leak_in(&m) else {
+                break;
+            };
+            let masked = text.replace(&leak.secret, "that account");
+            text = if masked == text {
+                "This answer is not shown: it names someone else's account or device.".to_owned()
+            } else {
+                masked
+            };
+            m = build(self, &text);
+        }
         self.send(m);
     }
 

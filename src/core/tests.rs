@@ -2666,6 +2666,121 @@ fn adhoc_sessions_belong_to_their_requester_alone() {
     );
 }
 
+/// Issue 13, hole 4: every chat command and every ad-hoc node acts only
+/// on the data of the owner whose linked account asks. A stranger and a
+/// watcher get `forbidden`; another owner acts on her own address only;
+/// nobody learns or changes anything of Alice's.
+#[test]
+fn no_command_reaches_another_persons_data() {
+    let mut h = alice_with_phone_and_laptop();
+    command(&mut h, PHONE, "rule add from evil.example busy");
+    command(&mut h, "carol@localhost/pc", "register carol");
+    let before = format!("{:?}", h.core.owners[0]);
+    let commands = [
+        "status",
+        "devices",
+        "watchers",
+        "approve bob@localhost",
+        "deny bob@localhost",
+        "ring sequential phone",
+        "dnd all on",
+        "dnd audio off",
+        "rules",
+        "rule add busy",
+        "rule del 1",
+        "label phone Mine",
+        "link bob@localhost",
+        "unlink alice@localhost",
+        "unlink",
+        "block bob@localhost",
+        "unblock spam@evil.example",
+        "privacy calls relay-only",
+        "privacy watchers open",
+        "privacy",
+        "unregister",
+        "as alice status",
+        "link confirm AAAAAAAA",
+    ];
+    for who in [
+        "eve@evil.example/x",
+        "bob@localhost/pc",
+        "carol@localhost/pc",
+    ] {
+        for cmd in commands {
+            let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='c' from='{who}' to='{D}'><body>{cmd}</body></message>"));
+            for e in &out {
+                let text = xml(e);
+                assert!(
+                    !text.contains("alice@localhost")
+                        && !text.contains("evil.example busy")
+                        && !text.contains("/phone"),
+                    "{who} {cmd:?} learned Alice's data: {text}"
+                );
+                if e.attr("to")
+                    .is_some_and(|t| t.starts_with("alice@localhost"))
+                {
+                    assert_eq!(
+                        e.name(),
+                        "presence",
+                        "{who} {cmd:?} made us write to Alice: {text}"
+                    );
+                }
+            }
+            if who != "carol@localhost/pc" && cmd != "link confirm AAAAAAAA" {
+                let reply = out
+                    .iter()
+                    .find(|e| e.attr("to") == Some(who))
+                    .expect("an answer");
+                assert_eq!(
+                    reply.attr("type"),
+                    Some("error"),
+                    "{who} {cmd:?}: {reply:?}"
+                );
+                assert!(reply
+                    .get_child("error", ns::COMPONENT)
+                    .is_some_and(|e| e.has_child("forbidden", ns::STANZAS)));
+            }
+        }
+        for node in [
+            "status",
+            "devices",
+            "watchers",
+            "ring",
+            "rules",
+            "dnd",
+            "privacy",
+            "link",
+            "unlink",
+            "unregister",
+        ] {
+            let r = adhoc(
+                &mut h,
+                who,
+                &format!("<command xmlns='{CMD}' node='{node}' action='execute'/>"),
+            );
+            let text = xml(&r);
+            assert!(
+                !text.contains("alice@localhost") && !text.contains("evil.example busy"),
+                "{who} {node}: {text}"
+            );
+            if who != "carol@localhost/pc" {
+                assert!(
+                    r.get_child("error", ns::COMPONENT)
+                        .is_some_and(|e| e.has_child("forbidden", ns::STANZAS)),
+                    "{who} {node}: {text}"
+                );
+            }
+        }
+    }
+    // Carol's own changes touched Carol only; Alice is as she was, but for
+    // when her devices were last seen.
+    let after = format!("{:?}", h.core.owners[0]);
+    let strip = |s: &str| s.split("records").next().unwrap_or_default().to_owned();
+    assert_eq!(strip(&before), strip(&after));
+    assert_eq!(h.core.owners[0].rules.len(), 1);
+    assert!(h.core.by_name.contains_key("alice"));
+}
+
 #[test]
 fn rule_add_and_del_edit_the_ordered_list() {
     let mut h = alice_with_two_phones(CandidatePolicy::Direct);
