@@ -44,6 +44,16 @@ def start_prosody(tmp, users=("alice", "bob", "eve"), kind="prosody", **options)
     return p
 
 
+# Every component a test started and has not stopped (conftest.py stops
+# what a test left behind, so that none outlives its test).
+LIVE = set()
+
+
+def stop_all_components():
+    for comp in list(LIVE):
+        comp.stop()
+
+
 class Component:
     """The unified-presence binary with its own config and store."""
 
@@ -95,6 +105,7 @@ level = "{self.level}"
         self.proc = subprocess.Popen([BIN, "--config", self.config], stdout=self._logf,
                                      stderr=subprocess.STDOUT, preexec_fn=limit,
                                      env={k: v for k, v in os.environ.items() if k != "RUST_LOG"})
+        LIVE.add(self)
         if wait_connected:
             self.wait_log(" connected domain=", self.connections + 1)
         return self
@@ -137,6 +148,7 @@ level = "{self.level}"
                 self.proc.wait()
         code = self.proc.returncode if self.proc else None
         self.proc = None
+        LIVE.discard(self)
         return code
 
 

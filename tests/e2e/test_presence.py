@@ -321,3 +321,60 @@ def test_an_idle_link_is_kept_alive(tmp_path, prosody):
         asyncio.run(scenario())
     finally:
         comp.stop()
+
+
+def test_a_status_naming_her_device_is_withheld_before_and_after_a_restart(server):
+    """Issue 13: her own words reach her watchers; a status naming her
+    device (by a name a client made up) does not, before a restart or
+    after it, and the device that set it is told why, once per text."""
+    prosody, component = server
+    device = "lapt0p-x2"
+
+    async def scenario():
+        component.start()
+        laptop = await Client(f"alice@localhost/{device}").online(prosody.c2s)
+        await link_alice(laptop, prosody)
+        bob = await Client("bob@localhost/pc").online(prosody.c2s)
+        await bob_watches_alice(bob, laptop)
+        await bob.wait_for(presence(f"{ALICE}/chat"), what="her chat presence")
+
+        def status_of(p):
+            s = p.find(C + "status")
+            return None if s is None else s.text
+
+        def told(since):
+            return laptop.received(lambda el: el.tag == C + "message" and el.get("from") == DOMAIN
+                                   and device in (el.findtext(C + "body") or ""), since)
+
+        async def set_status(show, text):
+            since, mine = bob.mark(), laptop.mark()
+            laptop.send_presence(pshow=show, pstatus=text)
+            p = await bob.wait_for(lambda el: presence(f"{ALICE}/chat")(el) and show_of(el) == show, since,
+                                   what=f"her {show} presence")
+            return p, mine
+
+        # Her own words pass, an everyday word for a device included.
+        p, _ = await set_status("away", "on my laptop, back soon")
+        assert status_of(p) == "on my laptop, back soon"
+        # Naming the device: withheld, and she is told once.
+        p, mine = await set_status("chat", f"typing on {device} now")
+        assert status_of(p) is None
+        await laptop.wait_for(lambda el: told(mine), mine, what="why her status was withheld")
+        p, mine = await set_status("away", f"typing on {device} now")
+        assert status_of(p) is None
+        await asyncio.sleep(0.5)
+        assert not told(mine), "told once per text"
+
+        # After a restart: the same.
+        assert component.stop() == 0
+        component.start()
+        await asyncio.sleep(QUIET)
+        p, mine = await set_status("chat", f"still on {device}")
+        assert status_of(p) is None, f"after a restart Bob saw {status_of(p)!r}"
+        await laptop.wait_for(lambda el: told(mine), mine, what="why, after the restart")
+        for raw in bob.raw_since(0):
+            assert device not in raw and "alice@localhost" not in raw, raw
+        for c in (laptop, bob):
+            await c.offline()
+
+    asyncio.run(scenario())
