@@ -3,6 +3,7 @@ writes to alice@unified.localhost and never learns where she reads it."""
 import asyncio
 
 import pytest
+from slixmpp.exceptions import IqError
 
 from harness import C, DOMAIN, SERVERS, Client, Component, presence, start_prosody
 
@@ -175,9 +176,11 @@ def test_a_new_user_registers_by_chat_and_unregisters(tmp_path):
         p.stop()
 
 
-def test_adhoc_commands_from_a_client_with_xep_0050(tmp_path):
-    """What Gajim does: discover the commands, run a form, submit it."""
-    p = start_prosody(str(tmp_path))
+@pytest.mark.parametrize("kind", SERVERS)
+def test_adhoc_commands_from_a_client_with_xep_0050(tmp_path, kind):
+    """What Gajim does: discover the commands, run a form, submit it; a
+    form session is its requester's alone (issue 13)."""
+    p = start_prosody(str(tmp_path), kind=kind)
     comp = Component(str(tmp_path), p, OWNERS.replace('subscription = "open"', 'subscription = "ask"')
                      + '\n[registration]\nmode = "open"\n')
 
@@ -198,6 +201,25 @@ def test_adhoc_commands_from_a_client_with_xep_0050(tmp_path):
         adhoc = phone.plugin["xep_0050"]
         first = await adhoc.send_command(DOMAIN, "watchers")
         assert first["command"]["status"] == "executing"
+        sid = first["command"]["sessionid"]
+
+        # Eve (a stranger) and Bob (who waits for Alice's answer) try to
+        # end or complete Alice's form by its session id: refused, and it
+        # stays open for her.
+        eve = await Client("eve@localhost/x").online(p.c2s)
+        for c in (eve, bob):
+            c.register_plugin("xep_0050")
+            for node, action in (("register", "cancel"), ("watchers", "cancel"), ("watchers", "complete")):
+                deny = c.plugin["xep_0004"].make_form(ftype="submit")
+                deny.add_field(var="deny", ftype="list-multi", value=["bob@localhost"])
+                try:
+                    await c.plugin["xep_0050"].send_command(DOMAIN, node, action=action, sessionid=sid,
+                                                            payload=deny if action == "complete" else None)
+                except IqError as e:
+                    cond = e.iq["error"]["condition"]
+                    assert cond in ("bad-request", "forbidden"), (c.boundjid, node, action, cond)
+                else:
+                    raise AssertionError(f"{c.boundjid} could {action} Alice's session on {node}")
         form = phone.plugin["xep_0004"].make_form(ftype="submit")
         form.add_field(var="approve", ftype="list-multi", value=["bob@localhost"])
         done = await adhoc.send_command(DOMAIN, "watchers", action="complete", payload=form,
@@ -206,8 +228,6 @@ def test_adhoc_commands_from_a_client_with_xep_0050(tmp_path):
         await bob.wait_for(presence(ALICE, "subscribed"), what="Bob approved through the form")
 
         # A stranger may register through the form too.
-        eve = await Client("eve@localhost/x").online(p.c2s)
-        eve.register_plugin("xep_0050")
         start = await eve.plugin["xep_0050"].send_command(DOMAIN, "register")
         form = eve.plugin["xep_0004"].make_form(ftype="submit")
         form.add_field(var="name", ftype="text-single", value="evie")
