@@ -566,7 +566,7 @@ impl Core {
                 None => "No account given.".into(),
             },
             ("unregister", Some(i)) => match values(x, "confirm").first().map(String::as_str) {
-                Some("1") | Some("true") => self.run_command(now, i, Command::Unregister),
+                Some("1") | Some("true") => self.run_command(now, i, Command::Unregister(true)),
                 _ => "Kept: you did not confirm.".into(),
             },
             _ => "Nothing to do.".into(),

@@ -1,8 +1,8 @@
 //! What the admin's status page shows (`[http]`, see `crate::http`): each
 //! owner with her devices and what they qualify for, what her watchers see
-//! per class, and the live calls. Only ever served to loopback or to a
-//! holder of the admin token, never to a watcher: device resources appear
-//! here and nowhere else.
+//! per class, and the live calls. Only ever served to a holder of the
+//! admin token (or loopback, where the admin trusts it), never to a
+//! watcher: device resources appear here and nowhere else.
 
 use serde::Serialize;
 

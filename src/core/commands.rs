@@ -86,8 +86,8 @@ pub enum Command {
     Label(String, String),
     /// `register [name]`.
     Register(Option<String>),
-    /// `unregister`.
-    Unregister,
+    /// `unregister` (asks first) and `unregister confirm`.
+    Unregister(bool),
     /// `link <account>`.
     Link(BareJid),
     /// `link confirm <code>`, from the account being linked.
@@ -145,7 +145,8 @@ pub fn parse(body: &str) -> Command {
         }
         ("rules", None) => Command::Rules,
         ("register", name) => Command::Register(name.map(str::to_ascii_lowercase)),
-        ("unregister", None) => Command::Unregister,
+        ("unregister", None) => Command::Unregister(false),
+        ("unregister", Some(w)) if w.eq_ignore_ascii_case("confirm") => Command::Unregister(true),
         ("rule", Some("add")) => Command::RuleAdd(words.map(str::to_owned).collect()),
         ("rule", Some("del")) => match words.next().and_then(|n| n.parse().ok()) {
             Some(n) => Command::RuleDel(n),
@@ -186,6 +187,27 @@ pub fn parse(body: &str) -> Command {
         }
         _ => Command::Unknown(body.trim().to_owned()),
     }
+}
+
+/// What to type, for a known command typed wrong or without what it needs.
+fn usage(text: &str) -> Option<&'static str> {
+    let verb = text.split_whitespace().next()?.to_ascii_lowercase();
+    Some(match verb.as_str() {
+        "approve" => "Say who: \"approve bob@example.org\" (\"watchers\" lists who waits).",
+        "deny" => "Say who: \"deny bob@example.org\".",
+        "ring" => "Say how: \"ring parallel\", \"ring sequential phone laptop\" or \"ring priority\" (device names from \"devices\").",
+        "dnd" => "Say which calls and on or off: \"dnd all on\", \"dnd audio off\".",
+        "label" => "Say which device and its name: \"label phone My Pixel\".",
+        "link" => "Say which account: \"link alice@work.example\", or from that account \"link confirm <code>\".",
+        "unlink" => "Say which account: \"unlink alice@work.example\", or \"unlink\" from the account itself.",
+        "block" => "Say who: \"block bob@example.org\" or \"block example.org\".",
+        "unblock" => "Say who: \"unblock bob@example.org\".",
+        "rule" => "\"rule add <what> <when> <action>\" (e.g. \"rule add from example.net 22:00-07:00 busy\") or \"rule del <n>\".",
+        "privacy" => "\"privacy\" shows your settings; \"privacy calls relay-only|direct\", \"privacy watchers ask|open\" change them.",
+        "status" | "devices" | "watchers" | "rules" => "That command takes nothing after it.",
+        "unregister" => "\"unregister\" asks first; \"unregister confirm\" gives up your address.",
+        _ => return None,
+    })
 }
 
 fn since(now: Time, ms: u64) -> String {
@@ -324,6 +346,12 @@ impl Core {
                 format!("{jid} no longer sees your presence.")
             }
             Command::Ring(mode, devices) => {
+                if let Some(unknown) = devices.iter().find(|d| !self.has_device_named(i, d)) {
+                    return format!(
+                        "You have no device {unknown:?}; your devices are {}. Send \"devices\" to see them.",
+                        self.device_names(i)
+                    );
+                }
                 let fallback = Rule {
                     mode,
                     devices,
@@ -351,7 +379,8 @@ impl Core {
                 }
                 let classes: Vec<String> = class.iter().cloned().collect();
                 let rules = &mut self.owners[i].rules;
-                rules.retain(|r| !(is_dnd(r) && r.classes == classes));
+                // "dnd all" replaces every do-not-disturb, per class or not.
+                rules.retain(|r| !(is_dnd(r) && (class.is_none() || r.classes == classes)));
                 if on {
                     let dnd = Rule {
                         classes: classes.clone(),
@@ -388,7 +417,12 @@ impl Core {
                 format!("{device} is now labelled {label:?}.")
             }
             Command::Register(_) => format!("You already are {}.", self.owners[i].virtual_jid),
-            Command::Unregister => self.unregister(now, i),
+            Command::Unregister(false) => format!(
+                "This gives up {}: your watchers are told, calls end, and every setting, rule and \
+                 device name of yours is deleted. To do it, send \"unregister confirm\".",
+                self.owners[i].virtual_jid
+            ),
+            Command::Unregister(true) => self.unregister(now, i),
             Command::RuleAdd(words) => {
                 let classes: Vec<String> =
                     self.cfg.classes.iter().map(|c| c.name.clone()).collect();
@@ -398,7 +432,14 @@ impl Core {
                             format!("{} -> {}", describe_match(&rule), describe_action(&rule));
                         self.owners[i].rules.insert(0, rule);
                         self.store_rules(i);
-                        format!("Added as rule 1: {text}.")
+                        let n = self.owners[i].rules.len();
+                        if n == 1 {
+                            format!("Added as rule 1: {text}.")
+                        } else {
+                            format!(
+                                "Added as rule 1 of {n}: {text}. It is checked first; send \"rules\" to see the order."
+                            )
+                        }
                     }
                     Err(why) => format!("Not added: {why}. Send \"help\" for the rule syntax."),
                 }
@@ -517,9 +558,12 @@ impl Core {
                     self.owners[i].virtual_jid
                 )
             }
-            Command::Unknown(text) => {
-                format!("I did not understand {text:?}. Send \"help\" for what I can do.")
-            }
+            Command::Unknown(text) => match usage(&text) {
+                Some(line) => format!("{line}\nSend \"help\" for every command."),
+                None => {
+                    format!("I did not understand {text:?}. Send \"help\" for what I can do.")
+                }
+            },
         }
     }
 
@@ -690,7 +734,7 @@ impl Core {
             let state = match self.aggregate(i, c) {
                 None => "unavailable".to_owned(),
                 Some(p) => {
-                    let show = p.show.as_xml().unwrap_or("available");
+                    let show = p.show.words();
                     match p.status {
                         Some(s) => format!("{show} ({s})"),
                         None => show.to_owned(),
@@ -714,16 +758,43 @@ impl Core {
                             .collect()
                     })
                     .unwrap_or_default();
-                let ring = if ring.is_empty() {
-                    "nobody".to_owned()
-                } else {
-                    ring.join(", then ")
+                let dnd = self.owners[i]
+                    .rules
+                    .iter()
+                    .any(|r| is_dnd(r) && (r.classes.is_empty() || r.classes.contains(&def.name)));
+                let ring = match (ring.is_empty(), dnd) {
+                    (true, true) => "nobody (do not disturb is on: callers get busy)".to_owned(),
+                    (true, false) => "nobody".to_owned(),
+                    (false, _) => ring.join(", then "),
                 };
                 let _ = write!(out, "; a call now rings: {ring}");
             }
             out.push('\n');
         }
         out.trim_end().to_owned()
+    }
+
+    /// Whether owner `i` has (had) a device with resource `name`.
+    fn has_device_named(&self, i: usize, name: &str) -> bool {
+        let o = &self.owners[i];
+        o.records.keys().any(|j| j.resource().as_str() == name)
+            || o.devices.keys().any(|j| j.resource().as_str() == name)
+    }
+
+    /// Her device names, for a reply that names one she does not have.
+    fn device_names(&self, i: usize) -> String {
+        let mut names: Vec<&str> = self.owners[i]
+            .records
+            .keys()
+            .map(|j| j.resource().as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() {
+            "none yet".into()
+        } else {
+            names.join(", ")
+        }
     }
 
     pub(super) fn devices_text(&self, now: Time, i: usize) -> String {
@@ -750,7 +821,7 @@ impl Core {
             let _ = writeln!(
                 out,
                 "  {jid}{label}: {}, priority {}, can {} (first seen {first})",
-                d.show.as_xml().unwrap_or("available"),
+                d.show.words(),
                 d.priority,
                 classes.join(", ")
             );

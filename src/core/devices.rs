@@ -37,6 +37,18 @@ pub enum Show {
 }
 
 impl Show {
+    /// In words, for what her own commands tell her ("online" as on the
+    /// status page).
+    pub fn words(self) -> &'static str {
+        match self {
+            Show::Chat => "free to chat",
+            Show::Online => "online",
+            Show::Away => "away",
+            Show::Xa => "away for long",
+            Show::Dnd => "do not disturb",
+        }
+    }
+
     /// RFC 6121 §4.7.2.1: the `<show/>` text, `None` for plain available.
     pub fn as_xml(self) -> Option<&'static str> {
         match self {
@@ -252,6 +264,17 @@ pub struct ClassDef {
     pub ver: String,
 }
 
+/// XEP-0184 receipts, XEP-0085 chat states, XEP-0333 markers, XEP-0308
+/// corrections, XEP-0424 retractions, XEP-0461 replies.
+pub const CHAT_RELAYED: [&str; 6] = [
+    "urn:xmpp:receipts",
+    "http://jabber.org/protocol/chatstates",
+    "urn:xmpp:chat-markers:0",
+    "urn:xmpp:message-correct:0",
+    "urn:xmpp:message-retract:1",
+    "urn:xmpp:reply:0",
+];
+
 /// XEP-0353 namespace, advertised by call classes.
 pub const JMI: &str = "urn:xmpp:jingle-message:0";
 
@@ -261,8 +284,16 @@ impl ClassDef {
         let mut features: BTreeSet<String> = requires.iter().cloned().collect();
         features.insert(ns::DISCO_INFO.to_owned());
         features.insert(ns::CAPS.to_owned());
+        features.insert(ns::PING.to_owned());
         if jmi {
             features.insert(JMI.to_owned());
+        }
+        if name == "chat" {
+            // What a conversation through the chat class carries, both
+            // ways, ids unchanged: clients ask for receipts and send chat
+            // states, markers, corrections, retractions and replies only
+            // to an entity that says it takes them.
+            features.extend(CHAT_RELAYED.iter().map(|f| (*f).to_owned()));
         }
         let ver = caps_hash(&verification_string(&[our_identity()], &features, &[]));
         ClassDef {

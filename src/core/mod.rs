@@ -550,6 +550,8 @@ pub struct Core {
     pending: HashMap<String, PendingIq>,
     calls: calls::CallTable,
     adhoc_sessions: adhoc::Sessions,
+    /// Chat we relayed recently, for the errors that come back.
+    chat_relays: chat::RecentRelays,
     /// Links asked for and not yet confirmed, by account.
     pending_links: HashMap<BareJid, linking::PendingLink>,
     rng: StdRng,
@@ -682,6 +684,7 @@ impl Core {
             calls: calls::CallTable::default(),
             adhoc_sessions: adhoc::Sessions::default(),
             pending_links: HashMap::new(),
+            chat_relays: chat::RecentRelays::default(),
             next_id: 0,
             transmit: VecDeque::new(),
             store: VecDeque::new(),
@@ -953,6 +956,7 @@ impl Core {
             _ => {
                 let command = target == Target::Domain && self.command_message(now, stanza, &from);
                 if !command
+                    && !self.chat_error(stanza, &from)
                     && !self.call_receipt(stanza, &from, &target)
                     && !self.call_message(now, stanza, &from, &target)
                     && !self.chat_message(now, stanza, &from, &target)

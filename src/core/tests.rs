@@ -1888,7 +1888,11 @@ fn a_message_to_the_virtual_jid_reaches_her_accounts_from_the_proxy_jid() {
         Some("alice@localhost"),
         "her server delivers, carbons, stores offline"
     );
-    assert_eq!(m.attr("from"), Some(r"bob\40localhost@unified.localhost"));
+    assert_eq!(
+        m.attr("from"),
+        Some(r"bob\40localhost@unified.localhost/pc"),
+        "a proxy full JID per resource of his"
+    );
     assert_eq!((m.attr("type"), m.attr("id")), (Some("chat"), Some("m1")));
     assert_eq!(
         m.get_child("body", ns::COMPONENT).unwrap().text(),
@@ -1927,6 +1931,171 @@ fn her_reply_to_the_proxy_jid_reaches_the_sender_from_the_chat_resource() {
     assert!(
         !m.has_child("stanza-id", "urn:xmpp:sid:0"),
         "her server's stamp about her account is dropped"
+    );
+}
+
+/// Issue 14: her reply to the proxy full JID reaches that resource of his,
+/// and receipts, markers, corrections, retractions and replies keep the
+/// ids they refer to, both ways.
+#[test]
+fn a_conversation_keeps_its_resource_and_its_ids_both_ways() {
+    let mut h = alice_with_phone_and_laptop();
+    let proxy = format!(r"bob\40localhost@{D}/pc");
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='b1' from='{BOB}' to='alice@{D}'><body>hi</body><request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/></message>"));
+    assert_eq!(out[0].attr("from"), Some(proxy.as_str()));
+    let reply = |h: &mut Harness, id: &str, payload: &str| {
+        let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='{id}' from='{PHONE}' to='{proxy}'>{payload}</message>"));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].attr("to"), Some(BOB), "the resource she answers");
+        assert_eq!(
+            out[0].attr("from"),
+            Some(AUDIO.replace("audio", "chat").as_str())
+        );
+        assert_eq!(out[0].attr("id"), Some(id));
+        out[0].clone()
+    };
+    for (id, payload, name, ns_) in [
+        (
+            "a1",
+            "<received xmlns='urn:xmpp:receipts' id='b1'/>",
+            "received",
+            "urn:xmpp:receipts",
+        ),
+        (
+            "a2",
+            "<displayed xmlns='urn:xmpp:chat-markers:0' id='b1'/>",
+            "displayed",
+            "urn:xmpp:chat-markers:0",
+        ),
+        (
+            "a3",
+            "<body>hey!</body><replace xmlns='urn:xmpp:message-correct:0' id='a0'/>",
+            "replace",
+            "urn:xmpp:message-correct:0",
+        ),
+        (
+            "a4",
+            "<retract xmlns='urn:xmpp:message-retract:1' id='a3'/>",
+            "retract",
+            "urn:xmpp:message-retract:1",
+        ),
+        (
+            "a5",
+            "<body>yes</body><reply xmlns='urn:xmpp:reply:0' to='bob@localhost/pc' id='b1'/>",
+            "reply",
+            "urn:xmpp:reply:0",
+        ),
+        (
+            "a6",
+            "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+            "composing",
+            "http://jabber.org/protocol/chatstates",
+        ),
+    ] {
+        let m = reply(&mut h, id, payload);
+        let child = m.get_child(name, ns_).expect("passes through");
+        if let Some(r) = child.attr("id") {
+            assert!(
+                ["b1", "a0", "a3"].contains(&r),
+                "the id it refers to is kept"
+            );
+        }
+    }
+    // The chat class says it takes all that, and answers pings.
+    let out = h.input(&format!("<iq xmlns='jabber:component:accept' type='get' id='d' from='{BOB}' to='alice@{D}/chat'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
+    let features: Vec<&str> = out[0]
+        .get_child("query", ns::DISCO_INFO)
+        .unwrap()
+        .children()
+        .filter_map(|f| f.attr("var"))
+        .collect();
+    for f in devices::CHAT_RELAYED.iter().chain([&"urn:xmpp:ping"]) {
+        assert!(features.contains(f), "{f} in {features:?}");
+    }
+}
+
+/// Issue 14 and DESIGN.md section 10: between owners each sees only the
+/// other's virtual JID, both ways.
+#[test]
+fn owners_write_to_each_other_by_virtual_jid_only() {
+    let mut h = alice_with_phone_and_laptop();
+    command(&mut h, "carol@localhost/pc", "register carol");
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='c1' from='carol@localhost/pc' to='alice@{D}'><body>hi Alice</body><request xmlns='urn:xmpp:receipts'/></message>"));
+    let to_alice: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some("alice@localhost"))
+        .collect();
+    assert_eq!(to_alice.len(), 1, "{out:?}");
+    assert_eq!(
+        to_alice[0].attr("from"),
+        Some(format!("carol@{D}/chat").as_str())
+    );
+    assert!(!xml(to_alice[0]).contains("carol@localhost"));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='a1' from='{PHONE}' to='carol@{D}/chat'><body>hi Carol</body><received xmlns='urn:xmpp:receipts' id='c1'/></message>"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].attr("to"), Some("carol@localhost"));
+    assert_eq!(
+        out[0].attr("from"),
+        Some(format!("alice@{D}/chat").as_str())
+    );
+    assert!(!xml(&out[0]).contains("alice@localhost"));
+    // To her bare virtual JID too.
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='a2' from='{PHONE}' to='carol@{D}'><body>there?</body></message>"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].attr("to"), Some("carol@localhost"));
+}
+
+/// Issue 14: an error for a relayed message reaches its sender, from the
+/// address he wrote to, with its condition (and nothing the far server
+/// wrote).
+#[test]
+fn an_error_for_a_relayed_message_goes_back_to_its_sender() {
+    let mut h = alice_with_phone_and_laptop();
+    let carol = format!(r"carol\40localhost@{D}");
+    h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='x1' from='{PHONE}' to='{carol}'><body>hello?</body></message>"));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='error' id='x1' from='carol@localhost' to='alice@{D}/chat'><body>hello?</body><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>No such user alice@localhost</text></error></message>"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    let e = &out[0];
+    assert_eq!(
+        (e.attr("to"), e.attr("from"), e.attr("type")),
+        (Some(PHONE), Some(carol.as_str()), Some("error"))
+    );
+    let err = e.get_child("error", ns::COMPONENT).unwrap();
+    assert!(err.has_child("service-unavailable", ns::STANZAS));
+    assert!(!err.has_child("text", ns::STANZAS));
+    // Only once, and only from whom it went to.
+    let again = h.input(&format!("<message xmlns='jabber:component:accept' type='error' id='x1' from='carol@localhost' to='alice@{D}/chat'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"));
+    assert!(again.is_empty());
+    // The other way: her server bounces Bob's message.
+    h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='b9' from='{BOB}' to='alice@{D}'><body>hi</body></message>"));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='error' id='b9' from='alice@localhost' to='bob\\40localhost@{D}/pc'><error type='wait'><resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        (out[0].attr("to"), out[0].attr("from")),
+        (Some(BOB), Some(format!("alice@{D}").as_str()))
+    );
+}
+
+/// Issue 14: ring rules decide calls; chat goes where a chat rule says,
+/// else everywhere (her server's way).
+#[test]
+fn a_ring_rule_does_not_reroute_chat() {
+    let mut h = alice_with_phone_and_laptop();
+    command(&mut h, PHONE, "ring sequential phone");
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='b1' from='{BOB}' to='alice@{D}'><body>hi</body></message>"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].attr("to"),
+        Some("alice@localhost"),
+        "to her account, all devices"
+    );
+    command(&mut h, PHONE, "rule add chat ring parallel laptop");
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' id='b2' from='{BOB}' to='alice@{D}'><body>hi</body></message>"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].attr("to"),
+        Some("alice@localhost/laptop"),
+        "a chat rule decides chat"
     );
 }
 
@@ -2077,19 +2246,19 @@ fn command(h: &mut Harness, from: &str, body: &str) -> String {
 fn status_and_devices_tell_the_owner_what_watchers_see_and_what_rings() {
     let mut h = alice_with_two_phones(CandidatePolicy::Direct);
     let status = command(&mut h, PHONE, "status");
-    assert!(status.contains("chat   available"), "{status}");
+    assert!(status.contains("chat   online"), "{status}");
     assert!(
-        status.contains("audio  available; a call now rings: phone + tablet"),
+        status.contains("audio  online; a call now rings: phone + tablet"),
         "{status}"
     );
     assert!(status.contains("files  unavailable"), "{status}");
     let devices = command(&mut h, PHONE, "devices");
     assert!(
-        devices.contains("alice@localhost/tablet: available, priority 0, can chat, audio"),
+        devices.contains("alice@localhost/tablet: online, priority 0, can chat, audio"),
         "{devices}"
     );
     assert!(
-        devices.contains("alice@localhost/laptop: available, priority 0, can chat ("),
+        devices.contains("alice@localhost/laptop: online, priority 0, can chat ("),
         "{devices}"
     );
 }
@@ -2238,7 +2407,7 @@ fn register_by_chat_links_the_account_and_unregister_leaves_nothing() {
         Some("carol")
     );
 
-    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='carol@localhost/desk' to='{D}'><body>unregister</body></message>"));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='carol@localhost/desk' to='{D}'><body>unregister confirm</body></message>"));
     let to_bob: Vec<Option<&str>> = out
         .iter()
         .filter(|e| e.attr("to") == Some("bob@localhost"))
@@ -2267,7 +2436,7 @@ fn register_by_chat_links_the_account_and_unregister_leaves_nothing() {
     );
     assert!(command(&mut h, "carol@localhost/desk", "status")
         .starts_with("You have no unified address"));
-    assert!(command(&mut h, PHONE, "unregister").contains("set up by the admin"));
+    assert!(command(&mut h, PHONE, "unregister confirm").contains("set up by the admin"));
 }
 
 /// The code the component sent `account` to confirm a link.
@@ -2779,6 +2948,53 @@ fn no_command_reaches_another_persons_data() {
     assert_eq!(strip(&before), strip(&after));
     assert_eq!(h.core.owners[0].rules.len(), 1);
     assert!(h.core.by_name.contains_key("alice"));
+}
+
+/// Issue 14, items 4 and 8: what a newcomer types gets a useful answer.
+#[test]
+fn commands_say_what_is_wrong_and_what_to_type() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    // dnd all off clears every do-not-disturb.
+    command(&mut h, PHONE, "dnd audio on");
+    let status = command(&mut h, PHONE, "status");
+    assert!(status.contains("do not disturb is on"), "{status}");
+    assert!(command(&mut h, PHONE, "dnd all off").contains("off for all calls"));
+    assert!(
+        command(&mut h, PHONE, "rules").starts_with("No rules"),
+        "{}",
+        command(&mut h, PHONE, "rules")
+    );
+    // A device she does not have is refused, with the ones she has.
+    let reply = command(&mut h, PHONE, "ring sequential phone ghost");
+    assert!(
+        reply.contains("no device \"ghost\"") && reply.contains("phone"),
+        "{reply}"
+    );
+    assert!(h.core.owners[0].rules.is_empty(), "nothing changed");
+    // Missing arguments: what to type.
+    for (cmd, hint) in [
+        ("dnd", "dnd all on"),
+        ("ring", "ring sequential phone laptop"),
+        ("approve", "approve bob@example.org"),
+        ("label phone", "label phone My Pixel"),
+        ("rule", "rule add"),
+    ] {
+        let reply = command(&mut h, PHONE, cmd);
+        assert!(reply.contains(hint), "{cmd}: {reply}");
+    }
+    // Unregister asks first.
+    command(&mut h, "carol@localhost/pc", "register carol");
+    let reply = command(&mut h, "carol@localhost/pc", "unregister");
+    assert!(reply.contains("unregister confirm"), "{reply}");
+    assert!(h.core.by_name.contains_key("carol"), "still there");
+    assert!(command(&mut h, "carol@localhost/pc", "unregister confirm").contains("gone"));
+    // A rule says where it went.
+    command(&mut h, PHONE, "rule add from evil.example busy");
+    let reply = command(&mut h, PHONE, "rule add video busy");
+    assert!(
+        reply.starts_with("Added as rule 1 of 2") && reply.contains("checked first"),
+        "{reply}"
+    );
 }
 
 #[test]

@@ -117,7 +117,7 @@ def test_owner_commands_by_chat_and_strangers_refused(tmp_path):
         await bob.wait_for(presence(ALICE, "subscribed"))
         await bob.wait_for(presence(f"{ALICE}/chat"))
         status = await ask(phone, "status")
-        assert "chat   available" in status, status
+        assert "chat   online" in status, status
         assert "help" in await ask(phone, "what?")
         # Nobody else reads or changes Alice's data.
         refused = await ask(eve, "status")
@@ -157,7 +157,7 @@ def test_a_new_user_registers_by_chat_and_unregisters(tmp_path):
         await bob.wait_for(presence(f"{EVE}/chat"), what="Eve's chat presence")
 
         since_bob = bob.mark()
-        eve.send_raw(f"<message type='chat' to='{DOMAIN}'><body>unregister</body></message>")
+        eve.send_raw(f"<message type='chat' to='{DOMAIN}'><body>unregister confirm</body></message>")
         await bob.wait_for(presence(EVE, "unsubscribed"), since_bob, what="Bob told Eve's address is gone")
         assert bob.received(presence(f"{EVE}/chat", "unavailable"), since_bob)
         await comp.await_log("unregistered")
