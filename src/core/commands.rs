@@ -332,6 +332,8 @@ impl Core {
             Command::Approve(jid) => match self.owners[i].watchers.get(&jid).copied() {
                 Some(WatcherState::Pending) => {
                     self.approve(i, jid.clone());
+                    // The request her client still shows is settled.
+                    self.withdraw_request(i, &jid);
                     format!("{jid} now sees your presence.")
                 }
                 Some(WatcherState::Subscribed) => format!("{jid} already watches you."),
@@ -342,7 +344,6 @@ impl Core {
                     return format!("{jid} neither watches you nor waits for your answer.");
                 }
                 self.deny_watcher(i, &jid);
-                self.withdraw_request(i, &jid);
                 format!("{jid} no longer sees your presence.")
             }
             Command::Ring(mode, devices) => {
@@ -652,10 +653,7 @@ impl Core {
             .iter()
             .map(|(j, s)| (j.clone(), *s))
             .collect();
-        for (w, state) in watchers {
-            if state == WatcherState::Pending {
-                self.withdraw_request(i, &w);
-            }
+        for (w, _) in watchers {
             self.deny_watcher(i, &w);
         }
         let accounts: Vec<BareJid> = self.owners[i]

@@ -365,13 +365,16 @@ fn ask_policy_forwards_from_the_proxy_jid_and_the_owner_decides() {
     h.device("phone", "");
     h.advance(200);
     let out = h.subscribe_bob();
-    assert_eq!(out.len(), 1);
+    // A stale subscription in her roster is cleared first, so that her
+    // server asks her instead of answering itself.
+    let types: Vec<_> = out.iter().map(|e| e.attr("type")).collect();
+    assert_eq!(types, [Some("unsubscribe"), Some("subscribe")]);
+    let out = &out[1..];
     assert_eq!(out[0].attr("to"), Some("alice@localhost"));
     assert_eq!(
         out[0].attr("from"),
         Some(r"bob\40localhost@unified.localhost")
     );
-    assert_eq!(out[0].attr("type"), Some("subscribe"));
     assert_eq!(
         h.subscribe_bob().len(),
         0,
@@ -381,6 +384,43 @@ fn ask_policy_forwards_from_the_proxy_jid_and_the_owner_decides() {
     let bob = to_bob(&out);
     assert_eq!(bob[0].attr("type"), Some("subscribed"));
     assert!(from_class(&bob, "chat").is_some());
+}
+
+/// Issue 14, item 5: whatever settles a watcher other than her client's
+/// answer (his leaving, a command, a block), her rosters follow: the
+/// proxy JID's request or subscription is withdrawn.
+#[test]
+fn her_roster_follows_every_watcher_change() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    h.device("phone", "");
+    h.advance(200);
+    let proxy = format!(r"bob\40localhost@{D}");
+    let withdrawn = |out: &[Element]| {
+        out.iter().any(|e| {
+            e.attr("from") == Some(proxy.as_str())
+                && e.attr("to") == Some("alice@localhost")
+                && e.attr("type") == Some("unsubscribe")
+        })
+    };
+    // Approved by command: the request her client shows goes away.
+    h.subscribe_bob();
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>approve bob@localhost</body></message>"));
+    assert!(withdrawn(&out), "{out:?}");
+    // He leaves: her roster's subscription from him goes too.
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='unsubscribe' from='bob@localhost' to='alice@{D}'/>"));
+    assert!(withdrawn(&out), "{out:?}");
+    // He asks again: she is asked again (no stale answer counts).
+    let out = h.subscribe_bob();
+    assert!(out.iter().any(|e| e.attr("type") == Some("subscribe")));
+    // Her client approves, then she blocks him by command.
+    h.input(&format!(r"<presence xmlns='jabber:component:accept' type='subscribed' from='alice@localhost' to='{proxy}'/>"));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>block bob@localhost</body></message>"));
+    assert!(withdrawn(&out), "{out:?}");
+    // Denied by command while pending.
+    command(&mut h, PHONE, "unblock bob@localhost");
+    h.subscribe_bob();
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>deny bob@localhost</body></message>"));
+    assert!(withdrawn(&out), "{out:?}");
 }
 
 #[test]

@@ -113,6 +113,10 @@ impl Core {
             debug!(watcher = %watcher, "no proxy JID for watcher");
             return;
         };
+        // A roster of hers that still has the proxy JID subscribed (from
+        // an earlier time he watched) would make her server answer this
+        // request itself: clear it first, so that she is the one asked.
+        self.withdraw_request(i, &watcher);
         let owner = &mut self.owners[i];
         owner
             .watchers
@@ -165,17 +169,19 @@ impl Core {
         let Some(old) = self.remove_watcher(i, watcher) else {
             return;
         };
-        match old {
-            WatcherState::Subscribed => self.send_unavailable(i, watcher.as_str()),
-            WatcherState::Pending => {
-                // Withdraw the request the owner's client is showing.
-                self.withdraw_request(i, watcher);
-            }
+        if old == WatcherState::Subscribed {
+            self.send_unavailable(i, watcher.as_str());
         }
+        // Her roster follows: the request she was shown, or the
+        // subscription she approved, is withdrawn.
+        self.withdraw_request(i, watcher);
     }
 
-    /// Withdraws the request the owner's clients show from the watcher's
-    /// proxy JID (after the watcher or the owner settled it otherwise).
+    /// Withdraws what the owner's rosters hold from the watcher's proxy JID
+    /// (RFC 6121 §3.3: `unsubscribe` cancels a pending request and a
+    /// subscription alike), after the watcher or the owner settled it by
+    /// another way than her client's answer, so that her rosters never
+    /// drift from the component's watchers.
     pub(super) fn withdraw_request(&mut self, i: usize, watcher: &BareJid) {
         let Some(proxy) = proxy_jid(watcher, &self.cfg.domain) else {
             return;
@@ -208,17 +214,28 @@ impl Core {
         let state = self.owners[i].watchers.get(remote).copied();
         match (stanza.attr("type"), state) {
             (Some("subscribed"), Some(WatcherState::Pending)) => self.approve(i, remote.clone()),
-            (Some("unsubscribed"), Some(_)) => self.deny_watcher(i, remote),
+            // Her client answered: her roster is as she left it.
+            (Some("unsubscribed"), Some(_)) => {
+                self.refuse_watcher(i, remote);
+            }
             // The owner's presence, probes and own requests towards the
             // proxy JID are never forwarded to anyone.
             (typ, _) => trace!(?typ, "ignored presence from the owner to a proxy JID"),
         }
     }
 
-    /// The owner refuses a request or cancels a watcher.
+    /// The owner refuses a request or cancels a watcher by a command (or
+    /// a block, or giving up her address): her rosters follow.
     pub(super) fn deny_watcher(&mut self, i: usize, remote: &BareJid) {
+        if self.refuse_watcher(i, remote) {
+            self.withdraw_request(i, remote);
+        }
+    }
+
+    /// The watcher is told he no longer watches; `false` if he did not.
+    fn refuse_watcher(&mut self, i: usize, remote: &BareJid) -> bool {
         let Some(old) = self.remove_watcher(i, remote) else {
-            return;
+            return false;
         };
         if old == WatcherState::Subscribed {
             // RFC 6121 §3.2.3: unavailable first, then unsubscribed.
@@ -231,6 +248,7 @@ impl Core {
             remote.as_str(),
             Some("unsubscribed"),
         ));
+        true
     }
 
     /// What `to` sees now: every available class, or one `unavailable`.
