@@ -60,16 +60,17 @@ def test_chat_both_ways_through_the_virtual_jid_and_offline_storage(world):
         # proxy JID, with the receipt request and chat state intact.
         bob.send_raw(f"<message type='chat' id='b1' to='{ALICE}'><body>lunch?</body>"
                      "<request xmlns='urn:xmpp:receipts'/><active xmlns='http://jabber.org/protocol/chatstates'/></message>")
-        got = await phone.wait_for(message(PROXY_BOB, "lunch?"))
+        # One proxy full JID per resource of his.
+        got = await phone.wait_for(message(f"{PROXY_BOB}/pc", "lunch?"), what="Bob's message")
         assert got.get("id") == "b1"
         assert got.find("{urn:xmpp:receipts}request") is not None
         assert got.find("{http://jabber.org/protocol/chatstates}active") is not None
 
         # Her receipt and reply (mentioning her phone, which is her word to
         # send) reach Bob from alice@D/chat; a correction too.
-        phone.send_raw(f"<message type='chat' id='a0' to='{PROXY_BOB}'><received xmlns='urn:xmpp:receipts' id='b1'/></message>")
-        phone.send_raw(f"<message type='chat' id='a1' to='{PROXY_BOB}'><body>yes, ring my phone</body></message>")
-        phone.send_raw(f"<message type='chat' id='a2' to='{PROXY_BOB}'><body>yes, at noon</body>"
+        phone.send_raw(f"<message type='chat' id='a0' to='{PROXY_BOB}/pc'><received xmlns='urn:xmpp:receipts' id='b1'/></message>")
+        phone.send_raw(f"<message type='chat' id='a1' to='{PROXY_BOB}/pc'><body>yes, ring my phone</body></message>")
+        phone.send_raw(f"<message type='chat' id='a2' to='{PROXY_BOB}/pc'><body>yes, at noon</body>"
                        "<replace xmlns='urn:xmpp:message-correct:0' id='a1'/></message>")
         receipt = await bob.wait_for(lambda el: el.find("{urn:xmpp:receipts}received") is not None)
         assert receipt.get("from") == f"{ALICE}/chat"
@@ -83,7 +84,7 @@ def test_chat_both_ways_through_the_virtual_jid_and_offline_storage(world):
         bob.send_raw(f"<message type='chat' id='b2' to='{ALICE}'><body>still there?</body></message>")
         await asyncio.sleep(1.0)
         later = await Client("alice@localhost/laptop").online(p.c2s)
-        await later.wait_for(message(PROXY_BOB, "still there?"), what="the stored message")
+        await later.wait_for(message(f"{PROXY_BOB}/pc", "still there?"), what="the stored message")
 
         for raw in bob.raw_since(0):
             for secret in ("alice@localhost", "/phone", "/laptop"):
