@@ -274,6 +274,12 @@ impl Core {
         };
         let account_owner = self.secrets.account_owner(&from.to_bare());
         match target {
+            // A device answering a leg whose caller is another owner: the
+            // leg's address is his virtual JID with the call's token.
+            Target::Owner {
+                resource: Resource::Other,
+                ..
+            } if account_owner.is_some() => self.leg_jmi(now, from, el),
             Target::Owner { owner, .. }
                 if super::listed(&self.owners[*owner].blocked, &from.to_bare()) =>
             {
@@ -412,7 +418,14 @@ impl Core {
     /// which means nothing to anyone else). `false` if it is no such
     /// receipt.
     pub(super) fn call_receipt(&mut self, msg: &Element, from: &Jid, target: &Target) -> bool {
-        if !matches!(target, Target::Proxy { .. }) {
+        if !matches!(
+            target,
+            Target::Proxy { .. }
+                | Target::Owner {
+                    resource: Resource::Other,
+                    ..
+                }
+        ) {
             return false;
         }
         let Some(id) = msg
@@ -643,7 +656,12 @@ impl Core {
         plan: RingPlan,
         offer: Element,
     ) -> Option<u64> {
-        let proxy = proxy_jid(&caller.to_bare(), &self.cfg.domain)?;
+        // Her devices see the caller's virtual JID if he is an owner here
+        // (DESIGN.md section 10), else his proxy JID.
+        let proxy = match self.secrets.account_owner(&caller.to_bare()) {
+            Some(o) => self.owners[o].virtual_jid.clone(),
+            None => proxy_jid(&caller.to_bare(), &self.cfg.domain)?,
+        };
         let relay_only =
             plan.candidates.unwrap_or(self.owners[owner].candidates) == CandidatePolicy::RelayOnly;
         let token = self.next_id();
@@ -838,7 +856,11 @@ impl Core {
                     action.to_owned(),
                 );
             }
-            Target::Proxy { .. } if account_owner.is_some() => {
+            Target::Proxy { .. }
+            | Target::Owner {
+                resource: Resource::Other,
+                ..
+            } if account_owner.is_some() => {
                 self.device_jingle(now, from, iq, j, sid.to_owned(), action.to_owned());
             }
             _ => self.unknown_session(iq),

@@ -2085,6 +2085,93 @@ fn owners_write_to_each_other_by_virtual_jid_only() {
     assert_eq!(out[0].attr("to"), Some("carol@localhost"));
 }
 
+/// DESIGN.md section 10: when Carol (an owner) watches or calls Alice,
+/// Alice's devices see carol@D, never Carol's account, and Alice's answers
+/// to carol@D decide.
+#[test]
+fn owners_watch_and_call_each_other_by_virtual_jid() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    command(&mut h, "carol@localhost/pc", "register carol");
+    h.core.owners[0].policy = SubscriptionPolicy::Ask;
+    let carol_d = format!("carol@{D}");
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='carol@localhost' to='alice@{D}'/>"));
+    let asks: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some("alice@localhost") && e.attr("type") == Some("subscribe"))
+        .collect();
+    assert_eq!(asks.len(), 1, "{out:?}");
+    assert_eq!(asks[0].attr("from"), Some(carol_d.as_str()));
+    for e in &out {
+        assert!(
+            !xml(e).contains("carol@localhost") || e.attr("to") == Some("carol@localhost"),
+            "{e:?}"
+        );
+    }
+    // Alice's client approves carol@D: Carol's account is her watcher.
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='alice@localhost' to='{carol_d}'/>"));
+    assert!(
+        out.iter().any(
+            |e| e.attr("to") == Some("carol@localhost") && e.attr("type") == Some("subscribed")
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        h.core.owners[0]
+            .watchers
+            .get(&BareJid::new("carol@localhost").unwrap()),
+        Some(&WatcherState::Subscribed)
+    );
+    // Carol calls: Alice's phones ring from carol@D/<token>.
+    let out = h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' id='m' from='carol@localhost/pc' to='alice@{D}'>\
+         <propose xmlns='urn:xmpp:jingle-message:0' id='K1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>"
+    ));
+    let legs = legs(&out);
+    let (proxy, leg) = legs[PHONE].clone();
+    assert!(proxy.starts_with(&format!("{carol_d}/")), "{proxy}");
+    for e in &out {
+        assert!(
+            !xml(e).contains("carol@localhost")
+                || e.attr("to")
+                    .is_some_and(|t| t.starts_with("carol@localhost")),
+            "{e:?}"
+        );
+    }
+    // The phone answers the leg at carol@D/<token>: Carol gets the proceed.
+    let out = from_device(&mut h, PHONE, &proxy, "proceed", &leg, "");
+    let proceed = out
+        .iter()
+        .find(|e| {
+            e.attr("to") == Some("carol@localhost/pc")
+                && jmi_of(e).is_some_and(|j| j.name() == "proceed")
+        })
+        .expect("proceed reaches Carol");
+    assert_eq!(proceed.attr("from"), Some(AUDIO));
+    // Her session-initiate and the phone's answer go through too.
+    let out = h.input(&jingle_from(
+        "carol@localhost/pc",
+        AUDIO,
+        "si",
+        "session-initiate",
+        "K1",
+        CONTENT,
+    ));
+    let si = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE))
+        .expect("to the phone");
+    assert_eq!(si.attr("from"), Some(proxy.as_str()));
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='{PHONE}' to='{proxy}'/>",
+        si.attr("id").unwrap()
+    ));
+    assert!(
+        out.iter()
+            .any(|e| e.attr("to") == Some("carol@localhost/pc") && e.attr("id") == Some("si")),
+        "{out:?}"
+    );
+}
+
 /// Issue 14: an error for a relayed message reaches its sender, from the
 /// address he wrote to, with its condition (and nothing the far server
 /// wrote).

@@ -27,6 +27,26 @@ impl Core {
             Target::Owner { owner, .. } if account_owner == Some(owner) => {
                 self.account_presence(now, owner, stanza, from)
             }
+            // One owner answering another's request: `subscribed` or
+            // `unsubscribed` from her account to his virtual JID decides
+            // for the accounts of his that asked (DESIGN.md section 10).
+            Target::Owner { owner, .. }
+                if matches!(
+                    stanza.attr("type"),
+                    Some("subscribed") | Some("unsubscribed")
+                ) && account_owner.is_some_and(|o| o != owner) =>
+            {
+                let me = account_owner.expect("checked");
+                let his: Vec<BareJid> = self.owners[me]
+                    .watchers
+                    .keys()
+                    .filter(|w| self.secrets.account_owner(w) == Some(owner))
+                    .cloned()
+                    .collect();
+                for w in his {
+                    self.owner_decision(me, &w, stanza);
+                }
+            }
             Target::Owner { owner, .. } => self.watcher_presence(owner, stanza, from, false),
             Target::Proxy { remote } => match account_owner {
                 Some(owner) => self.owner_decision(owner, &remote, stanza),
@@ -109,7 +129,7 @@ impl Core {
     /// DESIGN.md section 4, policy `ask`: the owner's accounts get a
     /// `subscribe` from the watcher's proxy JID.
     fn ask_owner(&mut self, i: usize, watcher: BareJid) {
-        let Some(proxy) = proxy_jid(&watcher, &self.cfg.domain) else {
+        let Some(proxy) = self.face_of(&watcher) else {
             debug!(watcher = %watcher, "no proxy JID for watcher");
             return;
         };
@@ -183,7 +203,7 @@ impl Core {
     /// another way than her client's answer, so that her rosters never
     /// drift from the component's watchers.
     pub(super) fn withdraw_request(&mut self, i: usize, watcher: &BareJid) {
-        let Some(proxy) = proxy_jid(watcher, &self.cfg.domain) else {
+        let Some(proxy) = self.face_of(watcher) else {
             return;
         };
         for a in self.linked_accounts(i) {
@@ -193,6 +213,15 @@ impl Core {
                 a.as_str(),
                 Some("unsubscribe"),
             ));
+        }
+    }
+
+    /// How a watcher appears to the owner: another owner's account by
+    /// his virtual JID, anyone else by his proxy JID.
+    fn face_of(&self, watcher: &BareJid) -> Option<BareJid> {
+        match self.secrets.account_owner(watcher) {
+            Some(o) => Some(self.owners[o].virtual_jid.clone()),
+            None => proxy_jid(watcher, &self.cfg.domain),
         }
     }
 
