@@ -211,15 +211,43 @@ impl Core {
                 let Some(x) = submitted else {
                     return self.reply_error(iq, ErrorType::Modify, "bad-request");
                 };
-                self.adhoc_sessions.remove(sid);
-                let note = self.submit(now, &node, owner, from, x);
-                self.command_reply(iq, &node, Some(sid), "completed", Some(&note), None);
+                match self.refusal(&node, owner, x) {
+                    // XEP-0050 §4.4: a submission we refuse keeps the
+                    // session, with the form and an error note, so that
+                    // the person can correct it.
+                    Some(why) => {
+                        if let Some(s) = self.adhoc_sessions.get_mut(sid) {
+                            s.expires = now.plus_ms(SESSION_MS);
+                        }
+                        let form = self.command_form(now, &node, owner, from);
+                        self.command_reply(
+                            iq,
+                            &node,
+                            Some(sid),
+                            "executing",
+                            Some((&why, "error")),
+                            Some(form),
+                        );
+                    }
+                    None => {
+                        self.adhoc_sessions.remove(sid);
+                        let note = self.submit(now, &node, owner, from, x);
+                        self.command_reply(
+                            iq,
+                            &node,
+                            Some(sid),
+                            "completed",
+                            Some((&note, "info")),
+                            None,
+                        );
+                    }
+                }
             }
             (None, _) => match owner.map(|i| (i, node.as_str())) {
                 // Single-stage commands complete at once.
                 Some((i, "status")) => {
                     let note = self.run_command(now, i, Command::Status);
-                    self.command_reply(iq, &node, None, "completed", Some(&note), None);
+                    self.command_reply(iq, &node, None, "completed", Some((&note, "info")), None);
                 }
 
                 _ => {
@@ -248,7 +276,7 @@ impl Core {
         node: &str,
         sid: Option<&str>,
         status: &str,
-        note: Option<&str>,
+        note: Option<(&str, &str)>,
         x: Option<Element>,
     ) {
         let mut c = element("command", COMMANDS, &[("node", node), ("status", status)]);
@@ -261,9 +289,9 @@ impl Core {
             c.append_child(actions);
             c.append_child(x);
         }
-        if let Some(n) = note {
+        if let Some((n, typ)) = note {
             let mut el = text_element("note", COMMANDS, n);
-            stanza::set_attr(&mut el, "type", "info");
+            stanza::set_attr(&mut el, "type", typ);
             c.append_child(el);
         }
         self.send(iq_result(iq, Some(c)));
@@ -286,17 +314,24 @@ impl Core {
             }
             ("watchers", Some(i)) => {
                 let o = &self.owners[i];
+                // Her own accounts see her as others do; they are hers,
+                // not watchers to approve, remove or block.
+                let others = |j: &&BareJid| self.secrets.account_owner(j) != Some(i);
                 let mut pending: Vec<String> = o
                     .watchers
                     .iter()
                     .filter(|(_, s)| **s == WatcherState::Pending)
-                    .map(|(j, _)| j.to_string())
+                    .map(|(j, _)| j)
+                    .filter(others)
+                    .map(|j| j.to_string())
                     .collect();
                 let mut approved: Vec<String> = o
                     .watchers
                     .iter()
                     .filter(|(_, s)| **s == WatcherState::Subscribed)
-                    .map(|(j, _)| j.to_string())
+                    .map(|(j, _)| j)
+                    .filter(others)
+                    .map(|j| j.to_string())
                     .collect();
                 pending.sort();
                 approved.sort();
@@ -320,17 +355,34 @@ impl Core {
                 )
             }
             ("ring", Some(i)) => {
-                let mut devices: Vec<String> = self.owners[i]
-                    .devices
+                // What rings now when no other rule applies: the form shows
+                // that, and a submission changes only what was changed.
+                let (mode, devices) = self.owners[i]
+                    .rules
+                    .iter()
+                    .rev()
+                    .find(|r| super::commands::is_catch_all(r))
+                    .map_or((RingMode::Parallel, vec![]), |r| (r.mode, r.devices.clone()));
+                let mode = match mode {
+                    RingMode::Parallel => "parallel",
+                    RingMode::Sequential => "sequential",
+                    RingMode::Priority => "priority",
+                };
+                let mut yours: Vec<String> = self.owners[i]
+                    .records
                     .keys()
                     .map(|d| d.resource().to_string())
                     .collect();
-                devices.dedup();
+                yours.sort();
+                yours.dedup();
                 form(
                     "Ringing",
-                    "How your devices ring when no other rule applies. Devices: resource names in order, one per line; empty = all.",
+                    &format!(
+                        "How your devices ring when no other rule applies. Devices: resource names in order, one per line; empty = every device that can take the call. Yours: {}.",
+                        if yours.is_empty() { "none yet".to_owned() } else { yours.join(", ") }
+                    ),
                     vec![
-                        field("mode", "list-single", "Mode", &["parallel".into()], &opts(&["parallel", "sequential", "priority"])),
+                        field("mode", "list-single", "Mode", &[mode.into()], &opts(&["parallel", "sequential", "priority"])),
                         field("devices", "text-multi", "Devices", &devices, &[]),
                     ],
                 )
@@ -437,6 +489,35 @@ impl Core {
                     &[],
                 )],
             ),
+        }
+    }
+
+    /// Why a submitted form cannot be applied as it is, if it cannot: the
+    /// checks the command would make, made before anything changes.
+    fn refusal(&self, node: &str, owner: Option<usize>, x: &Element) -> Option<String> {
+        let i = owner?;
+        match node {
+            "rules" => {
+                let add = values(x, "add").into_iter().next()?;
+                let classes: Vec<String> =
+                    self.cfg.classes.iter().map(|c| c.name.clone()).collect();
+                let words: Vec<String> = add.split_whitespace().map(str::to_owned).collect();
+                super::commands::parse_rule(&words, &classes, self.cfg.ring_timeout_ms)
+                    .err()
+                    .map(|why| format!("Not added: {why}."))
+            }
+            "ring" => values(x, "devices")
+                .iter()
+                .flat_map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+                .find(|d| !self.has_device_named(i, d))
+                .map(|d| {
+                    format!("You have no device {d:?}; leave Devices empty to ring every device.")
+                }),
+            "devices" => values(x, "device")
+                .pop()
+                .filter(|d| !self.has_device_named(i, d))
+                .map(|d| format!("You have no device {d:?}.")),
+            _ => None,
         }
     }
 

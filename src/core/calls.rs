@@ -783,6 +783,9 @@ impl Core {
         else {
             return trace!("JMI from a device that is not this leg's");
         };
+        if call.legs[li].declined {
+            return trace!("JMI from a leg that declined already");
+        }
         let (face, caller, sid, proxy) = (
             call.face.clone(),
             call.caller.to_string(),
@@ -1096,6 +1099,9 @@ impl Core {
             }
             // This leg lost; its session is over.
             Some(_) => self.unknown_session(iq),
+            // A leg that declined already: nothing more of it goes to the
+            // caller (a late ringing would look like the call going on).
+            None if call.legs[li].declined => self.unknown_session(iq),
             None if mode == Mode::Jmi => self.out_of_order(iq),
             None => match action.as_str() {
                 // XEP-0166 §6.4: the first session-accept wins.

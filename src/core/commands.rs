@@ -302,17 +302,24 @@ impl Core {
             Command::Devices => self.devices_text(now, i),
             Command::Watchers => {
                 let o = &self.owners[i];
+                // Her own accounts see her as others do; they are not
+                // watchers of hers.
+                let others = |j: &&BareJid| self.secrets.account_owner(j) != Some(i);
                 let mut approved: Vec<&str> = o
                     .watchers
                     .iter()
                     .filter(|(_, s)| **s == WatcherState::Subscribed)
-                    .map(|(j, _)| j.as_str())
+                    .map(|(j, _)| j)
+                    .filter(others)
+                    .map(|j| j.as_str())
                     .collect();
                 let mut waiting: Vec<&str> = o
                     .watchers
                     .iter()
                     .filter(|(_, s)| **s == WatcherState::Pending)
-                    .map(|(j, _)| j.as_str())
+                    .map(|(j, _)| j)
+                    .filter(others)
+                    .map(|j| j.as_str())
                     .collect();
                 approved.sort_unstable();
                 waiting.sort_unstable();
@@ -773,7 +780,7 @@ impl Core {
     }
 
     /// Whether owner `i` has (had) a device with resource `name`.
-    fn has_device_named(&self, i: usize, name: &str) -> bool {
+    pub(super) fn has_device_named(&self, i: usize, name: &str) -> bool {
         let o = &self.owners[i];
         o.records.keys().any(|j| j.resource().as_str() == name)
             || o.devices.keys().any(|j| j.resource().as_str() == name)
@@ -918,7 +925,7 @@ pub fn parse_rule(
 }
 
 /// The rule `ring ...` maintains: no condition at all.
-fn is_catch_all(r: &Rule) -> bool {
+pub(super) fn is_catch_all(r: &Rule) -> bool {
     r.classes.is_empty()
         && r.callers.is_empty()
         && r.days.is_empty()

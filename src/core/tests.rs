@@ -3455,3 +3455,194 @@ fn the_admin_view_lists_devices_classes_and_live_calls() {
         "the limit holds"
     );
 }
+
+/// Issue 20, item 7: however a call ends before an answer (every device
+/// declines, nobody answers, by JMI or plain Jingle), the caller gets one
+/// ending and nothing after it, whatever the devices still send.
+#[test]
+fn a_call_that_ends_unanswered_tells_the_caller_once() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let is_end = |e: &Element| {
+        e.get_child("jingle", jingle::JINGLE)
+            .is_some_and(|j| j.attr("action") == Some("session-terminate"))
+            || jmi_of(e).is_some_and(|j| j.name() == "reject")
+    };
+    // Plain Jingle, both devices decline (then one sends more).
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si",
+        "session-initiate",
+        "J1",
+        CONTENT,
+    ));
+    let inits: Vec<Element> = out
+        .iter()
+        .filter(|e| e.attr("type") == Some("set"))
+        .cloned()
+        .collect();
+    let mut to_caller = vec![];
+    for i in &inits {
+        let sid = i
+            .get_child("jingle", jingle::JINGLE)
+            .unwrap()
+            .attr("sid")
+            .unwrap();
+        for action in ["session-terminate", "session-info"] {
+            let out = h.input(&format!("<iq xmlns='jabber:component:accept' type='set' id='d-{action}-{sid}' from='{}' to='{}'><jingle xmlns='urn:xmpp:jingle:1' action='{action}' sid='{sid}'><reason><decline/></reason></jingle></iq>", i.attr("to").unwrap(), i.attr("from").unwrap()));
+            to_caller.extend(to_bob(&out).into_iter().cloned());
+        }
+    }
+    to_caller.extend(to_bob(&h.advance(60_000)).into_iter().cloned());
+    assert_eq!(to_caller.len(), 1, "{to_caller:?}");
+    assert!(is_end(&to_caller[0]));
+    assert!(to_caller[0]
+        .get_child("jingle", jingle::JINGLE)
+        .and_then(|j| j.get_child("reason", jingle::JINGLE))
+        .is_some_and(|r| r.has_child("decline", jingle::JINGLE)));
+    // JMI, both reject (one twice).
+    let l = legs(&propose(&mut h, "S9"));
+    let mut to_caller = vec![];
+    for (d, (p, leg)) in l.clone() {
+        to_caller.extend(
+            to_bob(&from_device(&mut h, &d, &p, "reject", &leg, ""))
+                .into_iter()
+                .cloned(),
+        );
+    }
+    let (d, (p, leg)) = l.into_iter().next().unwrap();
+    to_caller.extend(
+        to_bob(&from_device(&mut h, &d, &p, "reject", &leg, ""))
+            .into_iter()
+            .cloned(),
+    );
+    assert_eq!(
+        to_caller.iter().filter(|e| is_end(e)).count(),
+        1,
+        "{to_caller:?}"
+    );
+    // Nobody answers, JMI and Jingle: one ending each.
+    for jingle in [false, true] {
+        let first = if jingle {
+            h.input(&jingle_from(
+                BOB,
+                AUDIO,
+                "si2",
+                "session-initiate",
+                "J2",
+                CONTENT,
+            ))
+        } else {
+            propose(&mut h, "S10")
+        };
+        let mut all: Vec<Element> = to_bob(&first).into_iter().cloned().collect();
+        all.extend(to_bob(&h.advance(31_000)).into_iter().cloned());
+        all.extend(to_bob(&h.advance(60_000)).into_iter().cloned());
+        assert_eq!(all.iter().filter(|e| is_end(e)).count(), 1, "{all:?}");
+    }
+}
+
+/// Issue 20, items 2 and 3: the Ringing form shows what rings now (empty
+/// devices: all of them), and a refused submission keeps the form open
+/// with an error note instead of "completed".
+#[test]
+fn forms_show_the_truth_and_refusals_keep_the_form_open() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let field_values = |r: &Element, var: &str| -> Vec<String> {
+        r.get_child("command", CMD)
+            .and_then(|c| c.get_child("x", ns::DATA))
+            .map(|x| {
+                x.children()
+                    .filter(|f| f.attr("var") == Some(var))
+                    .flat_map(|f| {
+                        f.children()
+                            .filter(|v| v.name() == "value")
+                            .map(|v| v.text())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let open = |h: &mut Harness, node: &str| {
+        adhoc(
+            h,
+            PHONE,
+            &format!("<command xmlns='{CMD}' node='{node}' action='execute'/>"),
+        )
+    };
+    let r = open(&mut h, "ring");
+    assert_eq!(field_values(&r, "mode"), ["parallel"]);
+    assert!(
+        field_values(&r, "devices").is_empty(),
+        "all devices: none pinned"
+    );
+    command(&mut h, PHONE, "ring sequential tablet phone");
+    let r = open(&mut h, "ring");
+    assert_eq!(field_values(&r, "mode"), ["sequential"]);
+    assert_eq!(field_values(&r, "devices"), ["tablet", "phone"]);
+    // A bad rule: the form again, the session open, an error note.
+    let r = open(&mut h, "rules");
+    let sid = r
+        .get_child("command", CMD)
+        .unwrap()
+        .attr("sessionid")
+        .unwrap()
+        .to_owned();
+    let r = adhoc(&mut h, PHONE, &format!("<command xmlns='{CMD}' node='rules' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='add'><value>at noon busy</value></field></x></command>"));
+    let c = r.get_child("command", CMD).unwrap();
+    assert_eq!(c.attr("status"), Some("executing"), "{r:?}");
+    let note = c.get_child("note", CMD).unwrap();
+    assert_eq!(note.attr("type"), Some("error"));
+    assert!(note.text().starts_with("Not added"), "{}", note.text());
+    assert!(c.has_child("x", ns::DATA), "the form to correct");
+    // Corrected, in the same session.
+    let r = adhoc(&mut h, PHONE, &format!("<command xmlns='{CMD}' node='rules' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='add'><value>from evil.example busy</value></field></x></command>"));
+    assert_eq!(
+        r.get_child("command", CMD).unwrap().attr("status"),
+        Some("completed")
+    );
+}
+
+/// Issue 20, items 5, 6 and 8: the service answers presence as an online
+/// contact; his words go with his request; her own accounts are not her
+/// watchers.
+#[test]
+fn the_service_is_online_his_words_pass_and_she_is_not_her_own_watcher() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='bob@localhost' to='{D}'/>"));
+    let types: Vec<_> = out
+        .iter()
+        .map(|e| (e.attr("from"), e.attr("type")))
+        .collect();
+    assert_eq!(types, [(Some(D), Some("subscribed")), (Some(D), None)]);
+    let out = h.input(&format!(
+        "<presence xmlns='jabber:component:accept' type='probe' from='bob@localhost' to='{D}'/>"
+    ));
+    assert_eq!(out[0].attr("type"), None, "online");
+    // His request's words reach her with it.
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='bob@localhost' to='alice@{D}'><status>Hello, I am bob.</status><nick xmlns='http://jabber.org/protocol/nick'>Bob</nick></presence>"));
+    let ask = out
+        .iter()
+        .find(|e| e.attr("type") == Some("subscribe"))
+        .unwrap();
+    assert_eq!(
+        ask.get_child("status", ns::COMPONENT)
+            .map(Element::text)
+            .as_deref(),
+        Some("Hello, I am bob.")
+    );
+    assert!(ask.has_child("nick", "http://jabber.org/protocol/nick"));
+    // Her own account adding her virtual JID: hers, not a watcher.
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='alice@localhost' to='alice@{D}'/>"));
+    let list = command(&mut h, PHONE, "watchers");
+    assert!(!list.contains("alice@localhost"), "{list}");
+    let r = adhoc(
+        &mut h,
+        PHONE,
+        &format!("<command xmlns='{CMD}' node='watchers' action='execute'/>"),
+    );
+    assert!(
+        !xml(r.get_child("command", CMD).unwrap()).contains("alice@localhost"),
+        "{r:?}"
+    );
+}

@@ -66,7 +66,26 @@ impl Core {
                 }
                 _ => trace!(from = %from, "dropped: presence to nobody"),
             },
-            Target::Domain => trace!(from = %from, "dropped: presence to the domain"),
+            // The service itself: always online, for anyone who adds it
+            // as a contact to chat with it (RFC 6121 answers, no state).
+            Target::Domain => {
+                let domain = self.cfg.domain.clone();
+                let to = from.to_bare().to_string();
+                match stanza.attr("type") {
+                    Some("subscribe") => {
+                        self.send(stanza::stanza("presence", &domain, &to, Some("subscribed")));
+                        self.send(stanza::stanza("presence", &domain, &to, None));
+                    }
+                    Some("probe") => self.send(stanza::stanza("presence", &domain, &to, None)),
+                    Some("unsubscribe") => self.send(stanza::stanza(
+                        "presence",
+                        &domain,
+                        &to,
+                        Some("unsubscribed"),
+                    )),
+                    _ => trace!(from = %from, "ignored presence to the domain"),
+                }
+            }
         }
     }
 
@@ -122,13 +141,13 @@ impl Core {
                 self.reply_error(stanza, ErrorType::Wait, "resource-constraint");
             }
             None if auto => self.approve(i, watcher),
-            None => self.ask_owner(i, watcher),
+            None => self.ask_owner(i, watcher, stanza),
         }
     }
 
     /// DESIGN.md section 4, policy `ask`: the owner's accounts get a
     /// `subscribe` from the watcher's proxy JID.
-    fn ask_owner(&mut self, i: usize, watcher: BareJid) {
+    fn ask_owner(&mut self, i: usize, watcher: BareJid, request: &Element) {
         let Some(proxy) = self.face_of(&watcher) else {
             debug!(watcher = %watcher, "no proxy JID for watcher");
             return;
@@ -147,13 +166,22 @@ impl Core {
             watcher,
             state: Some(WatcherState::Pending),
         });
+        // What he wrote with his request (its status text, his XEP-0172
+        // nick) is his, and goes to her with it.
+        let his: Vec<Element> = request
+            .children()
+            .filter(|c| {
+                c.is("status", stanza::ns::COMPONENT)
+                    || c.is("nick", "http://jabber.org/protocol/nick")
+            })
+            .cloned()
+            .collect();
         for a in self.linked_accounts(i) {
-            self.send(stanza::stanza(
-                "presence",
-                proxy.as_str(),
-                a.as_str(),
-                Some("subscribe"),
-            ));
+            let mut ask = stanza::stanza("presence", proxy.as_str(), a.as_str(), Some("subscribe"));
+            for c in &his {
+                ask.append_child(c.clone());
+            }
+            self.send(ask);
         }
     }
 
