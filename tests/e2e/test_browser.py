@@ -1,17 +1,23 @@
 """A browser client shows it (issue 6): Converse.js, served from this
 machine, logged in to a real Prosody over websocket in headless Chromium.
 Bob adds alice@unified.localhost through Converse's own "Add a contact"
-form and his roster follows her devices; nothing his browser receives
-names one. The screenshots are kept; their paths are printed."""
+form and his roster follows her devices; then he chats with her in
+Converse's UI, her phone's XEP-0184 receipt shows as Converse's check mark
+and her reply shows in his chat with her. Nothing his browser receives
+names one of her devices. The screenshots are kept; their paths are
+printed."""
 import asyncio
 import functools
 import http.server
+import json
 import os
 import threading
+import xml.etree.ElementTree as ET
 
-from harness import DOMAIN, JINGLE_AUDIO, ROOT, Client, Component, presence, start_prosody
+from harness import C, DOMAIN, JINGLE_AUDIO, ROOT, Client, Component, presence, start_prosody
 
 ALICE = f"alice@{DOMAIN}"
+RECEIPTS = "{urn:xmpp:receipts}"
 BROWSER = os.path.join(ROOT, "tests", "browser")
 OWNERS = """[[owners]]
 name = "alice"
@@ -20,9 +26,13 @@ subscription = "open"
 """
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 def serve(directory):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
-    handler.log_message = lambda *a, **k: None
+    handler = functools.partial(QuietHandler, directory=directory)
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd
@@ -34,6 +44,34 @@ def shot(answer, capsys):
     assert answer.startswith("shot ") and os.path.getsize(answer[5:]) > 0, answer
     with capsys.disabled():
         print(f"\nscreenshot: {answer[5:]}", flush=True)
+
+
+def phone_client(*features):
+    """Alice's phone: slixmpp's own XEP-0184 plugin answers every receipt
+    request, as a real client does."""
+    phone = Client("alice@localhost/phone", *features)
+    phone.register_plugin("xep_0184")
+    return phone
+
+
+def has_receipt(frames, msgid):
+    """Whether one of the frames Bob's browser received (one stanza each)
+    is her receipt for his message `msgid`, from her chat JID."""
+    for frame in frames.split("\n"):
+        try:
+            el = ET.fromstring(frame)
+        except ET.ParseError:
+            continue
+        got = el.find(RECEIPTS + "received")
+        if el.tag == C + "message" and el.get("from") == f"{ALICE}/chat" \
+                and got is not None and got.get("id") == msgid:
+            return True
+    return False
+
+
+def chat_from(frm, body):
+    return lambda el: (el.tag == C + "message" and el.get("from") == frm
+                       and el.findtext(C + "body") == body)
 
 
 class Browser:
@@ -53,6 +91,12 @@ class Browser:
         await self.proc.stdin.drain()
         return await self.line()
 
+    async def answer(self, command, word):
+        """The JSON after `word` in the answer to `command`."""
+        answer = await self.ask(command)
+        assert answer.startswith(word + " "), f"{command!r}: {answer}"
+        return json.loads(answer[len(word) + 1:])
+
     async def expect(self, status):
         answer = await self.ask(f"expect {status}")
         assert answer.startswith(f"saw {status}"), f"Bob's roster does not show Alice {status}: {answer}"
@@ -69,7 +113,7 @@ def test_converse_in_chromium_shows_alice_as_her_devices_change(tmp_path, capsys
 
     async def scenario():
         comp.start()
-        phone = await Client("alice@localhost/phone", JINGLE_AUDIO).online(p.c2s)
+        phone = await phone_client(JINGLE_AUDIO).online(p.c2s)
         await phone.wait_for(presence(ALICE, "subscribe"), what="the linking request")
         phone.send_presence(pto=ALICE, ptype="subscribed")
         await comp.await_log("account link changed")
@@ -101,6 +145,43 @@ def test_converse_in_chromium_shows_alice_as_her_devices_change(tmp_path, capsys
             await phone.offline()
             await browser.expect("offline")
             shot(await browser.ask("shot 4-offline"), capsys)
+
+            # Bob chats with her in Converse: click, type, Enter. Her phone
+            # gets it from Bob's proxy full JID, with Converse's id and its
+            # receipt request, and acknowledges it on its own (xep_0184).
+            phone = await phone_client(JINGLE_AUDIO).online(p.c2s)
+            await browser.expect("online")
+            since = phone.mark()
+            text = "Hi Alice, are you there?"
+            sent = await browser.answer(f"send {text}", "sent")
+            msgid, bob = sent["msgid"], sent["jid"]
+            assert msgid and bob and bob.startswith("bob@localhost/"), sent
+            assert sent["stanza"] and "urn:xmpp:receipts" in sent["stanza"], \
+                f"Converse asked for no receipt: {sent['stanza']}"
+            proxy = "bob\\40localhost@" + DOMAIN + "/" + bob.split("/", 1)[1]
+            got = await phone.wait_for(chat_from(proxy, text), since, what=f"Bob's message from {proxy}")
+            assert got.get("id") == msgid, f"the id changed on the way: {msgid} -> {got.get('id')}"
+            assert got.find(RECEIPTS + "request") is not None, "the receipt request was dropped"
+            answer = await browser.ask(f"delivered {msgid}")
+            assert answer == f"delivered {msgid}", f"Converse never showed Bob's message delivered: {answer}"
+
+            # She answers from the phone, to the JID his message came from,
+            # asking for a receipt; Bob reads it in his chat with
+            # alice@unified.localhost and Converse's receipt reaches her phone
+            # with her id.
+            reply = "Yes, here!"
+            since = phone.mark()
+            out = phone.make_message(mto=proxy, mbody=reply, mtype="chat")
+            out["request_receipt"] = True
+            out.send()
+            shown = await browser.answer(f"reply {reply}", "reply")
+            assert shown["from"] == f"{ALICE}/chat", f"her reply came from elsewhere: {shown}"
+            assert shown["msgid"] == out["id"], f"the id changed on the way: {out['id']} -> {shown['msgid']}"
+            back = await phone.wait_for(lambda el: el.get("from") == proxy and el.find(RECEIPTS + "received") is not None,
+                                        since, what="Converse's receipt for her reply")
+            assert back.find(RECEIPTS + "received").get("id") == out["id"], "the receipt names another id"
+            shot(await browser.ask("shot 5-delivered"), capsys)
+            await phone.offline()
             assert await browser.ask("quit") == "bye"
             await asyncio.wait_for(proc.wait(), 20)
         finally:
@@ -110,6 +191,7 @@ def test_converse_in_chromium_shows_alice_as_her_devices_change(tmp_path, capsys
 
         frames = (shots / "frames.xml").read_text()
         assert f"from='{ALICE}/chat'" in frames or f'from="{ALICE}/chat"' in frames, "the browser saw her class presence"
+        assert has_receipt(frames, msgid), "the check mark came without her receipt"
         for secret in ("alice@localhost", "/phone", "/laptop"):
             assert secret not in frames, f"Bob's browser learned {secret!r}"
 
