@@ -246,8 +246,22 @@ impl Core {
             (None, _) => match owner.map(|i| (i, node.as_str())) {
                 // Single-stage commands complete at once.
                 Some((i, "status")) => {
-                    let note = self.run_command(now, i, Command::Status);
-                    self.command_reply(iq, &node, None, "completed", Some((&note, "info")), None);
+                    // A result form, one fixed field a line: clients lay
+                    // out fields left-aligned in any font, where a note is
+                    // centred text.
+                    let text = self.run_command(now, i, Command::Status);
+                    let mut x = element("x", ns::DATA, &[("type", "result")]);
+                    x.append_child(text_element("title", ns::DATA, "What my contacts see"));
+                    for line in text.lines() {
+                        let mut f = element("field", ns::DATA, &[("type", "fixed")]);
+                        f.append_child(text_element(
+                            "value",
+                            ns::DATA,
+                            line.trim_start_matches("• "),
+                        ));
+                        x.append_child(f);
+                    }
+                    self.command_reply(iq, &node, None, "completed", None, Some(x));
                 }
 
                 _ => {
@@ -284,9 +298,11 @@ impl Core {
             stanza::set_attr(&mut c, "sessionid", s);
         }
         if let Some(x) = x {
-            let mut actions = element("actions", COMMANDS, &[("execute", "complete")]);
-            actions.append_child(Element::bare("complete", COMMANDS));
-            c.append_child(actions);
+            if status == "executing" {
+                let mut actions = element("actions", COMMANDS, &[("execute", "complete")]);
+                actions.append_child(Element::bare("complete", COMMANDS));
+                c.append_child(actions);
+            }
             c.append_child(x);
         }
         if let Some((n, typ)) = note {

@@ -20,46 +20,36 @@ use super::{
     SubscriptionPolicy, Time, WatcherState,
 };
 
+// Written to read well in any font: one command per line, its meaning
+// after a dash, no columns to align.
 const HELP: &str = "Commands (send them to this address):
-  status               what your contacts see, class by class, and which devices would ring
-  devices              your devices online now, with what they can do
-  watchers             who watches you, and who is waiting for your answer
-  approve <jid>        let a waiting contact watch you
-  deny <jid>           refuse a waiting contact, or stop a watcher
-  ring parallel|sequential|priority [device ...]
-                       how your devices ring when no other rule applies
-                       (devices by resource name, in order; none = all)
-  dnd <class>|all on|off
-                       refuse calls of a class (audio, video...) or all calls
-  rules                your ring rules, first match wins
-  rule add <what> <when> <action>
-                       e.g. rule add video from bob@example.org mon-fri 09:00-17:00 ring sequential phone laptop step 15
-                       or   rule add from example.net 22:00-07:00 busy
-                       (classes, from <jid|domain|watchers|anyone>, days, HH:MM-HH:MM, when away|xa|dnd...;
-                        busy | ring parallel|sequential|priority [devices], step <s>, timeout <s>, message,
-                        relay-only | direct: how those calls treat addresses, see privacy)
-                       e.g. rule add from anyone relay-only, then rule add from watchers direct
-                       (a rule with only relay-only|direct leaves ringing to the rules below it)
-  rule del <n>         remove rule n
-  privacy              your privacy settings
-  privacy calls relay-only|direct
-                       relay-only: callers never learn your devices' IP addresses
-  privacy watchers ask|open
-                       ask: you approve each watcher; open: anyone may watch
-  label <device> <text>
-                       name a device
-  link <account>       add another account of yours: it is sent a one-time code
-  link confirm <code>  (from that account) make it yours with that code
-  unlink [account]     an account stops being yours (none given: this one)
-  block <jid|domain>   they get nothing from your address any more
-  unblock <jid|domain>
-  unregister           give up your address; your watchers are told
-  help                 this text";
+• status — what your contacts see, class by class, and which devices a call would ring
+• devices — your devices online now, and what each can do
+• watchers — who watches you, and who waits for your answer
+• approve <jid> — let a waiting contact watch you
+• deny <jid> — refuse a waiting contact, or stop a watcher
+• ring parallel | ring sequential phone laptop | ring priority — how your devices ring when no other rule applies (device names as \"devices\" shows them, in order; none: all)
+• dnd audio on, dnd all off — refuse calls of a class, or all calls (callers get busy)
+• rules — your rules, first match wins
+• rule add <what> <when> <action> — for example: rule add video from bob@example.org mon-fri 09:00-17:00 ring sequential phone laptop step 15; rule add from example.net 22:00-07:00 busy; rule add chat ring parallel laptop (where chat goes). What: a class, from <jid|domain|watchers|anyone>; when: days, HH:MM-HH:MM, when away|xa|dnd; action: busy, ring ..., step <s>, timeout <s>, message, relay-only or direct. A new rule is checked first.
+• rule add from anyone relay-only, then rule add from watchers direct — calls from people who watch you go direct, all others through relays (a rule with only relay-only or direct leaves ringing to the rules below it)
+• rule del <n> — remove rule n
+• privacy — your privacy settings
+• privacy calls relay-only | privacy calls direct — relay-only: callers never learn your devices' addresses
+• privacy watchers ask | privacy watchers open — ask: you approve each watcher; open: anyone may watch
+• label <device> <text> — name a device
+• link <account> — add another account of yours: it gets a one-time code from this address
+• link confirm <code> — sent from that account, makes it yours
+• unlink <account>, or unlink from the account itself — it stops being yours
+• block <jid or domain> — they get nothing from your address any more
+• unblock <jid or domain>
+• unregister — give up your address (it asks first; unregister confirm does it)
+• help — this text";
 
 const HELP_STRANGER: &str = "This service gives you one address for all your devices.
-  register [name]      get name@this-service for this account (default: your own name)
-  link confirm <code>  link this account to an address whose owner sent it a code
-  help                 this text";
+• register, or register <name> — get name@this-service for this account (your own name by default)
+• link confirm <code> — link this account to an address whose owner sent it a code
+• help — this text";
 
 /// One parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -746,7 +736,7 @@ impl Core {
                     }
                 }
             };
-            let _ = write!(out, "  {:6} {state}", def.name);
+            let _ = write!(out, "• {}: {state}", def.name);
             if def.jmi {
                 let anyone =
                     BareJid::new("anyone@example.invalid").map(|j| self.ring_plan(now, i, c, &j));

@@ -2373,12 +2373,12 @@ fn command(h: &mut Harness, from: &str, body: &str) -> String {
 fn status_and_devices_tell_the_owner_what_watchers_see_and_what_rings() {
     let mut h = alice_with_two_phones(CandidatePolicy::Direct);
     let status = command(&mut h, PHONE, "status");
-    assert!(status.contains("chat   online"), "{status}");
+    assert!(status.contains("• chat: online"), "{status}");
     assert!(
-        status.contains("audio  online; a call now rings: phone + tablet"),
+        status.contains("• audio: online; a call now rings: phone + tablet"),
         "{status}"
     );
-    assert!(status.contains("files  unavailable"), "{status}");
+    assert!(status.contains("• files: unavailable"), "{status}");
     let devices = command(&mut h, PHONE, "devices");
     assert!(
         devices.contains("alice@localhost/tablet: online, priority 0, can chat, audio"),
@@ -3645,4 +3645,35 @@ fn the_service_is_online_his_words_pass_and_she_is_not_her_own_watcher() {
         !xml(r.get_child("command", CMD).unwrap()).contains("alice@localhost"),
         "{r:?}"
     );
+}
+
+/// Issue 20, item 4: what she reads works in a proportional font: no
+/// columns of spaces in replies, and the Status form is fields, not a
+/// centred note.
+#[test]
+fn replies_and_forms_need_no_monospace_font() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    for cmd in ["help", "status", "rules", "watchers", "privacy"] {
+        let reply = command(&mut h, PHONE, cmd);
+        assert!(!reply.contains("   "), "{cmd} aligns with spaces:\n{reply}");
+    }
+    let r = adhoc(
+        &mut h,
+        PHONE,
+        &format!("<command xmlns='{CMD}' node='status' action='execute'/>"),
+    );
+    let c = r.get_child("command", CMD).unwrap();
+    assert_eq!(c.attr("status"), Some("completed"));
+    let x = c.get_child("x", ns::DATA).expect("a result form");
+    assert_eq!(x.attr("type"), Some("result"));
+    let lines: Vec<String> = x
+        .children()
+        .filter(|f| f.attr("type") == Some("fixed"))
+        .map(|f| f.get_child("value", ns::DATA).unwrap().text())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("audio: online")),
+        "{lines:?}"
+    );
+    assert!(!c.has_child("actions", CMD), "nothing left to do");
 }

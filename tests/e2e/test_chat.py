@@ -118,7 +118,7 @@ def test_owner_commands_by_chat_and_strangers_refused(tmp_path):
         await bob.wait_for(presence(ALICE, "subscribed"))
         await bob.wait_for(presence(f"{ALICE}/chat"))
         status = await ask(phone, "status")
-        assert "chat   online" in status, status
+        assert "• chat: online" in status, status
         assert "help" in await ask(phone, "what?")
         # Nobody else reads or changes Alice's data.
         refused = await ask(eve, "status")

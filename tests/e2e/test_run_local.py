@@ -73,7 +73,7 @@ async def walkthrough(c2s):
     phone.send_message(mto="unified.localhost", mbody="status", mtype="chat")
     reply = await phone.wait_for(lambda el: el.tag == C + "message" and el.get("from") == "unified.localhost",
                                  since, what="the answer to status")
-    assert "chat   online" in reply.findtext(C + "body"), reply.findtext(C + "body")
+    assert "• chat: online" in reply.findtext(C + "body"), reply.findtext(C + "body")
     for raw in bob.raw_since(0):
         assert "alice@localhost" not in raw and "/phone" not in raw, raw
     for c in (phone, bob):
