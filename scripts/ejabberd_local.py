@@ -49,7 +49,7 @@ listen:
   - port: {c2s}
     ip: "127.0.0.1"
     module: ejabberd_c2s
-    max_stanza_size: 262144
+    max_stanza_size: 262144{starttls}
     shaper: c2s_shaper
     access: c2s
   - port: {component}
@@ -59,7 +59,7 @@ listen:
     hosts:
       "{component_domain}":
         password: "{secret}"
-modules:
+{certfiles}modules:
   mod_roster: {{}}
   mod_disco: {{}}
   mod_ping: {{}}
@@ -96,7 +96,7 @@ class Ejabberd:
     """One ejabberd node with its own config, spool and logs."""
 
     def __init__(self, dir, host="localhost", component_domain="unified.localhost",
-                 secret="change-me", c2s=None, component=None, level="info", extra=""):
+                 secret="change-me", c2s=None, component=None, level="info", extra="", tls=None):
         self.link = os.path.abspath(dir)
         self.host = host
         self.component_domain = component_domain
@@ -105,6 +105,8 @@ class Ejabberd:
         self.component = component or free_port()
         self.level = level
         self.extra = extra
+        # (certificate, key) files: STARTTLS offered (not required).
+        self.tls = tls
         self.dir = None
         self.proc = None
 
@@ -125,10 +127,22 @@ class Ejabberd:
         os.chmod(self.dir, 0o755)
         for sub in ("log", "db"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        certfiles = starttls = ""
+        if self.tls:
+            # ejabberd reads it as its own user: a copy in its instance.
+            pem = os.path.join(self.dir, "tls.pem")
+            with open(pem, "w") as out:
+                for part in self.tls:
+                    with open(part) as f:
+                        out.write(f.read())
+            os.chmod(pem, 0o600)
+            certfiles = f'certfiles:\n  - "{pem}"\n'
+            starttls = "\n    starttls: true"
         with open(os.path.join(self.dir, "ejabberd.yml"), "w") as f:
             f.write(CONFIG.format(host=self.host, level=self.level, c2s=self.c2s,
                                   component=self.component, component_domain=self.component_domain,
-                                  secret=self.secret, extra=self.extra))
+                                  secret=self.secret, extra=self.extra, certfiles=certfiles,
+                                  starttls=starttls))
         with open(os.path.join(self.dir, "ejabberdctl.cfg"), "w") as f:
             f.write(CTL.format(port=self.component))
         if os.path.exists("/etc/ejabberd/inetrc"):
@@ -185,9 +199,12 @@ def main():
     ap.add_argument("--secret", default="change-me")
     ap.add_argument("--domain", default="unified.localhost")
     ap.add_argument("--user", action="append", default=[], help="name:password, registered on localhost")
+    ap.add_argument("--tls-cert", help="offer STARTTLS with this certificate (PEM) ...")
+    ap.add_argument("--tls-key", help="... and this key")
     args = ap.parse_args()
+    tls = (os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key)) if args.tls_cert else None
     serve(Ejabberd(args.dir, component_domain=args.domain, secret=args.secret,
-                   c2s=args.c2s_port, component=args.component_port), args.user)
+                   c2s=args.c2s_port, component=args.component_port, tls=tls), args.user)
 
 if __name__ == "__main__":
     main()

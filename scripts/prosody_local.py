@@ -36,8 +36,9 @@ c2s_direct_tls_ports = {{ }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version", "offline"{websocket} }}
-modules_disabled = {{ "s2s", "tls" }}
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version", "offline"{websocket}{tls_module} }}
+modules_disabled = {{ "s2s"{no_tls} }}
+{ssl}
 log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{dir}/prosody.log" }} }}
 {extra}
 VirtualHost "{host}"
@@ -78,7 +79,7 @@ class Prosody:
 
     def __init__(self, dir, host="localhost", component_domain="unified.localhost",
                  secret="change-me", c2s=None, component=None, level="info", extra="",
-                 websocket=False, more_components=()):
+                 websocket=False, more_components=(), tls=None):
         self.dir = os.path.abspath(dir)
         self.host = host
         self.component_domain = component_domain
@@ -94,6 +95,8 @@ class Prosody:
         # instances side by side, one subdomain each.
         self.more_components = list(more_components)
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
+        # (certificate, key) files: STARTTLS offered (not required).
+        self.tls = tls
         self.proc = None
 
     def write_config(self):
@@ -110,7 +113,11 @@ class Prosody:
                                   more_components="".join(
                                       f'Component "{d}"\n    component_secret = "{sec}"\n'
                                       for d, sec in self.more_components),
-                                  websocket=', "websocket", "http"' if self.http else ""))
+                                  websocket=', "websocket", "http"' if self.http else "",
+                                  no_tls="" if self.tls else ', "tls"',
+                                  tls_module=', "tls"' if self.tls else "",
+                                  ssl=(f'ssl = {{ certificate = "{self.tls[0]}", key = "{self.tls[1]}" }}'
+                                       if self.tls else "")))
 
     def start(self):
         if not shutil.which("prosody"):
@@ -152,9 +159,13 @@ def main():
     ap.add_argument("--user", action="append", default=[], help="name:password, registered on localhost")
     ap.add_argument("--level", default="info", help="Prosody's log level")
     ap.add_argument("--extra", default="", help="more global Lua config lines")
+    ap.add_argument("--tls-cert", help="offer STARTTLS with this certificate (PEM) ...")
+    ap.add_argument("--tls-key", help="... and this key")
     args = ap.parse_args()
+    tls = (os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key)) if args.tls_cert else None
     serve(Prosody(args.dir, component_domain=args.domain, secret=args.secret,
-                  c2s=args.c2s_port, component=args.component_port, level=args.level, extra=args.extra),
+                  c2s=args.c2s_port, component=args.component_port, level=args.level, extra=args.extra,
+                  tls=tls),
           args.user)
 
 

@@ -339,7 +339,7 @@ impl Core {
                     .filter(|(_, s)| **s == WatcherState::Pending)
                     .map(|(j, _)| j)
                     .filter(others)
-                    .map(|j| j.to_string())
+                    .map(|j| self.shown_watcher(j))
                     .collect();
                 let mut approved: Vec<String> = o
                     .watchers
@@ -347,8 +347,10 @@ impl Core {
                     .filter(|(_, s)| **s == WatcherState::Subscribed)
                     .map(|(j, _)| j)
                     .filter(others)
-                    .map(|j| j.to_string())
+                    .map(|j| self.shown_watcher(j))
                     .collect();
+                pending.dedup();
+                approved.dedup();
                 pending.sort();
                 approved.sort();
                 let p: Vec<&str> = pending.iter().map(String::as_str).collect();

@@ -294,26 +294,15 @@ impl Core {
                 let o = &self.owners[i];
                 // Her own accounts see her as others do; they are not
                 // watchers of hers.
-                let others = |j: &&BareJid| self.secrets.account_owner(j) != Some(i);
-                let mut approved: Vec<&str> = o
-                    .watchers
-                    .iter()
-                    .filter(|(_, s)| **s == WatcherState::Subscribed)
-                    .map(|(j, _)| j)
-                    .filter(others)
-                    .map(|j| j.as_str())
-                    .collect();
-                let mut waiting: Vec<&str> = o
-                    .watchers
-                    .iter()
-                    .filter(|(_, s)| **s == WatcherState::Pending)
-                    .map(|(j, _)| j)
-                    .filter(others)
-                    .map(|j| j.as_str())
-                    .collect();
-                approved.sort_unstable();
-                waiting.sort_unstable();
-                let list = |v: &[&str]| {
+                let listed = |state: WatcherState| {
+                    let mut v: Vec<String> = o
+                        .watchers
+                        .iter()
+                        .filter(|(j, s)| **s == state && self.secrets.account_owner(j) != Some(i))
+                        .map(|(j, _)| self.shown_watcher(j))
+                        .collect();
+                    v.sort_unstable();
+                    v.dedup();
                     if v.is_empty() {
                         "nobody".to_owned()
                     } else {
@@ -322,25 +311,46 @@ impl Core {
                 };
                 format!(
                     "Watching you: {}\nWaiting for your answer: {}",
-                    list(&approved),
-                    list(&waiting)
+                    listed(WatcherState::Subscribed),
+                    listed(WatcherState::Pending)
                 )
             }
-            Command::Approve(jid) => match self.owners[i].watchers.get(&jid).copied() {
-                Some(WatcherState::Pending) => {
-                    self.approve(i, jid.clone());
-                    // The request her client still shows is settled.
-                    self.withdraw_request(i, &jid);
-                    format!("{jid} now sees your presence.")
+            Command::Approve(jid) => {
+                let named = self.watchers_named(i, &jid);
+                let waiting: Vec<BareJid> = named
+                    .iter()
+                    .filter(|w| self.owners[i].watchers.get(*w) == Some(&WatcherState::Pending))
+                    .cloned()
+                    .collect();
+                if waiting.is_empty() {
+                    return if named
+                        .iter()
+                        .any(|w| self.owners[i].watchers.contains_key(w))
+                    {
+                        format!("{jid} already watches you.")
+                    } else {
+                        format!("{jid} has not asked to watch you.")
+                    };
                 }
-                Some(WatcherState::Subscribed) => format!("{jid} already watches you."),
-                None => format!("{jid} has not asked to watch you."),
-            },
+                for w in waiting {
+                    self.approve(i, w.clone());
+                    // The request her client still shows is settled.
+                    self.withdraw_request(i, &w);
+                }
+                format!("{jid} now sees your presence.")
+            }
             Command::Deny(jid) => {
-                if !self.owners[i].watchers.contains_key(&jid) {
+                let named: Vec<BareJid> = self
+                    .watchers_named(i, &jid)
+                    .into_iter()
+                    .filter(|w| self.owners[i].watchers.contains_key(w))
+                    .collect();
+                if named.is_empty() {
                     return format!("{jid} neither watches you nor waits for your answer.");
                 }
-                self.deny_watcher(i, &jid);
+                for w in named {
+                    self.deny_watcher(i, &w);
+                }
                 format!("{jid} no longer sees your presence.")
             }
             Command::Ring(mode, devices) => {

@@ -120,11 +120,11 @@ impl Core {
         if account.node().is_none() || account.domain().as_str() == self.cfg.domain {
             return Err("that is not an account (user@server)");
         }
-        match self.secrets.account_owner(&account) {
-            Some(o) if o == i => return Err("that account is linked to your address already"),
-            // Another owner's: not said whose, nor that it is one.
-            Some(_) => return Err("that account cannot be linked to your address"),
-            None => {}
+        // Another owner's account is treated like any other: it gets the
+        // code and cannot use it (confirm_link refuses), so that "link"
+        // never tells whether an account has an address here.
+        if self.secrets.account_owner(&account) == Some(i) {
+            return Err("that account is linked to your address already");
         }
         self.pending_links.retain(|_, p| p.expires > now);
         let theirs = self.pending_links.values().filter(|p| p.owner == i).count();

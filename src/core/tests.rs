@@ -2711,7 +2711,22 @@ fn nobody_is_linked_by_surprise() {
         "{devices}"
     );
     assert!(!devices.contains("alice@localhost"));
-    assert!(command(&mut h, PHONE, "link carol@localhost").contains("cannot be linked"));
+    // Another owner's account: answered like any other (no oracle), and
+    // the code cannot take it.
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>link carol@localhost</body></message>"));
+    let code = link_code(&out, "carol@localhost");
+    assert!(command(
+        &mut h,
+        "carol@localhost/pc",
+        &format!("link confirm {code}")
+    )
+    .contains("already"));
+    assert_eq!(
+        h.core
+            .secrets
+            .account_owner(&BareJid::new("carol@localhost").unwrap()),
+        h.core.by_name.get("carol").copied()
+    );
     // An approval-only link from before.
     let legacy = Stored {
         accounts: vec![(
@@ -3676,4 +3691,31 @@ fn replies_and_forms_need_no_monospace_font() {
         "{lines:?}"
     );
     assert!(!c.has_child("actions", CMD), "nothing left to do");
+}
+
+/// From the profanity trial: she approves or denies by the address her
+/// client shows (a proxy JID, or another owner's virtual JID), and lists
+/// show another owner by his virtual JID, never his account.
+#[test]
+fn approve_and_deny_take_the_address_her_client_shows() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    h.subscribe_bob();
+    let reply = command(&mut h, PHONE, &format!(r"approve bob\40localhost@{D}"));
+    assert!(reply.contains("now sees your presence"), "{reply}");
+    command(&mut h, "carol@localhost/pc", "register carol");
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='carol@localhost' to='alice@{D}'/>"));
+    let list = command(&mut h, PHONE, "watchers");
+    assert!(
+        list.contains(&format!("Waiting for your answer: carol@{D}")),
+        "{list}"
+    );
+    assert!(
+        !list.contains("carol@localhost") && !list.contains("that account"),
+        "{list}"
+    );
+    let reply = command(&mut h, PHONE, &format!("deny carol@{D}"));
+    assert!(reply.contains("no longer sees"), "{reply}");
+    assert!(!h.core.owners[0]
+        .watchers
+        .contains_key(&BareJid::new("carol@localhost").unwrap()));
 }

@@ -244,6 +244,37 @@ impl Core {
         }
     }
 
+    /// How owner `i` names watcher `w` in what she reads: another owner's
+    /// account by his virtual JID (his real one is not hers to see),
+    /// anyone else by his own JID.
+    pub(super) fn shown_watcher(&self, w: &BareJid) -> String {
+        match self.secrets.account_owner(w) {
+            Some(o) => self.owners[o].virtual_jid.to_string(),
+            None => w.to_string(),
+        }
+    }
+
+    /// The watchers of owner `i` that `jid` names: his own JID, the
+    /// proxy JID her client shows for him, or another owner's virtual JID
+    /// (his accounts that watch her or asked to).
+    pub(super) fn watchers_named(&self, i: usize, jid: &BareJid) -> Vec<BareJid> {
+        if jid.domain().as_str() == self.cfg.domain {
+            let node = jid.node().map(|n| n.to_string()).unwrap_or_default();
+            if let Some(remote) = super::address::proxied_remote(&node) {
+                return vec![remote];
+            }
+            if let Some(&o) = self.by_name.get(&node) {
+                return self.owners[i]
+                    .watchers
+                    .keys()
+                    .filter(|w| self.secrets.account_owner(w) == Some(o))
+                    .cloned()
+                    .collect();
+            }
+        }
+        vec![jid.clone()]
+    }
+
     /// How a watcher appears to the owner: another owner's account by
     /// his virtual JID, anyone else by his proxy JID.
     fn face_of(&self, watcher: &BareJid) -> Option<BareJid> {

@@ -10,7 +10,9 @@ import subprocess
 import threading
 import time
 
-from harness import C, ROOT, Client, presence
+import pytest
+
+from harness import C, ROOT, SERVERS, Client, presence
 from prosody_local import free_port
 
 ALICE = "alice@unified.localhost"
@@ -18,10 +20,10 @@ PROXY_BOB = r"bob\40localhost@unified.localhost"
 
 
 class RunLocal:
-    def __init__(self, tmp, ports, *args):
+    def __init__(self, tmp, ports, *args, server="prosody"):
         self.ports = ports
         env = dict(os.environ, RUN_LOCAL_DIR=os.path.join(tmp, "local"), C2S_PORT=str(ports[0]),
-                   COMPONENT_PORT=str(ports[1]), HTTP_PORT=str(ports[2]))
+                   COMPONENT_PORT=str(ports[1]), HTTP_PORT=str(ports[2]), SERVER=server)
         self.proc = subprocess.Popen([os.path.join(ROOT, "scripts", "run-local"), *args], cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
@@ -80,17 +82,34 @@ async def walkthrough(c2s):
         await c.offline()
 
 
-def test_run_local_as_a_newcomer_runs_it(tmp_path):
+async def tls_login(c2s, cert):
+    """What Dino does: STARTTLS, the certificate checked against localhost
+    (here trusted by its file, as the banner tells a user to)."""
+    c = Client("bob@localhost/tls", password="bob")
+    c.enable_starttls = True
+    c.ca_certs = cert
+    secured = []
+    c.add_event_handler("tls_success", lambda *_: secured.append(True))
+    await c.online(c2s)
+    assert secured, "the session never went through TLS"
+    await c.offline()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_run_local_as_a_newcomer_runs_it(tmp_path, server):
     import asyncio
     ports = (free_port(), free_port(), free_port())
-    first = RunLocal(str(tmp_path), ports)
+    first = RunLocal(str(tmp_path), ports, server=server)
     try:
         first.wait_for("== running")
         first.wait_for(" connected domain=")
         asyncio.run(walkthrough(ports[0]))
+        cert = os.path.join(tmp_path, "local-cert", "localhost.crt")
+        assert "SHA-256" in first.text() and cert in first.text()
+        asyncio.run(tls_login(ports[0], cert))
 
         # A second start while it runs: refused, the first untouched.
-        second = RunLocal(str(tmp_path), ports)
+        second = RunLocal(str(tmp_path), ports, server=server)
         assert second.proc.wait(60) != 0
         assert "already running" in second.text(), second.text()
         assert listening(ports[0]) and listening(ports[1])
@@ -104,7 +123,7 @@ def test_run_local_as_a_newcomer_runs_it(tmp_path):
 
         # Again after a previous run: fresh, and the walkthrough works again
         # (Alice is asked to link anew: server and store were reset together).
-        again = RunLocal(str(tmp_path), ports)
+        again = RunLocal(str(tmp_path), ports, server=server)
         try:
             again.wait_for("== running")
             again.wait_for(" connected domain=")
@@ -113,7 +132,7 @@ def test_run_local_as_a_newcomer_runs_it(tmp_path):
             assert again.stop(signal.SIGINT) == 0, again.text()[-2000:]
 
         # The demo runs to its end by itself.
-        demo = RunLocal(str(tmp_path), ports, "--demo")
+        demo = RunLocal(str(tmp_path), ports, "--demo", server=server)
         assert demo.proc.wait(120) == 0, demo.text()[-3000:]
         assert "Bob receives" in demo.text() and "alice@unified.localhost/chat" in demo.text(), demo.text()[-3000:]
         for port in ports:
