@@ -367,7 +367,11 @@ impl Core {
                 };
                 let rules = &mut self.owners[i].rules;
                 rules.retain(|r| !is_catch_all(r));
-                rules.push(fallback.clone());
+                // "ring parallel" with no devices is what happens with no
+                // rule at all: no rule is kept for it.
+                if fallback != Rule::default_rule(self.cfg.ring_timeout_ms) {
+                    rules.push(fallback.clone());
+                }
                 self.store_rules(i);
                 format!(
                     "When no other rule applies, calls now ring: {}.",

@@ -209,6 +209,12 @@ impl Core {
             account.as_str(),
             Some("subscribe"),
         ));
+        // Her other accounts hear of it: a link is hers to know about.
+        let note =
+            format!("{account} is now linked to {virtual_jid}; \"unlink {account}\" undoes it.");
+        for other in self.linked_accounts(i).into_iter().filter(|a| a != account) {
+            self.tell(&other, &note);
+        }
         format!(
             "This account is now linked to {virtual_jid}. Approve the contact request from {virtual_jid} \
              so that it sees this account's devices. \"unlink\" undoes it."
@@ -232,6 +238,10 @@ impl Core {
         });
         info!(owner = %owner.name, "account unlinked");
         let virtual_jid = owner.virtual_jid.to_string();
+        self.tell(
+            account,
+            &format!("This account is no longer linked to {virtual_jid}."),
+        );
         // We no longer want its presence; its own subscription to her
         // address, if it watches her, is its business.
         self.send(stanza::stanza(
@@ -240,6 +250,14 @@ impl Core {
             account.as_str(),
             Some("unsubscribe"),
         ));
+    }
+
+    /// A chat message from the service to `to`.
+    fn tell(&mut self, to: &BareJid, text: &str) {
+        let mut m = stanza::stanza("message", &self.cfg.domain, to.as_str(), Some("chat"));
+        stanza::set_attr(&mut m, "id", self.next_id());
+        m.append_child(stanza::text_element("body", ns::COMPONENT, text));
+        self.send(m);
     }
 
     /// Whether the admin set `account` up for owner `i` in the config
