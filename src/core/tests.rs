@@ -2625,6 +2625,12 @@ fn link_needs_the_code_from_the_account_itself_and_unlink_undoes_it() {
     assert!(out
         .iter()
         .any(|e| e.attr("to") == Some(work) && e.attr("type") == Some("subscribe")));
+    assert!(
+        out.iter().any(|e| e.attr("to") == Some("alice@localhost")
+            && e.get_child("body", ns::COMPONENT)
+                .is_some_and(|b| b.text().contains("is now linked"))),
+        "her other accounts hear of it: {out:?}"
+    );
     let linked = AccountState {
         approved: false,
         linked_by_owner: true,
@@ -2650,6 +2656,9 @@ fn link_needs_the_code_from_the_account_itself_and_unlink_undoes_it() {
     assert!(out
         .iter()
         .any(|e| e.attr("to") == Some(work) && e.attr("type") == Some("unsubscribe")));
+    assert!(out.iter().any(|e| e.attr("to") == Some(work)
+        && e.get_child("body", ns::COMPONENT)
+            .is_some_and(|b| b.text().contains("no longer linked"))));
     assert_eq!(
         h.ops.last(),
         Some(&StoreOp::Account {
