@@ -42,6 +42,7 @@ pub struct Store {
     owners: sled::Tree,
     blocked: sled::Tree,
     settings: sled::Tree,
+    contacts: sled::Tree,
 }
 
 fn key(owner: &str, jid: &str) -> Vec<u8> {
@@ -94,6 +95,7 @@ enum T {
     Owners,
     Blocked,
     Settings,
+    Contacts,
 }
 
 /// One key written (`Some`) or removed (`None`) in one tree.
@@ -112,6 +114,7 @@ impl Store {
             owners: db.open_tree("owners")?,
             blocked: db.open_tree("blocked")?,
             settings: db.open_tree("settings")?,
+            contacts: db.open_tree("contacts")?,
             db,
         })
     }
@@ -167,6 +170,7 @@ impl Store {
             owners,
             rules,
             watchers: load_tree(&self.watchers, |j| BareJid::new(j).ok())?,
+            contacts: load_tree(&self.contacts, |j| BareJid::new(j).ok())?,
             accounts: load_tree(&self.accounts, |j| BareJid::new(j).ok())?,
             devices: load_tree(&self.devices, |j| FullJid::new(j).ok())?,
             caps,
@@ -191,6 +195,7 @@ impl Store {
             self.owners.clone(),
             self.blocked.clone(),
             self.settings.clone(),
+            self.contacts.clone(),
         ];
         if let [(tree, k, v)] = writes.as_slice() {
             // One write is all or nothing by itself. A transaction over
@@ -240,6 +245,7 @@ impl Store {
                 let prefix = key(owner, "");
                 for (t, tree) in [
                     (T::Watchers, &self.watchers),
+                    (T::Contacts, &self.contacts),
                     (T::Accounts, &self.accounts),
                     (T::Devices, &self.devices),
                 ] {
@@ -260,6 +266,17 @@ impl Store {
                 match state {
                     Some(s) => put(T::Watchers, k, serde_json::to_vec(s)?),
                     None => writes.push((T::Watchers, k, None)),
+                }
+            }
+            StoreOp::Contact {
+                owner,
+                contact,
+                state,
+            } => {
+                let k = key(owner, contact.as_str());
+                match state {
+                    Some(s) => put(T::Contacts, k, serde_json::to_vec(s)?),
+                    None => writes.push((T::Contacts, k, None)),
                 }
             }
             StoreOp::Account {

@@ -622,6 +622,7 @@ impl Core {
             devices: Default::default(),
             records: Default::default(),
             watchers: Default::default(),
+            contacts: Default::default(),
             published: vec![super::presence::Published::Unknown; self.cfg.classes.len()],
             due: None,
             last_publish: None,

@@ -238,6 +238,16 @@ pub struct AccountState {
     pub confirmed: bool,
 }
 
+/// Her subscription to a contact's presence, made from her virtual JID
+/// when her client subscribes to his proxy JID (DESIGN.md section 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContactState {
+    /// Asked from `alice@D`; he has not answered yet.
+    Asked,
+    /// He approved: his presence reaches her from his proxy JID.
+    Approved,
+}
+
 /// The persistent record of a device (DESIGN.md section 2).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DeviceRecord {
@@ -273,6 +283,15 @@ pub enum StoreOp {
         account: BareJid,
         /// The new state.
         state: Option<AccountState>,
+    },
+    /// Her subscription to a contact, `None` = ended.
+    Contact {
+        /// Owner name.
+        owner: String,
+        /// His real bare JID.
+        contact: BareJid,
+        /// The new state.
+        state: Option<ContactState>,
     },
     /// A verified caps `ver` and its features.
     Caps {
@@ -346,6 +365,8 @@ impl StoreOp {
 pub struct Stored {
     /// (owner, watcher, state).
     pub watchers: Vec<(String, BareJid, WatcherState)>,
+    /// (owner, contact, state): her subscriptions from her virtual JID.
+    pub contacts: Vec<(String, BareJid, ContactState)>,
     /// (owner, account, state).
     pub accounts: Vec<(String, BareJid, AccountState)>,
     /// (ver, features).
@@ -385,6 +406,11 @@ impl Stored {
                 watcher,
                 state,
             } => put(&mut self.watchers, owner, watcher, state),
+            StoreOp::Contact {
+                owner,
+                contact,
+                state,
+            } => put(&mut self.contacts, owner, contact, state),
             StoreOp::Account {
                 owner,
                 account,
@@ -403,6 +429,7 @@ impl Stored {
                 record: None,
             } => {
                 self.watchers.retain(|(o, _, _)| *o != owner);
+                self.contacts.retain(|(o, _, _)| *o != owner);
                 self.accounts.retain(|(o, _, _)| *o != owner);
                 self.devices.retain(|(o, _, _)| *o != owner);
                 self.rules.retain(|(o, _)| *o != owner);
@@ -442,6 +469,8 @@ struct Owner {
     devices: devices::DeviceMap,
     records: HashMap<FullJid, DeviceRecord>,
     watchers: HashMap<BareJid, WatcherState>,
+    /// Her subscriptions to contacts, from her virtual JID.
+    contacts: HashMap<BareJid, ContactState>,
     published: Vec<Published>,
     /// When her watchers are due to hear her latest change (see
     /// [`Core::mark_dirty`]).
@@ -612,6 +641,7 @@ impl Core {
                 devices: devices::DeviceMap::default(),
                 records: HashMap::new(),
                 watchers: HashMap::new(),
+                contacts: HashMap::new(),
                 published: vec![Published::Unknown; cfg.classes.len()],
                 due: None,
                 last_publish: None,
@@ -622,6 +652,11 @@ impl Core {
         for (name, watcher, state) in stored.watchers {
             if let Some(&i) = by_name.get(&name) {
                 owners[i].watchers.insert(watcher, state);
+            }
+        }
+        for (name, contact, state) in stored.contacts {
+            if let Some(&i) = by_name.get(&name) {
+                owners[i].contacts.insert(contact, state);
             }
         }
         for (name, account, state) in stored.accounts {

@@ -3728,3 +3728,82 @@ fn approve_and_deny_take_the_address_her_client_shows() {
         .watchers
         .contains_key(&BareJid::new("carol@localhost").unwrap()));
 }
+
+/// Issue 16 (first part), DESIGN.md section 10: when her client
+/// subscribes back to his proxy JID, the component subscribes from her
+/// virtual JID, and his presence reaches her from his proxy JID, per
+/// resource, across a restart, until either side ends it.
+#[test]
+fn she_sees_her_contacts_through_her_virtual_jid() {
+    let mut h = alice_with_phone_and_laptop();
+    let proxy = format!(r"bob\40localhost@{D}");
+    let her = |out: &[Element], typ: Option<&str>| -> Vec<Element> {
+        out.iter()
+            .filter(|e| {
+                e.attr("to") == Some("alice@localhost")
+                    && e.name() == "presence"
+                    && e.attr("type") == typ
+            })
+            .cloned()
+            .collect()
+    };
+    // Her client subscribes back.
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='alice@localhost' to='{proxy}'/>"));
+    let ask = out
+        .iter()
+        .find(|e| e.attr("to") == Some("bob@localhost") && e.attr("type") == Some("subscribe"))
+        .expect("asked of Bob from her virtual JID");
+    assert_eq!(ask.attr("from"), Some(format!("alice@{D}").as_str()));
+    assert!(h.ops.contains(&StoreOp::Contact {
+        owner: "alice".into(),
+        contact: BareJid::new("bob@localhost").unwrap(),
+        state: Some(ContactState::Asked)
+    }));
+    // His presence before he approves reaches nobody.
+    let out = h.input(&format!(
+        "<presence xmlns='jabber:component:accept' from='bob@localhost/pc' to='alice@{D}'/>"
+    ));
+    assert!(her(&out, None).is_empty());
+    // He approves: her client hears it from his proxy JID.
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='bob@localhost' to='alice@{D}'/>"));
+    assert_eq!(
+        her(&out, Some("subscribed"))[0].attr("from"),
+        Some(proxy.as_str())
+    );
+    // His presence, per resource, with what he said.
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' from='bob@localhost/pc' to='alice@{D}'><show>away</show><status>lunch</status><nick xmlns='http://jabber.org/protocol/nick'>Bob</nick></presence>"));
+    let p = her(&out, None);
+    assert_eq!(p.len(), 1, "{out:?}");
+    assert_eq!(p[0].attr("from"), Some(format!("{proxy}/pc").as_str()));
+    assert_eq!(
+        p[0].get_child("show", ns::COMPONENT)
+            .map(Element::text)
+            .as_deref(),
+        Some("away")
+    );
+    assert!(p[0].has_child("nick", "http://jabber.org/protocol/nick"));
+    // After a restart too; her login probe is asked of him.
+    h.restart();
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='probe' from='alice@localhost' to='{proxy}'/>"));
+    assert!(out.iter().any(|e| e.attr("to") == Some("bob@localhost")
+        && e.attr("type") == Some("probe")
+        && e.attr("from") == Some(format!("alice@{D}").as_str())));
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='unavailable' from='bob@localhost/pc' to='alice@{D}'/>"));
+    assert_eq!(
+        her(&out, Some("unavailable"))[0].attr("from"),
+        Some(format!("{proxy}/pc").as_str())
+    );
+    // He revokes: she is told, and his presence no longer reaches her.
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='unsubscribed' from='bob@localhost' to='alice@{D}'/>"));
+    assert_eq!(her(&out, Some("unsubscribed")).len(), 1);
+    let out = h.input(&format!(
+        "<presence xmlns='jabber:component:accept' from='bob@localhost/pc' to='alice@{D}'/>"
+    ));
+    assert!(her(&out, None).is_empty());
+    // Her unsubscribing ends it from her side.
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='alice@localhost' to='{proxy}'/>"));
+    let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='unsubscribe' from='alice@localhost' to='{proxy}'/>"));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("to") == Some("bob@localhost") && e.attr("type") == Some("unsubscribe")));
+}

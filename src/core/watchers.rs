@@ -11,7 +11,7 @@ use tracing::{debug, info, trace};
 use super::address::proxy_jid;
 use super::router::Target;
 use super::stanza::{self, ErrorType};
-use super::{listed, Core, StoreOp, SubscriptionPolicy, Time, WatcherState};
+use super::{listed, ContactState, Core, StoreOp, SubscriptionPolicy, Time, WatcherState};
 
 impl Core {
     /// Every presence stanza, by routing-table row.
@@ -114,8 +114,15 @@ impl Core {
                     ));
                 }
             }
-            // We never ask watchers for their presence: their `subscribed`,
-            // `unsubscribed` and directed presence need nothing from us.
+            // Her contact answering her request, or his presence once he
+            // approved it (DESIGN.md section 10).
+            None | Some("unavailable") | Some("subscribed") | Some("unsubscribed")
+                if self.owners[i].contacts.contains_key(&watcher) =>
+            {
+                self.contact_presence(i, stanza, &from)
+            }
+            // Anyone else's `subscribed`, `unsubscribed` and directed
+            // presence need nothing from us.
             None | Some("unavailable") | Some("subscribed") | Some("unsubscribed")
             | Some("error") => {
                 trace!(from = %from, "ignored presence from a watcher");
@@ -306,9 +313,140 @@ impl Core {
             (Some("unsubscribed"), Some(_)) => {
                 self.refuse_watcher(i, remote);
             }
-            // The owner's presence, probes and own requests towards the
-            // proxy JID are never forwarded to anyone.
+            // Her client subscribes back to his proxy JID (Conversations,
+            // Dino and Gajim do when she approves him): from her virtual
+            // JID, to him.
+            (Some("subscribe"), _) => self.subscribe_to_contact(i, remote),
+            (Some("unsubscribe"), _) => self.unsubscribe_from_contact(i, remote),
+            // Her server asking for his presence (her login): asked of him,
+            // and his answer reaches her as his presence does.
+            (Some("probe"), _)
+                if self.owners[i].contacts.get(remote) == Some(&ContactState::Approved) =>
+            {
+                let from = self.owners[i].virtual_jid.to_string();
+                self.send(stanza::stanza(
+                    "presence",
+                    &from,
+                    remote.as_str(),
+                    Some("probe"),
+                ));
+            }
+            // Her presence towards the proxy JID is never forwarded: what
+            // he sees of her is her class presences.
             (typ, _) => trace!(?typ, "ignored presence from the owner to a proxy JID"),
+        }
+    }
+
+    /// She wants his presence: `subscribe` from her virtual JID to his
+    /// real one, stored before it goes out.
+    fn subscribe_to_contact(&mut self, i: usize, remote: &BareJid) {
+        let owner = &mut self.owners[i];
+        let from = owner.virtual_jid.to_string();
+        match owner.contacts.get(remote) {
+            // Already approved: her server is told again (RFC 6121 §3.1.3
+            // answers a repeated request at once).
+            Some(ContactState::Approved) => {
+                if let Some(face) = self.face_of(remote) {
+                    for a in self.linked_accounts(i) {
+                        self.send(stanza::stanza(
+                            "presence",
+                            face.as_str(),
+                            a.as_str(),
+                            Some("subscribed"),
+                        ));
+                    }
+                }
+                return;
+            }
+            Some(ContactState::Asked) => {}
+            None => {
+                owner.contacts.insert(remote.clone(), ContactState::Asked);
+                info!(owner = %owner.name, "subscribing to a contact");
+                self.store.push_back(StoreOp::Contact {
+                    owner: owner.name.clone(),
+                    contact: remote.clone(),
+                    state: Some(ContactState::Asked),
+                });
+            }
+        }
+        self.send(stanza::stanza(
+            "presence",
+            &from,
+            remote.as_str(),
+            Some("subscribe"),
+        ));
+    }
+
+    /// She no longer wants his presence.
+    fn unsubscribe_from_contact(&mut self, i: usize, remote: &BareJid) {
+        let owner = &mut self.owners[i];
+        if owner.contacts.remove(remote).is_none() {
+            return;
+        }
+        self.store.push_back(StoreOp::Contact {
+            owner: owner.name.clone(),
+            contact: remote.clone(),
+            state: None,
+        });
+        let from = owner.virtual_jid.to_string();
+        self.send(stanza::stanza(
+            "presence",
+            &from,
+            remote.as_str(),
+            Some("unsubscribe"),
+        ));
+    }
+
+    /// From a contact she subscribed to: his answer, or his presence,
+    /// reaching her accounts from his proxy JID (his resources as proxy
+    /// full JIDs), as his own server would deliver it to her.
+    fn contact_presence(&mut self, i: usize, stanza: &Element, from: &Jid) {
+        let remote = from.to_bare();
+        let Some(face) = self.face_of(&remote) else {
+            return;
+        };
+        let typ = stanza.attr("type");
+        let state = self.owners[i].contacts.get(&remote).copied();
+        match (typ, state) {
+            (Some("subscribed"), Some(ContactState::Asked)) => {
+                let owner = &mut self.owners[i];
+                owner
+                    .contacts
+                    .insert(remote.clone(), ContactState::Approved);
+                self.store.push_back(StoreOp::Contact {
+                    owner: owner.name.clone(),
+                    contact: remote.clone(),
+                    state: Some(ContactState::Approved),
+                });
+            }
+            (Some("subscribed"), _) => return,
+            (Some("unsubscribed"), Some(_)) => {
+                let owner = &mut self.owners[i];
+                owner.contacts.remove(&remote);
+                self.store.push_back(StoreOp::Contact {
+                    owner: owner.name.clone(),
+                    contact: remote.clone(),
+                    state: None,
+                });
+            }
+            // His presence counts once he approved.
+            (_, Some(ContactState::Approved)) => {}
+            _ => return trace!("presence from a contact who has not approved"),
+        }
+        let face = match (typ, from.resource()) {
+            (None | Some("unavailable"), Some(r))
+                if self.secrets.account_owner(&remote).is_none() =>
+            {
+                format!("{face}/{r}")
+            }
+            _ => face.to_string(),
+        };
+        for a in self.linked_accounts(i) {
+            let mut p = stanza::stanza("presence", &face, a.as_str(), typ);
+            for c in stanza.children() {
+                p.append_child(c.clone());
+            }
+            self.send(p);
         }
     }
 
