@@ -190,3 +190,38 @@ def test_ring_rules_leave_chat_alone_and_her_roster_follows_watcher_changes(worl
             await c.offline()
 
     asyncio.run(scenario())
+
+
+def test_she_sees_bob_come_and_go_through_her_virtual_jid(world):
+    """Issue 16, first part: Alice approves Bob and her client subscribes
+    back to his proxy JID, as Conversations, Dino and Gajim do; Bob's
+    client approves alice@unified.localhost; from then on she sees his
+    presence from the proxy JID, per resource, and he never sees her real
+    JID."""
+    p, comp = world
+
+    async def scenario():
+        comp.start()
+        phone = await client("alice@localhost/phone").online(p.c2s)
+        await phone.wait_for(presence(ALICE, "subscribe"), what="Alice's linking request")
+        phone.send_presence(pto=ALICE, ptype="subscribed")
+        bob = await client("bob@localhost/pc").online(p.c2s)
+        bob.auto_authorize = True  # his client approves alice@unified.localhost
+        bob.send_presence(pto=ALICE, ptype="subscribe")
+        await phone.wait_for(presence(PROXY_BOB, "subscribe"), what="Bob's request")
+        phone.send_presence(pto=PROXY_BOB, ptype="subscribed")
+        s_phone = phone.mark()
+        phone.send_presence(pto=PROXY_BOB, ptype="subscribe")
+        await phone.wait_for(presence(PROXY_BOB, "subscribed"), s_phone, what="Bob's approval, via the proxy JID")
+        bob.send_presence(pshow="away", pstatus="lunch")
+        away = await phone.wait_for(lambda el: presence(f"{PROXY_BOB}/pc")(el)
+                                    and el.findtext(C + "show") == "away", s_phone, what="Bob away")
+        assert away.findtext(C + "status") == "lunch"
+        s_phone = phone.mark()
+        await bob.offline()
+        await phone.wait_for(presence(f"{PROXY_BOB}/pc", "unavailable"), s_phone, what="Bob gone")
+        for raw in bob.raw_since(0):
+            assert "alice@localhost" not in raw and "/phone" not in raw, raw
+        await phone.offline()
+
+    asyncio.run(scenario())
