@@ -1,9 +1,12 @@
 """End-to-end harness: a real Prosody (scripts/prosody_local.py), the real
 component binary, and slixmpp clients playing the users."""
+import functools
+import http.server
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -183,3 +186,17 @@ def error_condition(el):
         if child.tag.startswith("{urn:ietf:params:xml:ns:xmpp-stanzas}") and not child.tag.endswith("}text"):
             return child.tag.split("}")[1]
     return None
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def serve_directory(directory):
+    """A static HTTP server for `directory` on 127.0.0.1 (a free port), in
+    a thread; stop it with .shutdown() and .server_close()."""
+    handler = functools.partial(_QuietHandler, directory=directory)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd

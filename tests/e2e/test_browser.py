@@ -7,14 +7,11 @@ and her reply shows in his chat with her. Nothing his browser receives
 names one of her devices. The screenshots are kept; their paths are
 printed."""
 import asyncio
-import functools
-import http.server
 import json
 import os
-import threading
 import xml.etree.ElementTree as ET
 
-from harness import C, DOMAIN, JINGLE_AUDIO, ROOT, Client, Component, presence, start_prosody
+from harness import C, DOMAIN, JINGLE_AUDIO, ROOT, Client, Component, presence, serve_directory, start_prosody
 
 ALICE = f"alice@{DOMAIN}"
 RECEIPTS = "{urn:xmpp:receipts}"
@@ -26,16 +23,8 @@ subscription = "open"
 """
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 def serve(directory):
-    handler = functools.partial(QuietHandler, directory=directory)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
+    return serve_directory(directory)
 
 
 def shot(answer, capsys):

@@ -53,6 +53,15 @@ async def ask(c, text):
     return reply.findtext(C + "body") or ""
 
 
+async def alice_linked(p, comp):
+    """The component starts; Alice's phone approves its linking request."""
+    comp.start()
+    phone = await client("alice@localhost/phone").online(p.c2s)
+    await phone.wait_for(presence(ALICE, "subscribe"), what="Alice's linking request")
+    phone.send_presence(pto=ALICE, ptype="subscribed")
+    return phone
+
+
 @pytest.fixture(params=SERVERS)
 def world(tmp_path, request):
     p = start_prosody(str(tmp_path), users=("alice", "bob", "carol"), kind=request.param)
@@ -66,10 +75,7 @@ def test_two_owners_chat_by_virtual_jid_with_receipts_markers_and_corrections(wo
     p, comp = world
 
     async def scenario():
-        comp.start()
-        phone = await client("alice@localhost/phone").online(p.c2s)
-        await phone.wait_for(presence(ALICE, "subscribe"), what="Alice's linking request")
-        phone.send_presence(pto=ALICE, ptype="subscribed")
+        phone = await alice_linked(p, comp)
         carol = await client("carol@localhost/desk").online(p.c2s)
         assert (await ask(carol, "register carol")).startswith(f"You are now {CAROL}")
         await carol.wait_for(presence(CAROL, "subscribe"), what="Carol's linking request")
@@ -129,10 +135,7 @@ def test_ring_rules_leave_chat_alone_and_her_roster_follows_watcher_changes(worl
     p, comp = world
 
     async def scenario():
-        comp.start()
-        phone = await client("alice@localhost/phone").online(p.c2s)
-        await phone.wait_for(presence(ALICE, "subscribe"), what="Alice's linking request")
-        phone.send_presence(pto=ALICE, ptype="subscribed")
+        phone = await alice_linked(p, comp)
         laptop = await client("alice@localhost/laptop").online(p.c2s)
         bob = await client("bob@localhost/pc").online(p.c2s)
 
@@ -201,10 +204,7 @@ def test_she_sees_bob_come_and_go_through_her_virtual_jid(world):
     p, comp = world
 
     async def scenario():
-        comp.start()
-        phone = await client("alice@localhost/phone").online(p.c2s)
-        await phone.wait_for(presence(ALICE, "subscribe"), what="Alice's linking request")
-        phone.send_presence(pto=ALICE, ptype="subscribed")
+        phone = await alice_linked(p, comp)
         bob = await client("bob@localhost/pc").online(p.c2s)
         bob.auto_authorize = True  # his client approves alice@unified.localhost
         bob.send_presence(pto=ALICE, ptype="subscribe")

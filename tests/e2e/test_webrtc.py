@@ -24,8 +24,6 @@ address is an (ip, port) pair.
 On failure the test prints what it saw: every candidate each side
 gathered, received in Jingle and knows from getStats, the selected pairs,
 the browsers' console and the component's log."""
-import functools
-import http.server
 import json
 import os
 import queue
@@ -42,7 +40,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from harness import DOMAIN, ROOT, Component, start_prosody
+from harness import DOMAIN, ROOT, Component, serve_directory, start_prosody
 from ejabberd_local import Ejabberd
 from prosody_local import free_port, wait_port
 
@@ -178,16 +176,8 @@ class Coturn:
         self.proc = None
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 def serve(directory):
-    handler = functools.partial(QuietHandler, directory=directory)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
+    return serve_directory(directory)
 
 
 def build_page(www):
