@@ -468,7 +468,8 @@ def test_curious_contacts_learn_nothing_of_her_devices(world):
                     got = (laptop.received(body_is(text), s_l) or phone.received(body_is(text), s_p) or [None])[0]
                     await asyncio.sleep(0.05)
                 assert got is not None, f"{text!r} never reached her devices"
-                assert got.get("from") == rf"{who}\40localhost@{DOMAIN}"
+                # From his proxy JID, one per resource of his.
+                assert got.get("from") == rf"{who}\40localhost@{DOMAIN}/{c.boundjid.resource}"
             # ...and her devices' receipts come back to the sender.
             await c.wait_for(lambda el: (el.find(f"{{{RECEIPTS}}}received") is not None
                                          and el.find(f"{{{RECEIPTS}}}received").get("id") == f"{who}-m1"),
