@@ -82,11 +82,12 @@ fn check(path: &Path) -> ExitCode {
     }
     if problems.is_empty() {
         println!(
-            "{}: ok: {} as a component of the server at {addr} (port open), {} provisioned owners, \
+            "{}: ok: {} as a component of the server at {addr} (port open), {} provisioned owner{}, \
              registration {}, store {}{}",
             path.display(),
             config.server.domain,
             config.owners.len(),
+            if config.owners.len() == 1 { "" } else { "s" },
             match config.registration.mode {
                 RegistrationMode::Closed => "closed".to_owned(),
                 RegistrationMode::Open => "open".to_owned(),
