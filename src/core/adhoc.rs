@@ -84,6 +84,23 @@ fn form(title: &str, instructions: &str, fields: Vec<Element>) -> Element {
     x
 }
 
+/// Puts what was submitted back into the text fields of `form` (a form
+/// shown again after a refusal keeps what the person typed).
+fn keep_values(form: &mut Element, submitted: &Element) {
+    for f in form.children_mut() {
+        let var = f.attr("var").unwrap_or_default().to_owned();
+        let typed = values(submitted, &var);
+        if typed.is_empty() || !matches!(f.attr("type"), Some("text-single" | "text-multi")) {
+            continue;
+        }
+        f.remove_child("value", ns::DATA);
+        while f.remove_child("value", ns::DATA).is_some() {}
+        for v in typed {
+            f.append_child(text_element("value", ns::DATA, &v));
+        }
+    }
+}
+
 /// The values submitted for `var`.
 fn values(x: &Element, var: &str) -> Vec<String> {
     x.children()
@@ -219,7 +236,9 @@ impl Core {
                         if let Some(s) = self.adhoc_sessions.get_mut(sid) {
                             s.expires = now.plus_ms(SESSION_MS);
                         }
-                        let form = self.command_form(now, &node, owner, from);
+                        // The form again, with what she typed in it.
+                        let mut form = self.command_form(now, &node, owner, from);
+                        keep_values(&mut form, x);
                         self.command_reply(
                             iq,
                             &node,
@@ -246,19 +265,21 @@ impl Core {
             (None, _) => match owner.map(|i| (i, node.as_str())) {
                 // Single-stage commands complete at once.
                 Some((i, "status")) => {
-                    // A result form, one fixed field a line: clients lay
-                    // out fields left-aligned in any font, where a note is
-                    // centred text.
+                    // A result form, one labelled field per class: clients
+                    // lay out "label: value" rows in any font, where a note
+                    // is centred text and Gajim draws short fixed fields as
+                    // headings.
                     let text = self.run_command(now, i, Command::Status);
                     let mut x = element("x", ns::DATA, &[("type", "result")]);
                     x.append_child(text_element("title", ns::DATA, "What my contacts see"));
-                    for line in text.lines() {
-                        let mut f = element("field", ns::DATA, &[("type", "fixed")]);
-                        f.append_child(text_element(
-                            "value",
+                    for line in text.lines().filter_map(|l| l.strip_prefix("• ")) {
+                        let (class, state) = line.split_once(": ").unwrap_or((line, ""));
+                        let mut f = element(
+                            "field",
                             ns::DATA,
-                            line.trim_start_matches("• "),
-                        ));
+                            &[("type", "text-single"), ("var", class), ("label", class)],
+                        );
+                        f.append_child(text_element("value", ns::DATA, state));
                         x.append_child(f);
                     }
                     self.command_reply(iq, &node, None, "completed", None, Some(x));
@@ -515,6 +536,16 @@ impl Core {
     fn refusal(&self, node: &str, owner: Option<usize>, x: &Element) -> Option<String> {
         let i = owner?;
         match node {
+            "watchers" => {
+                let yes = values(x, "approve");
+                let no: Vec<String> = values(x, "deny")
+                    .into_iter()
+                    .chain(values(x, "remove"))
+                    .collect();
+                yes.iter()
+                    .find(|j| no.contains(j))
+                    .map(|j| format!("{j} is both approved and refused: choose one."))
+            }
             "rules" => {
                 let add = values(x, "add").into_iter().next()?;
                 let classes: Vec<String> =

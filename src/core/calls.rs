@@ -370,7 +370,18 @@ impl Core {
             self.call_rejected();
             return self.send_jmi(&face, caller.as_str(), reject);
         }
-        let plan = self.ring_plan(now, owner, class, &caller.to_bare());
+        let mut plan = self.ring_plan(now, owner, class, &caller.to_bare());
+        // A propose rings only devices that speak XEP-0353: one that does
+        // not (Gajim 1.7) would show nothing while the caller waits.
+        let devices = &self.owners[owner].devices;
+        for step in &mut plan.steps {
+            step.retain(|d| {
+                devices.get(d).is_some_and(|dev| {
+                    matches!(&dev.features, super::devices::Features::Known(f) if f.contains(jingle::JMI))
+                })
+            });
+        }
+        plan.steps.retain(|s| !s.is_empty());
         if plan.steps.is_empty() {
             info!(owner = %self.owners[owner].name, "no device to ring: busy");
             self.call_rejected();

@@ -638,12 +638,7 @@ impl Core {
                 accounts: vec![account.clone()],
             }),
         });
-        self.send(stanza::stanza(
-            "presence",
-            virtual_jid.as_str(),
-            account.as_str(),
-            Some("subscribe"),
-        ));
+        self.send(super::link_request(virtual_jid.as_str(), &account));
         format!(
             "You are now {virtual_jid}. Approve the contact request from {virtual_jid}: that links this account. \
              Then give {virtual_jid} to your contacts. Send \"help\" for what you can do."

@@ -203,12 +203,7 @@ impl Core {
         });
         info!(owner = %owner.name, "account linked");
         let virtual_jid = owner.virtual_jid.to_string();
-        self.send(stanza::stanza(
-            "presence",
-            &virtual_jid,
-            account.as_str(),
-            Some("subscribe"),
-        ));
+        self.send(super::link_request(&virtual_jid, account));
         // Her other accounts hear of it: a link is hers to know about.
         let note =
             format!("{account} is now linked to {virtual_jid}; \"unlink {account}\" undoes it.");

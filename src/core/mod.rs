@@ -484,6 +484,19 @@ struct Owner {
     told_withheld: Option<String>,
 }
 
+/// The subscription request from her virtual JID that links an account
+/// of hers, with words that say so (clients otherwise show a stock "would
+/// like to add you" line).
+fn link_request(virtual_jid: &str, account: &BareJid) -> Element {
+    let mut p = stanza::stanza("presence", virtual_jid, account.as_str(), Some("subscribe"));
+    p.append_child(stanza::text_element(
+        "status",
+        ns::COMPONENT,
+        &format!("Accept to link this account to your address {virtual_jid}: its devices then count there."),
+    ));
+    p
+}
+
 /// `s` parsed and in canonical form (RFC 7622 §3.2: lowercase domain, no
 /// final dot). The jid crate lowercases, but keeps a final dot on some
 /// inputs and not others, so the string is rebuilt from its parts; the
@@ -813,13 +826,16 @@ impl Core {
                 // subscription with `unsubscribed`, which cancels the
                 // request still pending in her roster. Her approval
                 // (`subscribed`) is followed by a probe instead.
-                let kind = if state.approved { "probe" } else { "subscribe" };
-                self.send(stanza::stanza(
-                    "presence",
-                    &from,
-                    account.as_str(),
-                    Some(kind),
-                ));
+                if state.approved {
+                    self.send(stanza::stanza(
+                        "presence",
+                        &from,
+                        account.as_str(),
+                        Some("probe"),
+                    ));
+                } else {
+                    self.send(link_request(&from, &account));
+                }
             }
             self.mark_dirty(i, now);
         }

@@ -10,11 +10,14 @@ use super::*;
 use crate::config::default_classes;
 
 const D: &str = "unified.localhost";
+/// What a phone that takes audio calls announces (Conversations, Dino):
+/// Jingle RTP audio over ICE-UDP, and XEP-0353.
 const JINGLE_AUDIO: &[&str] = &[
     "urn:xmpp:jingle:1",
     "urn:xmpp:jingle:apps:rtp:1",
     "urn:xmpp:jingle:apps:rtp:audio",
     "urn:xmpp:jingle:transports:ice-udp:1",
+    "urn:xmpp:jingle-message:0",
 ];
 
 struct Harness {
@@ -3638,7 +3641,12 @@ fn the_service_is_online_his_words_pass_and_she_is_not_her_own_watcher() {
         .iter()
         .map(|e| (e.attr("from"), e.attr("type")))
         .collect();
-    assert_eq!(types, [(Some(D), Some("subscribed")), (Some(D), None)]);
+    let online = format!("{D}/service");
+    assert_eq!(
+        types,
+        [(Some(D), Some("subscribed")), (Some(online.as_str()), None)],
+        "online from a full JID: Gajim shows a contact online only for a resource"
+    );
     let out = h.input(&format!(
         "<presence xmlns='jabber:component:accept' type='probe' from='bob@localhost' to='{D}'/>"
     ));
@@ -3655,7 +3663,13 @@ fn the_service_is_online_his_words_pass_and_she_is_not_her_own_watcher() {
             .as_deref(),
         Some("Hello, I am bob.")
     );
-    assert!(ask.has_child("nick", "http://jabber.org/protocol/nick"));
+    assert_eq!(
+        ask.get_child("nick", "http://jabber.org/protocol/nick")
+            .map(Element::text)
+            .as_deref(),
+        Some("Bob"),
+        "his own nick"
+    );
     // Her own account adding her virtual JID: hers, not a watcher.
     h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='alice@localhost' to='alice@{D}'/>"));
     let list = command(&mut h, PHONE, "watchers");
@@ -3690,14 +3704,20 @@ fn replies_and_forms_need_no_monospace_font() {
     assert_eq!(c.attr("status"), Some("completed"));
     let x = c.get_child("x", ns::DATA).expect("a result form");
     assert_eq!(x.attr("type"), Some("result"));
-    let lines: Vec<String> = x
+    let rows: Vec<(String, String)> = x
         .children()
-        .filter(|f| f.attr("type") == Some("fixed"))
-        .map(|f| f.get_child("value", ns::DATA).unwrap().text())
+        .filter(|f| f.is("field", ns::DATA))
+        .map(|f| {
+            (
+                f.attr("label").unwrap_or_default().to_owned(),
+                f.get_child("value", ns::DATA).unwrap().text(),
+            )
+        })
         .collect();
     assert!(
-        lines.iter().any(|l| l.starts_with("audio: online")),
-        "{lines:?}"
+        rows.iter()
+            .any(|(l, v)| l == "audio" && v.starts_with("online")),
+        "one labelled row per class: {rows:?}"
     );
     assert!(!c.has_child("actions", CMD), "nothing left to do");
 }
@@ -3806,4 +3826,94 @@ fn she_sees_her_contacts_through_her_virtual_jid() {
     assert!(out
         .iter()
         .any(|e| e.attr("to") == Some("bob@localhost") && e.attr("type") == Some("unsubscribe")));
+}
+
+/// From the Gajim and Dino trial: a request without a nick names him by
+/// his address (not the escaped proxy JID); a form shown again after a
+/// refusal keeps what she typed; contradictory watcher choices are
+/// refused; a propose rings only devices that speak XEP-0353; the link
+/// request says what it is.
+#[test]
+fn what_desktop_clients_showed() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    h.device("phone", "");
+    h.advance(200);
+    let out = h.subscribe_bob();
+    let ask = out
+        .iter()
+        .find(|e| e.attr("type") == Some("subscribe"))
+        .unwrap();
+    assert_eq!(
+        ask.get_child("nick", "http://jabber.org/protocol/nick")
+            .map(Element::text)
+            .as_deref(),
+        Some("bob@localhost")
+    );
+    // Watchers: both approve and deny for one JID is refused.
+    let r = adhoc(
+        &mut h,
+        PHONE,
+        &format!("<command xmlns='{CMD}' node='watchers' action='execute'/>"),
+    );
+    let sid = r
+        .get_child("command", CMD)
+        .unwrap()
+        .attr("sessionid")
+        .unwrap()
+        .to_owned();
+    let r = adhoc(&mut h, PHONE, &format!("<command xmlns='{CMD}' node='watchers' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='approve'><value>bob@localhost</value></field><field var='deny'><value>bob@localhost</value></field></x></command>"));
+    let c = r.get_child("command", CMD).unwrap();
+    assert_eq!(c.attr("status"), Some("executing"));
+    assert_eq!(
+        c.get_child("note", CMD).unwrap().attr("type"),
+        Some("error")
+    );
+    assert_eq!(
+        h.core.owners[0]
+            .watchers
+            .get(&BareJid::new("bob@localhost").unwrap()),
+        Some(&WatcherState::Pending)
+    );
+    // Rules: the refused rule stays in the field to be corrected.
+    let r = adhoc(
+        &mut h,
+        PHONE,
+        &format!("<command xmlns='{CMD}' node='rules' action='execute'/>"),
+    );
+    let sid = r
+        .get_child("command", CMD)
+        .unwrap()
+        .attr("sessionid")
+        .unwrap()
+        .to_owned();
+    let r = adhoc(&mut h, PHONE, &format!("<command xmlns='{CMD}' node='rules' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='add'><value>at noon busy</value></field></x></command>"));
+    assert!(xml(&r).contains("at noon busy"), "{r:?}");
+    // A device without XEP-0353 is not rung by a propose.
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let no_jmi: Vec<&str> = JINGLE_AUDIO
+        .iter()
+        .copied()
+        .filter(|f| !f.contains("jingle-message"))
+        .collect();
+    let out = h.device("gajim", &caps_for("https://gajim.org", &no_jmi));
+    if let Some(q) = out.iter().find(|e| e.name() == "iq") {
+        let q = q.clone();
+        h.answer_disco(&q, &no_jmi);
+    }
+    h.advance(200);
+    let rung = legs(&propose(&mut h, "S1"));
+    assert!(!rung.contains_key("alice@localhost/gajim"), "{rung:?}");
+    assert_eq!(rung.len(), 2);
+    // The link request says what it is.
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='dave@localhost/pc' to='{D}'><body>register</body></message>"));
+    let req = out
+        .iter()
+        .find(|e| e.attr("type") == Some("subscribe"))
+        .unwrap();
+    assert!(req
+        .get_child("status", ns::COMPONENT)
+        .unwrap()
+        .text()
+        .contains("link this account"));
 }

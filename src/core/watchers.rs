@@ -13,6 +13,9 @@ use super::router::Target;
 use super::stanza::{self, ErrorType};
 use super::{listed, ContactState, Core, StoreOp, SubscriptionPolicy, Time, WatcherState};
 
+/// XEP-0172 user nickname.
+const NICK: &str = "http://jabber.org/protocol/nick";
+
 impl Core {
     /// Every presence stanza, by routing-table row.
     pub(super) fn handle_presence(
@@ -72,11 +75,24 @@ impl Core {
                 let domain = self.cfg.domain.clone();
                 let to = from.to_bare().to_string();
                 match stanza.attr("type") {
+                    // Available from a full JID of the domain: some
+                    // clients (Gajim) show a contact online only for a
+                    // resource; anything sent to it still reaches us.
                     Some("subscribe") => {
                         self.send(stanza::stanza("presence", &domain, &to, Some("subscribed")));
-                        self.send(stanza::stanza("presence", &domain, &to, None));
+                        self.send(stanza::stanza(
+                            "presence",
+                            &format!("{domain}/service"),
+                            &to,
+                            None,
+                        ));
                     }
-                    Some("probe") => self.send(stanza::stanza("presence", &domain, &to, None)),
+                    Some("probe") => self.send(stanza::stanza(
+                        "presence",
+                        &format!("{domain}/service"),
+                        &to,
+                        None,
+                    )),
                     Some("unsubscribe") => self.send(stanza::stanza(
                         "presence",
                         &domain,
@@ -155,6 +171,8 @@ impl Core {
     /// DESIGN.md section 4, policy `ask`: the owner's accounts get a
     /// `subscribe` from the watcher's proxy JID.
     fn ask_owner(&mut self, i: usize, watcher: BareJid, request: &Element) {
+        // How she knows him: his JID, or another owner's virtual JID.
+        let shown = self.shown_watcher(&watcher);
         let Some(proxy) = self.face_of(&watcher) else {
             debug!(watcher = %watcher, "no proxy JID for watcher");
             return;
@@ -175,14 +193,16 @@ impl Core {
         });
         // What he wrote with his request (its status text, his XEP-0172
         // nick) is his, and goes to her with it.
-        let his: Vec<Element> = request
+        let mut his: Vec<Element> = request
             .children()
-            .filter(|c| {
-                c.is("status", stanza::ns::COMPONENT)
-                    || c.is("nick", "http://jabber.org/protocol/nick")
-            })
+            .filter(|c| c.is("status", stanza::ns::COMPONENT) || c.is("nick", NICK))
             .cloned()
             .collect();
+        // Without a nick of his, her roster would name him by the escaped
+        // proxy JID (`bob\40example.org`): his own address reads better.
+        if !his.iter().any(|c| c.is("nick", NICK)) {
+            his.push(stanza::text_element("nick", NICK, &shown));
+        }
         for a in self.linked_accounts(i) {
             let mut ask = stanza::stanza("presence", proxy.as_str(), a.as_str(), Some("subscribe"));
             for c in &his {
