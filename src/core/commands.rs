@@ -248,8 +248,10 @@ impl Core {
                 }
                 return true;
             }
-            (Some(owner), Command::Unlink(None)) => {
-                self.run_command(now, owner, Command::Unlink(Some(from.to_bare())))
+            // The account unlinking itself: the reply is all it needs.
+            (Some(owner), Command::Unlink(None)) => self.unlink(now, owner, from.to_bare(), false),
+            (Some(owner), Command::Unlink(Some(a))) if a == from.to_bare() => {
+                self.unlink(now, owner, a, false)
             }
             (Some(owner), cmd) => self.run_command(now, owner, cmd),
         };
@@ -543,32 +545,12 @@ impl Core {
                 self.owners[i].virtual_jid
             ),
             Command::Unlink(account) => {
-                // Without an account: the one that asks. The caller sets
-                // `Unlink(Some(..))` for the asking account (see
+                // Without an account: the one that asks (see
                 // `command_message`), so `None` only comes from an admin.
                 let Some(account) = account else {
                     return "Say which account: \"unlink <account>\".".into();
                 };
-                let hers = self.owners[i].accounts.iter().any(|(a, _)| *a == account)
-                    && self.secrets.account_owner(&account) == Some(i);
-                if !hers {
-                    return format!("{account} is not linked to your address.");
-                }
-                if self.provisioned_account(i, &account) {
-                    return format!(
-                        "{account} was set up by the admin of this service; ask them to remove it."
-                    );
-                }
-                if self.linked_accounts(i).len() <= 1 {
-                    return format!(
-                        "{account} is your only account; send \"unregister\" to give up your address instead."
-                    );
-                }
-                self.unlink_account(now, i, &account);
-                format!(
-                    "{account} is no longer linked to {}.",
-                    self.owners[i].virtual_jid
-                )
+                self.unlink(now, i, account, true)
             }
             Command::Unknown(text) => match usage(&text) {
                 Some(line) => format!("{line}\nSend \"help\" for every command."),
@@ -577,6 +559,31 @@ impl Core {
                 }
             },
         }
+    }
+
+    /// Owner `i` ends the link of `account` (`tell_account`: the account
+    /// is told too, when someone else asked).
+    fn unlink(&mut self, now: Time, i: usize, account: BareJid, tell_account: bool) -> String {
+        let hers = self.owners[i].accounts.iter().any(|(a, _)| *a == account)
+            && self.secrets.account_owner(&account) == Some(i);
+        if !hers {
+            return format!("{account} is not linked to your address.");
+        }
+        if self.provisioned_account(i, &account) {
+            return format!(
+                "{account} was set up by the admin of this service; ask them to remove it."
+            );
+        }
+        if self.linked_accounts(i).len() <= 1 {
+            return format!(
+                "{account} is your only account; send \"unregister\" to give up your address instead."
+            );
+        }
+        self.unlink_account(now, i, &account, tell_account);
+        format!(
+            "{account} is no longer linked to {}.",
+            self.owners[i].virtual_jid
+        )
     }
 
     /// DESIGN.md section 2: `account` becomes the owner of `name@D` (her

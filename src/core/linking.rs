@@ -72,7 +72,8 @@ impl Core {
                     .any(|(a, s)| *a == account && s.linked_by_owner);
                 if linked {
                     // The account revokes: the link ends at once.
-                    self.unlink_account(now, i, &account);
+                    // It removed her itself: nothing to tell it.
+                    self.unlink_account(now, i, &account, false);
                 } else {
                     self.set_approved(i, &account, false);
                     self.forget_devices(i, Some(&account), now);
@@ -219,7 +220,7 @@ impl Core {
     /// Ends the link of `account` to owner `i` at once: its devices stop
     /// counting (calls ringing them end), it can no longer act for her,
     /// and we stop asking for its presence. Her last account stays.
-    pub(super) fn unlink_account(&mut self, now: Time, i: usize, account: &BareJid) {
+    pub(super) fn unlink_account(&mut self, now: Time, i: usize, account: &BareJid, tell: bool) {
         self.forget_devices(i, Some(account), now);
         let owner = &mut self.owners[i];
         owner.accounts.retain(|(a, _)| a != account);
@@ -233,10 +234,12 @@ impl Core {
         });
         info!(owner = %owner.name, "account unlinked");
         let virtual_jid = owner.virtual_jid.to_string();
-        self.tell(
-            account,
-            &format!("This account is no longer linked to {virtual_jid}."),
-        );
+        if tell {
+            self.tell(
+                account,
+                &format!("This account is no longer linked to {virtual_jid}."),
+            );
+        }
         // We no longer want its presence; its own subscription to her
         // address, if it watches her, is its business.
         self.send(stanza::stanza(

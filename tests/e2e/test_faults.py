@@ -152,10 +152,16 @@ def test_sigkill_mid_burst_loses_no_acknowledged_change(tmp_path, prosody):
         bob = await Client("bob@localhost/pc").online(prosody.c2s)
         since_b, since_a = bob.mark(), phone.mark()
 
+        killed = asyncio.Event()
+
         async def send_burst():
             # A steady stream (one subscription and one change each 4 ms)
-            # so that the kill lands while changes are in flight.
+            # so that the kill lands while changes are in flight; the last
+            # third waits for the kill, so that however fast the component
+            # answers, the kill is mid-burst.
             for i, o in enumerate(owners):
+                if i == 100:
+                    await killed.wait()
                 bob.send_presence(pto=f"{o}@{DOMAIN}", ptype="subscribe")
                 if i % 2 == 0:
                     phone.send_raw(f"<message type='chat' to='{DOMAIN}'><body>block spam{i}@spam.example</body></message>")
@@ -170,6 +176,7 @@ def test_sigkill_mid_burst_loses_no_acknowledged_change(tmp_path, prosody):
             await asyncio.sleep(0.001)
         comp.proc.send_signal(signal.SIGKILL)
         comp.proc.wait()
+        killed.set()
         await sender
         await asyncio.sleep(1)  # what was sent before the kill arrives
         subscribed = {el.get("from").split("@")[0] for el in acks()}
