@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use jid::{BareJid, Jid};
 use minidom::Element;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::commands::Command;
 use super::rules::RingMode;
@@ -237,7 +237,9 @@ impl Core {
                             s.expires = now.plus_ms(SESSION_MS);
                         }
                         // The form again, with what she typed in it.
-                        let mut form = self.command_form(now, &node, owner, from);
+                        let Some(mut form) = self.command_form(now, &node, owner, from) else {
+                            return self.reply_error(iq, ErrorType::Cancel, "item-not-found");
+                        };
                         keep_values(&mut form, x);
                         self.command_reply(
                             iq,
@@ -289,7 +291,10 @@ impl Core {
                     if !self.room_for_session(from) {
                         return self.reply_error(iq, ErrorType::Wait, "resource-constraint");
                     }
-                    let x = self.command_form(now, &node, owner, from);
+                    let Some(x) = self.command_form(now, &node, owner, from) else {
+                        // XEP-0050 §4.6: no such command.
+                        return self.reply_error(iq, ErrorType::Cancel, "item-not-found");
+                    };
                     let sid = self.next_id();
                     self.adhoc_sessions.insert(
                         sid.clone(),
@@ -334,14 +339,22 @@ impl Core {
         self.send(iq_result(iq, Some(c)));
     }
 
-    fn command_form(&self, now: Time, node: &str, owner: Option<usize>, from: &Jid) -> Element {
+    /// The form of command `node` for this requester; `None` for a node
+    /// that has none (the caller answers `item-not-found`).
+    fn command_form(
+        &self,
+        now: Time,
+        node: &str,
+        owner: Option<usize>,
+        from: &Jid,
+    ) -> Option<Element> {
         let opts = |v: &[&str]| {
             v.iter()
                 .map(|s| (s.to_string(), s.to_string()))
                 .collect::<Vec<_>>()
         };
-        match (node, owner) {
-            ("register", _) => {
+        let form = match (node, owner) {
+            ("register", None) => {
                 let name = from.node().map(|n| n.to_string()).unwrap_or_default();
                 form(
                     "Register",
@@ -370,10 +383,11 @@ impl Core {
                     .filter(others)
                     .map(|j| self.shown_watcher(j))
                     .collect();
+                // Two accounts of one owner show as one virtual JID.
+                pending.sort_unstable();
                 pending.dedup();
+                approved.sort_unstable();
                 approved.dedup();
-                pending.sort();
-                approved.sort();
                 let p: Vec<&str> = pending.iter().map(String::as_str).collect();
                 let a: Vec<&str> = approved.iter().map(String::as_str).collect();
                 form(
@@ -430,9 +444,7 @@ impl Core {
                 let on: Vec<String> = self.owners[i]
                     .rules
                     .iter()
-                    .filter(|r| {
-                        r.reject && r.callers.is_empty() && r.window.is_none() && r.days.is_empty()
-                    })
+                    .filter(|r| super::commands::is_dnd(r))
                     .flat_map(|r| r.classes.clone())
                     .collect();
                 let classes: Vec<&str> = self
@@ -517,7 +529,7 @@ impl Core {
                 "That account is sent a one-time code; it becomes yours once it sends \"link confirm <code>\" back.",
                 vec![field("account", "jid-single", "Account", &[], &[])],
             ),
-            _ => form(
+            ("unregister", Some(_)) => form(
                 "Unregister",
                 "Your address goes away; watchers are told.",
                 vec![field(
@@ -528,7 +540,12 @@ impl Core {
                     &[],
                 )],
             ),
-        }
+            (node, owner) => {
+                warn!(node, ?owner, "no form for this command node");
+                return None;
+            }
+        };
+        Some(form)
     }
 
     /// Why a submitted form cannot be applied as it is, if it cannot: the

@@ -288,6 +288,7 @@ impl Core {
     }
 
     pub(super) fn run_command(&mut self, now: Time, i: usize, cmd: Command) -> String {
+        self.journal_settings(i);
         match cmd {
             Command::Help => HELP.to_owned(),
             Command::Status => self.status_text(now, i),
@@ -638,6 +639,8 @@ impl Core {
         });
         self.by_name.insert(name.clone(), i);
         self.secrets.add_account(account.clone(), i);
+        self.journal
+            .push(super::undo::Undo::Registered { owner: i });
         info!(owner = %name, "registered");
         self.store.push_back(StoreOp::Owner {
             owner: name,
@@ -660,6 +663,7 @@ impl Core {
             return "Your address is set up by the admin of this service; ask them to remove it."
                 .into();
         }
+        let before = Box::new(self.owners[i].clone());
         self.abort_owner_calls(now, i);
         let virtual_jid = self.owners[i].virtual_jid.clone();
         let watchers: Vec<(BareJid, WatcherState)> = self.owners[i]
@@ -695,6 +699,8 @@ impl Core {
         owner.watchers.clear();
         self.by_name.remove(&name);
         self.unschedule_publish(i);
+        self.journal
+            .push(super::undo::Undo::Unregistered { owner: i, before });
         info!(owner = %name, "unregistered");
         self.store.push_back(StoreOp::Owner {
             owner: name,
@@ -707,7 +713,10 @@ impl Core {
     pub(super) fn rules_text(&self, i: usize) -> String {
         let rules = &self.owners[i].rules;
         if rules.is_empty() {
-            return "No rules: every device that can take a call rings at once, for 30 s.".into();
+            return format!(
+                "No rules: every device that can take a call rings at once, for {} s.",
+                self.cfg.ring_timeout_ms / 1000
+            );
         }
         let mut out = String::from("Your rules, first match wins:\n");
         for (n, r) in rules.iter().enumerate() {
@@ -937,13 +946,21 @@ pub(super) fn is_catch_all(r: &Rule) -> bool {
         && r.callers.is_empty()
         && r.days.is_empty()
         && r.window.is_none()
+        && r.when.is_none()
         && !r.reject
         && !r.only_candidates
 }
 
-/// A rule `dnd ...` maintains: refuse, by class only.
-fn is_dnd(r: &Rule) -> bool {
-    r.reject && r.callers.is_empty() && r.days.is_empty() && r.window.is_none()
+/// A rule `dnd ...` maintains: refuse, by class only. A refusal with a
+/// condition (a caller, days, hours, `when away`) is a rule of hers that
+/// `dnd` leaves alone.
+pub(super) fn is_dnd(r: &Rule) -> bool {
+    r.reject
+        && r.callers.is_empty()
+        && r.days.is_empty()
+        && r.window.is_none()
+        && r.when.is_none()
+        && !r.only_candidates
 }
 
 fn describe_match(r: &Rule) -> String {

@@ -44,8 +44,10 @@ pub fn jingle_child(iq: &Element) -> Option<&Element> {
 /// parties (an OMEMO `<device/>` naming the answering device).
 pub fn jmi_copy(el: &Element, id: &str) -> Element {
     let mut out = element(el.name(), JMI, &[]);
-    for (name, value) in el.attrs().iter().map(|((_, n), v)| (n.as_str(), v)) {
-        set_attr(&mut out, name, value.clone());
+    // The peer's attributes keep their own (already parsed) names and
+    // namespaces: nothing is re-parsed, so nothing a peer wrote can fail.
+    for ((attr_ns, name), value) in el.attrs().iter() {
+        out.set_attr(attr_ns.clone(), name.clone(), value.clone());
     }
     set_attr(&mut out, "id", id);
     for child in el.children().filter(|c| c.name() != "device") {

@@ -91,6 +91,7 @@ impl Core {
     }
 
     fn set_approved(&mut self, i: usize, account: &BareJid, approved: bool) {
+        self.journal_account(i, account);
         let owner = &mut self.owners[i];
         let Some((_, state)) = owner.accounts.iter_mut().find(|(a, _)| a == account) else {
             return;
@@ -193,6 +194,7 @@ impl Core {
             linked_by_owner: true,
             confirmed: true,
         };
+        self.journal_account(i, account);
         let owner = &mut self.owners[i];
         owner.accounts.retain(|(a, _)| a != account);
         owner.accounts.push((account.clone(), state));
@@ -222,6 +224,7 @@ impl Core {
     /// and we stop asking for its presence. Her last account stays.
     pub(super) fn unlink_account(&mut self, now: Time, i: usize, account: &BareJid, tell: bool) {
         self.forget_devices(i, Some(account), now);
+        self.journal_account(i, account);
         let owner = &mut self.owners[i];
         owner.accounts.retain(|(a, _)| a != account);
         self.secrets.del_account(account);

@@ -27,6 +27,7 @@ pub mod presence;
 pub mod router;
 pub mod rules;
 pub mod stanza;
+mod undo;
 mod watchers;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -455,7 +456,7 @@ impl Stored {
 }
 
 /// One owner's live state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Owner {
     name: String,
     virtual_jid: BareJid,
@@ -609,6 +610,9 @@ pub struct Core {
     /// What the sender of the current input gets if the store cannot take
     /// the changes it made (see [`Core::handle_store_failure`]).
     on_store_failure: Option<Element>,
+    /// How to take back the acknowledged changes of the current input
+    /// should the store refuse them.
+    journal: Vec<undo::Undo>,
 }
 
 impl Core {
@@ -741,6 +745,7 @@ impl Core {
             settle_until: Time(0),
             guard_drops: 0,
             on_store_failure: None,
+            journal: Vec::new(),
             rate: limits::RateLimiter::new(cfg_rate.0, cfg_rate.1, RATE_BUCKETS),
         }
     }
@@ -878,6 +883,7 @@ impl Core {
     /// `wait`). The shell then rebuilds the core from the store if it can
     /// (after [`Core::end_calls`]: calls are not in the store).
     pub fn handle_store_failure(&mut self) {
+        self.undo_journal();
         self.store.clear();
         self.transmit.clear();
         if let Some(reply) = self.on_store_failure.take() {
@@ -928,6 +934,7 @@ impl Core {
     /// dropped with a log line.
     pub fn handle_stanza(&mut self, now: Time, mut stanza: Element) {
         self.on_store_failure = None;
+        self.journal.clear();
         if !stanza.has_ns(ns::COMPONENT) {
             debug!(name = stanza.name(), ns = %stanza.ns(), "dropped: not a stanza");
             return;

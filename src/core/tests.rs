@@ -3925,3 +3925,204 @@ fn what_desktop_clients_showed() {
         .text()
         .contains("link this account"));
 }
+
+// ---- Found by reading the core (issue 15) ----
+
+/// `ring` replaces only the catch-all and `dnd` only the plain
+/// do-not-disturb: a rule of hers with a condition (`when away`) stays.
+#[test]
+fn ring_and_dnd_keep_her_conditional_rules() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    command(&mut h, PHONE, "rule add when away ring parallel phone");
+    command(&mut h, PHONE, "rule add audio when dnd busy");
+    command(&mut h, PHONE, "ring sequential phone");
+    command(&mut h, PHONE, "dnd audio on");
+    command(&mut h, PHONE, "dnd all off");
+    let rules = command(&mut h, PHONE, "rules");
+    assert!(
+        rules.contains("while you are away -> phone at once"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("audio calls, while you are dnd -> busy"),
+        "{rules}"
+    );
+    assert!(rules.contains("any call -> phone, 10 s each"), "{rules}");
+    let kept = &h.core.owners[0].rules;
+    assert_eq!(
+        kept.iter().filter(|r| r.when.is_some()).count(),
+        2,
+        "{kept:?}"
+    );
+}
+
+/// The words for "no rules" say the configured ring time.
+#[test]
+fn no_rules_says_the_configured_ring_time() {
+    let mut cfg = config(SubscriptionPolicy::Ask);
+    cfg.ring_timeout_ms = 20_000;
+    let mut h = Harness::with(cfg, Stored::default());
+    let rules = command(&mut h, PHONE, "rules");
+    assert!(rules.contains("for 20 s"), "{rules}");
+}
+
+/// A JMI element's attributes from a peer are copied with their own
+/// names and namespaces; none makes the core fail.
+#[test]
+fn jmi_copies_qualified_attributes_of_a_peer() {
+    let el: Element = "<proceed xmlns='urn:xmpp:jingle-message:0' xmlns:x='urn:example:x' id='a' x:extra='1' xml:lang='en'/>"
+        .parse()
+        .unwrap();
+    let copy = jingle::jmi_copy(&el, "b");
+    assert_eq!(copy.attr("id"), Some("b"));
+    let qualified: Vec<String> = copy
+        .attrs()
+        .iter()
+        .map(|((n, k), _)| format!("{n:?}:{k}"))
+        .collect();
+    assert!(
+        qualified
+            .iter()
+            .any(|q| q.contains("urn:example:x") && q.ends_with(":extra")),
+        "{qualified:?}"
+    );
+}
+
+/// What the store refused is not kept in memory either: should the store
+/// stay closed (no rebuild from it), Bob refused with an error is no
+/// watcher, her rules are as before, and a refused registration leaves
+/// the name free.
+#[test]
+fn a_change_the_store_refuses_is_taken_back_in_memory() {
+    let mut h = Harness::new(SubscriptionPolicy::Open);
+    h.device("phone", "");
+    h.advance(1_000);
+    let refuse = |h: &mut Harness, xml: String| {
+        h.core.handle_stanza(h.now, xml.parse().unwrap());
+        let ops: Vec<StoreOp> = std::iter::from_fn(|| h.core.poll_store()).collect();
+        assert!(ops.iter().any(StoreOp::acknowledged), "{ops:?}");
+        h.core.handle_store_failure();
+        h.drain()
+    };
+    let out = refuse(&mut h, format!("<presence xmlns='jabber:component:accept' type='subscribe' id='s1' from='bob@localhost' to='alice@{D}'/>"));
+    assert_eq!(error_condition(&out[0]), Some("internal-server-error"));
+    assert!(
+        h.core.owners[0].watchers.is_empty(),
+        "{:?}",
+        h.core.owners[0].watchers
+    );
+    // Her devices change: Bob hears nothing of it.
+    h.device("laptop", "<show>away</show>");
+    let out = h.advance(1_000);
+    assert!(to_bob(&out).is_empty(), "{out:?}");
+
+    let rules_before = h.core.owners[0].rules.clone();
+    let out = refuse(&mut h, format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>dnd all on</body></message>"));
+    assert!(
+        out.iter()
+            .any(|e| error_condition(e) == Some("internal-server-error")),
+        "{out:?}"
+    );
+    assert_eq!(h.core.owners[0].rules, rules_before);
+
+    let owners = h.core.owners.len();
+    refuse(&mut h, format!("<message xmlns='jabber:component:accept' type='chat' from='carol@localhost/pc' to='{D}'><body>register carol</body></message>"));
+    assert_eq!(h.core.owners.len(), owners);
+    assert!(command(&mut h, "carol@localhost/pc", "register carol").contains("You are now carol@"));
+    // Giving the address up, refused, keeps her as she was.
+    refuse(&mut h, format!("<message xmlns='jabber:component:accept' type='chat' from='carol@localhost/pc' to='{D}'><body>unregister confirm</body></message>"));
+    assert!(command(&mut h, "carol@localhost/pc", "status").contains(&format!("carol@{D}")));
+}
+
+/// Each ad-hoc command opens its own form: none falls through to another
+/// command's (an unknown node once got the unregister form).
+#[test]
+fn each_adhoc_command_opens_its_own_form() {
+    let mut h = alice_with_phone_and_laptop();
+    let titles = [
+        ("devices", "Devices"),
+        ("watchers", "Watchers"),
+        ("ring", "Ringing"),
+        ("rules", "Ring rules"),
+        ("dnd", "Do not disturb"),
+        ("privacy", "Privacy"),
+        ("link", "Link an account"),
+        ("unlink", "Unlink an account"),
+        ("unregister", "Unregister"),
+    ];
+    for (node, title) in titles {
+        let r = adhoc(
+            &mut h,
+            PHONE,
+            &format!("<command xmlns='{CMD}' node='{node}' action='execute'/>"),
+        );
+        let x = r
+            .get_child("command", CMD)
+            .and_then(|c| c.get_child("x", ns::DATA));
+        let got = x
+            .and_then(|x| x.get_child("title", ns::DATA))
+            .map(|t| t.text());
+        assert_eq!(got.as_deref(), Some(title), "{node}: {}", xml(&r));
+    }
+    for node in ["nonsense", "register"] {
+        let r = adhoc(
+            &mut h,
+            PHONE,
+            &format!("<command xmlns='{CMD}' node='{node}' action='execute'/>"),
+        );
+        assert_eq!(
+            error_condition(&r),
+            Some("item-not-found"),
+            "{node}: {}",
+            xml(&r)
+        );
+    }
+}
+
+/// Another owner watching from two of his accounts is one entry, however
+/// the watchers happen to be ordered.
+#[test]
+fn the_watchers_form_lists_another_owner_once() {
+    let mut cfg = config(SubscriptionPolicy::Open);
+    cfg.owners.push(OwnerConfig {
+        name: "bob".into(),
+        accounts: vec![
+            BareJid::new("bob@localhost").unwrap(),
+            BareJid::new("bob@work.example").unwrap(),
+        ],
+        ..cfg.owners[0].clone()
+    });
+    let mut h = Harness::with(cfg, Stored::default());
+    for w in [
+        "bob@localhost",
+        "carol@localhost",
+        "dave@localhost",
+        "bob@work.example",
+        "erin@localhost",
+    ] {
+        h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='{w}' to='alice@{D}'/>"));
+    }
+    let r = adhoc(
+        &mut h,
+        PHONE,
+        &format!("<command xmlns='{CMD}' node='watchers' action='execute'/>"),
+    );
+    let x = r
+        .get_child("command", CMD)
+        .unwrap()
+        .get_child("x", ns::DATA)
+        .unwrap();
+    let remove: Vec<String> = x
+        .children()
+        .find(|f| f.attr("var") == Some("remove"))
+        .unwrap()
+        .children()
+        .filter_map(|o| o.get_child("value", ns::DATA).map(|v| v.text()))
+        .collect();
+    assert_eq!(
+        remove.iter().filter(|v| **v == format!("bob@{D}")).count(),
+        1,
+        "{remove:?}"
+    );
+    assert_eq!(remove.len(), 4, "{remove:?}");
+}

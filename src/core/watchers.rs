@@ -181,6 +181,7 @@ impl Core {
         // an earlier time he watched) would make her server answer this
         // request itself: clear it first, so that she is the one asked.
         self.withdraw_request(i, &watcher);
+        self.journal_watcher(i, &watcher);
         let owner = &mut self.owners[i];
         owner
             .watchers
@@ -213,6 +214,7 @@ impl Core {
     }
 
     pub(super) fn approve(&mut self, i: usize, watcher: BareJid) {
+        self.journal_watcher(i, &watcher);
         let owner = &mut self.owners[i];
         owner
             .watchers
@@ -312,6 +314,7 @@ impl Core {
     }
 
     fn remove_watcher(&mut self, i: usize, watcher: &BareJid) -> Option<WatcherState> {
+        self.journal_watcher(i, watcher);
         let owner = &mut self.owners[i];
         let old = owner.watchers.remove(watcher)?;
         info!(owner = %owner.name, "watcher removed");
@@ -380,6 +383,8 @@ impl Core {
             }
             Some(ContactState::Asked) => {}
             None => {
+                self.journal_contact(i, remote);
+                let owner = &mut self.owners[i];
                 owner.contacts.insert(remote.clone(), ContactState::Asked);
                 info!(owner = %owner.name, "subscribing to a contact");
                 self.store.push_back(StoreOp::Contact {
@@ -399,6 +404,7 @@ impl Core {
 
     /// She no longer wants his presence.
     fn unsubscribe_from_contact(&mut self, i: usize, remote: &BareJid) {
+        self.journal_contact(i, remote);
         let owner = &mut self.owners[i];
         if owner.contacts.remove(remote).is_none() {
             return;
@@ -429,6 +435,7 @@ impl Core {
         let state = self.owners[i].contacts.get(&remote).copied();
         match (typ, state) {
             (Some("subscribed"), Some(ContactState::Asked)) => {
+                self.journal_contact(i, &remote);
                 let owner = &mut self.owners[i];
                 owner
                     .contacts
@@ -441,6 +448,7 @@ impl Core {
             }
             (Some("subscribed"), _) => return,
             (Some("unsubscribed"), Some(_)) => {
+                self.journal_contact(i, &remote);
                 let owner = &mut self.owners[i];
                 owner.contacts.remove(&remote);
                 self.store.push_back(StoreOp::Contact {
