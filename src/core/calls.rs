@@ -45,6 +45,67 @@ pub enum CallOutcome {
     Failed,
 }
 
+/// Why a call ended: what the log says, what the metrics count, and, when
+/// the component ends it, the XEP-0166 reason both sides are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EndReason {
+    /// The caller finished or retracted (XEP-0353).
+    CallerEnded,
+    /// The caller sent `session-terminate`.
+    CallerTerminated,
+    /// The caller cancelled the session before an answer.
+    CallerCancelled,
+    /// Every device rung declined.
+    EveryDeviceDeclined,
+    /// The answering device finished (XEP-0353).
+    DeviceFinished,
+    /// The answering device sent `session-terminate`.
+    DeviceTerminated,
+    /// The answering device went offline.
+    DeviceWentOffline,
+    /// Nobody answered in time.
+    Timeout,
+    /// Her devices or her address went away.
+    OwnerGone,
+    /// The component stops or loses the server.
+    Connectivity,
+}
+
+impl EndReason {
+    /// The XEP-0166 §7.4 condition sent when the component ends the call.
+    fn condition(self) -> &'static str {
+        match self {
+            EndReason::Timeout => "timeout",
+            EndReason::OwnerGone => "gone",
+            EndReason::Connectivity => "connectivity-error",
+            EndReason::EveryDeviceDeclined => "decline",
+            EndReason::CallerEnded
+            | EndReason::CallerTerminated
+            | EndReason::CallerCancelled
+            | EndReason::DeviceFinished
+            | EndReason::DeviceTerminated
+            | EndReason::DeviceWentOffline => "success",
+        }
+    }
+
+    /// How the metrics count a call that ended this way.
+    fn outcome(self, answered: bool) -> CallOutcome {
+        match self {
+            _ if answered => CallOutcome::Answered,
+            EndReason::EveryDeviceDeclined => CallOutcome::Declined,
+            EndReason::CallerEnded | EndReason::CallerTerminated | EndReason::CallerCancelled => {
+                CallOutcome::Cancelled
+            }
+            EndReason::Timeout => CallOutcome::Unanswered,
+            EndReason::DeviceFinished
+            | EndReason::DeviceTerminated
+            | EndReason::DeviceWentOffline
+            | EndReason::OwnerGone
+            | EndReason::Connectivity => CallOutcome::Failed,
+        }
+    }
+}
+
 impl CallOutcome {
     /// Every outcome, for metric labels.
     pub const ALL: [CallOutcome; 6] = [
@@ -330,7 +391,7 @@ impl Core {
                     };
                     self.send_jmi(&proxy, &device, out);
                 }
-                self.end_call(c, "caller ended");
+                self.end_call(c, EndReason::CallerEnded);
             }
             (name, _) => trace!(name, "ignored JMI from the caller"),
         }
@@ -581,7 +642,7 @@ impl Core {
             return;
         };
         if call.steps.is_empty() {
-            return self.abort_call(now, c, "timeout");
+            return self.abort_call(now, c, EndReason::Timeout);
         }
         let (proxy, mode) = (call.proxy.clone(), call.mode);
         let open = call.open_legs(None);
@@ -723,18 +784,12 @@ impl Core {
         self.event(Event::CallEnded(CallOutcome::Rejected));
     }
 
-    fn end_call(&mut self, c: u64, why: &str) {
+    fn end_call(&mut self, c: u64, why: EndReason) {
         let Some(call) = self.calls.calls.remove(&c) else {
             return;
         };
-        info!(owner = %self.owners[call.owner].name, why, "call ended");
-        let outcome = match why {
-            _ if call.winner.is_some() => CallOutcome::Answered,
-            "every device declined" => CallOutcome::Declined,
-            "caller ended" | "caller terminated" | "caller cancelled" => CallOutcome::Cancelled,
-            "timeout" => CallOutcome::Unanswered,
-            _ => CallOutcome::Failed,
-        };
+        info!(owner = %self.owners[call.owner].name, ?why, "call ended");
+        let outcome = why.outcome(call.winner.is_some());
         self.event(Event::CallEnded(outcome));
         self.calls
             .by_caller
@@ -829,12 +884,12 @@ impl Core {
             ("reject", None) => {
                 if self.leg_declined(now, c, li) {
                     self.send_jmi_copy(&face, &caller, el, &sid);
-                    self.end_call(c, "every device declined");
+                    self.end_call(c, EndReason::EveryDeviceDeclined);
                 }
             }
             ("finish", Some(w)) if w == li => {
                 self.send_jmi_copy(&face, &caller, el, &sid);
-                self.end_call(c, "device finished");
+                self.end_call(c, EndReason::DeviceFinished);
             }
             (name, _) => trace!(name, "ignored JMI from a device"),
         }
@@ -1044,7 +1099,7 @@ impl Core {
                     None => self.ack(iq),
                 }
                 if action == "session-terminate" {
-                    self.end_call(c, "caller terminated");
+                    self.end_call(c, EndReason::CallerTerminated);
                 }
             }
             None if mode == Mode::Jingle
@@ -1058,7 +1113,7 @@ impl Core {
                     }
                 }
                 if action == "session-terminate" {
-                    self.end_call(c, "caller cancelled");
+                    self.end_call(c, EndReason::CallerCancelled);
                 } else if let Some(call) = self.calls.calls.get_mut(&c) {
                     // Legs of later steps get it after their session-initiate.
                     call.caller_transport.push(j.clone());
@@ -1105,7 +1160,7 @@ impl Core {
                     None => self.ack(iq),
                 }
                 if action == "session-terminate" {
-                    self.end_call(c, "device terminated");
+                    self.end_call(c, EndReason::DeviceTerminated);
                 }
             }
             // This leg lost; its session is over.
@@ -1157,7 +1212,7 @@ impl Core {
                         {
                             self.send_own(now, &face, &caller, out);
                         }
-                        self.end_call(c, "every device declined");
+                        self.end_call(c, EndReason::EveryDeviceDeclined);
                     }
                 }
                 "session-info" => {
@@ -1195,7 +1250,7 @@ impl Core {
             if call.ends_at > now && call.next_step_at.is_some_and(|t| t <= now) {
                 self.next_step(now, c);
             } else {
-                self.abort_call(now, c, "timeout");
+                self.abort_call(now, c, EndReason::Timeout);
             }
         }
     }
@@ -1203,10 +1258,11 @@ impl Core {
     /// Ends call `c` on every side with `condition` (XEP-0166 §7.4): a
     /// call not yet answered is retracted on its legs and rejected to the
     /// caller; an answered one is finished (or terminated) both ways.
-    fn abort_call(&mut self, now: Time, c: u64, condition: &str) {
+    fn abort_call(&mut self, now: Time, c: u64, why: EndReason) {
         let Some(call) = self.calls.calls.get(&c) else {
             return;
         };
+        let condition = why.condition();
         let (face, caller, sid, proxy, mode) = (
             call.face.clone(),
             call.caller.to_string(),
@@ -1217,13 +1273,12 @@ impl Core {
         let answered = call.winner.is_some();
         // DESIGN.md section 6: on no answer, optionally a missed-call note
         // to the owner, from the caller's proxy JID (her chat with them).
-        let missed = (!answered
-            && condition == "timeout"
-            && call.on_no_answer == NoAnswer::Message)
-            .then(|| {
-                let class = self.cfg.classes[call.class].name.clone();
-                (call.caller.to_bare(), class)
-            });
+        let missed =
+            (!answered && why == EndReason::Timeout && call.on_no_answer == NoAnswer::Message)
+                .then(|| {
+                    let class = self.cfg.classes[call.class].name.clone();
+                    (call.caller.to_bare(), class)
+                });
         let legs = match call.winner {
             Some(w) => vec![(call.legs[w].device.to_string(), call.legs[w].id.clone())],
             None => call.open_legs(None),
@@ -1254,7 +1309,7 @@ impl Core {
         if let Some((caller, class)) = missed {
             self.missed_call_note(call_owner(self, c), &caller, &class);
         }
-        self.end_call(c, condition);
+        self.end_call(c, why);
     }
 
     fn missed_call_note(&mut self, owner: usize, caller: &jid::BareJid, class: &str) {
@@ -1284,7 +1339,7 @@ impl Core {
             .map(|(k, _)| *k)
             .collect();
         for c in hers {
-            self.abort_call(now, c, "gone");
+            self.abort_call(now, c, EndReason::OwnerGone);
         }
     }
 
@@ -1292,7 +1347,7 @@ impl Core {
     pub(super) fn abort_all_calls(&mut self, now: Time) {
         let all: Vec<u64> = self.calls.calls.keys().copied().collect();
         for c in all {
-            self.abort_call(now, c, "connectivity-error");
+            self.abort_call(now, c, EndReason::Connectivity);
         }
     }
 
@@ -1340,7 +1395,7 @@ impl Core {
                     self.send_own(now, &face, &caller, terminate(&sid, "connectivity-error"))
                 }
             }
-            self.end_call(c, "device went offline");
+            self.end_call(c, EndReason::DeviceWentOffline);
         }
     }
 }
