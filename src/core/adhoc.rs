@@ -119,7 +119,7 @@ impl Core {
     /// disco#items for the commands node: what this requester may run.
     pub(super) fn command_items(&self, from: &Jid) -> Element {
         let mut q = element("query", ns::DISCO_ITEMS, &[("node", COMMANDS)]);
-        let list: &[(&str, &str)] = match self.secrets.account_owner(&from.to_bare()) {
+        let list: &[(&str, &str)] = match self.out.secrets.account_owner(&from.to_bare()) {
             Some(_) => &OWNER_COMMANDS,
             None => &STRANGER_COMMANDS,
         };
@@ -136,7 +136,7 @@ impl Core {
     /// XEP-0050 §2.3: disco#info on a command node this requester may
     /// run (the same list [`Core::command_items`] gives it).
     pub(super) fn command_info(&self, from: &Jid, node: &str) -> Option<Element> {
-        let list: &[(&str, &str)] = match self.secrets.account_owner(&from.to_bare()) {
+        let list: &[(&str, &str)] = match self.out.secrets.account_owner(&from.to_bare()) {
             Some(_) => &OWNER_COMMANDS,
             None => &STRANGER_COMMANDS,
         };
@@ -182,7 +182,7 @@ impl Core {
         self.adhoc_sessions.retain(|_, s| s.expires > now);
         let node = cmd.attr("node").unwrap_or_default().to_owned();
         let action = cmd.attr("action").unwrap_or("execute");
-        let owner = self.secrets.account_owner(&from.to_bare());
+        let owner = self.out.secrets.account_owner(&from.to_bare());
         let allowed = match owner {
             Some(_) => OWNER_COMMANDS.iter().any(|(n, _)| *n == node),
             None => STRANGER_COMMANDS.iter().any(|(n, _)| *n == node),
@@ -194,7 +194,7 @@ impl Core {
             } else {
                 "item-not-found"
             };
-            return self.reply_error(iq, ErrorType::Cancel, condition);
+            return self.out.reply_error(iq, ErrorType::Cancel, condition);
         }
         let submitted = cmd
             .get_child("x", ns::DATA)
@@ -217,7 +217,7 @@ impl Core {
                         if let Some(err) = e.get_child_mut("error", ns::COMPONENT) {
                             err.append_child(Element::bare("bad-sessionid", COMMANDS));
                         }
-                        self.send(e);
+                        self.out.send(e);
                     }
                     return;
                 }
@@ -226,7 +226,7 @@ impl Core {
                     return self.command_reply(iq, &node, Some(sid), "canceled", None, None);
                 }
                 let Some(x) = submitted else {
-                    return self.reply_error(iq, ErrorType::Modify, "bad-request");
+                    return self.out.reply_error(iq, ErrorType::Modify, "bad-request");
                 };
                 match self.refusal(&node, owner, x) {
                     // XEP-0050 §4.4: a submission we refuse keeps the
@@ -238,7 +238,9 @@ impl Core {
                         }
                         // The form again, with what she typed in it.
                         let Some(mut form) = self.command_form(now, &node, owner, from) else {
-                            return self.reply_error(iq, ErrorType::Cancel, "item-not-found");
+                            return self
+                                .out
+                                .reply_error(iq, ErrorType::Cancel, "item-not-found");
                         };
                         keep_values(&mut form, x);
                         self.command_reply(
@@ -289,13 +291,17 @@ impl Core {
 
                 _ => {
                     if !self.room_for_session(from) {
-                        return self.reply_error(iq, ErrorType::Wait, "resource-constraint");
+                        return self
+                            .out
+                            .reply_error(iq, ErrorType::Wait, "resource-constraint");
                     }
                     let Some(x) = self.command_form(now, &node, owner, from) else {
                         // XEP-0050 §4.6: no such command.
-                        return self.reply_error(iq, ErrorType::Cancel, "item-not-found");
+                        return self
+                            .out
+                            .reply_error(iq, ErrorType::Cancel, "item-not-found");
                     };
-                    let sid = self.next_id();
+                    let sid = self.out.next_id();
                     self.adhoc_sessions.insert(
                         sid.clone(),
                         Session {
@@ -336,7 +342,7 @@ impl Core {
             stanza::set_attr(&mut el, "type", typ);
             c.append_child(el);
         }
-        self.send(iq_result(iq, Some(c)));
+        self.out.send(iq_result(iq, Some(c)));
     }
 
     /// The form of command `node` for this requester; `None` for a node
@@ -366,7 +372,7 @@ impl Core {
                 let o = &self.owners[i];
                 // Her own accounts see her as others do; they are hers,
                 // not watchers to approve, remove or block.
-                let others = |j: &&BareJid| self.secrets.account_owner(j) != Some(i);
+                let others = |j: &&BareJid| self.out.secrets.account_owner(j) != Some(i);
                 let mut pending: Vec<String> = o
                     .watchers
                     .iter()

@@ -146,7 +146,7 @@ impl Core {
             owners_total,
             calls: self.calls.views(self, now),
             footprint: self.footprint(),
-            guard_drops: self.guard_drops,
+            guard_drops: self.out.guard_drops(),
         }
     }
 }

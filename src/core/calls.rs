@@ -333,7 +333,7 @@ impl Core {
             trace!("dropped: JMI from a bare JID");
             return true;
         };
-        let account_owner = self.secrets.account_owner(&from.to_bare());
+        let account_owner = self.out.secrets.account_owner(&from.to_bare());
         match target {
             // A device answering a leg whose caller is another owner: the
             // leg's address is his virtual JID with the call's token.
@@ -364,7 +364,7 @@ impl Core {
         el: &Element,
     ) {
         let Some(id) = el.attr("id").map(str::to_owned) else {
-            return self.reply_error(msg, ErrorType::Modify, "bad-request");
+            return self.out.reply_error(msg, ErrorType::Modify, "bad-request");
         };
         let call = self
             .calls
@@ -482,7 +482,7 @@ impl Core {
         };
         let mut receipt = stanza::stanza("message", &call.face, call.caller.as_str(), None);
         receipt.append_child(element("received", jingle::RECEIPTS, &[("id", &msg_id)]));
-        self.send(receipt);
+        self.out.send(receipt);
     }
 
     /// A device's XEP-0184 receipt for the message that rang it: mapped to
@@ -571,7 +571,7 @@ impl Core {
             call.relay_only,
         );
         for device in devices {
-            let leg_id = self.next_id();
+            let leg_id = self.out.next_id();
             self.calls.by_leg.insert(leg_id.clone(), c);
             if let Some(call) = self.calls.calls.get_mut(&c) {
                 call.legs.push(Leg {
@@ -588,7 +588,7 @@ impl Core {
                     // copies elsewhere (XEP-0280 private, XEP-0334 no-copy),
                     // but kept for a device that reconnects (store).
                     let mut m = stanza::stanza("message", &proxy, device.as_str(), Some("chat"));
-                    let msg_id = self.next_id();
+                    let msg_id = self.out.next_id();
                     stanza::set_attr(&mut m, "id", msg_id.clone());
                     m.append_child(Element::bare("request", jingle::RECEIPTS));
                     if let Some(leg) = self
@@ -603,7 +603,7 @@ impl Core {
                     m.append_child(Element::bare("store", jingle::HINTS));
                     m.append_child(Element::bare("private", jingle::CARBONS));
                     m.append_child(Element::bare("no-copy", jingle::HINTS));
-                    self.send(m);
+                    self.out.send(m);
                 }
                 Mode::Jingle => {
                     let offered = rewrite_jingle(&offer, &leg_id, Some(&proxy), None, relay_only);
@@ -730,13 +730,13 @@ impl Core {
     ) -> Option<u64> {
         // Her devices see the caller's virtual JID if he is an owner here
         // (DESIGN.md section 10), else his proxy JID.
-        let proxy = match self.secrets.account_owner(&caller.to_bare()) {
+        let proxy = match self.out.secrets.account_owner(&caller.to_bare()) {
             Some(o) => self.owners[o].virtual_jid.clone(),
             None => proxy_jid(&caller.to_bare(), &self.cfg.domain)?,
         };
         let relay_only =
             plan.candidates.unwrap_or(self.owners[owner].candidates) == CandidatePolicy::RelayOnly;
-        let token = self.next_id();
+        let token = self.out.next_id();
         let proxy = format!("{proxy}/{token}");
         self.calls.next += 1;
         let c = self.calls.next;
@@ -775,13 +775,13 @@ impl Core {
     fn call_answered(&mut self, now: Time, c: u64, li: usize) {
         if let Some(ring_ms) = self.calls.answer(now, c, li) {
             info!(ring_ms, "answered");
-            self.event(Event::CallAnswered { ring_ms });
+            self.out.event(Event::CallAnswered { ring_ms });
         }
     }
 
     /// A call refused before it rang anyone.
     fn call_rejected(&mut self) {
-        self.event(Event::CallEnded(CallOutcome::Rejected));
+        self.out.event(Event::CallEnded(CallOutcome::Rejected));
     }
 
     fn end_call(&mut self, c: u64, why: EndReason) {
@@ -790,7 +790,7 @@ impl Core {
         };
         info!(owner = %self.owners[call.owner].name, ?why, "call ended");
         let outcome = why.outcome(call.winner.is_some());
-        self.event(Event::CallEnded(outcome));
+        self.out.event(Event::CallEnded(outcome));
         self.calls
             .by_caller
             .remove(&(call.caller.clone(), call.sid.clone()));
@@ -820,7 +820,7 @@ impl Core {
     fn send_jmi_copy(&mut self, from: &str, to: &str, el: &Element, sid: &str) {
         let mut probe = stanza::stanza("message", from, to, Some("chat"));
         probe.append_child(jmi_copy(el, sid));
-        let out = match self.secrets.leak_in(&probe) {
+        let out = match self.out.secrets.leak_in(&probe) {
             None => jmi_copy(el, sid),
             Some(_) => jmi(el.name(), sid, vec![]),
         };
@@ -829,10 +829,10 @@ impl Core {
 
     fn send_jmi(&mut self, from: &str, to: &str, el: Element) {
         let mut m = stanza::stanza("message", from, to, Some("chat"));
-        stanza::set_attr(&mut m, "id", self.next_id());
+        stanza::set_attr(&mut m, "id", self.out.next_id());
         m.append_child(el);
         m.append_child(Element::bare("store", jingle::HINTS));
-        self.send(m);
+        self.out.send(m);
     }
 
     /// JMI from one of the owner's devices to a proxy JID.
@@ -901,14 +901,14 @@ impl Core {
             return false;
         };
         let (Some(sid), Some(action)) = (j.attr("sid"), j.attr("action")) else {
-            self.reply_error(iq, ErrorType::Modify, "bad-request");
+            self.out.reply_error(iq, ErrorType::Modify, "bad-request");
             return true;
         };
         let Some(from) = full(from) else {
-            self.reply_error(iq, ErrorType::Modify, "bad-request");
+            self.out.reply_error(iq, ErrorType::Modify, "bad-request");
             return true;
         };
-        let account_owner = self.secrets.account_owner(&from.to_bare());
+        let account_owner = self.out.secrets.account_owner(&from.to_bare());
         match target {
             Target::Owner {
                 owner,
@@ -940,25 +940,25 @@ impl Core {
     fn unknown_session(&mut self, iq: &Element) {
         // XEP-0166 §10.
         if let Some(e) = jingle_error(iq, ErrorType::Cancel, "item-not-found", "unknown-session") {
-            self.send(e);
+            self.out.send(e);
         }
     }
 
     fn out_of_order(&mut self, iq: &Element) {
         if let Some(e) = jingle_error(iq, ErrorType::Wait, "unexpected-request", "out-of-order") {
-            self.send(e);
+            self.out.send(e);
         }
     }
 
     fn ack(&mut self, iq: &Element) {
-        self.send(iq_result(iq, None));
+        self.out.send(iq_result(iq, None));
     }
 
     /// Sends an IQ of our own (a replay or a cancel) whose answer we drop.
     fn send_own(&mut self, now: Time, from: &str, to: &str, jingle: Element) {
-        let id = self.next_id();
+        let id = self.out.next_id();
         let stanza = jingle_iq(from, to, &id, jingle);
-        if self.secrets.leak_in(&stanza).is_some() {
+        if self.out.secrets.leak_in(&stanza).is_some() {
             // A device's held or declining payload that names it: its leg
             // was answered already; the caller learns the outcome otherwise.
             debug!("not replayed: a device's Jingle payload names it");
@@ -974,18 +974,21 @@ impl Core {
                 },
             );
         }
-        self.send(stanza);
+        self.out.send(stanza);
     }
 
     /// Sends `jingle` from `from` to `to` on behalf of `iq`'s sender, whose
     /// IQ gets the answer.
     fn relay(&mut self, now: Time, iq: &Element, from: &str, to: &str, jingle: Element) {
-        let id = self.next_id();
+        let id = self.out.next_id();
         let back = match (iq.attr("from"), iq.attr("to"), iq.attr("id")) {
             (Some(f), Some(t), Some(i)) => Some((f.to_owned(), t.to_owned(), i.to_owned())),
             _ => None,
         };
-        if !self.send_on_behalf(iq, jingle_iq(from, to, &id, jingle)) {
+        if !self
+            .out
+            .send_on_behalf(iq, jingle_iq(from, to, &id, jingle))
+        {
             return;
         }
         if let Ok(peer) = Jid::new(to) {
@@ -1018,7 +1021,7 @@ impl Core {
             for child in iq.children() {
                 answer.append_child(child.clone());
             }
-            if self.secrets.leak_in(&answer).is_some() {
+            if self.out.secrets.leak_in(&answer).is_some() {
                 // The answer's payload names a device: its type alone.
                 if iq.attr("type") == Some("error") {
                     let mut error = element("error", stanza::ns::COMPONENT, &[("type", "cancel")]);
@@ -1027,7 +1030,7 @@ impl Core {
                 }
                 answer = bare;
             }
-            self.send(answer);
+            self.out.send(answer);
         }
         true
     }
@@ -1318,14 +1321,14 @@ impl Core {
         };
         for a in self.linked_accounts(owner) {
             let mut m = stanza::stanza("message", proxy.as_str(), a.as_str(), Some("chat"));
-            stanza::set_attr(&mut m, "id", self.next_id());
+            stanza::set_attr(&mut m, "id", self.out.next_id());
             m.append_child(stanza::text_element(
                 "body",
                 stanza::ns::COMPONENT,
                 &format!("Missed {class} call from {caller}"),
             ));
             m.append_child(Element::bare("store", jingle::HINTS));
-            self.send(m);
+            self.out.send(m);
         }
     }
 

@@ -142,7 +142,7 @@ impl Core {
             return false;
         }
         let sender = from.to_bare();
-        let account_owner = self.secrets.account_owner(&sender);
+        let account_owner = self.out.secrets.account_owner(&sender);
         match target {
             Target::Owner { owner, .. } if account_owner != Some(*owner) => {
                 let owner = *owner;
@@ -156,7 +156,8 @@ impl Core {
                     Some(other) => format!("{}/chat", self.owners[other].virtual_jid),
                     None => {
                         let Some(proxy) = proxy_jid(&sender, &self.cfg.domain) else {
-                            self.reply_error(msg, ErrorType::Modify, "jid-malformed");
+                            self.out
+                                .reply_error(msg, ErrorType::Modify, "jid-malformed");
                             return true;
                         };
                         match from.resource() {
@@ -173,7 +174,9 @@ impl Core {
                 let mut sent = false;
                 if chosen.is_empty() {
                     for account in self.linked_accounts(owner) {
-                        sent |= self.send_on_behalf(msg, relayed(msg, &face, account.as_str()));
+                        sent |= self
+                            .out
+                            .send_on_behalf(msg, relayed(msg, &face, account.as_str()));
                         self.remember_relay(msg, account, from, &wrote_to);
                     }
                 } else {
@@ -181,12 +184,13 @@ impl Core {
                         let mut m = relayed(msg, &face, device.as_str());
                         m.append_child(Element::bare("private", super::jingle::CARBONS));
                         m.append_child(Element::bare("no-copy", super::jingle::HINTS));
-                        sent |= self.send_on_behalf(msg, m);
+                        sent |= self.out.send_on_behalf(msg, m);
                         self.remember_relay(msg, device.to_bare(), from, &wrote_to);
                     }
                 }
                 if !sent && self.linked_accounts(owner).is_empty() {
-                    self.reply_error(msg, ErrorType::Cancel, "service-unavailable");
+                    self.out
+                        .reply_error(msg, ErrorType::Cancel, "service-unavailable");
                 }
                 true
             }
@@ -199,7 +203,7 @@ impl Core {
                     .attr("to")
                     .and_then(|t| Jid::new(t).ok())
                     .and_then(|t| t.resource().map(|r| r.to_string()));
-                let to = match (self.secrets.account_owner(remote), resource) {
+                let to = match (self.out.secrets.account_owner(remote), resource) {
                     // A proxy JID of an account that became an owner's:
                     // his accounts, from her virtual JID only.
                     (Some(_), _) => remote.to_string(),
@@ -207,7 +211,7 @@ impl Core {
                     (None, None) => remote.to_string(),
                 };
                 let wrote_to = msg.attr("to").unwrap_or_default().to_owned();
-                if self.send_on_behalf(msg, relayed(msg, &face, &to)) {
+                if self.out.send_on_behalf(msg, relayed(msg, &face, &to)) {
                     self.remember_relay(msg, remote.clone(), from, &wrote_to);
                 }
                 true
@@ -255,7 +259,7 @@ impl Core {
         let mut e = stanza::element("error", ns::COMPONENT, &[("type", typ)]);
         e.append_child(Element::bare(condition, ns::STANZAS));
         out.append_child(e);
-        self.send(out);
+        self.out.send(out);
         true
     }
 }

@@ -235,7 +235,10 @@ impl Core {
                 return true;
             }
         }
-        let reply = match (self.secrets.account_owner(&from.to_bare()), parse(&body)) {
+        let reply = match (
+            self.out.secrets.account_owner(&from.to_bare()),
+            parse(&body),
+        ) {
             (None, Command::Register(name)) => self.register(from.to_bare(), name),
             (None, Command::LinkConfirm(code)) => self.confirm_link(now, &from.to_bare(), &code),
             (None, Command::Help) => HELP_STRANGER.to_owned(),
@@ -244,7 +247,7 @@ impl Core {
                 let text = "You have no unified address on this service. Send \"register\" to get one, or \"help\".";
                 if let Some(e) = stanza::error_reply(msg, ErrorType::Auth, "forbidden", Some(text))
                 {
-                    self.send(e);
+                    self.out.send(e);
                 }
                 return true;
             }
@@ -266,14 +269,14 @@ impl Core {
     fn reply_text(&mut self, to: &Jid, text: &str) {
         let build = |core: &mut Core, text: &str| {
             let mut m = stanza::stanza("message", &core.cfg.domain, to.as_str(), Some("chat"));
-            stanza::set_attr(&mut m, "id", core.next_id());
+            stanza::set_attr(&mut m, "id", core.out.next_id());
             m.append_child(text_element("body", ns::COMPONENT, text));
             m
         };
         let mut text = text.to_owned();
         let mut m = build(self, &text);
         for _ in 0..8 {
-            let Some(leak) = self.secrets.leak_in(&m) else {
+            let Some(leak) = self.out.secrets.leak_in(&m) else {
                 break;
             };
             let masked = text.replace(&leak.secret, "that account");
@@ -284,7 +287,7 @@ impl Core {
             };
             m = build(self, &text);
         }
-        self.send(m);
+        self.out.send(m);
     }
 
     pub(super) fn run_command(&mut self, now: Time, i: usize, cmd: Command) -> String {
@@ -301,7 +304,9 @@ impl Core {
                     let mut v: Vec<String> = o
                         .watchers
                         .iter()
-                        .filter(|(j, s)| **s == state && self.secrets.account_owner(j) != Some(i))
+                        .filter(|(j, s)| {
+                            **s == state && self.out.secrets.account_owner(j) != Some(i)
+                        })
                         .map(|(j, _)| self.shown_watcher(j))
                         .collect();
                     v.sort_unstable();
@@ -428,7 +433,7 @@ impl Core {
                     device: jid.clone(),
                     record: record.clone(),
                 };
-                self.store.push_back(op);
+                self.out.keep(op);
                 format!("{device} is now labelled {label:?}.")
             }
             Command::Register(_) => format!("You already are {}.", self.owners[i].virtual_jid),
@@ -482,7 +487,7 @@ impl Core {
                     candidates: o.candidates,
                 };
                 if change.is_some() {
-                    self.store.push_back(StoreOp::Settings {
+                    self.out.keep(StoreOp::Settings {
                         owner: o.name.clone(),
                         settings,
                     });
@@ -566,7 +571,7 @@ impl Core {
     /// is told too, when someone else asked).
     fn unlink(&mut self, now: Time, i: usize, account: BareJid, tell_account: bool) -> String {
         let hers = self.owners[i].accounts.iter().any(|(a, _)| *a == account)
-            && self.secrets.account_owner(&account) == Some(i);
+            && self.out.secrets.account_owner(&account) == Some(i);
         if !hers {
             return format!("{account} is not linked to your address.");
         }
@@ -638,17 +643,18 @@ impl Core {
             told_withheld: None,
         });
         self.by_name.insert(name.clone(), i);
-        self.secrets.add_account(account.clone(), i);
+        self.out.secrets.add_account(account.clone(), i);
         self.journal
             .push(super::undo::Undo::Registered { owner: i });
         info!(owner = %name, "registered");
-        self.store.push_back(StoreOp::Owner {
+        self.out.keep(StoreOp::Owner {
             owner: name,
             record: Some(RegisteredOwner {
                 accounts: vec![account.clone()],
             }),
         });
-        self.send(super::link_request(virtual_jid.as_str(), &account));
+        self.out
+            .send(super::link_request(virtual_jid.as_str(), &account));
         format!(
             "You are now {virtual_jid}. Approve the contact request from {virtual_jid}: that links this account. \
              Then give {virtual_jid} to your contacts. Send \"help\" for what you can do."
@@ -681,14 +687,14 @@ impl Core {
             .collect();
         for a in &accounts {
             for typ in ["unsubscribe", "unsubscribed"] {
-                self.send(stanza::stanza(
+                self.out.send(stanza::stanza(
                     "presence",
                     virtual_jid.as_str(),
                     a.as_str(),
                     Some(typ),
                 ));
             }
-            self.secrets.del_account(a);
+            self.out.secrets.del_account(a);
         }
         let owner = &mut self.owners[i];
         let name = owner.name.clone();
@@ -702,7 +708,7 @@ impl Core {
         self.journal
             .push(super::undo::Undo::Unregistered { owner: i, before });
         info!(owner = %name, "unregistered");
-        self.store.push_back(StoreOp::Owner {
+        self.out.keep(StoreOp::Owner {
             owner: name,
             record: None,
         });
@@ -733,7 +739,7 @@ impl Core {
 
     fn store_blocked(&mut self, i: usize) {
         let o = &self.owners[i];
-        self.store.push_back(StoreOp::Blocked {
+        self.out.keep(StoreOp::Blocked {
             owner: o.name.clone(),
             blocked: o.blocked.clone(),
         });
@@ -741,7 +747,7 @@ impl Core {
 
     fn store_rules(&mut self, i: usize) {
         let o = &self.owners[i];
-        self.store.push_back(StoreOp::Rules {
+        self.out.keep(StoreOp::Rules {
             owner: o.name.clone(),
             rules: o.rules.clone(),
         });

@@ -19,18 +19,18 @@ impl Core {
             Some("result") | Some("error") => return self.iq_answer(now, iq, &from),
             Some("get") | Some("set") => {}
             // RFC 6120 §8.2.3: type is required and one of four.
-            _ => return self.reply_error(iq, ErrorType::Modify, "bad-request"),
+            _ => return self.out.reply_error(iq, ErrorType::Modify, "bad-request"),
         }
         // RFC 6120 §8.2.3: a request has an id and exactly one payload.
         let mut children = iq.children();
         let (Some(payload), None, Some(_)) = (children.next(), children.next(), iq.attr("id"))
         else {
-            return self.reply_error(iq, ErrorType::Modify, "bad-request");
+            return self.out.reply_error(iq, ErrorType::Modify, "bad-request");
         };
         let get = iq.attr("type") == Some("get");
         if let Target::Owner { owner, .. } = &target {
             let sender = from.to_bare();
-            let own = self.secrets.account_owner(&sender) == Some(*owner);
+            let own = self.out.secrets.account_owner(&sender) == Some(*owner);
             if !own && super::listed(&self.owners[*owner].blocked, &sender) {
                 trace!("dropped: iq from a blocked sender");
                 return;
@@ -48,7 +48,7 @@ impl Core {
                 && payload.attr("node") == Some(adhoc::COMMANDS)
             {
                 let items = self.command_items(&from);
-                return self.send(iq_result(iq, Some(items)));
+                return self.out.send(iq_result(iq, Some(items)));
             }
         }
         let answer = match target {
@@ -62,9 +62,9 @@ impl Core {
         match answer {
             Ok(p) => {
                 let reply = iq_result(iq, p);
-                self.send(reply);
+                self.out.send(reply);
             }
-            Err(condition) => self.reply_error(iq, ErrorType::Cancel, condition),
+            Err(condition) => self.out.reply_error(iq, ErrorType::Cancel, condition),
         }
     }
 
@@ -96,7 +96,7 @@ impl Core {
         let owner = &self.owners[i];
         owner.policy == super::SubscriptionPolicy::Open
             || owner.watchers.get(&sender) == Some(&super::WatcherState::Subscribed)
-            || self.secrets.account_owner(&sender) == Some(i)
+            || self.out.secrets.account_owner(&sender) == Some(i)
             || from
                 .clone()
                 .try_into_full()

@@ -58,7 +58,7 @@ impl Core {
             Some("subscribed") => {
                 self.set_approved(i, &account, true);
                 let from = self.owners[i].virtual_jid.to_string();
-                self.send(stanza::stanza(
+                self.out.send(stanza::stanza(
                     "presence",
                     &from,
                     account.as_str(),
@@ -86,7 +86,9 @@ impl Core {
                 // The owner as a watcher of her own virtual JID.
                 self.watcher_presence(i, stanza, from, true);
             }
-            Some(_) => self.reply_error(stanza, ErrorType::Modify, "bad-request"),
+            Some(_) => self
+                .out
+                .reply_error(stanza, ErrorType::Modify, "bad-request"),
         }
     }
 
@@ -101,7 +103,7 @@ impl Core {
         }
         state.approved = approved;
         info!(owner = %owner.name, account = %account, approved, "account link changed");
-        self.store.push_back(StoreOp::Account {
+        self.out.keep(StoreOp::Account {
             owner: owner.name.clone(),
             account: account.clone(),
             state: Some(*state),
@@ -125,7 +127,7 @@ impl Core {
         // Another owner's account is treated like any other: it gets the
         // code and cannot use it (confirm_link refuses), so that "link"
         // never tells whether an account has an address here.
-        if self.secrets.account_owner(&account) == Some(i) {
+        if self.out.secrets.account_owner(&account) == Some(i) {
             return Err("that account is linked to your address already");
         }
         self.pending_links.retain(|_, p| p.expires > now);
@@ -136,7 +138,7 @@ impl Core {
             return Err("too many links wait for their code; try again later");
         }
         let code: String = (0..CODE_LEN)
-            .map(|_| CODE_ALPHABET[self.rng.gen_range(0..CODE_ALPHABET.len())] as char)
+            .map(|_| CODE_ALPHABET[self.out.rng().gen_range(0..CODE_ALPHABET.len())] as char)
             .collect();
         self.pending_links.insert(
             account.clone(),
@@ -156,9 +158,9 @@ impl Core {
              Otherwise ignore this message: nothing changes. The code works for 15 minutes."
         );
         let mut m = stanza::stanza("message", &domain, account.as_str(), Some("chat"));
-        stanza::set_attr(&mut m, "id", self.next_id());
+        stanza::set_attr(&mut m, "id", self.out.next_id());
         m.append_child(stanza::text_element("body", ns::COMPONENT, &text));
-        self.send(m);
+        self.out.send(m);
         info!(owner = %self.owners[i].name, "link asked, code sent");
         Ok(format!(
             "Sent {account} a one-time code from {domain}. From that account, send \"link confirm <code>\" \
@@ -186,7 +188,7 @@ impl Core {
             return "No link waits for this account.".into();
         };
         let i = p.owner;
-        if self.secrets.account_owner(account).is_some() {
+        if self.out.secrets.account_owner(account).is_some() {
             return "This account already belongs to an address here.".into();
         }
         let state = AccountState {
@@ -198,15 +200,15 @@ impl Core {
         let owner = &mut self.owners[i];
         owner.accounts.retain(|(a, _)| a != account);
         owner.accounts.push((account.clone(), state));
-        self.secrets.add_account(account.clone(), i);
-        self.store.push_back(StoreOp::Account {
+        self.out.secrets.add_account(account.clone(), i);
+        self.out.keep(StoreOp::Account {
             owner: owner.name.clone(),
             account: account.clone(),
             state: Some(state),
         });
         info!(owner = %owner.name, "account linked");
         let virtual_jid = owner.virtual_jid.to_string();
-        self.send(super::link_request(&virtual_jid, account));
+        self.out.send(super::link_request(&virtual_jid, account));
         // Her other accounts hear of it: a link is hers to know about.
         let note =
             format!("{account} is now linked to {virtual_jid}; \"unlink {account}\" undoes it.");
@@ -227,10 +229,10 @@ impl Core {
         self.journal_account(i, account);
         let owner = &mut self.owners[i];
         owner.accounts.retain(|(a, _)| a != account);
-        self.secrets.del_account(account);
+        self.out.secrets.del_account(account);
         self.adhoc_sessions
             .retain(|_, s| s.requester.to_bare() != *account);
-        self.store.push_back(StoreOp::Account {
+        self.out.keep(StoreOp::Account {
             owner: owner.name.clone(),
             account: account.clone(),
             state: None,
@@ -245,7 +247,7 @@ impl Core {
         }
         // We no longer want its presence; its own subscription to her
         // address, if it watches her, is its business.
-        self.send(stanza::stanza(
+        self.out.send(stanza::stanza(
             "presence",
             &virtual_jid,
             account.as_str(),
@@ -256,9 +258,9 @@ impl Core {
     /// A chat message from the service to `to`.
     fn tell(&mut self, to: &BareJid, text: &str) {
         let mut m = stanza::stanza("message", &self.cfg.domain, to.as_str(), Some("chat"));
-        stanza::set_attr(&mut m, "id", self.next_id());
+        stanza::set_attr(&mut m, "id", self.out.next_id());
         m.append_child(stanza::text_element("body", ns::COMPONENT, text));
-        self.send(m);
+        self.out.send(m);
     }
 
     /// Whether the admin set `account` up for owner `i` in the config
@@ -275,7 +277,8 @@ impl Core {
             Ok(d) => d,
             Err(e) => {
                 warn!(device = %full, error = %e, "bad device presence");
-                self.reply_error(stanza, ErrorType::Modify, "bad-request");
+                self.out
+                    .reply_error(stanza, ErrorType::Modify, "bad-request");
                 return;
             }
         };
@@ -307,7 +310,7 @@ impl Core {
             (old.is_some(), new_node, features)
         };
         if let Some(node) = &new_node {
-            self.secrets.add_node(node, i);
+            self.out.secrets.add_node(node, i);
         }
         device.features = features.unwrap_or_else(|| self.known_features(&device));
         if device.features == Features::Unknown {
@@ -336,7 +339,7 @@ impl Core {
     /// her presence without it: the device that set it is told why, once
     /// per text.
     fn tell_withheld(&mut self, i: usize, device: &FullJid, status: &str) {
-        let Some(leak) = self.secrets.names_secret(status, None) else {
+        let Some(leak) = self.out.secrets.names_secret(status, None) else {
             return;
         };
         if self.owners[i].told_withheld.as_deref() == Some(status) {
@@ -354,9 +357,9 @@ impl Core {
             leak.secret
         );
         let mut m = stanza::stanza("message", &self.cfg.domain, device.as_str(), Some("chat"));
-        stanza::set_attr(&mut m, "id", self.next_id());
+        stanza::set_attr(&mut m, "id", self.out.next_id());
         m.append_child(stanza::text_element("body", ns::COMPONENT, &text));
-        self.send(m);
+        self.out.send(m);
     }
 
     /// Keeps a device's caps node in its record (see
@@ -370,7 +373,7 @@ impl Core {
             return;
         }
         record.caps_node = Some(node);
-        self.store.push_back(StoreOp::DeviceSeen {
+        self.out.keep(StoreOp::DeviceSeen {
             owner: owner.name.clone(),
             device: full.clone(),
             record: record.clone(),
@@ -390,9 +393,9 @@ impl Core {
         let record = record.clone();
         let name = owner.name.clone();
         if is_new {
-            self.secrets.add_resource(full.resource().as_str(), i);
+            self.out.secrets.add_resource(full.resource().as_str(), i);
         }
-        self.store.push_back(StoreOp::DeviceSeen {
+        self.out.keep(StoreOp::DeviceSeen {
             owner: name,
             device: full.clone(),
             record,
@@ -450,7 +453,7 @@ impl Core {
             warn!("pending iq limit reached, device stays chat-only for now");
             return;
         }
-        let id = self.next_id();
+        let id = self.out.next_id();
         let mut query = element("query", ns::DISCO_INFO, &[]);
         if let (Some(c), Some(_)) = (&device.caps, &ver) {
             stanza::set_attr(&mut query, "node", format!("{}#{}", c.node, c.ver));
@@ -471,7 +474,7 @@ impl Core {
                 },
             },
         );
-        self.send(iq);
+        self.out.send(iq);
     }
 
     /// A disco#info answer (or error) to a caps query of ours.
@@ -492,7 +495,7 @@ impl Core {
         match ver {
             Some(v) if v == computed => {
                 self.caps_cache.insert(v.clone(), features.clone());
-                self.store.push_back(StoreOp::Caps {
+                self.out.keep(StoreOp::Caps {
                     ver: v.clone(),
                     features: features.iter().cloned().collect(),
                 });

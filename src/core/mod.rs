@@ -23,6 +23,7 @@ mod disco;
 pub mod jingle;
 mod limits;
 mod linking;
+mod outbox;
 pub mod presence;
 pub mod router;
 pub mod rules;
@@ -30,15 +31,13 @@ pub mod stanza;
 mod undo;
 mod watchers;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, error, info, trace, warn};
+use tracing::{debug, info, trace, warn};
 
 pub use self::calls::CallOutcome;
 
@@ -588,7 +587,6 @@ pub struct Core {
     cfg: CoreConfig,
     owners: Vec<Owner>,
     by_name: HashMap<String, usize>,
-    secrets: Secrets,
     caps_cache: HashMap<String, Arc<BTreeSet<String>>>,
     pending: HashMap<String, PendingIq>,
     calls: calls::CallTable,
@@ -597,15 +595,11 @@ pub struct Core {
     chat_relays: chat::RecentRelays,
     /// Links asked for and not yet confirmed, by account.
     pending_links: HashMap<BareJid, linking::PendingLink>,
-    rng: StdRng,
-    next_id: u64,
-    transmit: VecDeque<Element>,
-    store: VecDeque<StoreOp>,
-    events: VecDeque<Event>,
+    /// What goes out, through the privacy guard it owns.
+    out: outbox::Outbox,
     /// Owners whose watchers are due to hear a change, by when.
     dirty: BTreeSet<(Time, usize)>,
     settle_until: Time,
-    guard_drops: u64,
     rate: limits::RateLimiter,
     /// What the sender of the current input gets if the store cannot take
     /// the changes it made (see [`Core::handle_store_failure`]).
@@ -726,24 +720,18 @@ impl Core {
             .collect();
         let cfg_rate = (cfg.limits.stanzas_per_sec, cfg.limits.stanza_burst);
         Core {
-            rng: StdRng::seed_from_u64(cfg.seed),
+            out: outbox::Outbox::new(cfg.domain.clone(), secrets, cfg.seed),
             cfg,
             owners,
             by_name,
-            secrets,
             caps_cache,
             pending: HashMap::new(),
             calls: calls::CallTable::default(),
             adhoc_sessions: adhoc::Sessions::default(),
             pending_links: HashMap::new(),
             chat_relays: chat::RecentRelays::default(),
-            next_id: 0,
-            transmit: VecDeque::new(),
-            store: VecDeque::new(),
-            events: VecDeque::new(),
             dirty: BTreeSet::new(),
             settle_until: Time(0),
-            guard_drops: 0,
             on_store_failure: None,
             journal: Vec::new(),
             rate: limits::RateLimiter::new(cfg_rate.0, cfg_rate.1, RATE_BUCKETS),
@@ -757,26 +745,19 @@ impl Core {
 
     /// The next stanza to send, if any. Drain [`Core::poll_store`] first.
     pub fn poll_transmit(&mut self) -> Option<Element> {
-        self.transmit.pop_front()
+        self.out.poll_transmit()
     }
 
     /// The next change to make durable, if any.
     pub fn poll_store(&mut self) -> Option<StoreOp> {
-        self.store.pop_front()
+        self.out.poll_store()
     }
 
     /// The next thing that happened, for metrics, if any. The shell drains
     /// these after every input, with the stanzas; a core nobody drains
     /// keeps at most [`MAX_EVENTS`] (the oldest are dropped).
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    fn event(&mut self, e: Event) {
-        if self.events.len() >= MAX_EVENTS {
-            self.events.pop_front();
-        }
-        self.events.push_back(e);
+        self.out.poll_event()
     }
 
     /// When [`Core::handle_timeout`] wants to run next.
@@ -813,7 +794,7 @@ impl Core {
 
     /// Stanzas the privacy guard refused so far (each one a bug).
     pub fn guard_drops(&self) -> u64 {
-        self.guard_drops
+        self.out.guard_drops()
     }
 
     /// The stream to the server is up (first time or again): link and probe
@@ -832,14 +813,14 @@ impl Core {
                 // request still pending in her roster. Her approval
                 // (`subscribed`) is followed by a probe instead.
                 if state.approved {
-                    self.send(stanza::stanza(
+                    self.out.send(stanza::stanza(
                         "presence",
                         &from,
                         account.as_str(),
                         Some("probe"),
                     ));
                 } else {
-                    self.send(link_request(&from, &account));
+                    self.out.send(link_request(&from, &account));
                 }
             }
             self.mark_dirty(i, now);
@@ -872,7 +853,7 @@ impl Core {
                 }
             }
             for s in out {
-                self.send(s);
+                self.out.send(s);
             }
         }
     }
@@ -884,10 +865,9 @@ impl Core {
     /// (after [`Core::end_calls`]: calls are not in the store).
     pub fn handle_store_failure(&mut self) {
         self.undo_journal();
-        self.store.clear();
-        self.transmit.clear();
+        self.out.discard();
         if let Some(reply) = self.on_store_failure.take() {
-            self.send(reply);
+            self.out.send(reply);
         }
     }
 
@@ -916,7 +896,7 @@ impl Core {
             // Owners left due stay due: the shell drains what is queued
             // and calls again, so a wave of due owners (after a restart,
             // a burst across many owners) never sits in memory at once.
-            if at > now || self.transmit.len() >= PUBLISH_BATCH {
+            if at > now || self.out.queued() >= PUBLISH_BATCH {
                 break;
             }
             self.dirty.pop_first();
@@ -968,7 +948,8 @@ impl Core {
                 // closes the stream on an invalid from): answer from the domain.
                 let mut fixed = stanza.clone();
                 stanza::set_attr(&mut fixed, "to", self.cfg.domain.clone());
-                self.reply_error(&fixed, ErrorType::Modify, "jid-malformed");
+                self.out
+                    .reply_error(&fixed, ErrorType::Modify, "jid-malformed");
                 return;
             }
             None => {
@@ -995,7 +976,7 @@ impl Core {
             |r| self.cfg.classes.iter().position(|c| c.name == r),
         );
         self.dispatch(now, &stanza, from, target);
-        if self.store.iter().any(StoreOp::acknowledged) {
+        if self.out.keeps_acknowledged() {
             let text = "The service could not save this change (storage error), so nothing changed. Please try again later.";
             self.on_store_failure = error_reply(
                 &stanza,
@@ -1052,7 +1033,7 @@ impl Core {
                         if let Some(e) =
                             error_reply(stanza, ErrorType::Wait, "resource-constraint", Some(text))
                         {
-                            self.send(e);
+                            self.out.send(e);
                         }
                     }
                     return false;
@@ -1062,7 +1043,8 @@ impl Core {
         if limits::larger_than(stanza, self.cfg.limits.stanza_bytes) {
             warn!(sender = %from, kind = stanza.name(), max = self.cfg.limits.stanza_bytes, "refused an oversized stanza");
             if !answer {
-                self.reply_error(stanza, ErrorType::Modify, "policy-violation");
+                self.out
+                    .reply_error(stanza, ErrorType::Modify, "policy-violation");
             }
             return false;
         }
@@ -1076,20 +1058,10 @@ impl Core {
             Some("error") | Some("headline") => {
                 trace!(?target, "dropped message");
             }
-            _ => self.reply_error(stanza, ErrorType::Cancel, "service-unavailable"),
+            _ => self
+                .out
+                .reply_error(stanza, ErrorType::Cancel, "service-unavailable"),
         }
-    }
-
-    fn reply_error(&mut self, original: &Element, typ: ErrorType, condition: &str) {
-        if let Some(reply) = error_reply(original, typ, condition, None) {
-            self.send(reply);
-        }
-    }
-
-    fn next_id(&mut self) -> String {
-        self.next_id += 1;
-        let salt: u32 = self.rng.gen();
-        format!("up{:x}-{:08x}", self.next_id, salt)
     }
 
     /// Owner `owner`'s devices changed. Coalescing with a leading edge:
@@ -1139,42 +1111,9 @@ impl Core {
         self.owners[i]
             .accounts
             .iter()
-            .filter(|(a, _)| self.secrets.account_owner(a) == Some(i))
+            .filter(|(a, _)| self.out.secrets.account_owner(a) == Some(i))
             .map(|(a, _)| a.clone())
             .collect()
-    }
-
-    /// Relays `out` on behalf of `original`'s sender unless it names a
-    /// secret of its recipient's; then the sender gets `not-acceptable`
-    /// instead, so that the guard in [`Core::send`] stays the last line and
-    /// never the expected path. Returns whether `out` was sent.
-    fn send_on_behalf(&mut self, original: &Element, out: Element) -> bool {
-        if self.secrets.leak_in(&out).is_none() {
-            self.send(out);
-            return true;
-        }
-        debug!("refused to relay a stanza naming the owner's own device or account");
-        let text = "Not sent: it names one of your own devices or accounts, which this address keeps private.";
-        if let Some(e) = error_reply(original, ErrorType::Modify, "not-acceptable", Some(text)) {
-            self.send(e);
-        }
-        false
-    }
-
-    /// Every stanza leaves through here: addressed, from our domain, and
-    /// free of secrets for its recipient (DESIGN.md section 1).
-    fn send(&mut self, stanza: Element) {
-        if !self.sent_by_us(&stanza) {
-            self.guard_drops += 1;
-            error!(from = ?stanza.attr("from"), to = ?stanza.attr("to"), "bug: stanza without our from or a to, dropped");
-            return;
-        }
-        if let Some(leak) = self.secrets.leak_in(&stanza) {
-            self.guard_drops += 1;
-            error!(to = ?stanza.attr("to"), kind = ?leak.kind, "bug: privacy guard dropped a stanza");
-            return;
-        }
-        self.transmit.push_back(stanza);
     }
 
     /// Publishes to watchers every class whose aggregate changed; returns
@@ -1211,42 +1150,15 @@ impl Core {
         }
         let changed = !out.is_empty();
         for (presence, watchers) in out {
-            self.send_to_each(presence, watchers);
+            self.out.send_to_each(presence, watchers);
         }
         changed
-    }
-
-    /// One stanza to many recipients (a class presence to every watcher):
-    /// built once, passed through the guard once for a reader who may see
-    /// no secret at all (clean for nobody in particular is clean for
-    /// everyone, `to` aside), then copied with only `to` changed. Should
-    /// the guard object, each copy goes through [`Core::send`] on its own.
-    fn send_to_each(&mut self, stanza: Element, recipients: Vec<String>) {
-        let clean = self.sent_by_us(&stanza) && self.secrets.leak_for_anyone(&stanza).is_none();
-        for to in recipients {
-            let mut copy = stanza.clone();
-            stanza::set_attr(&mut copy, "to", to);
-            if clean {
-                self.transmit.push_back(copy);
-            } else {
-                self.send(copy);
-            }
-        }
-    }
-
-    /// Whether `stanza` is addressed and from our domain.
-    fn sent_by_us(&self, stanza: &Element) -> bool {
-        let from_ok = stanza
-            .attr("from")
-            .and_then(|f| Jid::new(f).ok())
-            .is_some_and(|f| f.domain().as_str() == self.cfg.domain);
-        from_ok && stanza.attr("to").is_some()
     }
 
     fn aggregate(&self, i: usize, class: usize) -> Option<presence::ClassPresence> {
         let owner = &self.owners[i];
         let state = presence::aggregate(&owner.devices, class, |s| {
-            self.secrets.names_secret(s, None).is_none()
+            self.out.secrets.names_secret(s, None).is_none()
         });
         // DESIGN.md section 3: in a call through us, call classes are busy.
         match state {

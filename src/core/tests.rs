@@ -2743,6 +2743,7 @@ fn nobody_is_linked_by_surprise() {
     .contains("already"));
     assert_eq!(
         h.core
+            .out
             .secrets
             .account_owner(&BareJid::new("carol@localhost").unwrap()),
         h.core.by_name.get("carol").copied()
@@ -2762,7 +2763,8 @@ fn nobody_is_linked_by_surprise() {
     };
     let core = Core::new(config(SubscriptionPolicy::Ask), legacy);
     assert_eq!(
-        core.secrets
+        core.out
+            .secrets
             .account_owner(&BareJid::new("bob@localhost").unwrap()),
         None
     );

@@ -88,7 +88,7 @@ impl Core {
             .iter()
             .find(|(j, _)| j == a)
             .map(|(_, s)| *s);
-        let proven = self.secrets.account_owner(a);
+        let proven = self.out.secrets.account_owner(a);
         self.journal.push(Undo::Account {
             owner: i,
             account: a.clone(),
@@ -150,8 +150,8 @@ impl Core {
                         (None, _) => accounts.retain(|(a, _)| *a != account),
                     }
                     match proven {
-                        Some(o) => self.secrets.add_account(account, o),
-                        None => self.secrets.del_account(&account),
+                        Some(o) => self.out.secrets.add_account(account, o),
+                        None => self.out.secrets.del_account(&account),
                     }
                 }
                 Undo::Settings { owner, before } => {
@@ -181,7 +181,7 @@ impl Core {
                     if let Some(o) = self.owners.pop() {
                         self.by_name.remove(&o.name);
                         for (a, _) in &o.accounts {
-                            self.secrets.del_account(a);
+                            self.out.secrets.del_account(a);
                         }
                         if let Some(due) = o.due {
                             self.dirty.remove(&(due, owner));
@@ -192,7 +192,7 @@ impl Core {
                     let o = *before;
                     self.by_name.insert(o.name.clone(), owner);
                     for (a, _) in &o.accounts {
-                        self.secrets.add_account(a.clone(), owner);
+                        self.out.secrets.add_account(a.clone(), owner);
                     }
                     if let Some(due) = o.due {
                         self.dirty.insert((due, owner));

@@ -25,7 +25,7 @@ impl Core {
         from: Jid,
         target: Target,
     ) {
-        let account_owner = self.secrets.account_owner(&from.to_bare());
+        let account_owner = self.out.secrets.account_owner(&from.to_bare());
         match target {
             Target::Owner { owner, .. } if account_owner == Some(owner) => {
                 self.account_presence(now, owner, stanza, from)
@@ -43,7 +43,7 @@ impl Core {
                 let his: Vec<BareJid> = self.owners[me]
                     .watchers
                     .keys()
-                    .filter(|w| self.secrets.account_owner(w) == Some(owner))
+                    .filter(|w| self.out.secrets.account_owner(w) == Some(owner))
                     .cloned()
                     .collect();
                 for w in his {
@@ -60,7 +60,7 @@ impl Core {
                 Some("subscribe") | Some("probe") => {
                     let to = stanza.attr("to").unwrap_or_default().to_owned();
                     let bare = Jid::new(&to).map(|j| j.to_bare().to_string()).unwrap_or(to);
-                    self.send(stanza::stanza(
+                    self.out.send(stanza::stanza(
                         "presence",
                         &bare,
                         from.to_bare().as_str(),
@@ -79,21 +79,22 @@ impl Core {
                     // clients (Gajim) show a contact online only for a
                     // resource; anything sent to it still reaches us.
                     Some("subscribe") => {
-                        self.send(stanza::stanza("presence", &domain, &to, Some("subscribed")));
-                        self.send(stanza::stanza(
+                        self.out
+                            .send(stanza::stanza("presence", &domain, &to, Some("subscribed")));
+                        self.out.send(stanza::stanza(
                             "presence",
                             &format!("{domain}/service"),
                             &to,
                             None,
                         ));
                     }
-                    Some("probe") => self.send(stanza::stanza(
+                    Some("probe") => self.out.send(stanza::stanza(
                         "presence",
                         &format!("{domain}/service"),
                         &to,
                         None,
                     )),
-                    Some("unsubscribe") => self.send(stanza::stanza(
+                    Some("unsubscribe") => self.out.send(stanza::stanza(
                         "presence",
                         &domain,
                         &to,
@@ -122,7 +123,7 @@ impl Core {
                 } else {
                     // RFC 6121 §4.3.2: not subscribed.
                     let virtual_jid = self.owners[i].virtual_jid.to_string();
-                    self.send(stanza::stanza(
+                    self.out.send(stanza::stanza(
                         "presence",
                         &virtual_jid,
                         from.as_str(),
@@ -143,7 +144,9 @@ impl Core {
             | Some("error") => {
                 trace!(from = %from, "ignored presence from a watcher");
             }
-            Some(_) => self.reply_error(stanza, ErrorType::Modify, "bad-request"),
+            Some(_) => self
+                .out
+                .reply_error(stanza, ErrorType::Modify, "bad-request"),
         }
     }
 
@@ -161,7 +164,8 @@ impl Core {
             }
             None if owner.watchers.len() >= self.cfg.limits.watchers_per_owner => {
                 info!(owner = %owner.name, "watcher limit reached");
-                self.reply_error(stanza, ErrorType::Wait, "resource-constraint");
+                self.out
+                    .reply_error(stanza, ErrorType::Wait, "resource-constraint");
             }
             None if auto => self.approve(i, watcher),
             None => self.ask_owner(i, watcher, stanza),
@@ -187,7 +191,7 @@ impl Core {
             .watchers
             .insert(watcher.clone(), WatcherState::Pending);
         info!(owner = %owner.name, "subscription request forwarded to the owner");
-        self.store.push_back(StoreOp::Watcher {
+        self.out.keep(StoreOp::Watcher {
             owner: owner.name.clone(),
             watcher,
             state: Some(WatcherState::Pending),
@@ -209,7 +213,7 @@ impl Core {
             for c in &his {
                 ask.append_child(c.clone());
             }
-            self.send(ask);
+            self.out.send(ask);
         }
     }
 
@@ -220,7 +224,7 @@ impl Core {
             .watchers
             .insert(watcher.clone(), WatcherState::Subscribed);
         info!(owner = %owner.name, "watcher approved");
-        self.store.push_back(StoreOp::Watcher {
+        self.out.keep(StoreOp::Watcher {
             owner: owner.name.clone(),
             watcher: watcher.clone(),
             state: Some(WatcherState::Subscribed),
@@ -231,7 +235,7 @@ impl Core {
     /// `subscribed` from the virtual JID, then what the watcher may see now.
     fn send_subscribed(&mut self, i: usize, watcher: &BareJid) {
         let virtual_jid = self.owners[i].virtual_jid.to_string();
-        self.send(stanza::stanza(
+        self.out.send(stanza::stanza(
             "presence",
             &virtual_jid,
             watcher.as_str(),
@@ -264,7 +268,7 @@ impl Core {
             return;
         };
         for a in self.linked_accounts(i) {
-            self.send(stanza::stanza(
+            self.out.send(stanza::stanza(
                 "presence",
                 proxy.as_str(),
                 a.as_str(),
@@ -277,7 +281,7 @@ impl Core {
     /// account by his virtual JID (his real one is not hers to see),
     /// anyone else by his own JID.
     pub(super) fn shown_watcher(&self, w: &BareJid) -> String {
-        match self.secrets.account_owner(w) {
+        match self.out.secrets.account_owner(w) {
             Some(o) => self.owners[o].virtual_jid.to_string(),
             None => w.to_string(),
         }
@@ -296,7 +300,7 @@ impl Core {
                 return self.owners[i]
                     .watchers
                     .keys()
-                    .filter(|w| self.secrets.account_owner(w) == Some(o))
+                    .filter(|w| self.out.secrets.account_owner(w) == Some(o))
                     .cloned()
                     .collect();
             }
@@ -307,7 +311,7 @@ impl Core {
     /// How a watcher appears to the owner: another owner's account by
     /// his virtual JID, anyone else by his proxy JID.
     fn face_of(&self, watcher: &BareJid) -> Option<BareJid> {
-        match self.secrets.account_owner(watcher) {
+        match self.out.secrets.account_owner(watcher) {
             Some(o) => Some(self.owners[o].virtual_jid.clone()),
             None => proxy_jid(watcher, &self.cfg.domain),
         }
@@ -318,7 +322,7 @@ impl Core {
         let owner = &mut self.owners[i];
         let old = owner.watchers.remove(watcher)?;
         info!(owner = %owner.name, "watcher removed");
-        self.store.push_back(StoreOp::Watcher {
+        self.out.keep(StoreOp::Watcher {
             owner: owner.name.clone(),
             watcher: watcher.clone(),
             state: None,
@@ -347,7 +351,7 @@ impl Core {
                 if self.owners[i].contacts.get(remote) == Some(&ContactState::Approved) =>
             {
                 let from = self.owners[i].virtual_jid.to_string();
-                self.send(stanza::stanza(
+                self.out.send(stanza::stanza(
                     "presence",
                     &from,
                     remote.as_str(),
@@ -371,7 +375,7 @@ impl Core {
             Some(ContactState::Approved) => {
                 if let Some(face) = self.face_of(remote) {
                     for a in self.linked_accounts(i) {
-                        self.send(stanza::stanza(
+                        self.out.send(stanza::stanza(
                             "presence",
                             face.as_str(),
                             a.as_str(),
@@ -387,14 +391,14 @@ impl Core {
                 let owner = &mut self.owners[i];
                 owner.contacts.insert(remote.clone(), ContactState::Asked);
                 info!(owner = %owner.name, "subscribing to a contact");
-                self.store.push_back(StoreOp::Contact {
+                self.out.keep(StoreOp::Contact {
                     owner: owner.name.clone(),
                     contact: remote.clone(),
                     state: Some(ContactState::Asked),
                 });
             }
         }
-        self.send(stanza::stanza(
+        self.out.send(stanza::stanza(
             "presence",
             &from,
             remote.as_str(),
@@ -409,13 +413,13 @@ impl Core {
         if owner.contacts.remove(remote).is_none() {
             return;
         }
-        self.store.push_back(StoreOp::Contact {
+        self.out.keep(StoreOp::Contact {
             owner: owner.name.clone(),
             contact: remote.clone(),
             state: None,
         });
         let from = owner.virtual_jid.to_string();
-        self.send(stanza::stanza(
+        self.out.send(stanza::stanza(
             "presence",
             &from,
             remote.as_str(),
@@ -440,7 +444,7 @@ impl Core {
                 owner
                     .contacts
                     .insert(remote.clone(), ContactState::Approved);
-                self.store.push_back(StoreOp::Contact {
+                self.out.keep(StoreOp::Contact {
                     owner: owner.name.clone(),
                     contact: remote.clone(),
                     state: Some(ContactState::Approved),
@@ -451,7 +455,7 @@ impl Core {
                 self.journal_contact(i, &remote);
                 let owner = &mut self.owners[i];
                 owner.contacts.remove(&remote);
-                self.store.push_back(StoreOp::Contact {
+                self.out.keep(StoreOp::Contact {
                     owner: owner.name.clone(),
                     contact: remote.clone(),
                     state: None,
@@ -463,7 +467,7 @@ impl Core {
         }
         let face = match (typ, from.resource()) {
             (None | Some("unavailable"), Some(r))
-                if self.secrets.account_owner(&remote).is_none() =>
+                if self.out.secrets.account_owner(&remote).is_none() =>
             {
                 format!("{face}/{r}")
             }
@@ -474,7 +478,7 @@ impl Core {
             for c in stanza.children() {
                 p.append_child(c.clone());
             }
-            self.send(p);
+            self.out.send(p);
         }
     }
 
@@ -496,7 +500,7 @@ impl Core {
             self.send_unavailable(i, remote.as_str());
         }
         let virtual_jid = self.owners[i].virtual_jid.to_string();
-        self.send(stanza::stanza(
+        self.out.send(stanza::stanza(
             "presence",
             &virtual_jid,
             remote.as_str(),
@@ -523,7 +527,7 @@ impl Core {
             ));
         }
         for p in out {
-            self.send(p);
+            self.out.send(p);
         }
     }
 
@@ -535,7 +539,7 @@ impl Core {
             }
         }
         for p in out {
-            self.send(p);
+            self.out.send(p);
         }
     }
 }

@@ -1,0 +1,177 @@
+//! What leaves the core: stanzas, changes for the store, events for the
+//! metrics, and the ids they carry.
+//!
+//! The [`Outbox`] owns the privacy guard's [`Secrets`], so that every way
+//! out passes it (DESIGN.md section 1): code that only needs to send takes
+//! `&mut Outbox`, not the whole core.
+
+use std::collections::VecDeque;
+
+use jid::Jid;
+use minidom::Element;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tracing::{debug, error};
+
+use super::address::Secrets;
+use super::stanza::{self, error_reply, ErrorType};
+use super::{Event, StoreOp, MAX_EVENTS};
+
+/// Everything the core emits, in order, until the shell drains it.
+#[derive(Debug)]
+pub(super) struct Outbox {
+    /// Our domain: every stanza we send is from it.
+    domain: String,
+    /// Who must not learn what (the guard), and whose accounts are whose.
+    pub(super) secrets: Secrets,
+    transmit: VecDeque<Element>,
+    store: VecDeque<StoreOp>,
+    events: VecDeque<Event>,
+    rng: StdRng,
+    next_id: u64,
+    guard_drops: u64,
+}
+
+impl Outbox {
+    pub(super) fn new(domain: String, secrets: Secrets, seed: u64) -> Outbox {
+        Outbox {
+            domain,
+            secrets,
+            transmit: VecDeque::new(),
+            store: VecDeque::new(),
+            events: VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed),
+            next_id: 0,
+            guard_drops: 0,
+        }
+    }
+
+    /// Every stanza leaves through here: addressed, from our domain, and
+    /// free of secrets for its recipient (DESIGN.md section 1).
+    pub(super) fn send(&mut self, stanza: Element) {
+        if !self.sent_by_us(&stanza) {
+            self.guard_drops += 1;
+            error!(from = ?stanza.attr("from"), to = ?stanza.attr("to"), "bug: stanza without our from or a to, dropped");
+            return;
+        }
+        if let Some(leak) = self.secrets.leak_in(&stanza) {
+            self.guard_drops += 1;
+            error!(to = ?stanza.attr("to"), kind = ?leak.kind, "bug: privacy guard dropped a stanza");
+            return;
+        }
+        self.transmit.push_back(stanza);
+    }
+
+    /// Relays `out` on behalf of `original`'s sender unless it names a
+    /// secret of its recipient's; then the sender gets `not-acceptable`
+    /// instead, so that the guard in [`Outbox::send`] stays the last line
+    /// and never the expected path. Returns whether `out` was sent.
+    pub(super) fn send_on_behalf(&mut self, original: &Element, out: Element) -> bool {
+        if self.secrets.leak_in(&out).is_none() {
+            self.send(out);
+            return true;
+        }
+        debug!("refused to relay a stanza naming the owner's own device or account");
+        let text = "Not sent: it names one of your own devices or accounts, which this address keeps private.";
+        if let Some(e) = error_reply(original, ErrorType::Modify, "not-acceptable", Some(text)) {
+            self.send(e);
+        }
+        false
+    }
+
+    /// The RFC 6120 error reply to `original`, where one is allowed.
+    pub(super) fn reply_error(&mut self, original: &Element, typ: ErrorType, condition: &str) {
+        if let Some(reply) = error_reply(original, typ, condition, None) {
+            self.send(reply);
+        }
+    }
+
+    /// One stanza to many recipients (a class presence to every watcher):
+    /// built once, passed through the guard once for a reader who may see
+    /// no secret at all (clean for nobody in particular is clean for
+    /// everyone, `to` aside), then copied with only `to` changed. Should
+    /// the guard object, each copy goes through [`Outbox::send`] on its own.
+    pub(super) fn send_to_each(&mut self, stanza: Element, recipients: Vec<String>) {
+        let clean = self.sent_by_us(&stanza) && self.secrets.leak_for_anyone(&stanza).is_none();
+        for to in recipients {
+            let mut copy = stanza.clone();
+            stanza::set_attr(&mut copy, "to", to);
+            if clean {
+                self.transmit.push_back(copy);
+            } else {
+                self.send(copy);
+            }
+        }
+    }
+
+    /// Whether `stanza` is addressed and from our domain.
+    fn sent_by_us(&self, stanza: &Element) -> bool {
+        let from_ok = stanza
+            .attr("from")
+            .and_then(|f| Jid::new(f).ok())
+            .is_some_and(|f| f.domain().as_str() == self.domain);
+        from_ok && stanza.attr("to").is_some()
+    }
+
+    /// A change the shell makes durable before anything queued after it
+    /// goes out.
+    pub(super) fn keep(&mut self, op: StoreOp) {
+        self.store.push_back(op);
+    }
+
+    /// Something the metrics count. A core nobody drains keeps at most
+    /// [`MAX_EVENTS`] (the oldest are dropped).
+    pub(super) fn event(&mut self, e: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// A fresh stanza id: a counter and a seeded salt, so that ids are
+    /// unique in a run and not guessable across runs.
+    pub(super) fn next_id(&mut self) -> String {
+        self.next_id += 1;
+        let salt: u32 = self.rng.gen();
+        format!("up{:x}-{:08x}", self.next_id, salt)
+    }
+
+    /// The seeded generator, for what else must not be guessed (link codes).
+    pub(super) fn rng(&mut self) -> &mut StdRng {
+        &mut self.rng
+    }
+
+    pub(super) fn poll_transmit(&mut self) -> Option<Element> {
+        self.transmit.pop_front()
+    }
+
+    pub(super) fn poll_store(&mut self) -> Option<StoreOp> {
+        self.store.pop_front()
+    }
+
+    pub(super) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Stanzas queued and not yet drained.
+    pub(super) fn queued(&self) -> usize {
+        self.transmit.len()
+    }
+
+    /// Whether a queued change acknowledges something (see
+    /// [`StoreOp::acknowledged`]).
+    pub(super) fn keeps_acknowledged(&self) -> bool {
+        self.store.iter().any(StoreOp::acknowledged)
+    }
+
+    /// Drops every queued stanza and change: the store refused them.
+    pub(super) fn discard(&mut self) {
+        self.store.clear();
+        self.transmit.clear();
+    }
+
+    /// Stanzas the guard refused so far (each one a bug).
+    pub(super) fn guard_drops(&self) -> u64 {
+        self.guard_drops
+    }
+}
