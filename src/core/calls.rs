@@ -183,7 +183,8 @@ struct Call {
     ends_at: Time,
     on_no_answer: NoAnswer,
     class: usize,
-    /// Earliest of the two while nobody has answered.
+    /// Earliest of the two while nobody has answered (kept in
+    /// [`CallTable::deadlines`] too).
     deadline: Option<Time>,
     /// When the caller asked, for the ring time.
     started: Time,
@@ -219,10 +220,6 @@ impl Call {
     }
 }
 
-fn call_owner(core: &Core, c: u64) -> usize {
-    core.calls.calls.get(&c).map_or(0, |call| call.owner)
-}
-
 /// An IQ we sent on someone's behalf: its answer goes back to them.
 #[derive(Debug)]
 struct Relay {
@@ -247,6 +244,10 @@ pub(super) struct CallTable {
     spent_receipts: std::collections::VecDeque<(FullJid, String)>,
     by_leg: HashMap<String, u64>,
     relays: HashMap<String, Relay>,
+    /// Ring deadlines by call, in time order.
+    deadlines: super::timers::Timers<u64>,
+    /// Relay expiries by IQ id, in time order.
+    relay_deadlines: super::timers::Timers<String>,
     /// Answered calls per owner: her call classes show busy while > 0.
     answered: HashMap<usize, u32>,
     next: u64,
@@ -255,9 +256,28 @@ pub(super) struct CallTable {
 impl CallTable {
     /// The earliest ring timeout or relay expiry.
     pub(super) fn next_deadline(&self) -> Option<Time> {
-        let calls = self.calls.values().filter_map(|c| c.deadline);
-        let relays = self.relays.values().map(|r| r.deadline);
-        calls.chain(relays).min()
+        [self.deadlines.next(), self.relay_deadlines.next()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Call `c`'s deadline changed (or went: it was answered).
+    fn sync_deadline(&mut self, c: u64) {
+        match self.calls.get(&c).and_then(|call| call.deadline) {
+            Some(at) => self.deadlines.set(c, at),
+            None => self.deadlines.cancel(&c),
+        }
+    }
+
+    fn add_relay(&mut self, id: String, relay: Relay) {
+        self.relay_deadlines.set(id.clone(), relay.deadline);
+        self.relays.insert(id, relay);
+    }
+
+    fn take_relay(&mut self, id: &str) -> Option<Relay> {
+        self.relay_deadlines.cancel(&id.to_owned());
+        self.relays.remove(id)
     }
 
     /// Whether owner `i` is in a call through us (a leg has answered).
@@ -278,8 +298,10 @@ impl CallTable {
     fn answer(&mut self, now: Time, c: u64, li: usize) -> Option<u64> {
         let call = self.calls.get_mut(&c)?;
         call.win(li);
-        *self.answered.entry(call.owner).or_default() += 1;
-        Some(now.0.saturating_sub(call.started.0))
+        let (owner, started) = (call.owner, call.started);
+        self.deadlines.cancel(&c);
+        *self.answered.entry(owner).or_default() += 1;
+        Some(now.0.saturating_sub(started.0))
     }
 
     /// Live calls (for tests and metrics).
@@ -563,6 +585,9 @@ impl Core {
         };
         call.next_step_at = (!call.steps.is_empty()).then(|| now.plus_ms(call.step_ms));
         call.set_deadline();
+        if let Some(at) = call.deadline {
+            self.calls.deadlines.set(c, at);
+        }
         let (proxy, mode, offer, transport, relay_only) = (
             call.proxy.clone(),
             call.mode,
@@ -769,6 +794,7 @@ impl Core {
         };
         call.set_deadline();
         self.calls.calls.insert(c, call);
+        self.calls.sync_deadline(c);
         Some(c)
     }
 
@@ -788,6 +814,7 @@ impl Core {
         let Some(call) = self.calls.calls.remove(&c) else {
             return;
         };
+        self.calls.deadlines.cancel(&c);
         info!(owner = %self.owners[call.owner].name, ?why, "call ended");
         let outcome = why.outcome(call.winner.is_some());
         self.out.event(Event::CallEnded(outcome));
@@ -965,7 +992,7 @@ impl Core {
             return;
         }
         if let Ok(peer) = Jid::new(to) {
-            self.calls.relays.insert(
+            self.calls.add_relay(
                 id,
                 Relay {
                     peer,
@@ -992,7 +1019,7 @@ impl Core {
             return;
         }
         if let Ok(peer) = Jid::new(to) {
-            self.calls.relays.insert(
+            self.calls.add_relay(
                 id,
                 Relay {
                     peer,
@@ -1011,7 +1038,7 @@ impl Core {
         if self.calls.relays.get(id).is_none_or(|r| r.peer != *from) {
             return false;
         }
-        let Some(relay) = self.calls.relays.remove(id) else {
+        let Some(relay) = self.calls.take_relay(id) else {
             return false;
         };
         if let Some((to, our_from, their_id)) = relay.back {
@@ -1240,16 +1267,13 @@ impl Core {
 
     /// Ring timeouts and expired relays.
     pub(super) fn call_timeouts(&mut self, now: Time) {
-        self.calls.relays.retain(|_, r| r.deadline > now);
-        let expired: Vec<u64> = self
-            .calls
-            .calls
-            .iter()
-            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
-            .map(|(k, _)| *k)
-            .collect();
-        for c in expired {
-            let call = &self.calls.calls[&c];
+        while let Some(id) = self.calls.relay_deadlines.pop_due(now) {
+            self.calls.relays.remove(&id);
+        }
+        while let Some(c) = self.calls.deadlines.pop_due(now) {
+            let Some(call) = self.calls.calls.get(&c) else {
+                continue;
+            };
             if call.ends_at > now && call.next_step_at.is_some_and(|t| t <= now) {
                 self.next_step(now, c);
             } else {
@@ -1280,7 +1304,7 @@ impl Core {
             (!answered && why == EndReason::Timeout && call.on_no_answer == NoAnswer::Message)
                 .then(|| {
                     let class = self.cfg.classes[call.class].name.clone();
-                    (call.caller.to_bare(), class)
+                    (call.owner, call.caller.to_bare(), class)
                 });
         let legs = match call.winner {
             Some(w) => vec![(call.legs[w].device.to_string(), call.legs[w].id.clone())],
@@ -1309,8 +1333,8 @@ impl Core {
                 self.send_own(now, &face, &caller, terminate(&sid, condition));
             }
         }
-        if let Some((caller, class)) = missed {
-            self.missed_call_note(call_owner(self, c), &caller, &class);
+        if let Some((owner, caller, class)) = missed {
+            self.missed_call_note(owner, &caller, &class);
         }
         self.end_call(c, why);
     }

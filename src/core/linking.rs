@@ -442,11 +442,7 @@ impl Core {
             .as_ref()
             .filter(|c| c.hash == "sha-1")
             .map(|c| c.ver.clone());
-        let already = self.pending.values().any(|p| match &p.purpose {
-            Purpose::Caps { ver: Some(v), .. } => Some(v) == ver.as_ref(),
-            Purpose::Caps { device: d, .. } => d == full,
-        });
-        if already {
+        if self.pending.asking(full, ver.as_ref()) {
             return;
         }
         if self.pending.len() >= self.cfg.limits.pending_iqs {
@@ -466,13 +462,13 @@ impl Core {
             id,
             PendingIq {
                 to: Jid::from(full.clone()),
-                deadline: now.plus_ms(self.cfg.iq_timeout_ms),
                 purpose: Purpose::Caps {
                     owner: i,
                     device: full.clone(),
                     ver,
                 },
             },
+            now.plus_ms(self.cfg.iq_timeout_ms),
         );
         self.out.send(iq);
     }

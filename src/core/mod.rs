@@ -28,6 +28,7 @@ pub mod presence;
 pub mod router;
 pub mod rules;
 pub mod stanza;
+mod timers;
 mod undo;
 mod watchers;
 
@@ -562,8 +563,90 @@ enum Purpose {
 #[derive(Debug)]
 struct PendingIq {
     to: Jid,
-    deadline: Time,
     purpose: Purpose,
+}
+
+/// The IQs we wait for, by id, with their deadlines in order and an index
+/// of what they ask, so that neither a device's presence (is its caps
+/// `ver` asked for already?) nor the next timeout scans them all.
+#[derive(Debug, Default)]
+struct PendingIqs {
+    by_id: HashMap<String, PendingIq>,
+    deadlines: timers::Timers<String>,
+    /// Caps `ver`s asked for.
+    vers: HashMap<String, usize>,
+    /// Devices asked without a `ver`.
+    devices: HashMap<FullJid, usize>,
+}
+
+impl PendingIqs {
+    fn insert(&mut self, id: String, iq: PendingIq, deadline: Time) {
+        let Purpose::Caps { device, ver, .. } = &iq.purpose;
+        match ver {
+            Some(v) => *self.vers.entry(v.clone()).or_default() += 1,
+            None => *self.devices.entry(device.clone()).or_default() += 1,
+        }
+        self.deadlines.set(id.clone(), deadline);
+        if let Some(old) = self.by_id.insert(id, iq) {
+            self.unindex(&old);
+        }
+    }
+
+    fn unindex(&mut self, iq: &PendingIq) {
+        fn down<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
+            if let Some(n) = m.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(k);
+                }
+            }
+        }
+        let Purpose::Caps { device, ver, .. } = &iq.purpose;
+        match ver {
+            Some(v) => down(&mut self.vers, v),
+            None => down(&mut self.devices, device),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&PendingIq> {
+        self.by_id.get(id)
+    }
+
+    fn remove(&mut self, id: &str) -> Option<PendingIq> {
+        let iq = self.by_id.remove(id)?;
+        self.deadlines.cancel(&id.to_owned());
+        self.unindex(&iq);
+        Some(iq)
+    }
+
+    /// Whether a caps query for this `ver` (or, without one, this device)
+    /// is already out.
+    fn asking(&self, device: &FullJid, ver: Option<&String>) -> bool {
+        match ver {
+            Some(v) => self.vers.contains_key(v),
+            None => self.devices.contains_key(device),
+        }
+    }
+
+    /// The next IQ whose answer is overdue, removed.
+    fn pop_expired(&mut self, now: Time) -> Option<(String, PendingIq)> {
+        let id = self.deadlines.pop_due(now)?;
+        let iq = self.by_id.remove(&id)?;
+        self.unindex(&iq);
+        Some((id, iq))
+    }
+
+    fn next_deadline(&self) -> Option<Time> {
+        self.deadlines.next()
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn clear(&mut self) {
+        *self = PendingIqs::default();
+    }
 }
 
 /// What happened, for the shell's metrics ([`Core::poll_event`]).
@@ -588,7 +671,7 @@ pub struct Core {
     owners: Vec<Owner>,
     by_name: HashMap<String, usize>,
     caps_cache: HashMap<String, Arc<BTreeSet<String>>>,
-    pending: HashMap<String, PendingIq>,
+    pending: PendingIqs,
     calls: calls::CallTable,
     adhoc_sessions: adhoc::Sessions,
     /// Chat we relayed recently, for the errors that come back.
@@ -725,7 +808,7 @@ impl Core {
             owners,
             by_name,
             caps_cache,
-            pending: HashMap::new(),
+            pending: PendingIqs::default(),
             calls: calls::CallTable::default(),
             adhoc_sessions: adhoc::Sessions::default(),
             pending_links: HashMap::new(),
@@ -762,7 +845,7 @@ impl Core {
 
     /// When [`Core::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let iq = self.pending.values().map(|p| p.deadline).min();
+        let iq = self.pending.next_deadline();
         let publish = self.dirty.first().map(|(t, _)| *t);
         [publish, iq, self.calls.next_deadline()]
             .into_iter()
@@ -880,16 +963,8 @@ impl Core {
     /// after [`PUBLISH_BATCH`] queued stanzas; drain, and call again while
     /// [`Core::poll_timeout`] is due.
     pub fn handle_timeout(&mut self, now: Time) {
-        let expired: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            if let Some(p) = self.pending.remove(&id) {
-                debug!(id = %id, to = %p.to, "iq timed out");
-            }
+        while let Some((id, p)) = self.pending.pop_expired(now) {
+            debug!(id = %id, to = %p.to, "iq timed out");
         }
         self.call_timeouts(now);
         while let Some(&(at, owner)) = self.dirty.first() {
