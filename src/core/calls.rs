@@ -19,7 +19,6 @@ use tracing::{debug, info, trace, warn};
 use super::address::proxy_jid;
 use super::jingle::{
     self, jingle_child, jingle_error, jingle_iq, jmi, jmi_child, jmi_copy, reason, rewrite_jingle,
-    terminate,
 };
 use super::router::{Resource, Target};
 use super::rules::{self, CallContext, Candidate, NoAnswer, RingPlan, Rule};
@@ -85,6 +84,23 @@ impl EndReason {
             | EndReason::DeviceFinished
             | EndReason::DeviceTerminated
             | EndReason::DeviceWentOffline => "success",
+        }
+    }
+
+    /// In words, for the text of a plain-Jingle ending (see
+    /// [`jingle::end_session`]).
+    fn words(self) -> &'static str {
+        match self {
+            EndReason::Timeout => "Nobody answered.",
+            EndReason::OwnerGone => "This address is no longer available.",
+            EndReason::Connectivity => "The service lost its connection.",
+            EndReason::EveryDeviceDeclined => "Declined.",
+            EndReason::CallerEnded | EndReason::CallerTerminated | EndReason::CallerCancelled => {
+                "The caller hung up."
+            }
+            EndReason::DeviceFinished
+            | EndReason::DeviceTerminated
+            | EndReason::DeviceWentOffline => "The call ended.",
         }
     }
 
@@ -681,7 +697,12 @@ impl Core {
                     &device,
                     jmi("retract", &id, vec![reason("timeout")]),
                 ),
-                Mode::Jingle => self.send_own(now, &proxy, &device, terminate(&id, "timeout")),
+                Mode::Jingle => self.send_own(
+                    now,
+                    &proxy,
+                    &device,
+                    jingle::end_session(&id, "success", "The call moved on to another device."),
+                ),
             }
         }
         self.ring_step(now, c);
@@ -1091,12 +1112,22 @@ impl Core {
             self.ack(iq);
             if !self.admit_call(&caller) {
                 self.call_rejected();
-                return self.send_own(now, &face.clone(), caller.as_str(), terminate(&sid, "busy"));
+                return self.send_own(
+                    now,
+                    &face.clone(),
+                    caller.as_str(),
+                    jingle::end_session(&sid, "decline", "Busy."),
+                );
             }
             let plan = self.ring_plan(now, owner, class, &caller.to_bare());
             if plan.steps.is_empty() {
                 self.call_rejected();
-                return self.send_own(now, &face.clone(), caller.as_str(), terminate(&sid, "busy"));
+                return self.send_own(
+                    now,
+                    &face.clone(),
+                    caller.as_str(),
+                    jingle::end_session(&sid, "decline", "Busy."),
+                );
             }
             let Some(c) = self.new_call(
                 now,
@@ -1137,12 +1168,22 @@ impl Core {
             {
                 let legs = call.open_legs(None);
                 self.ack(iq);
+                let hung_up = action == "session-terminate";
                 for (device, leg_id) in legs {
-                    if let Some(out) = rewrite_jingle(j, &leg_id, Some(&proxy), None, relay_only) {
+                    // A caller hanging up before an answer sends `cancel`,
+                    // which ringing Gajims do not take as the end (see
+                    // `jingle::end_session`): the legs are ours to end.
+                    let out = if hung_up {
+                        let words = EndReason::CallerCancelled.words();
+                        Some(jingle::end_session(&leg_id, "success", words))
+                    } else {
+                        rewrite_jingle(j, &leg_id, Some(&proxy), None, relay_only)
+                    };
+                    if let Some(out) = out {
                         self.send_own(now, &proxy, &device, out);
                     }
                 }
-                if action == "session-terminate" {
+                if hung_up {
                     self.end_call(c, EndReason::CallerCancelled);
                 } else if let Some(call) = self.calls.calls.get_mut(&c) {
                     // Legs of later steps get it after their session-initiate.
@@ -1223,7 +1264,12 @@ impl Core {
                         }
                     }
                     for (d, id) in others {
-                        self.send_own(now, &proxy, &d, terminate(&id, "cancel"));
+                        self.send_own(
+                            now,
+                            &proxy,
+                            &d,
+                            jingle::end_session(&id, "success", "Answered on another device."),
+                        );
                     }
                     let owner = self.calls.calls[&c].owner;
                     self.mark_dirty(owner, now);
@@ -1328,9 +1374,12 @@ impl Core {
             }
             Mode::Jingle => {
                 for (d, id) in legs {
-                    self.send_own(now, &proxy, &d, terminate(&id, condition));
+                    let end = jingle::end_session(&id, "success", why.words());
+                    self.send_own(now, &proxy, &d, end);
                 }
-                self.send_own(now, &face, &caller, terminate(&sid, condition));
+                let to_caller = if answered { "success" } else { "decline" };
+                let end = jingle::end_session(&sid, to_caller, why.words());
+                self.send_own(now, &face, &caller, end);
             }
         }
         if let Some((owner, caller, class)) = missed {
@@ -1419,7 +1468,9 @@ impl Core {
                     self.send_jmi(&face, &caller, jmi("reject", &sid, vec![reason("busy")]))
                 }
                 Mode::Jingle => {
-                    self.send_own(now, &face, &caller, terminate(&sid, "connectivity-error"))
+                    let condition = if answered { "success" } else { "decline" };
+                    let end = jingle::end_session(&sid, condition, "Her device went offline.");
+                    self.send_own(now, &face, &caller, end)
                 }
             }
             self.end_call(c, EndReason::DeviceWentOffline);

@@ -149,14 +149,24 @@ pub fn jingle_iq(from: &str, to: &str, id: &str, jingle: Element) -> Element {
     iq
 }
 
-/// A new `<jingle action=... sid=.../>` with one reason.
-pub fn terminate(sid: &str, condition: &str) -> Element {
+/// A `session-terminate` the component sends when it ends a plain-Jingle
+/// call itself: `success` or `decline` with the precise reason as text.
+///
+/// XEP-0166 §7.4 has finer conditions (`timeout`, `cancel`, `busy`,
+/// `gone`), but Gajim 1.7 (the plain-Jingle client most owners and callers
+/// run) closes its call window only for `success` and `decline`: on any
+/// other condition it shows an error and keeps the call "in progress",
+/// refusing every later call until restarted. The text keeps what the
+/// condition would have said.
+pub fn end_session(sid: &str, condition: &str, text: &str) -> Element {
     let mut j = element(
         "jingle",
         JINGLE,
         &[("action", "session-terminate"), ("sid", sid)],
     );
-    j.append_child(reason(condition));
+    let mut r = reason(condition);
+    r.append_child(super::stanza::text_element("text", JINGLE, text));
+    j.append_child(r);
     j
 }
 

@@ -1795,10 +1795,17 @@ fn plain_jingle_is_forked_and_the_first_accept_wins() {
         (cancel.attr("action"), cancel.attr("sid")),
         (Some("session-terminate"), Some(phone_leg.as_str()))
     );
-    assert!(cancel
-        .get_child("reason", jingle::JINGLE)
-        .unwrap()
-        .has_child("cancel", jingle::JINGLE));
+    // Gajim ends a ringing call only on `success` or `decline`.
+    let reason = cancel.get_child("reason", jingle::JINGLE).unwrap();
+    assert!(
+        reason.has_child("success", jingle::JINGLE),
+        "{}",
+        xml(reason)
+    );
+    assert_eq!(
+        reason.get_child("text", jingle::JINGLE).map(|t| t.text()),
+        Some("Answered on another device.".into())
+    );
 }
 
 #[test]
@@ -1859,19 +1866,38 @@ fn plain_jingle_terminated_while_ringing_or_timed_out_ends_every_leg() {
         (j.attr("action"), j.attr("sid")),
         (Some("session-terminate"), Some("J2"))
     );
-    assert!(j
-        .get_child("reason", jingle::JINGLE)
-        .unwrap()
-        .has_child("timeout", jingle::JINGLE));
-    assert_eq!(
-        out.iter()
-            .filter(|e| e
-                .attr("to")
-                .is_some_and(|t| t.starts_with("alice@localhost/")))
-            .count(),
-        2
+    // One session-terminate each, with a condition Gajim takes as the
+    // end of the call (it keeps a call open on `timeout`), and the real
+    // reason as text; nothing after it.
+    assert_eq!(to_bob_terms.len(), 1, "{to_bob_terms:?}");
+    let reason = j.get_child("reason", jingle::JINGLE).unwrap();
+    assert!(
+        reason.has_child("decline", jingle::JINGLE),
+        "{}",
+        xml(reason)
     );
+    assert_eq!(
+        reason.get_child("text", jingle::JINGLE).map(|t| t.text()),
+        Some("Nobody answered.".into())
+    );
+    let to_legs: Vec<&Element> = out
+        .iter()
+        .filter(|e| {
+            e.attr("to")
+                .is_some_and(|t| t.starts_with("alice@localhost/"))
+        })
+        .collect();
+    assert_eq!(to_legs.len(), 2);
+    for leg in to_legs {
+        let reason = leg
+            .get_child("jingle", jingle::JINGLE)
+            .unwrap()
+            .get_child("reason", jingle::JINGLE)
+            .unwrap();
+        assert!(reason.has_child("success", jingle::JINGLE), "{}", xml(leg));
+    }
     assert_eq!(h.core.calls(), 0);
+    assert!(h.advance(60_000).is_empty());
 }
 
 #[test]

@@ -331,7 +331,8 @@ def test_plain_jingle_is_forked_like_dino_does_without_jmi(world):
         assert not bob.received(jingle_iq("transport-info"), s_bob)
 
         # The phone accepts first: Bob gets its accept, then what was held;
-        # the tablet is cancelled.
+        # the tablet's ringing ends (with `success`: Gajim keeps a call
+        # open on `cancel`).
         send_jingle(phone, proxy, "p2", "session-accept", phone_leg, CONTENT, "responder='alice@localhost/phone'")
         sa = await bob.wait_for(jingle_iq("session-accept", AUDIO), s_bob)
         assert sa.find("{%s}jingle" % JINGLE).get("responder") == AUDIO
@@ -339,8 +340,95 @@ def test_plain_jingle_is_forked_like_dino_does_without_jmi(world):
         await phone.wait_for(iq_reply("p2"))
         await bob.wait_for(jingle_iq("transport-info", AUDIO), s_bob)
         cancel = await tablet.wait_for(jingle_iq("session-terminate", proxy), s_tablet)
-        assert cancel.find("{%s}jingle/{%s}reason/{%s}cancel" % (JINGLE, JINGLE, JINGLE)) is not None
+        assert cancel.find("{%s}jingle/{%s}reason/{%s}success" % (JINGLE, JINGLE, JINGLE)) is not None
         assert cancel.find("{%s}jingle" % JINGLE).get("sid") == tablet_leg
+
+        assert_private(bob)
+        for c in (phone, tablet, laptop, bob):
+            await c.offline()
+
+    asyncio.run(scenario())
+
+
+def terminate_reason(iq):
+    """(condition, text) of a session-terminate."""
+    reason = iq.find("{%s}jingle/{%s}reason" % (JINGLE, JINGLE))
+    assert reason is not None, ET.tostring(iq, encoding="unicode")
+    conditions = [c.tag.split("}")[1] for c in reason if c.tag != "{%s}text" % JINGLE]
+    text = reason.find("{%s}text" % JINGLE)
+    return conditions, None if text is None else text.text
+
+
+def test_plain_jingle_calls_end_once_with_what_gajim_takes_as_the_end(world):
+    """Issue 20: after a decline, a ring timeout or the caller hanging up,
+    each side gets exactly one session-terminate for its session, with
+    `decline` or `success` (Gajim 1.7 keeps a call open on any other
+    condition and then refuses every later call), and nothing after it."""
+    p, comp = world
+
+    async def start(phone, tablet, bob, sid):
+        s_phone, s_tablet = phone.mark(), tablet.mark()
+        send_jingle(bob, AUDIO, f"{sid}-i", "session-initiate", sid, CONTENT, "initiator='bob@localhost/pc'")
+        si_phone = await phone.wait_for(jingle_iq("session-initiate"), s_phone)
+        si_tablet = await tablet.wait_for(jingle_iq("session-initiate"), s_tablet)
+        ack(phone, si_phone)
+        ack(tablet, si_tablet)
+        legs = {c: si.find("{%s}jingle" % JINGLE).get("sid") for c, si in ((phone, si_phone), (tablet, si_tablet))}
+        return si_phone.get("from"), legs
+
+    def terminates(client, since, sid=None):
+        out = []
+        for el in client.received(jingle_iq("session-terminate"), since):
+            if sid is None or el.find("{%s}jingle" % JINGLE).get("sid") == sid:
+                out.append(el)
+        return out
+
+    async def scenario():
+        phone, tablet, laptop, bob = await setup(p, comp)
+
+        # Both devices decline: Bob gets one decline, nothing more.
+        s_bob = bob.mark()
+        proxy, legs = await start(phone, tablet, bob, "D1")
+        decline = f"<reason xmlns='{JINGLE}'><decline/></reason>"
+        send_jingle(phone, proxy, "d1", "session-terminate", legs[phone], decline)
+        send_jingle(tablet, proxy, "d2", "session-terminate", legs[tablet], decline)
+        await bob.wait_for(jingle_iq("session-terminate", AUDIO), s_bob)
+        await asyncio.sleep(1)
+        ends = terminates(bob, s_bob)
+        assert len(ends) == 1, ends
+        assert terminate_reason(ends[0])[0] == ["decline"]
+        for el in ends:
+            ack(bob, el)
+
+        # Nobody answers (3 s here): Bob gets one decline saying so, each
+        # device one success; nothing after, however long they wait.
+        s_bob, s_phone, s_tablet = bob.mark(), phone.mark(), tablet.mark()
+        proxy, legs = await start(phone, tablet, bob, "T1")
+        end = await bob.wait_for(jingle_iq("session-terminate", AUDIO), s_bob, timeout=8)
+        ack(bob, end)
+        assert terminate_reason(end) == (["decline"], "Nobody answered.")
+        for device, s in ((phone, s_phone), (tablet, s_tablet)):
+            leg_end = await device.wait_for(jingle_iq("session-terminate", proxy), s)
+            ack(device, leg_end)
+            assert terminate_reason(leg_end)[0] == ["success"]
+        await asyncio.sleep(2)
+        assert len(terminates(bob, s_bob)) == 1
+        assert [len(terminates(d, s)) for d, s in ((phone, s_phone), (tablet, s_tablet))] == [1, 1]
+        assert [el.find("{%s}jingle" % JINGLE).get("action") for el in bob.received(jingle_iq(), s_bob)] == ["session-terminate"]
+
+        # Bob hangs up while it rings (Gajim sends `cancel`): each device
+        # gets one success, Bob his IQ answered, nothing else.
+        s_bob, s_phone, s_tablet = bob.mark(), phone.mark(), tablet.mark()
+        proxy, legs = await start(phone, tablet, bob, "C1")
+        send_jingle(bob, AUDIO, "c1", "session-terminate", "C1", f"<reason xmlns='{JINGLE}'><cancel/></reason>")
+        assert (await bob.wait_for(iq_reply("c1"), s_bob)).get("type") == "result"
+        for device, s in ((phone, s_phone), (tablet, s_tablet)):
+            leg_end = await device.wait_for(jingle_iq("session-terminate", proxy), s)
+            ack(device, leg_end)
+            assert terminate_reason(leg_end) == (["success"], "The caller hung up.")
+        await asyncio.sleep(1)
+        assert terminates(bob, s_bob) == []
+        assert [len(terminates(d, s)) for d, s in ((phone, s_phone), (tablet, s_tablet))] == [1, 1]
 
         assert_private(bob)
         for c in (phone, tablet, laptop, bob):
