@@ -396,9 +396,19 @@ impl Core {
                 approved.dedup();
                 let p: Vec<&str> = pending.iter().map(String::as_str).collect();
                 let a: Vec<&str> = approved.iter().map(String::as_str).collect();
+                let waiting = if p.is_empty() {
+                    "Nobody is waiting for your answer.".to_owned()
+                } else {
+                    format!("Waiting for your answer: {}.", p.join(", "))
+                };
+                let watching = if a.is_empty() {
+                    "Nobody watches you yet.".to_owned()
+                } else {
+                    format!("Watching you: {}.", a.join(", "))
+                };
                 form(
                     "Watchers",
-                    "Approve or deny who asked to watch you; remove or block watchers.",
+                    &format!("{waiting} {watching}\nApprove or deny who asked to watch you; remove or block watchers."),
                     vec![
                         field("approve", "list-multi", "Approve", &[], &opts(&p)),
                         field("deny", "list-multi", "Deny", &[], &opts(&p)),

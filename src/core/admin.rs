@@ -99,6 +99,13 @@ impl Core {
                 .map(|(_, d)| d.name.clone())
                 .collect::<Vec<_>>()
         };
+        // Her own accounts watching her address are hers, not watchers.
+        let others = |o: &super::Owner, state: WatcherState| {
+            o.watchers
+                .iter()
+                .filter(|(j, s)| **s == state && !o.accounts.iter().any(|(a, _)| a == *j))
+                .count()
+        };
         let owners = order
             .into_iter()
             .map(|i| {
@@ -110,16 +117,8 @@ impl Core {
                         .iter()
                         .map(|(j, s)| (j.to_string(), s.approved))
                         .collect(),
-                    watchers: o
-                        .watchers
-                        .values()
-                        .filter(|w| **w == WatcherState::Subscribed)
-                        .count(),
-                    pending: o
-                        .watchers
-                        .values()
-                        .filter(|w| **w == WatcherState::Pending)
-                        .count(),
+                    watchers: others(o, WatcherState::Subscribed),
+                    pending: others(o, WatcherState::Pending),
                     classes: (0..self.cfg.classes.len())
                         .map(|c| {
                             let shown = self

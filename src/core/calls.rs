@@ -470,6 +470,7 @@ impl Core {
             return self.send_jmi(&face, caller.as_str(), reject);
         }
         let mut plan = self.ring_plan(now, owner, class, &caller.to_bare());
+        let any_device = !plan.steps.is_empty();
         // A propose rings only devices that speak XEP-0353: one that does
         // not (Gajim 1.7) would show nothing while the caller waits.
         let devices = &self.owners[owner].devices;
@@ -481,6 +482,16 @@ impl Core {
             });
         }
         plan.steps.retain(|s| !s.is_empty());
+        if plan.steps.is_empty() && any_device {
+            // Only plain-Jingle devices would ring (Gajim 1.7): proceed on
+            // their behalf, so that the caller sends his session-initiate
+            // to the class resource (XEP-0353 §3.2: with the propose's id
+            // as sid), and that is forked to them like any plain-Jingle
+            // call, ringing, timeout and all. The caller sees "connecting"
+            // rather than "ringing" meanwhile, which beats a busy signal.
+            info!(owner = %self.owners[owner].name, "no XEP-0353 device: proceeding for plain Jingle");
+            return self.send_jmi(&face, caller.as_str(), jmi("proceed", &sid, vec![]));
+        }
         if plan.steps.is_empty() {
             info!(owner = %self.owners[owner].name, "no device to ring: busy");
             self.call_rejected();

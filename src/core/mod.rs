@@ -168,7 +168,8 @@ pub struct Footprint {
     pub devices: usize,
     /// Most live devices of one owner.
     pub max_devices_per_owner: usize,
-    /// Watcher edges (pending and approved), over all owners.
+    /// Watcher edges (pending and approved), over all owners; her own
+    /// accounts watching her are not counted.
     pub watchers: usize,
     /// Most watchers of one owner.
     pub max_watchers_per_owner: usize,
@@ -861,7 +862,15 @@ impl Core {
     /// How much state the core holds now.
     pub fn footprint(&self) -> Footprint {
         let devices = self.owners.iter().map(|o| o.devices.len());
-        let watchers = self.owners.iter().map(|o| o.watchers.len());
+        // Her own accounts watching her address are hers, not watchers.
+        let watchers = self.owners.iter().map(|o| {
+            let own = o
+                .accounts
+                .iter()
+                .filter(|(a, _)| o.watchers.contains_key(a))
+                .count();
+            o.watchers.len() - own
+        });
         Footprint {
             owners: self.owners.len(),
             devices: devices.clone().sum(),

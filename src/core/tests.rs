@@ -965,6 +965,12 @@ fn the_owner_may_watch_herself_without_asking() {
     let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='alice@localhost' to='alice@{D}'/>"));
     assert_eq!(out[0].attr("type"), Some("subscribed"));
     assert_eq!(out[0].attr("to"), Some("alice@localhost"));
+    // She is not counted as a watcher of her own, on the status page or
+    // in the metrics (issue 20: "watchers 2" with one real watcher).
+    h.subscribe_bob();
+    assert_eq!(h.core.footprint().watchers, 1);
+    let view = h.core.admin_view(h.now, 10);
+    assert_eq!((view.owners[0].watchers, view.owners[0].pending), (0, 1));
 }
 
 #[test]
@@ -4153,4 +4159,39 @@ fn the_watchers_form_lists_another_owner_once() {
         "{remove:?}"
     );
     assert_eq!(remove.len(), 4, "{remove:?}");
+}
+
+/// Issue 20 (Dino calling an owner whose only audio device is Gajim 1.7,
+/// which does not speak XEP-0353): the propose is not answered busy; the
+/// component proceeds for the device, and the caller's session-initiate is
+/// forked to it as plain Jingle.
+#[test]
+fn a_propose_with_only_plain_jingle_devices_proceeds_and_rings_them() {
+    let mut h = Harness::new(SubscriptionPolicy::Open);
+    h.subscribe_bob();
+    let plain: Vec<&str> = JINGLE_AUDIO
+        .iter()
+        .copied()
+        .filter(|f| *f != jingle::JMI)
+        .collect();
+    let out = h.device("gajim-x1", &caps_for("https://gajim.org", &plain));
+    let q = out.iter().find(|e| e.name() == "iq").unwrap().clone();
+    h.answer_disco(&q, &plain);
+    h.advance(200);
+    let out = propose(&mut h, "P1");
+    assert!(legs(&out).is_empty(), "no JMI leg: {out:?}");
+    let proceed = to_bob_jmi(&out, "proceed");
+    assert_eq!(proceed.len(), 1, "{out:?}");
+    assert_eq!(proceed[0].attr("from"), Some(AUDIO));
+    assert_eq!(jmi_of(proceed[0]).unwrap().attr("id"), Some("P1"));
+    assert!(to_bob_jmi(&out, "reject").is_empty());
+    // Bob's client then starts the session with the propose's id.
+    let out = h.input(&jingle_from(BOB, AUDIO, "si", "session-initiate", "P1", CONTENT));
+    let ring = out
+        .iter()
+        .find(|e| e.attr("to") == Some("alice@localhost/gajim-x1"))
+        .and_then(|e| e.get_child("jingle", jingle::JINGLE))
+        .expect("the Gajim device rings");
+    assert_eq!(ring.attr("action"), Some("session-initiate"));
+    assert_eq!(h.core.calls(), 1);
 }
