@@ -437,6 +437,45 @@ def test_plain_jingle_calls_end_once_with_what_gajim_takes_as_the_end(world):
     asyncio.run(scenario())
 
 
+def test_a_jmi_call_rings_a_device_that_only_speaks_plain_jingle(world):
+    """Issue 20: Dino (XEP-0353) calls Alice, whose only device is Gajim 1.7
+    (plain Jingle, no XEP-0353). Once answered busy; now the component
+    proceeds for her device, and Dino's session-initiate rings it."""
+    p, comp = world
+
+    async def scenario():
+        comp.start()
+        gajim = await Client("alice@localhost/gajim.X1", JINGLE_AUDIO, caps_node="https://gajim.org").online(p.c2s)
+        await gajim.wait_for(presence(ALICE, "subscribe"))
+        gajim.send_presence(pto=ALICE, ptype="subscribed")
+        bob = await Client("bob@localhost/dino", JINGLE_AUDIO + [JMI]).online(p.c2s)
+        bob.send_presence(pto=ALICE, ptype="subscribe")
+        await bob.wait_for(presence(AUDIO), what="/audio available")
+        await asyncio.sleep(0.5)
+
+        s_bob, s_gajim = bob.mark(), gajim.mark()
+        bob.send_raw(f"<message type='chat' id='m-G1' to='{ALICE}'><propose xmlns='{JMI}' id='G1'>"
+                     f"<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>")
+        proceed = await bob.wait_for(jmi_msg("proceed", AUDIO, "G1"), s_bob, what="proceed for the Gajim device")
+        assert not bob.received(jmi_msg("reject"), s_bob)
+        # XEP-0353: the session goes to whoever proceeded, with the propose's id.
+        send_jingle(bob, proceed.get("from"), "g1", "session-initiate", "G1", CONTENT, "initiator='bob@localhost/dino'")
+        si = await gajim.wait_for(jingle_iq("session-initiate"), s_gajim, what="the Gajim device ringing")
+        ack(gajim, si)
+        proxy, leg = si.get("from"), si.find("{%s}jingle" % JINGLE).get("sid")
+        send_jingle(gajim, proxy, "a1", "session-accept", leg, CONTENT, "responder='alice@localhost/gajim.X1'")
+        sa = await bob.wait_for(jingle_iq("session-accept", AUDIO), s_bob, what="Bob hears the answer")
+        assert sa.find("{%s}jingle" % JINGLE).get("sid") == "G1"
+        ack(bob, sa)
+        assert_private(bob)
+        for raw in bob.raw_since(s_bob):
+            assert "gajim.X1" not in raw, raw
+        for c in (gajim, bob):
+            await c.offline()
+
+    asyncio.run(scenario())
+
+
 def test_sequential_rule_rings_the_phone_only_after_the_tablet_step(tmp_path):
     p = start_prosody(str(tmp_path))
     comp = Component(str(tmp_path), p, OWNERS + """
