@@ -32,8 +32,12 @@ impl Core {
             let sender = from.to_bare();
             let own = self.out.secrets.account_owner(&sender) == Some(*owner);
             if !own && super::listed(&self.owners[*owner].blocked, &sender) {
-                trace!("dropped: iq from a blocked sender");
-                return;
+                // RFC 6120 §8.2.3 wants an answer, and XEP-0191 §3.5 says
+                // which: what an address that serves him nothing says.
+                trace!("iq from a blocked sender");
+                return self
+                    .out
+                    .reply_error(iq, ErrorType::Cancel, "service-unavailable");
             }
         }
         if !get && self.call_iq(now, iq, &from, &target) {

@@ -23,6 +23,8 @@ mod disco;
 pub mod jingle;
 mod limits;
 mod linking;
+#[doc(hidden)]
+pub mod oracle;
 mod outbox;
 pub mod presence;
 pub mod router;
@@ -825,6 +827,11 @@ impl Core {
     /// The component domain.
     pub fn domain(&self) -> &str {
         &self.cfg.domain
+    }
+
+    /// The limits it keeps to.
+    pub fn limits(&self) -> &Limits {
+        &self.cfg.limits
     }
 
     /// The next stanza to send, if any. Drain [`Core::poll_store`] first.
