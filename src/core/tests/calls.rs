@@ -1,0 +1,761 @@
+//! Calls (DESIGN.md section 5): JMI and plain Jingle forking, endings, relay-only candidates, receipts.
+
+use super::*;
+
+#[test]
+fn a_propose_rings_each_audio_device_from_one_proxy_jid() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let out = propose(&mut h, "S1");
+    let legs = legs(&out);
+    assert_eq!(
+        legs.keys().collect::<Vec<_>>(),
+        [PHONE, TABLET],
+        "the chat-only laptop does not ring"
+    );
+    let proxies: BTreeSet<&str> = legs.values().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(proxies.len(), 1, "one proxy full JID for the whole call");
+    assert!(proxies
+        .iter()
+        .next()
+        .unwrap()
+        .starts_with(r"bob\40localhost@unified.localhost/"));
+    let ids: BTreeSet<&str> = legs.values().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "a fresh id per leg");
+    assert!(!ids.contains("S1"));
+    for m in out.iter().filter(|e| e.attr("to") == Some(PHONE)) {
+        assert_eq!(m.attr("type"), Some("chat"));
+        assert!(m.has_child("store", jingle::HINTS));
+        assert!(m.has_child("no-copy", jingle::HINTS));
+        assert!(m.has_child("private", jingle::CARBONS));
+        assert!(jmi_of(m).unwrap().has_child("description", jingle::RTP));
+    }
+    assert!(
+        to_bob(&out).is_empty(),
+        "no receipt before a device got the call: {out:?}"
+    );
+}
+
+/// Issue 13, hole 5: the caller's receipt reflects a device that got the
+/// call (its own receipt, its ringing or its answer), once, under the
+/// caller's id; the other devices' receipts reach nobody.
+#[test]
+fn the_callers_receipt_comes_from_a_device_that_got_the_call() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let out = propose(&mut h, "S1");
+    let msg_id = |to: &str| {
+        out.iter()
+            .find(|e| e.attr("to") == Some(to) && e.has_child("request", jingle::RECEIPTS))
+            .and_then(|e| e.attr("id"))
+            .expect("each leg asks its device for a receipt")
+            .to_owned()
+    };
+    let (phone_msg, tablet_msg) = (msg_id(PHONE), msg_id(TABLET));
+    let (proxy, _) = legs(&out)[PHONE].clone();
+    let receipt = |h: &mut Harness, device: &str, id: &str| {
+        h.input(&format!("<message xmlns='jabber:component:accept' from='{device}' to='{proxy}'><received xmlns='urn:xmpp:receipts' id='{id}'/></message>"))
+    };
+    let out = receipt(&mut h, TABLET, &tablet_msg);
+    let bob = to_bob(&out);
+    assert_eq!(bob.len(), 1, "{out:?}");
+    assert_eq!(bob[0].attr("from"), Some(AUDIO));
+    assert_eq!(
+        bob[0]
+            .get_child("received", jingle::RECEIPTS)
+            .and_then(|r| r.attr("id")),
+        Some("m-S1")
+    );
+    assert!(receipt(&mut h, PHONE, &phone_msg).is_empty(), "absorbed");
+    assert!(receipt(&mut h, TABLET, &tablet_msg).is_empty(), "absorbed");
+    // Another call: ringing comes first, and brings the receipt with it.
+    let p2 = propose(&mut h, "S2");
+    let legs = legs(&p2);
+    let (proxy, leg) = legs[PHONE].clone();
+    let out = from_device(&mut h, PHONE, &proxy, "ringing", &leg, "");
+    let bob = to_bob(&out);
+    assert_eq!(bob.len(), 2, "{out:?}");
+    assert!(bob[0].has_child("received", jingle::RECEIPTS));
+    assert!(jmi_of(bob[1]).is_some_and(|j| j.name() == "ringing"));
+    // Receipts for a call that has ended are absorbed too.
+    h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{BOB}' to='alice@{D}'><retract xmlns='urn:xmpp:jingle-message:0' id='S2'/></message>"));
+    let late = p2
+        .iter()
+        .find(|e| e.attr("to") == Some(TABLET) && e.has_child("request", jingle::RECEIPTS))
+        .and_then(|e| e.attr("id"))
+        .unwrap()
+        .to_owned();
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' from='{TABLET}' to='{proxy}'><received xmlns='urn:xmpp:receipts' id='{late}'/></message>"));
+    assert!(to_bob(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn first_ringing_is_relayed_and_first_proceed_wins() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, phone_leg) = legs[PHONE].clone();
+    let (_, tablet_leg) = legs[TABLET].clone();
+    let out = from_device(&mut h, PHONE, &proxy, "ringing", &phone_leg, "");
+    assert_eq!(to_bob_jmi(&out, "ringing")[0].attr("from"), Some(AUDIO));
+    assert!(to_bob_jmi(
+        &from_device(&mut h, TABLET, &proxy, "ringing", &tablet_leg, ""),
+        "ringing"
+    )
+    .is_empty());
+
+    let out = from_device(
+        &mut h,
+        TABLET,
+        &proxy,
+        "proceed",
+        &tablet_leg,
+        "<device xmlns='http://gultsch.de/xmpp/drafts/omemo/dlts-srtp-verification' id='7'/>",
+    );
+    let proceed = to_bob_jmi(&out, "proceed");
+    assert_eq!(proceed.len(), 1);
+    assert_eq!(proceed[0].attr("from"), Some(AUDIO));
+    assert_eq!(jmi_of(proceed[0]).unwrap().attr("id"), Some("S1"));
+    assert_eq!(
+        jmi_of(proceed[0]).unwrap().children().count(),
+        0,
+        "OMEMO device removed"
+    );
+    let retract = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE))
+        .expect("phone is retracted");
+    assert_eq!(
+        retract.attr("from"),
+        Some(proxy.as_str()),
+        "same proxy full JID as its propose"
+    );
+    assert_eq!(jmi_of(retract).unwrap().name(), "retract");
+    assert_eq!(
+        jmi_of(retract).unwrap().attr("id"),
+        Some(phone_leg.as_str())
+    );
+
+    // A late proceed is retracted too, and Bob hears nothing of it.
+    let out = from_device(&mut h, PHONE, &proxy, "proceed", &phone_leg, "");
+    assert!(to_bob(&out).is_empty());
+    assert_eq!(jmi_of(&out[0]).unwrap().name(), "retract");
+}
+
+#[test]
+fn jingle_is_relayed_both_ways_with_sids_roles_and_ids_mapped() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[TABLET].clone();
+    from_device(&mut h, TABLET, &proxy, "proceed", &leg, "");
+
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "bob-iq-1",
+        "session-initiate",
+        "S1",
+        CONTENT,
+    ));
+    assert_eq!(out.len(), 1);
+    let si = &out[0];
+    assert_eq!(si.attr("to"), Some(TABLET));
+    assert_eq!(
+        si.attr("from"),
+        Some(proxy.as_str()),
+        "the leg's proxy full JID"
+    );
+    let j = si.get_child("jingle", jingle::JINGLE).unwrap();
+    assert_eq!(j.attr("sid"), Some(leg.as_str()));
+    assert_eq!(j.attr("initiator"), Some(proxy.as_str()));
+    let original: Element = format!("<jingle xmlns='urn:xmpp:jingle:1'>{CONTENT}</jingle>")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        j.get_child("content", jingle::JINGLE),
+        original.get_child("content", jingle::JINGLE),
+        "payload intact (mDNS candidate, extmap-allow-mixed)"
+    );
+
+    // The device's ack goes back to Bob with Bob's id.
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='{TABLET}' to='{proxy}'/>",
+        si.attr("id").unwrap()
+    ));
+    assert_eq!(out[0].attr("to"), Some(BOB));
+    assert_eq!(out[0].attr("id"), Some("bob-iq-1"));
+    assert_eq!(out[0].attr("from"), Some(AUDIO));
+
+    // session-accept the other way, responder rewritten to the class JID.
+    let accept = format!(
+        "<iq xmlns='jabber:component:accept' type='set' id='dev-iq-1' from='{TABLET}' to='{proxy}'>\
+         <jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='{leg}' initiator='{proxy}' responder='{TABLET}'>{CONTENT}</jingle></iq>"
+    );
+    let out = h.input(&accept);
+    let sa = &out[0];
+    assert_eq!(sa.attr("to"), Some(BOB));
+    assert_eq!(sa.attr("from"), Some(AUDIO));
+    let j = sa.get_child("jingle", jingle::JINGLE).unwrap();
+    assert_eq!(
+        (j.attr("sid"), j.attr("initiator"), j.attr("responder")),
+        (Some("S1"), Some(BOB), Some(AUDIO))
+    );
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='{BOB}' to='{AUDIO}'/>",
+        sa.attr("id").unwrap()
+    ));
+    assert_eq!(
+        (out[0].attr("to"), out[0].attr("id")),
+        (Some(TABLET), Some("dev-iq-1"))
+    );
+
+    // An error is mapped back too, with its condition.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "bob-iq-2",
+        "transport-info",
+        "S1",
+        "",
+    ));
+    let id = out[0].attr("id").unwrap().to_owned();
+    let out = h.input(&format!("<iq xmlns='jabber:component:accept' type='error' id='{id}' from='{TABLET}' to='{proxy}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"));
+    assert_eq!(
+        (out[0].attr("to"), out[0].attr("id"), out[0].attr("type")),
+        (Some(BOB), Some("bob-iq-2"), Some("error"))
+    );
+
+    // session-terminate from Bob ends the call and frees its state.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "bob-iq-3",
+        "session-terminate",
+        "S1",
+        "<reason><success/></reason>",
+    ));
+    assert_eq!(out[0].attr("to"), Some(TABLET));
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn watchers_see_call_classes_busy_during_a_call_and_back_after() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[TABLET].clone();
+    from_device(&mut h, TABLET, &proxy, "proceed", &leg, "");
+    let out = h.advance(200);
+    let bob = to_bob(&out);
+    let audio = from_class(&bob, "audio").unwrap();
+    assert_eq!(show(audio).as_deref(), Some("dnd"));
+    assert_eq!(
+        audio.get_child("status", ns::COMPONENT).unwrap().text(),
+        "In a call"
+    );
+    assert!(
+        from_class(&bob, "chat").is_none(),
+        "chat is not a call class"
+    );
+    from_device(
+        &mut h,
+        TABLET,
+        &proxy,
+        "finish",
+        &leg,
+        "<reason xmlns='urn:xmpp:jingle:1'><success/></reason>",
+    );
+    let out = h.advance(200);
+    assert_eq!(show(from_class(&to_bob(&out), "audio").unwrap()), None);
+}
+
+#[test]
+fn the_caller_retracting_while_ringing_retracts_every_leg() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{BOB}' to='alice@{D}'><retract xmlns='urn:xmpp:jingle-message:0' id='S1'/></message>"));
+    let retracted: BTreeSet<&str> = out
+        .iter()
+        .filter(|e| jmi_of(e).is_some_and(|j| j.name() == "retract"))
+        .map(|e| e.attr("to").unwrap())
+        .collect();
+    assert_eq!(retracted, [PHONE, TABLET].into());
+    for e in &out {
+        assert_eq!(e.attr("from"), Some(legs[e.attr("to").unwrap()].0.as_str()));
+    }
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn nobody_answering_in_time_rejects_with_timeout_and_retracts_every_leg() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    propose(&mut h, "S1");
+    assert!(h.advance(29_000).iter().all(|e| jmi_of(e).is_none()));
+    let out = h.advance(1_500);
+    let reject = to_bob_jmi(&out, "reject");
+    assert_eq!(reject.len(), 1);
+    assert!(jmi_of(reject[0])
+        .unwrap()
+        .get_child("reason", jingle::JINGLE)
+        .unwrap()
+        .has_child("timeout", jingle::JINGLE));
+    assert_eq!(
+        out.iter()
+            .filter(|e| jmi_of(e).is_some_and(|j| j.name() == "retract"))
+            .count(),
+        2
+    );
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn no_device_or_all_dnd_is_busy_at_once() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    h.device("phone", "<show>dnd</show>");
+    h.device("tablet", "<show>dnd</show>");
+    let out = propose(&mut h, "S1");
+    let reject = to_bob_jmi(&out, "reject");
+    assert_eq!(reject.len(), 1);
+    assert!(jmi_of(reject[0])
+        .unwrap()
+        .get_child("reason", jingle::JINGLE)
+        .unwrap()
+        .has_child("busy", jingle::JINGLE));
+    assert!(legs(&out).is_empty());
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn one_decline_keeps_the_others_ringing_and_all_declines_reach_the_caller() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, phone_leg) = legs[PHONE].clone();
+    let (_, tablet_leg) = legs[TABLET].clone();
+    let decline = "<reason xmlns='urn:xmpp:jingle:1'><decline/></reason>";
+    assert!(to_bob(&from_device(
+        &mut h, PHONE, &proxy, "reject", &phone_leg, decline
+    ))
+    .is_empty());
+    assert_eq!(h.core.calls(), 1);
+    let out = from_device(&mut h, TABLET, &proxy, "reject", &tablet_leg, decline);
+    let reject = to_bob_jmi(&out, "reject");
+    assert_eq!(jmi_of(reject[0]).unwrap().attr("id"), Some("S1"));
+    assert!(jmi_of(reject[0])
+        .unwrap()
+        .get_child("reason", jingle::JINGLE)
+        .unwrap()
+        .has_child("decline", jingle::JINGLE));
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn jingle_errors_follow_xep0166_section_10() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let out = h.input(&jingle_from(BOB, AUDIO, "x1", "transport-info", "nope", ""));
+    let err = out[0].get_child("error", ns::COMPONENT).unwrap();
+    assert!(err.has_child("item-not-found", ns::STANZAS));
+    assert!(err.has_child("unknown-session", jingle::JINGLE_ERRORS));
+    propose(&mut h, "S1");
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "x2",
+        "session-initiate",
+        "S1",
+        CONTENT,
+    ));
+    let err = out[0].get_child("error", ns::COMPONENT).unwrap();
+    assert!(
+        err.has_child("unexpected-request", ns::STANZAS),
+        "session-initiate before proceed"
+    );
+    assert!(err.has_child("out-of-order", jingle::JINGLE_ERRORS));
+}
+
+#[test]
+fn relay_only_strips_direct_candidates_towards_the_caller() {
+    let mut h = alice_with_two_phones(CandidatePolicy::RelayOnly);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[PHONE].clone();
+    from_device(&mut h, PHONE, &proxy, "proceed", &leg, "");
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='set' id='d1' from='{PHONE}' to='{proxy}'><jingle xmlns='urn:xmpp:jingle:1' action='transport-info' sid='{leg}'>{CONTENT}</jingle></iq>"
+    ));
+    let mut xml = Vec::new();
+    out[0].write_to(&mut xml).unwrap();
+    let xml = String::from_utf8(xml).unwrap();
+    assert!(
+        !xml.contains("abcd.local") && !xml.contains("type=\"host\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("198.51.100.9"),
+        "the relay candidate stays: {xml}"
+    );
+}
+
+/// The same through XEP-0353: the caller's session-initiate after the
+/// proceed reaches her device with relay candidates only.
+#[test]
+fn relay_only_filters_the_callers_candidates_after_a_proceed_too() {
+    let mut h = alice_with_two_phones(CandidatePolicy::RelayOnly);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[PHONE].clone();
+    let out = from_device(&mut h, PHONE, &proxy, "proceed", &leg, "");
+    let face = to_bob_jmi(&out, "proceed")[0]
+        .attr("from")
+        .unwrap()
+        .to_owned();
+    let out = h.input(&jingle_from(
+        BOB,
+        &face,
+        "si",
+        "session-initiate",
+        "S1",
+        EVERY_CANDIDATE,
+    ));
+    let init = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE) && e.attr("type") == Some("set"))
+        .expect("relayed to her phone");
+    assert_eq!(candidate_types(init).0, ["relay"]);
+    assert!(!candidate_types(init).1);
+}
+
+/// Issue 13, hole 8: a rule picks the candidate policy per caller;
+/// ringing is left to the rules below a rule that only sets it.
+#[test]
+fn a_rule_can_make_calls_from_non_watchers_relay_only() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    assert!(command(&mut h, PHONE, "rule add from anyone relay-only").contains("relay-only calls"));
+    assert!(command(&mut h, PHONE, "rule add from watchers direct").contains("direct calls"));
+    command(&mut h, PHONE, "ring sequential tablet phone");
+    // Bob watches her: direct, and the ring rule still decides who rings.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si",
+        "session-initiate",
+        "J1",
+        EVERY_CANDIDATE,
+    ));
+    let inits: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("type") == Some("set"))
+        .collect();
+    assert_eq!(inits.len(), 1, "sequential: the tablet first");
+    assert_eq!(inits[0].attr("to"), Some(TABLET));
+    assert_eq!(candidate_types(inits[0]).0.len(), 4, "direct for a watcher");
+    // Carol does not: relay-only.
+    let out = h.input(&jingle_from(
+        "carol@example.net/x",
+        AUDIO,
+        "si2",
+        "session-initiate",
+        "J2",
+        EVERY_CANDIDATE,
+    ));
+    let inits: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("type") == Some("set"))
+        .collect();
+    assert_eq!(inits.len(), 1);
+    assert_eq!(
+        candidate_types(inits[0]).0,
+        ["relay"],
+        "relay-only for a stranger"
+    );
+}
+
+#[test]
+fn plain_jingle_is_forked_and_the_first_accept_wins() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si",
+        "session-initiate",
+        "J1",
+        CONTENT,
+    ));
+    assert_eq!(
+        out.iter()
+            .filter(|e| e.attr("to") == Some(BOB) && e.attr("type") == Some("result"))
+            .count(),
+        1,
+        "Bob's IQ is acked"
+    );
+    let inits: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("type") == Some("set"))
+        .collect();
+    assert_eq!(inits.len(), 2);
+    let leg_of = |e: &Element| {
+        e.get_child("jingle", jingle::JINGLE)
+            .unwrap()
+            .attr("sid")
+            .unwrap()
+            .to_owned()
+    };
+    let phone = inits.iter().find(|e| e.attr("to") == Some(PHONE)).unwrap();
+    let tablet = inits.iter().find(|e| e.attr("to") == Some(TABLET)).unwrap();
+    let (phone_leg, tablet_leg, proxy) = (
+        leg_of(phone),
+        leg_of(tablet),
+        phone.attr("from").unwrap().to_owned(),
+    );
+
+    // Bob's transport-info is replayed to both ringing legs.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "ti",
+        "transport-info",
+        "J1",
+        CONTENT,
+    ));
+    assert_eq!(
+        out.iter().filter(|e| e.attr("type") == Some("set")).count(),
+        2
+    );
+    // The tablet's own transport-info is held until it wins.
+    let held = format!("<iq xmlns='jabber:component:accept' type='set' id='t1' from='{TABLET}' to='{proxy}'><jingle xmlns='urn:xmpp:jingle:1' action='transport-info' sid='{tablet_leg}'>{CONTENT}</jingle></iq>");
+    assert!(to_bob(&h.input(&held))
+        .iter()
+        .all(|e| e.attr("type") == Some("result") || e.attr("to") != Some(BOB)));
+    assert!(to_bob(&h.input(&held)).is_empty());
+
+    let accept = format!("<iq xmlns='jabber:component:accept' type='set' id='a1' from='{TABLET}' to='{proxy}'><jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='{tablet_leg}' responder='{TABLET}'>{CONTENT}</jingle></iq>");
+    let out = h.input(&accept);
+    let to_bob_sets: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some(BOB) && e.attr("type") == Some("set"))
+        .collect();
+    let actions: Vec<&str> = to_bob_sets
+        .iter()
+        .map(|e| {
+            e.get_child("jingle", jingle::JINGLE)
+                .unwrap()
+                .attr("action")
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        ["session-accept", "transport-info", "transport-info"],
+        "accept, then what was held"
+    );
+    let cancel = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE))
+        .unwrap()
+        .get_child("jingle", jingle::JINGLE)
+        .unwrap();
+    assert_eq!(
+        (cancel.attr("action"), cancel.attr("sid")),
+        (Some("session-terminate"), Some(phone_leg.as_str()))
+    );
+    // Gajim ends a ringing call only on `success` or `decline`.
+    let reason = cancel.get_child("reason", jingle::JINGLE).unwrap();
+    assert!(
+        reason.has_child("success", jingle::JINGLE),
+        "{}",
+        xml(reason)
+    );
+    assert_eq!(
+        reason.get_child("text", jingle::JINGLE).map(|t| t.text()),
+        Some("Answered on another device.".into())
+    );
+}
+
+#[test]
+fn a_video_propose_rings_only_video_devices() {
+    let mut h = alice_with_phone_and_laptop();
+    h.device("tablet", &caps_for("https://dino.im", JINGLE_AUDIO));
+    let out = h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' from='{BOB}' to='alice@{D}'><propose xmlns='urn:xmpp:jingle-message:0' id='V1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='video'/></propose></message>"
+    ));
+    assert_eq!(legs(&out).keys().collect::<Vec<_>>(), [PHONE]);
+}
+
+#[test]
+fn plain_jingle_terminated_while_ringing_or_timed_out_ends_every_leg() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si",
+        "session-initiate",
+        "J1",
+        CONTENT,
+    ));
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "st",
+        "session-terminate",
+        "J1",
+        "<reason><cancel/></reason>",
+    ));
+    let terminated: BTreeSet<&str> = out
+        .iter()
+        .filter(|e| {
+            e.get_child("jingle", jingle::JINGLE)
+                .is_some_and(|j| j.attr("action") == Some("session-terminate"))
+        })
+        .map(|e| e.attr("to").unwrap())
+        .collect();
+    assert_eq!(terminated, [PHONE, TABLET].into());
+    assert_eq!(h.core.calls(), 0);
+
+    h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si2",
+        "session-initiate",
+        "J2",
+        CONTENT,
+    ));
+    let out = h.advance(31_000);
+    let to_bob_terms: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some(BOB) && e.attr("type") == Some("set"))
+        .collect();
+    let j = to_bob_terms[0].get_child("jingle", jingle::JINGLE).unwrap();
+    assert_eq!(
+        (j.attr("action"), j.attr("sid")),
+        (Some("session-terminate"), Some("J2"))
+    );
+    // One session-terminate each, with a condition Gajim takes as the
+    // end of the call (it keeps a call open on `timeout`), and the real
+    // reason as text; nothing after it.
+    assert_eq!(to_bob_terms.len(), 1, "{to_bob_terms:?}");
+    let reason = j.get_child("reason", jingle::JINGLE).unwrap();
+    assert!(
+        reason.has_child("decline", jingle::JINGLE),
+        "{}",
+        xml(reason)
+    );
+    assert_eq!(
+        reason.get_child("text", jingle::JINGLE).map(|t| t.text()),
+        Some("Nobody answered.".into())
+    );
+    let to_legs: Vec<&Element> = out
+        .iter()
+        .filter(|e| {
+            e.attr("to")
+                .is_some_and(|t| t.starts_with("alice@localhost/"))
+        })
+        .collect();
+    assert_eq!(to_legs.len(), 2);
+    for leg in to_legs {
+        let reason = leg
+            .get_child("jingle", jingle::JINGLE)
+            .unwrap()
+            .get_child("reason", jingle::JINGLE)
+            .unwrap();
+        assert!(reason.has_child("success", jingle::JINGLE), "{}", xml(leg));
+    }
+    assert_eq!(h.core.calls(), 0);
+    assert!(h.advance(60_000).is_empty());
+}
+
+#[test]
+fn the_answering_device_going_offline_ends_the_call_for_the_caller() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[TABLET].clone();
+    from_device(&mut h, TABLET, &proxy, "proceed", &leg, "");
+    let out = h.device_gone("tablet");
+    assert_eq!(to_bob_jmi(&out, "finish").len(), 1);
+    assert_eq!(h.core.calls(), 0);
+}
+
+#[test]
+fn shutdown_ends_calls_on_every_side() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let legs = legs(&propose(&mut h, "S1"));
+    let (proxy, leg) = legs[TABLET].clone();
+    from_device(&mut h, TABLET, &proxy, "proceed", &leg, "");
+    propose(&mut h, "S2");
+    h.core.handle_shutdown(h.now);
+    let out = h.drain();
+    assert_eq!(
+        to_bob_jmi(&out, "finish").len(),
+        1,
+        "the answered call is finished"
+    );
+    assert_eq!(
+        to_bob_jmi(&out, "reject").len(),
+        1,
+        "the ringing one is rejected"
+    );
+    let to_tablet: Vec<&str> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some(TABLET))
+        .filter_map(|e| jmi_of(e))
+        .map(|j| j.name())
+        .collect();
+    assert!(to_tablet.contains(&"finish"));
+    assert_eq!(h.core.calls(), 0);
+}
+
+/// A JMI element's attributes from a peer are copied with their own
+/// names and namespaces; none makes the core fail.
+#[test]
+fn jmi_copies_qualified_attributes_of_a_peer() {
+    let el: Element = "<proceed xmlns='urn:xmpp:jingle-message:0' xmlns:x='urn:example:x' id='a' x:extra='1' xml:lang='en'/>"
+        .parse()
+        .unwrap();
+    let copy = jingle::jmi_copy(&el, "b");
+    assert_eq!(copy.attr("id"), Some("b"));
+    let qualified: Vec<String> = copy
+        .attrs()
+        .iter()
+        .map(|((n, k), _)| format!("{n:?}:{k}"))
+        .collect();
+    assert!(
+        qualified
+            .iter()
+            .any(|q| q.contains("urn:example:x") && q.ends_with(":extra")),
+        "{qualified:?}"
+    );
+}
+
+/// Issue 20 (Dino calling an owner whose only audio device is Gajim 1.7,
+/// which does not speak XEP-0353): the propose is not answered busy; the
+/// component proceeds for the device, and the caller's session-initiate is
+/// forked to it as plain Jingle.
+#[test]
+fn a_propose_with_only_plain_jingle_devices_proceeds_and_rings_them() {
+    let mut h = Harness::new(SubscriptionPolicy::Open);
+    h.subscribe_bob();
+    let plain: Vec<&str> = JINGLE_AUDIO
+        .iter()
+        .copied()
+        .filter(|f| *f != jingle::JMI)
+        .collect();
+    let out = h.device("gajim-x1", &caps_for("https://gajim.org", &plain));
+    let q = out.iter().find(|e| e.name() == "iq").unwrap().clone();
+    h.answer_disco(&q, &plain);
+    h.advance(200);
+    let out = propose(&mut h, "P1");
+    assert!(legs(&out).is_empty(), "no JMI leg: {out:?}");
+    let proceed = to_bob_jmi(&out, "proceed");
+    assert_eq!(proceed.len(), 1, "{out:?}");
+    assert_eq!(proceed[0].attr("from"), Some(AUDIO));
+    assert_eq!(jmi_of(proceed[0]).unwrap().attr("id"), Some("P1"));
+    assert!(to_bob_jmi(&out, "reject").is_empty());
+    // Bob's client then starts the session with the propose's id.
+    let out = h.input(&jingle_from(
+        BOB,
+        AUDIO,
+        "si",
+        "session-initiate",
+        "P1",
+        CONTENT,
+    ));
+    let ring = out
+        .iter()
+        .find(|e| e.attr("to") == Some("alice@localhost/gajim-x1"))
+        .and_then(|e| e.get_child("jingle", jingle::JINGLE))
+        .expect("the Gajim device rings");
+    assert_eq!(ring.attr("action"), Some("session-initiate"));
+    assert_eq!(h.core.calls(), 1);
+}
