@@ -9,11 +9,23 @@
 //! - [`config`]: `component.toml` into [`config::Config`]; errors name the key.
 //! - [`core`]: the sans-IO protocol core: stanzas and time in, stanzas and
 //!   store changes out. No tokio, sled, sockets, clock or global RNG.
+//!   `Core` holds the parts and passes each input to the one it concerns:
 //!   - [`core::router`]: the routing table (`to` shape -> handler).
-//!   - [`core::address`]: proxy JIDs (XEP-0106) and the privacy guard.
+//!   - [`core::address`]: proxy JIDs (XEP-0106) and the privacy guard's
+//!     secrets; the core's `Outbox` owns them, and every stanza, store
+//!     change, metrics event and id leaves through it.
 //!   - [`core::devices`]: device presence, caps (XEP-0115), service classes.
 //!   - [`core::presence`]: per-class aggregation (a pure function).
-//!   - watchers (RFC 6121), linking (accounts and devices), disco (IQs).
+//!   - [`core::rules`]: ring rules into a ring plan (a pure function).
+//!   - [`core::jingle`]: XEP-0353 and Jingle payloads rewritten between the
+//!     caller and her devices (ids, sids, roles, candidates).
+//!   - [`core::commands`]: the owner's chat commands; the ad-hoc forms
+//!     (XEP-0050) render the same commands.
+//!   - calls (forking, endings), watchers (RFC 6121), linking (accounts,
+//!     devices), chat (relay both ways), disco (IQs), timers (deadlines in
+//!     time order), undo (taking back what the store refused).
+//!   - [`core::oracle`]: the checks every test driver makes after each
+//!     input (scenario tests, property tests, fuzz target).
 //! - [`store`]: the only module that knows sled.
 //! - [`connection`]: the XEP-0114 stream: connect, handshake, read, write.
 //! - [`http`]: the optional admin listener: metrics, health, status page.
@@ -22,14 +34,68 @@
 //!
 //! # The drive loop
 //!
-//! ```text
+//! What [`runtime`] does with a socket and sled, here with a queue and the
+//! store's in-memory mirror (this example is compiled and run by `cargo
+//! test`, so it cannot go stale):
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use minidom::Element;
+//! use unified_presence::config::Config;
+//! use unified_presence::core::{Core, Stored, Time};
+//!
+//! let config = Config::from_toml(r#"
+//!     [server]
+//!     address = "127.0.0.1:5347"
+//!     domain = "unified.example.org"
+//!     secret = "s"
+//!     [store]
+//!     path = "/var/lib/unified-presence"
+//!     [[owners]]
+//!     name = "alice"
+//!     accounts = ["alice@example.org"]
+//!     subscription = "open"
+//! "#).expect("a valid config");
+//! let mut store = Stored::default(); // sled, in the runtime
+//! let mut core = Core::new(config.core_config(7), store.clone());
+//! // What the server sends us (the XEP-0114 stream, in the runtime).
+//! let mut stream: VecDeque<Element> = VecDeque::from([
+//!     "<presence xmlns='jabber:component:accept' type='subscribe' \
+//!       from='bob@example.net' to='alice@unified.example.org'/>".parse().unwrap(),
+//!     "<presence xmlns='jabber:component:accept' from='alice@example.org/phone' \
+//!       to='alice@unified.example.org'/>".parse().unwrap(),
+//! ]);
+//! let mut sent = Vec::new();
+//! let mut now = Time(1_700_000_000_000); // the runtime's clock
+//! core.handle_connected(now);
 //! loop {
-//!     input  -> core.handle_stanza(now, el) | handle_timeout(now) | ...
-//!     while let Some(op) = core.poll_store()    { store.apply(op) }  // durable first
-//!     store.flush()
-//!     while let Some(el) = core.poll_transmit() { stream.send(el) }
-//!     sleep until core.poll_timeout()
+//!     // Durable first: what goes out next may acknowledge these changes.
+//!     while let Some(op) = core.poll_store() {
+//!         store.apply(op); // then flush, in the runtime
+//!     }
+//!     while let Some(stanza) = core.poll_transmit() {
+//!         sent.push(stanza); // onto the stream
+//!     }
+//!     // The next input: a stanza, or time reaching the next deadline.
+//!     if let Some(stanza) = stream.pop_front() {
+//!         core.handle_stanza(now, stanza);
+//!     } else if let Some(deadline) = core.poll_timeout() {
+//!         now = now.max(deadline);
+//!         core.handle_timeout(now);
+//!     } else {
+//!         break;
+//!     }
 //! }
+//! // Bob was approved (and that is stored), and sees Alice's chat class
+//! // online, never her phone.
+//! assert_eq!(store.watchers.len(), 1);
+//! let to_bob = |s: &&Element| s.attr("to") == Some("bob@example.net");
+//! assert!(sent.iter().filter(to_bob).any(|s| s.attr("from") == Some("alice@unified.example.org/chat")));
+//! let text = |s: &Element| {
+//!     let mut out = Vec::new();
+//!     s.write_to(&mut out).map(|_| String::from_utf8_lossy(&out).into_owned())
+//! };
+//! assert!(sent.iter().filter(to_bob).all(|s| !text(s).unwrap().contains("phone")));
 //! ```
 
 pub mod config;

@@ -1,7 +1,7 @@
 //! What the admin's status page shows (`[http]`, see `crate::http`): each
 //! owner with her devices and what they qualify for, what her watchers see
 //! per class, and the live calls. Only ever served to a holder of the
-//! admin token (or loopback, where the admin trusts it), never to a
+//! admin token (or loopback, with `trust_loopback`), never to a
 //! watcher: device resources appear here and nowhere else.
 
 use serde::Serialize;
@@ -43,7 +43,7 @@ pub struct OwnerView {
     pub address: String,
     /// Her accounts, approved or still asked.
     pub accounts: Vec<(String, bool)>,
-    /// Watchers approved, and requests waiting for her.
+    /// Watchers she approved (her own accounts watching her not counted).
     pub watchers: usize,
     /// Requests waiting for her answer.
     pub pending: usize,

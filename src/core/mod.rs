@@ -976,7 +976,7 @@ impl Core {
     }
 
     /// Time passed: flush coalesced presence, expire IQs. Publishing stops
-    /// after [`PUBLISH_BATCH`] queued stanzas; drain, and call again while
+    /// after a batch of queued stanzas (2,048); drain, and call again while
     /// [`Core::poll_timeout`] is due.
     pub fn handle_timeout(&mut self, now: Time) {
         while let Some((id, p)) = self.pending.pop_expired(now) {

@@ -115,7 +115,7 @@ pub struct Rule {
     pub mode: RingMode,
     /// Which devices, by resource name, in order; empty = all qualifying.
     pub devices: Vec<String>,
-    /// Leave out devices that are `dnd` or `xa`.
+    /// Leave out devices that are `xa` too (`dnd` ones never ring).
     pub skip_busy: bool,
     /// Each step of sequential or priority ringing, in ms.
     pub step_ms: u64,
