@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 
+use super::OwnerId;
 use jid::{BareJid, Jid};
 use minidom::Element;
 
@@ -146,19 +147,19 @@ pub struct Secrets {
     /// The component's admins: they may read everything of every owner
     /// (as on the status page), e.g. the answer to `as alice devices`.
     admins: Vec<BareJid>,
-    accounts: HashMap<BareJid, usize>,
-    resources: HashMap<String, HashMap<usize, u32>>,
-    nodes: HashMap<String, HashMap<usize, u32>>,
+    accounts: HashMap<BareJid, OwnerId>,
+    resources: HashMap<String, HashMap<OwnerId, u32>>,
+    nodes: HashMap<String, HashMap<OwnerId, u32>>,
 }
 
-fn add_ref(map: &mut HashMap<String, HashMap<usize, u32>>, key: &str, owner: usize) {
+fn add_ref(map: &mut HashMap<String, HashMap<OwnerId, u32>>, key: &str, owner: OwnerId) {
     *map.entry(key.to_owned())
         .or_default()
         .entry(owner)
         .or_insert(0) += 1;
 }
 
-fn del_ref(map: &mut HashMap<String, HashMap<usize, u32>>, key: &str, owner: usize) {
+fn del_ref(map: &mut HashMap<String, HashMap<OwnerId, u32>>, key: &str, owner: OwnerId) {
     if let Some(owners) = map.get_mut(key) {
         if let Some(n) = owners.get_mut(&owner) {
             *n -= 1;
@@ -174,7 +175,7 @@ fn del_ref(map: &mut HashMap<String, HashMap<usize, u32>>, key: &str, owner: usi
 
 impl Secrets {
     /// Registers a real account of `owner`.
-    pub fn add_account(&mut self, account: BareJid, owner: usize) {
+    pub fn add_account(&mut self, account: BareJid, owner: OwnerId) {
         self.accounts.insert(account, owner);
     }
 
@@ -189,38 +190,38 @@ impl Secrets {
     }
 
     /// Registers a device resource of `owner` (if [`distinctive`]).
-    pub fn add_resource(&mut self, resource: &str, owner: usize) {
+    pub fn add_resource(&mut self, resource: &str, owner: OwnerId) {
         if distinctive(resource) {
             add_ref(&mut self.resources, resource, owner);
         }
     }
 
     /// Forgets one device resource of `owner`.
-    pub fn del_resource(&mut self, resource: &str, owner: usize) {
+    pub fn del_resource(&mut self, resource: &str, owner: OwnerId) {
         if distinctive(resource) {
             del_ref(&mut self.resources, resource, owner);
         }
     }
 
     /// Registers a device caps node of `owner`.
-    pub fn add_node(&mut self, node: &str, owner: usize) {
+    pub fn add_node(&mut self, node: &str, owner: OwnerId) {
         add_ref(&mut self.nodes, node, owner);
     }
 
     /// Forgets one device caps node of `owner`.
-    pub fn del_node(&mut self, node: &str, owner: usize) {
+    pub fn del_node(&mut self, node: &str, owner: OwnerId) {
         del_ref(&mut self.nodes, node, owner);
     }
 
     /// The owner whose real account `jid` is.
-    pub fn account_owner(&self, jid: &BareJid) -> Option<usize> {
+    pub fn account_owner(&self, jid: &BareJid) -> Option<OwnerId> {
         self.accounts.get(jid).copied()
     }
 
     /// Whether `text` names a secret of any owner other than `reader` (the
     /// owner whose own account will read it, if any).
-    pub fn names_secret(&self, text: &str, reader: Option<usize>) -> Option<Leak> {
-        let foreign = |owners: Option<&HashMap<usize, u32>>| {
+    pub fn names_secret(&self, text: &str, reader: Option<OwnerId>) -> Option<Leak> {
+        let foreign = |owners: Option<&HashMap<OwnerId, u32>>| {
             owners.is_some_and(|o| o.keys().any(|k| Some(*k) != reader))
         };
         for token in text.split(|c: char| c.is_whitespace() || "<>\"'(),;[]{}".contains(c)) {
@@ -280,7 +281,7 @@ impl Secrets {
         self.leak_in_element(stanza, None, true)
     }
 
-    fn leak_in_element(&self, el: &Element, reader: Option<usize>, top: bool) -> Option<Leak> {
+    fn leak_in_element(&self, el: &Element, reader: Option<OwnerId>, top: bool) -> Option<Leak> {
         for (name, value) in el.attrs().iter().map(|((_, n), v)| (n.as_str(), v)) {
             if top && (name == "to" || name == "from") {
                 continue;
@@ -353,10 +354,10 @@ mod tests {
 
     fn secrets() -> Secrets {
         let mut s = Secrets::default();
-        s.add_account(BareJid::new("alice@localhost").unwrap(), 0);
-        s.add_resource("phone", 0);
-        s.add_resource("lapt0p-x2", 0);
-        s.add_node("https://conversations.im", 0);
+        s.add_account(BareJid::new("alice@localhost").unwrap(), OwnerId::nth(0));
+        s.add_resource("phone", OwnerId::nth(0));
+        s.add_resource("lapt0p-x2", OwnerId::nth(0));
+        s.add_node("https://conversations.im", OwnerId::nth(0));
         s
     }
 
@@ -418,10 +419,10 @@ mod tests {
     #[test]
     fn forgotten_resources_are_no_longer_secret() {
         let mut s = secrets();
-        s.add_resource("lapt0p-x2", 0);
-        s.del_resource("lapt0p-x2", 0);
+        s.add_resource("lapt0p-x2", OwnerId::nth(0));
+        s.del_resource("lapt0p-x2", OwnerId::nth(0));
         assert!(s.names_secret("lapt0p-x2", None).is_some());
-        s.del_resource("lapt0p-x2", 0);
+        s.del_resource("lapt0p-x2", OwnerId::nth(0));
         assert!(s.names_secret("lapt0p-x2", None).is_none());
     }
 }

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use super::commands::Command;
 use super::rules::RingMode;
 use super::stanza::{self, element, iq_result, ns, text_element, ErrorType};
+use super::OwnerId;
 use super::{Core, Time, WatcherState};
 
 /// XEP-0050 namespace.
@@ -351,7 +352,7 @@ impl Core {
         &self,
         now: Time,
         node: &str,
-        owner: Option<usize>,
+        owner: Option<OwnerId>,
         from: &Jid,
     ) -> Option<Element> {
         let opts = |v: &[&str]| {
@@ -566,7 +567,7 @@ impl Core {
 
     /// Why a submitted form cannot be applied as it is, if it cannot: the
     /// checks the command would make, made before anything changes.
-    fn refusal(&self, node: &str, owner: Option<usize>, x: &Element) -> Option<String> {
+    fn refusal(&self, node: &str, owner: Option<OwnerId>, x: &Element) -> Option<String> {
         let i = owner?;
         match node {
             "watchers" => {
@@ -608,7 +609,7 @@ impl Core {
         &mut self,
         now: Time,
         node: &str,
-        owner: Option<usize>,
+        owner: Option<OwnerId>,
         from: &Jid,
         x: &Element,
     ) -> String {

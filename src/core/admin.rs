@@ -84,7 +84,9 @@ pub struct CallView {
 impl Core {
     /// The admin's view of everything live, owners cut at `limit`.
     pub fn admin_view(&self, now: Time, limit: usize) -> AdminView {
-        let mut order: Vec<usize> = (0..self.owners.len())
+        let mut order: Vec<super::OwnerId> = self
+            .owners
+            .ids()
             .filter(|&i| self.by_name.get(&self.owners[i].name) == Some(&i))
             .collect();
         let owners_total = order.len();

@@ -23,6 +23,7 @@ use super::jingle::{
 use super::router::{Resource, Target};
 use super::rules::{self, CallContext, Candidate, NoAnswer, RingPlan, Rule};
 use super::stanza::{self, element, iq_result, ErrorType};
+use super::OwnerId;
 use super::{CandidatePolicy, Core, Event, Time};
 
 /// How a call ended, for the admin's metrics.
@@ -171,7 +172,7 @@ struct Leg {
 
 #[derive(Debug)]
 struct Call {
-    owner: usize,
+    owner: OwnerId,
     mode: Mode,
     caller: FullJid,
     /// The caller's propose id / Jingle sid.
@@ -265,7 +266,7 @@ pub(super) struct CallTable {
     /// Relay expiries by IQ id, in time order.
     relay_deadlines: super::timers::Timers<String>,
     /// Answered calls per owner: her call classes show busy while > 0.
-    answered: HashMap<usize, u32>,
+    answered: HashMap<OwnerId, u32>,
     next: u64,
 }
 
@@ -299,13 +300,13 @@ impl CallTable {
     /// Whether owner `i` is in a call through us (a leg has answered).
     /// Whether `caller` has a live call with owner `i` (ringing or
     /// answered).
-    pub(super) fn has_call_from(&self, caller: &FullJid, i: usize) -> bool {
+    pub(super) fn has_call_from(&self, caller: &FullJid, i: OwnerId) -> bool {
         self.by_caller.iter().any(|((c, _), id)| {
             c == caller && self.calls.get(id).is_some_and(|call| call.owner == i)
         })
     }
 
-    pub(super) fn in_call(&self, i: usize) -> bool {
+    pub(super) fn in_call(&self, i: OwnerId) -> bool {
         self.answered.get(&i).is_some_and(|n| *n > 0)
     }
 
@@ -396,7 +397,7 @@ impl Core {
     fn caller_jmi(
         &mut self,
         now: Time,
-        owner: usize,
+        owner: OwnerId,
         caller: FullJid,
         msg: &Element,
         el: &Element,
@@ -439,7 +440,7 @@ impl Core {
     fn propose(
         &mut self,
         now: Time,
-        owner: usize,
+        owner: OwnerId,
         caller: FullJid,
         msg: &Element,
         el: &Element,
@@ -739,7 +740,7 @@ impl Core {
     pub(super) fn ring_plan(
         &self,
         now: Time,
-        owner: usize,
+        owner: OwnerId,
         class: usize,
         caller: &jid::BareJid,
     ) -> RingPlan {
@@ -776,7 +777,7 @@ impl Core {
     fn new_call(
         &mut self,
         now: Time,
-        owner: usize,
+        owner: OwnerId,
         class: usize,
         mode: Mode,
         caller: FullJid,
@@ -1098,7 +1099,7 @@ impl Core {
     fn caller_jingle(
         &mut self,
         now: Time,
-        owner: usize,
+        owner: OwnerId,
         class: usize,
         caller: FullJid,
         iq: &Element,
@@ -1399,7 +1400,7 @@ impl Core {
         self.end_call(c, why);
     }
 
-    fn missed_call_note(&mut self, owner: usize, caller: &jid::BareJid, class: &str) {
+    fn missed_call_note(&mut self, owner: OwnerId, caller: &jid::BareJid, class: &str) {
         let Some(proxy) = proxy_jid(caller, &self.cfg.domain) else {
             return;
         };
@@ -1417,7 +1418,7 @@ impl Core {
     }
 
     /// Every call of owner `i` ends (she unregistered).
-    pub(super) fn abort_owner_calls(&mut self, now: Time, i: usize) {
+    pub(super) fn abort_owner_calls(&mut self, now: Time, i: OwnerId) {
         let hers: Vec<u64> = self
             .calls
             .calls

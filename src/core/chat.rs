@@ -28,6 +28,7 @@ use super::address::proxy_jid;
 use super::router::Target;
 use super::rules::{self, CallContext};
 use super::stanza::{self, ns, ErrorType};
+use super::OwnerId;
 use super::{Core, Time};
 
 /// XEP-0359 stanza ids are stamped by a server about its own user.
@@ -84,7 +85,7 @@ impl Core {
     /// The devices her chat rule names for `sender`, online now; empty
     /// when no chat rule names devices (DESIGN.md section 7: default is
     /// every device, as her server does it).
-    fn chat_devices(&self, now: Time, owner: usize, sender: &BareJid) -> Vec<jid::FullJid> {
+    fn chat_devices(&self, now: Time, owner: OwnerId, sender: &BareJid) -> Vec<jid::FullJid> {
         let Some(class) = self.cfg.classes.iter().position(|c| c.name == "chat") else {
             return vec![];
         };

@@ -13,6 +13,7 @@ use minidom::Element;
 use super::devices::Show;
 use super::rules::{parse_day, parse_window, CallerMatch, NoAnswer, RingMode, Rule};
 use super::stanza::{self, ns, text_element, ErrorType};
+use super::OwnerId;
 use tracing::info;
 
 use super::{
@@ -290,7 +291,7 @@ impl Core {
         self.out.send(m);
     }
 
-    pub(super) fn run_command(&mut self, now: Time, i: usize, cmd: Command) -> String {
+    pub(super) fn run_command(&mut self, now: Time, i: OwnerId, cmd: Command) -> String {
         self.journal_settings(i);
         match cmd {
             Command::Help => HELP.to_owned(),
@@ -569,7 +570,7 @@ impl Core {
 
     /// Owner `i` ends the link of `account` (`tell_account`: the account
     /// is told too, when someone else asked).
-    fn unlink(&mut self, now: Time, i: usize, account: BareJid, tell_account: bool) -> String {
+    fn unlink(&mut self, now: Time, i: OwnerId, account: BareJid, tell_account: bool) -> String {
         let hers = self.owners[i].accounts.iter().any(|(a, _)| *a == account)
             && self.out.secrets.account_owner(&account) == Some(i);
         if !hers {
@@ -620,28 +621,9 @@ impl Core {
         if self.by_name.contains_key(&name) {
             return format!("{virtual_jid} is taken; send \"register <another name>\".");
         }
-        let i = self.owners.len();
         let oc = super::registered_owner(&name, vec![account.clone()]);
-        self.owners.push(super::Owner {
-            name: name.clone(),
-            virtual_jid: virtual_jid.clone(),
-            accounts: vec![(account.clone(), super::AccountState::default())],
-            policy: oc.subscription,
-            allow: vec![],
-            blocked: vec![],
-            candidates: oc.candidates,
-            rules: vec![],
-            timezone: oc.timezone,
-            devices: Default::default(),
-            records: Default::default(),
-            watchers: Default::default(),
-            contacts: Default::default(),
-            published: vec![super::presence::Published::Unknown; self.cfg.classes.len()],
-            due: None,
-            last_publish: None,
-            provisioned: false,
-            told_withheld: None,
-        });
+        let owner = super::Owner::new(&oc, virtual_jid.clone(), self.cfg.classes.len(), false);
+        let i = self.owners.push(owner);
         self.by_name.insert(name.clone(), i);
         self.out.secrets.add_account(account.clone(), i);
         self.journal
@@ -664,7 +646,7 @@ impl Core {
     /// Owner `i` gives up her address: calls end, every watcher is told
     /// (unavailable, then unsubscribed), her accounts are unlinked, and
     /// every record of hers leaves the store.
-    fn unregister(&mut self, now: Time, i: usize) -> String {
+    fn unregister(&mut self, now: Time, i: OwnerId) -> String {
         if self.owners[i].provisioned {
             return "Your address is set up by the admin of this service; ask them to remove it."
                 .into();
@@ -716,7 +698,7 @@ impl Core {
     }
 
     /// Owner `i`'s rules, numbered, first match first.
-    pub(super) fn rules_text(&self, i: usize) -> String {
+    pub(super) fn rules_text(&self, i: OwnerId) -> String {
         let rules = &self.owners[i].rules;
         if rules.is_empty() {
             return format!(
@@ -737,7 +719,7 @@ impl Core {
         out.trim_end().to_owned()
     }
 
-    fn store_blocked(&mut self, i: usize) {
+    fn store_blocked(&mut self, i: OwnerId) {
         let o = &self.owners[i];
         self.out.keep(StoreOp::Blocked {
             owner: o.name.clone(),
@@ -745,7 +727,7 @@ impl Core {
         });
     }
 
-    fn store_rules(&mut self, i: usize) {
+    fn store_rules(&mut self, i: OwnerId) {
         let o = &self.owners[i];
         self.out.keep(StoreOp::Rules {
             owner: o.name.clone(),
@@ -753,7 +735,7 @@ impl Core {
         });
     }
 
-    fn status_text(&self, now: Time, i: usize) -> String {
+    fn status_text(&self, now: Time, i: OwnerId) -> String {
         let mut out = String::new();
         let o = &self.owners[i];
         let _ = writeln!(out, "Your contacts see {}:", o.virtual_jid);
@@ -802,14 +784,14 @@ impl Core {
     }
 
     /// Whether owner `i` has (had) a device with resource `name`.
-    pub(super) fn has_device_named(&self, i: usize, name: &str) -> bool {
+    pub(super) fn has_device_named(&self, i: OwnerId, name: &str) -> bool {
         let o = &self.owners[i];
         o.records.keys().any(|j| j.resource().as_str() == name)
             || o.devices.keys().any(|j| j.resource().as_str() == name)
     }
 
     /// Her device names, for a reply that names one she does not have.
-    fn device_names(&self, i: usize) -> String {
+    fn device_names(&self, i: OwnerId) -> String {
         let mut names: Vec<&str> = self.owners[i]
             .records
             .keys()
@@ -824,7 +806,7 @@ impl Core {
         }
     }
 
-    pub(super) fn devices_text(&self, now: Time, i: usize) -> String {
+    pub(super) fn devices_text(&self, now: Time, i: OwnerId) -> String {
         let o = &self.owners[i];
         if o.devices.is_empty() {
             return "None of your devices is online.".into();

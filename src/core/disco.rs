@@ -10,6 +10,7 @@ use super::adhoc;
 use super::devices::our_identity;
 use super::router::{Resource, Target};
 use super::stanza::{element, iq_result, ns, text_element, ErrorType};
+use super::OwnerId;
 use super::{Core, Time};
 
 impl Core {
@@ -95,7 +96,7 @@ impl Core {
     /// when she lets anyone watch, or the caller of a live call with her.
     /// Anyone else gets what an offline class answers, so that an IQ to a
     /// class resource tells no more than presence would.
-    fn sees_classes(&self, i: usize, from: &Jid) -> bool {
+    fn sees_classes(&self, i: OwnerId, from: &Jid) -> bool {
         let sender = from.to_bare();
         let owner = &self.owners[i];
         owner.policy == super::SubscriptionPolicy::Open
@@ -169,7 +170,7 @@ impl Core {
 
     fn owner_iq(
         &self,
-        i: usize,
+        i: OwnerId,
         resource: Resource,
         get: bool,
         payload: &Element,

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::devices::{classes_of, read_disco_info, Device, Features};
 use super::stanza::{self, element, ns, ErrorType};
+use super::OwnerId;
 use super::{AccountState, Core, DeviceRecord, PendingIq, Purpose, StoreOp, Time};
 
 /// How long a link code works.
@@ -31,7 +32,7 @@ const LINKS_MAX: usize = 10_000;
 /// `code` back.
 #[derive(Debug, Clone)]
 pub(super) struct PendingLink {
-    owner: usize,
+    owner: OwnerId,
     code: String,
     expires: Time,
     attempts: u32,
@@ -39,7 +40,7 @@ pub(super) struct PendingLink {
 
 impl Core {
     /// Presence from one of owner `i`'s own accounts to her virtual JID.
-    pub(super) fn account_presence(&mut self, now: Time, i: usize, stanza: &Element, from: Jid) {
+    pub(super) fn account_presence(&mut self, now: Time, i: OwnerId, stanza: &Element, from: Jid) {
         let account = from.to_bare();
         match stanza.attr("type") {
             None => match from.try_into_full() {
@@ -92,7 +93,7 @@ impl Core {
         }
     }
 
-    fn set_approved(&mut self, i: usize, account: &BareJid, approved: bool) {
+    fn set_approved(&mut self, i: OwnerId, account: &BareJid, approved: bool) {
         self.journal_account(i, account);
         let owner = &mut self.owners[i];
         let Some((_, state)) = owner.accounts.iter_mut().find(|(a, _)| a == account) else {
@@ -118,7 +119,7 @@ impl Core {
     pub(super) fn start_link(
         &mut self,
         now: Time,
-        i: usize,
+        i: OwnerId,
         account: BareJid,
     ) -> Result<String, &'static str> {
         if account.node().is_none() || account.domain().as_str() == self.cfg.domain {
@@ -224,7 +225,7 @@ impl Core {
     /// Ends the link of `account` to owner `i` at once: its devices stop
     /// counting (calls ringing them end), it can no longer act for her,
     /// and we stop asking for its presence. Her last account stays.
-    pub(super) fn unlink_account(&mut self, now: Time, i: usize, account: &BareJid, tell: bool) {
+    pub(super) fn unlink_account(&mut self, now: Time, i: OwnerId, account: &BareJid, tell: bool) {
         self.forget_devices(i, Some(account), now);
         self.journal_account(i, account);
         let owner = &mut self.owners[i];
@@ -265,14 +266,14 @@ impl Core {
 
     /// Whether the admin set `account` up for owner `i` in the config
     /// (then only the admin can take it away).
-    pub(super) fn provisioned_account(&self, i: usize, account: &BareJid) -> bool {
+    pub(super) fn provisioned_account(&self, i: OwnerId, account: &BareJid) -> bool {
         self.cfg
             .owners
             .iter()
             .any(|o| o.name == self.owners[i].name && o.accounts.contains(account))
     }
 
-    fn device_available(&mut self, now: Time, i: usize, stanza: &Element, full: FullJid) {
+    fn device_available(&mut self, now: Time, i: OwnerId, stanza: &Element, full: FullJid) {
         let mut device = match Device::from_presence(stanza) {
             Ok(d) => d,
             Err(e) => {
@@ -338,7 +339,7 @@ impl Core {
     /// Her status names one of her accounts or devices, so watchers see
     /// her presence without it: the device that set it is told why, once
     /// per text.
-    fn tell_withheld(&mut self, i: usize, device: &FullJid, status: &str) {
+    fn tell_withheld(&mut self, i: OwnerId, device: &FullJid, status: &str) {
         let Some(leak) = self.out.secrets.names_secret(status, None) else {
             return;
         };
@@ -364,7 +365,7 @@ impl Core {
 
     /// Keeps a device's caps node in its record (see
     /// [`DeviceRecord::caps_node`]).
-    fn remember_node(&mut self, i: usize, full: &FullJid, node: String) {
+    fn remember_node(&mut self, i: OwnerId, full: &FullJid, node: String) {
         let owner = &mut self.owners[i];
         let Some(record) = owner.records.get_mut(full) else {
             return;
@@ -380,7 +381,7 @@ impl Core {
         });
     }
 
-    fn device_seen(&mut self, now: Time, i: usize, full: &FullJid) {
+    fn device_seen(&mut self, now: Time, i: OwnerId, full: &FullJid) {
         let owner = &mut self.owners[i];
         let is_new = !owner.records.contains_key(full);
         let record = owner.records.entry(full.clone()).or_insert(DeviceRecord {
@@ -402,7 +403,7 @@ impl Core {
         });
     }
 
-    fn device_gone(&mut self, now: Time, i: usize, full: &FullJid) {
+    fn device_gone(&mut self, now: Time, i: OwnerId, full: &FullJid) {
         if self.owners[i].devices.remove(full).is_some() {
             debug!(owner = %self.owners[i].name, "device offline");
             self.call_device_gone(now, full);
@@ -412,7 +413,7 @@ impl Core {
     }
 
     /// Drops the live devices of `account` (all accounts: `None`).
-    pub(super) fn forget_devices(&mut self, i: usize, account: Option<&BareJid>, now: Time) {
+    pub(super) fn forget_devices(&mut self, i: OwnerId, account: Option<&BareJid>, now: Time) {
         let gone: Vec<FullJid> = self.owners[i]
             .devices
             .keys()
@@ -436,7 +437,7 @@ impl Core {
 
     /// Asks a device for its features: by `node#ver` when it has sha-1 caps
     /// (one query per ver, whoever else has it), else directly.
-    fn ask_features(&mut self, now: Time, i: usize, full: &FullJid, device: &Device) {
+    fn ask_features(&mut self, now: Time, i: OwnerId, full: &FullJid, device: &Device) {
         let ver = device
             .caps
             .as_ref()
@@ -495,7 +496,7 @@ impl Core {
                     ver: v.clone(),
                     features: features.iter().cloned().collect(),
                 });
-                for i in 0..self.owners.len() {
+                for i in self.owners.ids().collect::<Vec<_>>() {
                     let waiting: Vec<FullJid> = self.owners[i]
                         .devices
                         .iter()
@@ -524,7 +525,7 @@ impl Core {
     fn set_features(
         &mut self,
         now: Time,
-        i: usize,
+        i: OwnerId,
         device: &FullJid,
         features: Arc<std::collections::BTreeSet<String>>,
     ) {

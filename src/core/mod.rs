@@ -26,6 +26,7 @@ mod linking;
 #[doc(hidden)]
 pub mod oracle;
 mod outbox;
+mod owners;
 pub mod presence;
 pub mod router;
 pub mod rules;
@@ -43,6 +44,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, info, trace, warn};
 
 pub use self::calls::CallOutcome;
+pub use self::owners::OwnerId;
+
+use self::owners::{Owner, Owners};
 
 use self::address::Secrets;
 use self::devices::ClassDef;
@@ -458,36 +462,6 @@ impl Stored {
     }
 }
 
-/// One owner's live state.
-#[derive(Debug, Clone)]
-struct Owner {
-    name: String,
-    virtual_jid: BareJid,
-    accounts: Vec<(BareJid, AccountState)>,
-    policy: SubscriptionPolicy,
-    allow: Vec<String>,
-    blocked: Vec<String>,
-    candidates: CandidatePolicy,
-    rules: Vec<rules::Rule>,
-    timezone: chrono_tz::Tz,
-    devices: devices::DeviceMap,
-    records: HashMap<FullJid, DeviceRecord>,
-    watchers: HashMap<BareJid, WatcherState>,
-    /// Her subscriptions to contacts, from her virtual JID.
-    contacts: HashMap<BareJid, ContactState>,
-    published: Vec<Published>,
-    /// When her watchers are due to hear her latest change (see
-    /// [`Core::mark_dirty`]).
-    due: Option<Time>,
-    /// When her watchers last heard a change of hers.
-    last_publish: Option<Time>,
-    /// Set up by the admin in component.toml (not removable by her).
-    provisioned: bool,
-    /// The last status of hers we withheld and told her about, so that
-    /// she is told once per text, not at every presence.
-    told_withheld: Option<String>,
-}
-
 /// The subscription request from her virtual JID that links an account
 /// of hers, with words that say so (clients otherwise show a stock "would
 /// like to add you" line).
@@ -557,7 +531,7 @@ fn registered_owner(name: &str, accounts: Vec<BareJid>) -> OwnerConfig {
 enum Purpose {
     /// disco#info to a device; `ver` set when asked with `node#ver`.
     Caps {
-        owner: usize,
+        owner: OwnerId,
         device: FullJid,
         ver: Option<String>,
     },
@@ -671,8 +645,8 @@ pub const MAX_EVENTS: usize = 1024;
 #[derive(Debug)]
 pub struct Core {
     cfg: CoreConfig,
-    owners: Vec<Owner>,
-    by_name: HashMap<String, usize>,
+    owners: Owners,
+    by_name: HashMap<String, OwnerId>,
     caps_cache: HashMap<String, Arc<BTreeSet<String>>>,
     pending: PendingIqs,
     calls: calls::CallTable,
@@ -684,7 +658,7 @@ pub struct Core {
     /// What goes out, through the privacy guard it owns.
     out: outbox::Outbox,
     /// Owners whose watchers are due to hear a change, by when.
-    dirty: BTreeSet<(Time, usize)>,
+    dirty: BTreeSet<(Time, OwnerId)>,
     settle_until: Time,
     rate: limits::RateLimiter,
     /// What the sender of the current input gets if the store cannot take
@@ -700,7 +674,7 @@ impl Core {
     pub fn new(cfg: CoreConfig, stored: Stored) -> Core {
         let mut secrets = Secrets::default();
         secrets.set_admins(cfg.admins.clone());
-        let mut owners = Vec::with_capacity(cfg.owners.len());
+        let mut owners = Owners::with_capacity(cfg.owners.len());
         let mut by_name = HashMap::new();
         let registered = stored.owners.into_iter().filter_map(|(name, r)| {
             let taken = cfg.owners.iter().any(|o| o.name == name);
@@ -716,35 +690,12 @@ impl Core {
                 warn!(owner = %oc.name, "skipped an owner whose name makes no JID");
                 continue;
             };
-            let i = owners.len();
+            let i = owners.next_id();
             for a in &oc.accounts {
                 secrets.add_account(a.clone(), i);
             }
             by_name.insert(oc.name.clone(), i);
-            owners.push(Owner {
-                name: oc.name.clone(),
-                virtual_jid,
-                accounts: oc
-                    .accounts
-                    .iter()
-                    .map(|a| (a.clone(), AccountState::default()))
-                    .collect(),
-                policy: oc.subscription,
-                allow: oc.allow.clone(),
-                blocked: oc.blocked.clone(),
-                candidates: oc.candidates,
-                rules: oc.rules.clone(),
-                timezone: oc.timezone,
-                devices: devices::DeviceMap::default(),
-                records: HashMap::new(),
-                watchers: HashMap::new(),
-                contacts: HashMap::new(),
-                published: vec![Published::Unknown; cfg.classes.len()],
-                due: None,
-                last_publish: None,
-                provisioned,
-                told_withheld: None,
-            });
+            owners.push(Owner::new(&oc, virtual_jid, cfg.classes.len(), provisioned));
         }
         for (name, watcher, state) in stored.watchers {
             if let Some(&i) = by_name.get(&name) {
@@ -902,7 +853,7 @@ impl Core {
     pub fn handle_connected(&mut self, now: Time) {
         self.settle_until = now.plus_ms(self.cfg.settle_ms);
         self.pending.clear();
-        for i in 0..self.owners.len() {
+        for i in self.owners.ids().collect::<Vec<_>>() {
             self.forget_devices(i, None, now);
             let from = self.owners[i].virtual_jid.to_string();
             let accounts = self.owners[i].accounts.clone();
@@ -930,7 +881,7 @@ impl Core {
     /// learns that every class went away.
     pub fn handle_shutdown(&mut self, now: Time) {
         self.abort_all_calls(now);
-        for i in 0..self.owners.len() {
+        for i in self.owners.ids().collect::<Vec<_>>() {
             let owner = &self.owners[i];
             let mut out = Vec::new();
             for (c, def) in self.cfg.classes.iter().enumerate() {
@@ -1160,7 +1111,7 @@ impl Core {
     /// this at once (right after the input that caused it); churn within
     /// the window after that reaches them once, at its end. Nothing goes
     /// out before `settle_until` (probe answers after a reconnect).
-    fn mark_dirty(&mut self, owner: usize, now: Time) {
+    fn mark_dirty(&mut self, owner: OwnerId, now: Time) {
         let window_end = self.owners[owner]
             .last_publish
             .map_or(now, |t| t.plus_ms(self.cfg.coalesce_ms));
@@ -1169,7 +1120,7 @@ impl Core {
 
     /// Owner `owner`'s watchers hear her class presences at `at` at the
     /// latest.
-    fn schedule_publish(&mut self, owner: usize, at: Time) {
+    fn schedule_publish(&mut self, owner: OwnerId, at: Time) {
         let o = &mut self.owners[owner];
         match o.due {
             Some(due) if due <= at => return,
@@ -1183,14 +1134,14 @@ impl Core {
     }
 
     /// Owner `owner` has nothing left to publish (she unregistered).
-    fn unschedule_publish(&mut self, owner: usize) {
+    fn unschedule_publish(&mut self, owner: OwnerId) {
         if let Some(due) = self.owners[owner].due.take() {
             self.dirty.remove(&(due, owner));
         }
     }
 
     /// `now` in owner `i`'s time zone.
-    fn local_time(&self, now: Time, i: usize) -> chrono::DateTime<chrono_tz::Tz> {
+    fn local_time(&self, now: Time, i: OwnerId) -> chrono::DateTime<chrono_tz::Tz> {
         chrono::DateTime::from_timestamp_millis(now.0 as i64)
             .unwrap_or_default()
             .with_timezone(&self.owners[i].timezone)
@@ -1198,7 +1149,7 @@ impl Core {
 
     /// Owner `i`'s accounts that are proven hers (provisioned, registered,
     /// or linked and approved): the only ones that get her traffic.
-    fn linked_accounts(&self, i: usize) -> Vec<BareJid> {
+    fn linked_accounts(&self, i: OwnerId) -> Vec<BareJid> {
         self.owners[i]
             .accounts
             .iter()
@@ -1209,7 +1160,7 @@ impl Core {
 
     /// Publishes to watchers every class whose aggregate changed; returns
     /// whether any did.
-    fn publish(&mut self, i: usize) -> bool {
+    fn publish(&mut self, i: OwnerId) -> bool {
         let classes = self.cfg.classes.len();
         let mut out = Vec::new();
         for c in 0..classes {
@@ -1246,7 +1197,7 @@ impl Core {
         changed
     }
 
-    fn aggregate(&self, i: usize, class: usize) -> Option<presence::ClassPresence> {
+    fn aggregate(&self, i: OwnerId, class: usize) -> Option<presence::ClassPresence> {
         let owner = &self.owners[i];
         let state = presence::aggregate(&owner.devices, class, |s| {
             self.out.secrets.names_secret(s, None).is_none()
@@ -1266,7 +1217,7 @@ impl Core {
 
     fn class_presence(
         &self,
-        i: usize,
+        i: OwnerId,
         class: usize,
         to: &str,
         state: Option<&presence::ClassPresence>,

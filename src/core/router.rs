@@ -15,6 +15,7 @@
 //! Stanzas whose `to` is not on `D` never reach the table: the core drops
 //! them (the server routed them to us by mistake).
 
+use super::OwnerId;
 use jid::{BareJid, Jid};
 
 use super::address::proxied_remote;
@@ -38,7 +39,7 @@ pub enum Target {
     /// An owner's virtual JID.
     Owner {
         /// The owner's index.
-        owner: usize,
+        owner: OwnerId,
         /// Which resource.
         resource: Resource,
     },
@@ -55,7 +56,7 @@ pub enum Target {
 /// localpart to an owner; `class_of` a resource to a class.
 pub fn route(
     to: &Jid,
-    owner_of: impl Fn(&str) -> Option<usize>,
+    owner_of: impl Fn(&str) -> Option<OwnerId>,
     class_of: impl Fn(&str) -> Option<usize>,
 ) -> Target {
     let Some(node) = to.node() else {
@@ -82,7 +83,7 @@ mod tests {
         let to = Jid::new(to).unwrap();
         route(
             &to,
-            |n| (n == "alice").then_some(0),
+            |n| (n == "alice").then_some(OwnerId::nth(0)),
             |c| ["chat", "audio"].iter().position(|x| *x == c),
         )
     }
@@ -93,21 +94,21 @@ mod tests {
         assert_eq!(
             r("alice@unified.localhost"),
             Target::Owner {
-                owner: 0,
+                owner: OwnerId::nth(0),
                 resource: Resource::Bare
             }
         );
         assert_eq!(
             r("alice@unified.localhost/audio"),
             Target::Owner {
-                owner: 0,
+                owner: OwnerId::nth(0),
                 resource: Resource::Class(1)
             }
         );
         assert_eq!(
             r("alice@unified.localhost/phone"),
             Target::Owner {
-                owner: 0,
+                owner: OwnerId::nth(0),
                 resource: Resource::Other
             }
         );

@@ -13,6 +13,7 @@
 use jid::BareJid;
 use tracing::debug;
 
+use super::OwnerId;
 use super::{rules, AccountState, CandidatePolicy, ContactState, Core, DeviceRecord, Owner};
 use super::{SubscriptionPolicy, WatcherState};
 
@@ -30,41 +31,36 @@ pub(super) struct Settings {
 #[derive(Debug)]
 pub(super) enum Undo {
     Watcher {
-        owner: usize,
+        owner: OwnerId,
         watcher: BareJid,
         before: Option<WatcherState>,
     },
     Contact {
-        owner: usize,
+        owner: OwnerId,
         contact: BareJid,
         before: Option<ContactState>,
     },
     Account {
-        owner: usize,
+        owner: OwnerId,
         account: BareJid,
         before: Option<AccountState>,
         /// Whose account the guard knew it as.
-        proven: Option<usize>,
+        proven: Option<OwnerId>,
     },
     Settings {
-        owner: usize,
+        owner: OwnerId,
         before: Box<Settings>,
     },
     /// She registered: the newest owner goes again.
-    Registered {
-        owner: usize,
-    },
+    Registered { owner: OwnerId },
     /// She unregistered: she comes back as she was.
-    Unregistered {
-        owner: usize,
-        before: Box<Owner>,
-    },
+    Unregistered { owner: OwnerId, before: Box<Owner> },
 }
 
 impl Core {
     /// Records how to take back a change about to be made to owner `i`'s
     /// watcher `w`.
-    pub(super) fn journal_watcher(&mut self, i: usize, w: &BareJid) {
+    pub(super) fn journal_watcher(&mut self, i: OwnerId, w: &BareJid) {
         let before = self.owners[i].watchers.get(w).copied();
         self.journal.push(Undo::Watcher {
             owner: i,
@@ -73,7 +69,7 @@ impl Core {
         });
     }
 
-    pub(super) fn journal_contact(&mut self, i: usize, c: &BareJid) {
+    pub(super) fn journal_contact(&mut self, i: OwnerId, c: &BareJid) {
         let before = self.owners[i].contacts.get(c).copied();
         self.journal.push(Undo::Contact {
             owner: i,
@@ -82,7 +78,7 @@ impl Core {
         });
     }
 
-    pub(super) fn journal_account(&mut self, i: usize, a: &BareJid) {
+    pub(super) fn journal_account(&mut self, i: OwnerId, a: &BareJid) {
         let before = self.owners[i]
             .accounts
             .iter()
@@ -98,7 +94,7 @@ impl Core {
     }
 
     /// Before a command of owner `i` runs: her settings as they are.
-    pub(super) fn journal_settings(&mut self, i: usize) {
+    pub(super) fn journal_settings(&mut self, i: OwnerId) {
         let o = &self.owners[i];
         let before = Box::new(Settings {
             rules: o.rules.clone(),
@@ -170,22 +166,22 @@ impl Core {
                     o.records = records;
                 }
                 Undo::Registered { owner } => {
-                    if owner + 1 != self.owners.len() {
-                        // Owners are only ever appended: the newest is hers.
-                        tracing::error!(
-                            owner,
-                            "bug: a registration to take back is not the newest owner"
-                        );
-                        continue;
-                    }
-                    if let Some(o) = self.owners.pop() {
-                        self.by_name.remove(&o.name);
-                        for (a, _) in &o.accounts {
-                            self.out.secrets.del_account(a);
+                    // Owners are only ever appended: the newest is hers.
+                    match self.owners.pop() {
+                        Some((id, o)) if id == owner => {
+                            self.by_name.remove(&o.name);
+                            for (a, _) in &o.accounts {
+                                self.out.secrets.del_account(a);
+                            }
+                            if let Some(due) = o.due {
+                                self.dirty.remove(&(due, owner));
+                            }
                         }
-                        if let Some(due) = o.due {
-                            self.dirty.remove(&(due, owner));
+                        Some((_, o)) => {
+                            tracing::error!(%owner, "bug: a registration to take back is not the newest owner");
+                            self.owners.push(o);
                         }
+                        None => {}
                     }
                 }
                 Undo::Unregistered { owner, before } => {

@@ -11,6 +11,7 @@ use tracing::{debug, info, trace};
 use super::address::proxy_jid;
 use super::router::Target;
 use super::stanza::{self, ErrorType};
+use super::OwnerId;
 use super::{listed, ContactState, Core, StoreOp, SubscriptionPolicy, Time, WatcherState};
 
 /// XEP-0172 user nickname.
@@ -108,7 +109,7 @@ impl Core {
 
     /// Presence from a (would-be) watcher to owner `i`'s virtual JID.
     /// `own` marks the owner's own account, approved without asking.
-    pub(super) fn watcher_presence(&mut self, i: usize, stanza: &Element, from: Jid, own: bool) {
+    pub(super) fn watcher_presence(&mut self, i: OwnerId, stanza: &Element, from: Jid, own: bool) {
         let watcher = from.to_bare();
         if listed(&self.owners[i].blocked, &watcher) {
             trace!(owner = %self.owners[i].name, "dropped: blocked sender");
@@ -150,7 +151,7 @@ impl Core {
         }
     }
 
-    fn subscribe(&mut self, i: usize, watcher: BareJid, stanza: &Element, own: bool) {
+    fn subscribe(&mut self, i: OwnerId, watcher: BareJid, stanza: &Element, own: bool) {
         let owner = &self.owners[i];
         let auto =
             own || owner.policy == SubscriptionPolicy::Open || listed(&owner.allow, &watcher);
@@ -174,7 +175,7 @@ impl Core {
 
     /// DESIGN.md section 4, policy `ask`: the owner's accounts get a
     /// `subscribe` from the watcher's proxy JID.
-    fn ask_owner(&mut self, i: usize, watcher: BareJid, request: &Element) {
+    fn ask_owner(&mut self, i: OwnerId, watcher: BareJid, request: &Element) {
         // How she knows him: his JID, or another owner's virtual JID.
         let shown = self.shown_watcher(&watcher);
         let Some(proxy) = self.face_of(&watcher) else {
@@ -217,7 +218,7 @@ impl Core {
         }
     }
 
-    pub(super) fn approve(&mut self, i: usize, watcher: BareJid) {
+    pub(super) fn approve(&mut self, i: OwnerId, watcher: BareJid) {
         self.journal_watcher(i, &watcher);
         let owner = &mut self.owners[i];
         owner
@@ -233,7 +234,7 @@ impl Core {
     }
 
     /// `subscribed` from the virtual JID, then what the watcher may see now.
-    fn send_subscribed(&mut self, i: usize, watcher: &BareJid) {
+    fn send_subscribed(&mut self, i: OwnerId, watcher: &BareJid) {
         let virtual_jid = self.owners[i].virtual_jid.to_string();
         self.out.send(stanza::stanza(
             "presence",
@@ -246,7 +247,7 @@ impl Core {
 
     /// RFC 6121 §3.3.3: the watcher cancelled; it gets `unavailable` from
     /// every class it could see.
-    fn unsubscribe(&mut self, i: usize, watcher: &BareJid) {
+    fn unsubscribe(&mut self, i: OwnerId, watcher: &BareJid) {
         let Some(old) = self.remove_watcher(i, watcher) else {
             return;
         };
@@ -263,7 +264,7 @@ impl Core {
     /// subscription alike), after the watcher or the owner settled it by
     /// another way than her client's answer, so that her rosters never
     /// drift from the component's watchers.
-    pub(super) fn withdraw_request(&mut self, i: usize, watcher: &BareJid) {
+    pub(super) fn withdraw_request(&mut self, i: OwnerId, watcher: &BareJid) {
         let Some(proxy) = self.face_of(watcher) else {
             return;
         };
@@ -290,7 +291,7 @@ impl Core {
     /// The watchers of owner `i` that `jid` names: his own JID, the
     /// proxy JID her client shows for him, or another owner's virtual JID
     /// (his accounts that watch her or asked to).
-    pub(super) fn watchers_named(&self, i: usize, jid: &BareJid) -> Vec<BareJid> {
+    pub(super) fn watchers_named(&self, i: OwnerId, jid: &BareJid) -> Vec<BareJid> {
         if jid.domain().as_str() == self.cfg.domain {
             let node = jid.node().map(|n| n.to_string()).unwrap_or_default();
             if let Some(remote) = super::address::proxied_remote(&node) {
@@ -317,7 +318,7 @@ impl Core {
         }
     }
 
-    fn remove_watcher(&mut self, i: usize, watcher: &BareJid) -> Option<WatcherState> {
+    fn remove_watcher(&mut self, i: OwnerId, watcher: &BareJid) -> Option<WatcherState> {
         self.journal_watcher(i, watcher);
         let owner = &mut self.owners[i];
         let old = owner.watchers.remove(watcher)?;
@@ -332,7 +333,7 @@ impl Core {
 
     /// The owner answered a forwarded request (or cancelled a watcher) by
     /// presence to the watcher's proxy JID.
-    fn owner_decision(&mut self, i: usize, remote: &BareJid, stanza: &Element) {
+    fn owner_decision(&mut self, i: OwnerId, remote: &BareJid, stanza: &Element) {
         let state = self.owners[i].watchers.get(remote).copied();
         match (stanza.attr("type"), state) {
             (Some("subscribed"), Some(WatcherState::Pending)) => self.approve(i, remote.clone()),
@@ -366,7 +367,7 @@ impl Core {
 
     /// She wants his presence: `subscribe` from her virtual JID to his
     /// real one, stored before it goes out.
-    fn subscribe_to_contact(&mut self, i: usize, remote: &BareJid) {
+    fn subscribe_to_contact(&mut self, i: OwnerId, remote: &BareJid) {
         let owner = &mut self.owners[i];
         let from = owner.virtual_jid.to_string();
         match owner.contacts.get(remote) {
@@ -407,7 +408,7 @@ impl Core {
     }
 
     /// She no longer wants his presence.
-    fn unsubscribe_from_contact(&mut self, i: usize, remote: &BareJid) {
+    fn unsubscribe_from_contact(&mut self, i: OwnerId, remote: &BareJid) {
         self.journal_contact(i, remote);
         let owner = &mut self.owners[i];
         if owner.contacts.remove(remote).is_none() {
@@ -430,7 +431,7 @@ impl Core {
     /// From a contact she subscribed to: his answer, or his presence,
     /// reaching her accounts from his proxy JID (his resources as proxy
     /// full JIDs), as his own server would deliver it to her.
-    fn contact_presence(&mut self, i: usize, stanza: &Element, from: &Jid) {
+    fn contact_presence(&mut self, i: OwnerId, stanza: &Element, from: &Jid) {
         let remote = from.to_bare();
         let Some(face) = self.face_of(&remote) else {
             return;
@@ -484,14 +485,14 @@ impl Core {
 
     /// The owner refuses a request or cancels a watcher by a command (or
     /// a block, or giving up her address): her rosters follow.
-    pub(super) fn deny_watcher(&mut self, i: usize, remote: &BareJid) {
+    pub(super) fn deny_watcher(&mut self, i: OwnerId, remote: &BareJid) {
         if self.refuse_watcher(i, remote) {
             self.withdraw_request(i, remote);
         }
     }
 
     /// The watcher is told he no longer watches; `false` if he did not.
-    fn refuse_watcher(&mut self, i: usize, remote: &BareJid) -> bool {
+    fn refuse_watcher(&mut self, i: OwnerId, remote: &BareJid) -> bool {
         let Some(old) = self.remove_watcher(i, remote) else {
             return false;
         };
@@ -510,7 +511,7 @@ impl Core {
     }
 
     /// What `to` sees now: every available class, or one `unavailable`.
-    pub(super) fn send_current(&mut self, i: usize, to: &str) {
+    pub(super) fn send_current(&mut self, i: OwnerId, to: &str) {
         let mut out = Vec::new();
         for c in 0..self.cfg.classes.len() {
             if let Some(state) = self.aggregate(i, c) {
@@ -531,7 +532,7 @@ impl Core {
         }
     }
 
-    fn send_unavailable(&mut self, i: usize, to: &str) {
+    fn send_unavailable(&mut self, i: OwnerId, to: &str) {
         let mut out = Vec::new();
         for c in 0..self.cfg.classes.len() {
             if self.aggregate(i, c).is_some() {

@@ -161,7 +161,7 @@ fn register_by_chat_links_the_account_and_unregister_leaves_nothing() {
     };
     let restarted = Core::new(config(SubscriptionPolicy::Ask), stored);
     assert_eq!(
-        restarted.owners.last().map(|o| o.name.as_str()),
+        restarted.owners.iter().last().map(|o| o.name.as_str()),
         Some("carol")
     );
 
@@ -839,14 +839,14 @@ fn rule_windows_use_the_owners_time_zone() {
         .timestamp_millis() as u64;
     assert!(
         h.core
-            .ring_plan(Time(utc_2030), 0, 1, &bob)
+            .ring_plan(Time(utc_2030), OwnerId::nth(0), 1, &bob)
             .steps
             .is_empty(),
         "09:30 in Auckland: busy"
     );
     assert_eq!(
         h.core
-            .ring_plan(Time(utc_2030 + 3_600_000), 0, 1, &bob)
+            .ring_plan(Time(utc_2030 + 3_600_000), OwnerId::nth(0), 1, &bob)
             .steps
             .len(),
         1,

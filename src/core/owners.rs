@@ -1,0 +1,172 @@
+//! The owners, as a registry with typed ids: an [`OwnerId`] names one
+//! owner for as long as the core runs, and nothing else can be passed
+//! where one is wanted (a class index, a leg index, a count).
+
+use std::collections::HashMap;
+use std::ops::{Index, IndexMut};
+
+use jid::{BareJid, FullJid};
+
+use super::presence::Published;
+use super::{
+    devices, rules, AccountState, CandidatePolicy, ContactState, DeviceRecord, OwnerConfig,
+};
+use super::{SubscriptionPolicy, Time, WatcherState};
+
+/// One owner, as long as the core runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerId(u32);
+
+impl OwnerId {
+    /// The `n`th owner, for tests that build a guard by hand.
+    #[cfg(test)]
+    pub(crate) const fn nth(n: u32) -> OwnerId {
+        OwnerId(n)
+    }
+}
+
+impl std::fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "owner#{}", self.0)
+    }
+}
+
+/// One owner's live state.
+#[derive(Debug, Clone)]
+pub(super) struct Owner {
+    pub(super) name: String,
+    pub(super) virtual_jid: BareJid,
+    pub(super) accounts: Vec<(BareJid, AccountState)>,
+    pub(super) policy: SubscriptionPolicy,
+    pub(super) allow: Vec<String>,
+    pub(super) blocked: Vec<String>,
+    pub(super) candidates: CandidatePolicy,
+    pub(super) rules: Vec<rules::Rule>,
+    pub(super) timezone: chrono_tz::Tz,
+    pub(super) devices: devices::DeviceMap,
+    pub(super) records: HashMap<FullJid, DeviceRecord>,
+    pub(super) watchers: HashMap<BareJid, WatcherState>,
+    /// Her subscriptions to contacts, from her virtual JID.
+    pub(super) contacts: HashMap<BareJid, ContactState>,
+    pub(super) published: Vec<Published>,
+    /// When her watchers are due to hear her latest change (see
+    /// [`Core::mark_dirty`]).
+    pub(super) due: Option<Time>,
+    /// When her watchers last heard a change of hers.
+    pub(super) last_publish: Option<Time>,
+    /// Set up by the admin in component.toml (not removable by her).
+    pub(super) provisioned: bool,
+    /// The last status of hers we withheld and told her about, so that
+    /// she is told once per text, not at every presence.
+    pub(super) told_withheld: Option<String>,
+}
+
+impl Owner {
+    /// Owner `oc` as she starts: her configured settings, no device, no
+    /// watcher (the store's records are loaded onto her after).
+    pub(super) fn new(
+        oc: &OwnerConfig,
+        virtual_jid: BareJid,
+        classes: usize,
+        provisioned: bool,
+    ) -> Owner {
+        Owner {
+            name: oc.name.clone(),
+            virtual_jid,
+            accounts: oc
+                .accounts
+                .iter()
+                .map(|a| (a.clone(), AccountState::default()))
+                .collect(),
+            policy: oc.subscription,
+            allow: oc.allow.clone(),
+            blocked: oc.blocked.clone(),
+            candidates: oc.candidates,
+            rules: oc.rules.clone(),
+            timezone: oc.timezone,
+            devices: devices::DeviceMap::default(),
+            records: HashMap::new(),
+            watchers: HashMap::new(),
+            contacts: HashMap::new(),
+            published: vec![Published::Unknown; classes],
+            due: None,
+            last_publish: None,
+            provisioned,
+            told_withheld: None,
+        }
+    }
+}
+
+/// Every owner, provisioned and registered, by id.
+#[derive(Debug, Default)]
+pub(super) struct Owners {
+    slots: Vec<Owner>,
+}
+
+impl Owners {
+    pub(super) fn with_capacity(n: usize) -> Owners {
+        Owners {
+            slots: Vec::with_capacity(n),
+        }
+    }
+
+    /// Adds `owner`; her id.
+    pub(super) fn push(&mut self, owner: Owner) -> OwnerId {
+        let id = self.next_id();
+        self.slots.push(owner);
+        id
+    }
+
+    /// The id the next owner pushed gets.
+    pub(super) fn next_id(&self) -> OwnerId {
+        OwnerId(u32::try_from(self.slots.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Takes back the newest owner (a registration the store refused).
+    pub(super) fn pop(&mut self) -> Option<(OwnerId, Owner)> {
+        let o = self.slots.pop()?;
+        Some((self.next_id(), o))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every id, in order.
+    pub(super) fn ids(&self) -> impl Iterator<Item = OwnerId> {
+        (0..self.next_id().0).map(OwnerId)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Owner> + Clone {
+        self.slots.iter()
+    }
+}
+
+impl Index<OwnerId> for Owners {
+    type Output = Owner;
+    fn index(&self, id: OwnerId) -> &Owner {
+        &self.slots[id.0 as usize]
+    }
+}
+
+impl IndexMut<OwnerId> for Owners {
+    fn index_mut(&mut self, id: OwnerId) -> &mut Owner {
+        &mut self.slots[id.0 as usize]
+    }
+}
+
+/// Tests name owners by position (`owners[0]` is the first configured).
+#[cfg(test)]
+impl Index<usize> for Owners {
+    type Output = Owner;
+    fn index(&self, n: usize) -> &Owner {
+        &self.slots[n]
+    }
+}
+
+#[cfg(test)]
+impl IndexMut<usize> for Owners {
+    fn index_mut(&mut self, n: usize) -> &mut Owner {
+        &mut self.slots[n]
+    }
+}
