@@ -59,15 +59,36 @@ static BOOKKEEPING_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 const MAX_BACKOFF: Duration = Duration::from_secs(64);
 
-fn now() -> Time {
-    let ms = SystemTime::now()
+/// Wall-clock ms since the Unix epoch.
+fn wall_ms() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Time(ms)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// When the process started, on both clocks.
+static EPOCH: std::sync::OnceLock<(Instant, u64)> = std::sync::OnceLock::new();
+
+fn epoch() -> (Instant, u64) {
+    *EPOCH.get_or_init(|| (Instant::now(), wall_ms()))
+}
+
+/// The core's clock: monotonic, so that an NTP step moves no deadline,
+/// and starting at the wall clock's reading when the process started.
+fn now() -> Time {
+    let (start, wall) = epoch();
+    Time(wall + start.elapsed().as_millis() as u64)
+}
+
+/// Tells `core` what the wall clock reads now (its rules' days and hours,
+/// its device records); the deadlines stay on the monotonic clock.
+fn tell_wall_clock(core: &mut Core) {
+    core.set_wall_clock(now(), wall_ms());
 }
 
 fn instant_of(t: Time) -> Instant {
-    Instant::now() + Duration::from_millis(t.0.saturating_sub(now().0))
+    let (start, wall) = epoch();
+    start + Duration::from_millis(t.0.saturating_sub(wall))
 }
 
 /// How a connected session ended.
@@ -221,11 +242,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let mut early = Some(early);
         let ended = loop {
             if fresh {
+                tell_wall_clock(&mut core);
                 core.handle_connected(now());
             }
             // What arrived during the self-check, in order.
             for el in early.take().into_iter().flatten() {
                 shell.metrics.received(&el);
+                tell_wall_clock(&mut core);
                 core.handle_stanza(now(), el);
             }
             let ended = match drain(&mut core, &mut disk, &mut stream, &shell.metrics).await {
@@ -331,7 +354,8 @@ async fn session(
                         continue;
                     }
                     metrics.received(&el);
-                    core.handle_stanza(now(), el);
+                    tell_wall_clock(core);
+                core.handle_stanza(now(), el);
                 }
                 Some(Err(ReadError::SoftTimeout)) => {
                     // Silence: make the server answer something within the
@@ -356,6 +380,7 @@ async fn session(
             },
             _ = &mut timer, if armed.is_some() => {
                 armed = None;
+                tell_wall_clock(core);
                 core.handle_timeout(now());
             }
             Some(req) = shell.admin.recv() => {

@@ -201,8 +201,10 @@ fn usage(text: &str) -> Option<&'static str> {
     })
 }
 
-fn since(now: Time, ms: u64) -> String {
-    let mins = now.0.saturating_sub(ms) / 60_000;
+/// How long ago `ms` was, at wall-clock time `wall` (both ms since the
+/// Unix epoch).
+fn since(wall: u64, ms: u64) -> String {
+    let mins = wall.saturating_sub(ms) / 60_000;
     match mins {
         0 => "just now".into(),
         m if m < 60 => format!("{m} min ago"),
@@ -822,7 +824,9 @@ impl Core {
                 .map(|(_, def)| def.name.as_str())
                 .collect();
             let record = o.records.get(jid);
-            let first = record.map(|r| since(now, r.first_seen)).unwrap_or_default();
+            let first = record
+                .map(|r| since(self.wall_ms(now), r.first_seen))
+                .unwrap_or_default();
             let label = record
                 .and_then(|r| r.label.as_deref())
                 .map(|l| format!(" \"{l}\""))

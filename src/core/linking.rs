@@ -382,15 +382,16 @@ impl Core {
     }
 
     fn device_seen(&mut self, now: Time, i: OwnerId, full: &FullJid) {
+        let wall = self.wall_ms(now);
         let owner = &mut self.owners[i];
         let is_new = !owner.records.contains_key(full);
         let record = owner.records.entry(full.clone()).or_insert(DeviceRecord {
-            first_seen: now.0,
-            last_seen: now.0,
+            first_seen: wall,
+            last_seen: wall,
             label: None,
             caps_node: None,
         });
-        record.last_seen = now.0;
+        record.last_seen = wall;
         let record = record.clone();
         let name = owner.name.clone();
         if is_new {

@@ -61,7 +61,11 @@ const RATE_BUCKETS: usize = 65_536;
 /// owners and leaves the rest due for its next call.
 const PUBLISH_BATCH: usize = 2_048;
 
-/// Wall-clock time in milliseconds since the Unix epoch, given by the shell.
+/// The core's clock, in milliseconds, given by the shell with every
+/// input: monotonic (an NTP step moves no deadline), and starting near
+/// wall-clock time since the Unix epoch. What needs the wall clock (her
+/// rules' days and hours, device records) adds the offset the shell last
+/// gave ([`Core::set_wall_clock`]); tests leave it at zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Time(pub u64);
 
@@ -667,6 +671,8 @@ pub struct Core {
     /// How to take back the acknowledged changes of the current input
     /// should the store refuse them.
     journal: Vec<undo::Undo>,
+    /// Wall-clock time minus the core's clock, in ms.
+    wall_offset: i64,
 }
 
 impl Core {
@@ -771,6 +777,7 @@ impl Core {
             settle_until: Time(0),
             on_store_failure: None,
             journal: Vec::new(),
+            wall_offset: 0,
             rate: limits::RateLimiter::new(cfg_rate.0, cfg_rate.1, RATE_BUCKETS),
         }
     }
@@ -778,6 +785,18 @@ impl Core {
     /// The component domain.
     pub fn domain(&self) -> &str {
         &self.cfg.domain
+    }
+
+    /// The wall clock reads `wall_ms` (ms since the Unix epoch) when the
+    /// core's clock reads `now`. The shell tells it before inputs; only
+    /// rules and device records use it, never a deadline.
+    pub fn set_wall_clock(&mut self, now: Time, wall_ms: u64) {
+        self.wall_offset = (wall_ms as i64).saturating_sub(now.0 as i64);
+    }
+
+    /// Wall-clock time at `now`, in ms since the Unix epoch.
+    fn wall_ms(&self, now: Time) -> u64 {
+        (now.0 as i64).saturating_add(self.wall_offset).max(0) as u64
     }
 
     /// The limits it keeps to.
@@ -1142,7 +1161,7 @@ impl Core {
 
     /// `now` in owner `i`'s time zone.
     fn local_time(&self, now: Time, i: OwnerId) -> chrono::DateTime<chrono_tz::Tz> {
-        chrono::DateTime::from_timestamp_millis(now.0 as i64)
+        chrono::DateTime::from_timestamp_millis(self.wall_ms(now) as i64)
             .unwrap_or_default()
             .with_timezone(&self.owners[i].timezone)
     }

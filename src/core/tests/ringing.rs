@@ -77,3 +77,35 @@ fn a_reject_rule_makes_the_caller_busy() {
     assert!(legs(&out).is_empty());
     assert_eq!(to_bob_jmi(&out, "reject").len(), 1);
 }
+
+/// Time as quinn and str0m model it: deadlines run on the core's
+/// monotonic clock, her rules' days and hours on the wall clock the shell
+/// tells it. A wall-clock step (NTP fixing a wrong clock) changes which
+/// rule applies, and moves no ring timeout.
+#[test]
+fn rules_read_the_wall_clock_and_ring_timeouts_the_monotonic_one() {
+    let rule = rules::Rule {
+        days: vec![chrono::Weekday::Mon],
+        reject: true,
+        ..rules::Rule::default_rule(30_000)
+    };
+    let mut h = alice_with_rules(vec![rule]);
+    // 2026-12-05 is a Saturday, 2026-12-07 a Monday (UTC, her zone here).
+    let saturday = 1_796_472_000_000; // 12:00 UTC
+    let monday = saturday + 2 * 86_400_000;
+    h.core.set_wall_clock(h.now, saturday);
+    assert!(
+        !legs(&propose(&mut h, "S1")).is_empty(),
+        "Saturday: it rings"
+    );
+    // NTP steps the wall clock to Monday while it rings: the ring timeout
+    // is where it was.
+    h.core.set_wall_clock(h.now, monday);
+    assert!(to_bob_jmi(&h.advance(29_000), "reject").is_empty());
+    assert_eq!(to_bob_jmi(&h.advance(1_500), "reject").len(), 1);
+    // The next call is on Monday: her rule refuses it.
+    h.core.set_wall_clock(h.now, monday + 31_000);
+    let out = propose(&mut h, "S2");
+    assert!(legs(&out).is_empty(), "{out:?}");
+    assert_eq!(to_bob_jmi(&out, "reject").len(), 1);
+}
