@@ -400,7 +400,7 @@ pub fn status_page(v: &AdminView, connected: bool) -> String {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>unified-presence: {d}</title>\
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}}</style></head><body>\
-         <h1>unified-presence on {d}</h1><p>{conn}. {o} owners, {dev} devices online, {w} watchers, {c} live calls, \
+         <h1>unified-presence on {d}</h1><p>{conn}. {o} owners, {dev} devices online, {w} watchers or requests waiting, {c} live calls, \
          {g} stanzas refused by the privacy guard.</p>",
         d = esc(&v.domain),
         conn = if connected { "Connected to the server" } else { "<strong>Not connected to the server</strong>" },

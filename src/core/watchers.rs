@@ -224,7 +224,11 @@ impl Core {
         owner
             .watchers
             .insert(watcher.clone(), WatcherState::Subscribed);
-        info!(owner = %owner.name, "watcher approved");
+        if self.out.secrets.account_owner(&watcher) == Some(i) {
+            info!(owner = %owner.name, "her own account watches her address");
+        } else {
+            info!(owner = %owner.name, "watcher approved");
+        }
         self.out.keep(StoreOp::Watcher {
             owner: owner.name.clone(),
             watcher: watcher.clone(),
