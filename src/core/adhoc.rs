@@ -516,7 +516,7 @@ impl Core {
                     super::CandidatePolicy::Direct => "direct",
                     super::CandidatePolicy::RelayOnly => "relay-only",
                 };
-                let watchers = match o.policy {
+                let watchers = match o.watchers.policy {
                     super::SubscriptionPolicy::Ask => "ask",
                     super::SubscriptionPolicy::Open => "open",
                 };

@@ -381,7 +381,7 @@ impl Core {
                 ..
             } if account_owner.is_some() => self.leg_jmi(now, from, el),
             Target::Owner { owner, .. }
-                if super::listed(&self.owners[*owner].blocked, &from.to_bare()) =>
+                if self.owners[*owner].watchers.is_blocked(&from.to_bare()) =>
             {
                 trace!("dropped: JMI from a blocked sender")
             }
@@ -748,7 +748,7 @@ impl Core {
         let local = self.local_time(now, owner);
         let ctx = CallContext {
             class: &self.cfg.classes[class].name,
-            caller_is_watcher: o.watchers.get(caller) == Some(&super::WatcherState::Subscribed),
+            caller_is_watcher: o.watchers.is_subscribed(caller),
             caller,
             weekday: local.weekday(),
             minute: (local.hour() * 60 + local.minute()) as u16,

@@ -93,7 +93,7 @@ impl Core {
         let ctx = CallContext {
             class: "chat",
             caller: sender,
-            caller_is_watcher: o.watchers.get(sender) == Some(&super::WatcherState::Subscribed),
+            caller_is_watcher: o.watchers.is_subscribed(sender),
             weekday: chrono::Datelike::weekday(&self.local_time(now, owner)),
             minute: {
                 let t = self.local_time(now, owner);
@@ -147,7 +147,7 @@ impl Core {
         match target {
             Target::Owner { owner, .. } if account_owner != Some(*owner) => {
                 let owner = *owner;
-                if super::listed(&self.owners[owner].blocked, &sender) {
+                if self.owners[owner].watchers.is_blocked(&sender) {
                     trace!("dropped: message from a blocked sender");
                     return true;
                 }

@@ -330,7 +330,7 @@ impl Core {
                 let named = self.watchers_named(i, &jid);
                 let waiting: Vec<BareJid> = named
                     .iter()
-                    .filter(|w| self.owners[i].watchers.get(*w) == Some(&WatcherState::Pending))
+                    .filter(|w| self.owners[i].watchers.get(w) == Some(&WatcherState::Pending))
                     .cloned()
                     .collect();
                 if waiting.is_empty() {
@@ -481,12 +481,12 @@ impl Core {
                     None => {}
                     Some(("calls", "relay-only")) => o.candidates = CandidatePolicy::RelayOnly,
                     Some(("calls", "direct")) => o.candidates = CandidatePolicy::Direct,
-                    Some(("watchers", "ask")) => o.policy = SubscriptionPolicy::Ask,
-                    Some(("watchers", "open")) => o.policy = SubscriptionPolicy::Open,
+                    Some(("watchers", "ask")) => o.watchers.policy = SubscriptionPolicy::Ask,
+                    Some(("watchers", "open")) => o.watchers.policy = SubscriptionPolicy::Open,
                     Some(_) => return "Send \"privacy calls relay-only|direct\" or \"privacy watchers ask|open\".".into(),
                 }
                 let settings = OwnerSettings {
-                    subscription: o.policy,
+                    subscription: o.watchers.policy,
                     candidates: o.candidates,
                 };
                 if change.is_some() {
@@ -514,6 +514,7 @@ impl Core {
                     return format!("{who:?} is neither a JID nor a domain.");
                 }
                 if self.owners[i]
+                    .watchers
                     .blocked
                     .iter()
                     .any(|b| b.eq_ignore_ascii_case(&who))
@@ -530,16 +531,17 @@ impl Core {
                 for w in &watchers {
                     self.deny_watcher(i, w);
                 }
-                self.owners[i].blocked.push(who.clone());
+                self.owners[i].watchers.blocked.push(who.clone());
                 self.store_blocked(i);
                 format!("{who} is blocked: nothing from your address reaches them.")
             }
             Command::Unblock(who) => {
-                let before = self.owners[i].blocked.len();
+                let before = self.owners[i].watchers.blocked.len();
                 self.owners[i]
+                    .watchers
                     .blocked
                     .retain(|b| !b.eq_ignore_ascii_case(&who));
-                if self.owners[i].blocked.len() == before {
+                if self.owners[i].watchers.blocked.len() == before {
                     return format!("{who} was not blocked.");
                 }
                 self.store_blocked(i);
@@ -725,7 +727,7 @@ impl Core {
         let o = &self.owners[i];
         self.out.keep(StoreOp::Blocked {
             owner: o.name.clone(),
-            blocked: o.blocked.clone(),
+            blocked: o.watchers.blocked.clone(),
         });
     }
 

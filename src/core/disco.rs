@@ -32,7 +32,7 @@ impl Core {
         if let Target::Owner { owner, .. } = &target {
             let sender = from.to_bare();
             let own = self.out.secrets.account_owner(&sender) == Some(*owner);
-            if !own && super::listed(&self.owners[*owner].blocked, &sender) {
+            if !own && self.owners[*owner].watchers.is_blocked(&sender) {
                 // RFC 6120 §8.2.3 wants an answer, and XEP-0191 §3.5 says
                 // which: what an address that serves him nothing says.
                 trace!("iq from a blocked sender");
@@ -99,8 +99,8 @@ impl Core {
     fn sees_classes(&self, i: OwnerId, from: &Jid) -> bool {
         let sender = from.to_bare();
         let owner = &self.owners[i];
-        owner.policy == super::SubscriptionPolicy::Open
-            || owner.watchers.get(&sender) == Some(&super::WatcherState::Subscribed)
+        owner.watchers.policy == super::SubscriptionPolicy::Open
+            || owner.watchers.is_subscribed(&sender)
             || self.out.secrets.account_owner(&sender) == Some(i)
             || from
                 .clone()

@@ -34,6 +34,7 @@ pub mod stanza;
 mod timers;
 mod undo;
 mod watchers;
+mod watchlist;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -508,13 +509,7 @@ fn canonical_jid(s: &str) -> Option<Jid> {
     Jid::new(&out).ok()
 }
 
-/// Whether `jid` matches an entry of an allow or block list (a bare JID or
-/// a domain).
-fn listed(list: &[String], jid: &BareJid) -> bool {
-    list.iter().any(|e| {
-        e.eq_ignore_ascii_case(jid.as_str()) || e.eq_ignore_ascii_case(jid.domain().as_str())
-    })
-}
+use self::watchlist::listed;
 
 /// The settings a self-registered owner starts with (DESIGN.md defaults).
 fn registered_owner(name: &str, accounts: Vec<BareJid>) -> OwnerConfig {
@@ -731,13 +726,13 @@ impl Core {
         }
         for (name, settings) in stored.settings {
             if let Some(&i) = by_name.get(&name) {
-                owners[i].policy = settings.subscription;
+                owners[i].watchers.policy = settings.subscription;
                 owners[i].candidates = settings.candidates;
             }
         }
         for (name, blocked) in stored.blocked {
             if let Some(&i) = by_name.get(&name) {
-                owners[i].blocked = blocked;
+                owners[i].watchers.blocked = blocked;
             }
         }
         for (name, rules) in stored.rules {
@@ -908,11 +903,7 @@ impl Core {
                     continue;
                 }
                 let from = format!("{}/{}", owner.virtual_jid, def.name);
-                for (w, _) in owner
-                    .watchers
-                    .iter()
-                    .filter(|(_, s)| **s == WatcherState::Subscribed)
-                {
+                for w in owner.watchers.subscribed() {
                     out.push(stanza::stanza(
                         "presence",
                         &from,
@@ -1199,12 +1190,8 @@ impl Core {
                 None => Published::Unavailable,
             };
             debug!(owner = %owner.name, class = %self.cfg.classes[c].name, available = now.is_some(), "class presence changed");
-            let watchers: Vec<String> = owner
-                .watchers
-                .iter()
-                .filter(|(_, s)| **s == WatcherState::Subscribed)
-                .map(|(w, _)| w.to_string())
-                .collect();
+            let watchers: Vec<String> =
+                owner.watchers.subscribed().map(|w| w.to_string()).collect();
             if let Some(first) = watchers.first() {
                 out.push((self.class_presence(i, c, first, now.as_ref()), watchers));
             }

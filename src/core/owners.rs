@@ -8,10 +8,11 @@ use std::ops::{Index, IndexMut};
 use jid::{BareJid, FullJid};
 
 use super::presence::Published;
+use super::watchlist::Watchers;
+use super::Time;
 use super::{
     devices, rules, AccountState, CandidatePolicy, ContactState, DeviceRecord, OwnerConfig,
 };
-use super::{SubscriptionPolicy, Time, WatcherState};
 
 /// One owner, as long as the core runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,15 +38,14 @@ pub(super) struct Owner {
     pub(super) name: String,
     pub(super) virtual_jid: BareJid,
     pub(super) accounts: Vec<(BareJid, AccountState)>,
-    pub(super) policy: SubscriptionPolicy,
-    pub(super) allow: Vec<String>,
-    pub(super) blocked: Vec<String>,
     pub(super) candidates: CandidatePolicy,
     pub(super) rules: Vec<rules::Rule>,
     pub(super) timezone: chrono_tz::Tz,
     pub(super) devices: devices::DeviceMap,
     pub(super) records: HashMap<FullJid, DeviceRecord>,
-    pub(super) watchers: HashMap<BareJid, WatcherState>,
+    /// Her watchers, with the policy, allow and block lists that decide
+    /// who may become one.
+    pub(super) watchers: Watchers,
     /// Her subscriptions to contacts, from her virtual JID.
     pub(super) contacts: HashMap<BareJid, ContactState>,
     pub(super) published: Vec<Published>,
@@ -78,15 +78,12 @@ impl Owner {
                 .iter()
                 .map(|a| (a.clone(), AccountState::default()))
                 .collect(),
-            policy: oc.subscription,
-            allow: oc.allow.clone(),
-            blocked: oc.blocked.clone(),
             candidates: oc.candidates,
             rules: oc.rules.clone(),
             timezone: oc.timezone,
             devices: devices::DeviceMap::default(),
             records: HashMap::new(),
-            watchers: HashMap::new(),
+            watchers: Watchers::new(oc.subscription, oc.allow.clone(), oc.blocked.clone()),
             contacts: HashMap::new(),
             published: vec![Published::Unknown; classes],
             due: None,

@@ -98,8 +98,8 @@ impl Core {
         let o = &self.owners[i];
         let before = Box::new(Settings {
             rules: o.rules.clone(),
-            blocked: o.blocked.clone(),
-            policy: o.policy,
+            blocked: o.watchers.blocked.clone(),
+            policy: o.watchers.policy,
             candidates: o.candidates,
             records: o.records.clone(),
         });
@@ -160,8 +160,8 @@ impl Core {
                         records,
                     } = *before;
                     o.rules = rules;
-                    o.blocked = blocked;
-                    o.policy = policy;
+                    o.watchers.blocked = blocked;
+                    o.watchers.policy = policy;
                     o.candidates = candidates;
                     o.records = records;
                 }

@@ -11,8 +11,9 @@ use tracing::{debug, info, trace};
 use super::address::proxy_jid;
 use super::router::Target;
 use super::stanza::{self, ErrorType};
+use super::watchlist::Decision;
 use super::OwnerId;
-use super::{listed, ContactState, Core, StoreOp, SubscriptionPolicy, Time, WatcherState};
+use super::{ContactState, Core, StoreOp, Time, WatcherState};
 
 /// XEP-0172 user nickname.
 const NICK: &str = "http://jabber.org/protocol/nick";
@@ -111,7 +112,7 @@ impl Core {
     /// `own` marks the owner's own account, approved without asking.
     pub(super) fn watcher_presence(&mut self, i: OwnerId, stanza: &Element, from: Jid, own: bool) {
         let watcher = from.to_bare();
-        if listed(&self.owners[i].blocked, &watcher) {
+        if self.owners[i].watchers.is_blocked(&watcher) {
             trace!(owner = %self.owners[i].name, "dropped: blocked sender");
             return;
         }
@@ -119,7 +120,7 @@ impl Core {
             Some("subscribe") => self.subscribe(i, watcher, stanza, own),
             Some("unsubscribe") => self.unsubscribe(i, &watcher),
             Some("probe") => {
-                if self.owners[i].watchers.get(&watcher) == Some(&WatcherState::Subscribed) {
+                if self.owners[i].watchers.is_subscribed(&watcher) {
                     self.send_current(i, from.as_str());
                 } else {
                     // RFC 6121 §4.3.2: not subscribed.
@@ -152,24 +153,17 @@ impl Core {
     }
 
     fn subscribe(&mut self, i: OwnerId, watcher: BareJid, stanza: &Element, own: bool) {
-        let owner = &self.owners[i];
-        let auto =
-            own || owner.policy == SubscriptionPolicy::Open || listed(&owner.allow, &watcher);
-        match owner.watchers.get(&watcher).copied() {
-            // RFC 6121 §3.1.3: already approved: answer at once again.
-            Some(WatcherState::Subscribed) => self.send_subscribed(i, &watcher),
-            Some(WatcherState::Pending) if auto => self.approve(i, watcher),
-            // Already forwarded to the owner: a repeat asks nothing new.
-            Some(WatcherState::Pending) => {
-                trace!(watcher = %watcher, "subscription already pending")
-            }
-            None if owner.watchers.len() >= self.cfg.limits.watchers_per_owner => {
-                info!(owner = %owner.name, "watcher limit reached");
+        let limit = self.cfg.limits.watchers_per_owner;
+        match self.owners[i].watchers.decide(&watcher, own, limit) {
+            Decision::AnswerAgain => self.send_subscribed(i, &watcher),
+            Decision::Approve => self.approve(i, watcher),
+            Decision::AlreadyAsked => trace!(watcher = %watcher, "subscription already pending"),
+            Decision::Full => {
+                info!(owner = %self.owners[i].name, "watcher limit reached");
                 self.out
                     .reply_error(stanza, ErrorType::Wait, "resource-constraint");
             }
-            None if auto => self.approve(i, watcher),
-            None => self.ask_owner(i, watcher, stanza),
+            Decision::Ask => self.ask_owner(i, watcher, stanza),
         }
     }
 

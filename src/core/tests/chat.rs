@@ -181,7 +181,7 @@ fn owners_write_to_each_other_by_virtual_jid_only() {
 fn owners_watch_and_call_each_other_by_virtual_jid() {
     let mut h = alice_with_two_phones(CandidatePolicy::Direct);
     command(&mut h, "carol@localhost/pc", "register carol");
-    h.core.owners[0].policy = SubscriptionPolicy::Ask;
+    h.core.owners[0].watchers.policy = SubscriptionPolicy::Ask;
     let carol_d = format!("carol@{D}");
     let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='carol@localhost' to='alice@{D}'/>"));
     let asks: Vec<&Element> = out

@@ -406,7 +406,9 @@ fn block_stops_a_watcher_and_everything_else_from_them_and_is_stored() {
         ..Stored::default()
     };
     assert_eq!(
-        Core::new(config(SubscriptionPolicy::Ask), stored).owners[0].blocked,
+        Core::new(config(SubscriptionPolicy::Ask), stored).owners[0]
+            .watchers
+            .blocked,
         vec!["evil.example".to_string()]
     );
 }
