@@ -51,7 +51,6 @@ use self::owners::{Owner, Owners};
 
 use self::address::Secrets;
 use self::devices::ClassDef;
-use self::presence::Published;
 use self::router::Target;
 use self::stanza::{error_reply, ns, ErrorType};
 
@@ -899,7 +898,7 @@ impl Core {
             let owner = &self.owners[i];
             let mut out = Vec::new();
             for (c, def) in self.cfg.classes.iter().enumerate() {
-                if !matches!(owner.published[c], Published::Available(_)) {
+                if !owner.publishing.is_available(c) {
                     continue;
                 }
                 let from = format!("{}/{}", owner.virtual_jid, def.name);
@@ -952,11 +951,11 @@ impl Core {
                 break;
             }
             self.dirty.pop_first();
-            self.owners[owner].due = None;
+            self.owners[owner].publishing.due = None;
             // Only what watchers heard opens a window: churn they could
             // not see does not delay the next change they can.
             if self.publish(owner) {
-                self.owners[owner].last_publish = Some(now);
+                self.owners[owner].publishing.last_publish = Some(now);
             }
         }
     }
@@ -1123,6 +1122,7 @@ impl Core {
     /// out before `settle_until` (probe answers after a reconnect).
     fn mark_dirty(&mut self, owner: OwnerId, now: Time) {
         let window_end = self.owners[owner]
+            .publishing
             .last_publish
             .map_or(now, |t| t.plus_ms(self.cfg.coalesce_ms));
         self.schedule_publish(owner, window_end.max(now).max(self.settle_until));
@@ -1131,7 +1131,7 @@ impl Core {
     /// Owner `owner`'s watchers hear her class presences at `at` at the
     /// latest.
     fn schedule_publish(&mut self, owner: OwnerId, at: Time) {
-        let o = &mut self.owners[owner];
+        let o = &mut self.owners[owner].publishing;
         match o.due {
             Some(due) if due <= at => return,
             Some(due) => {
@@ -1145,7 +1145,7 @@ impl Core {
 
     /// Owner `owner` has nothing left to publish (she unregistered).
     fn unschedule_publish(&mut self, owner: OwnerId) {
-        if let Some(due) = self.owners[owner].due.take() {
+        if let Some(due) = self.owners[owner].publishing.due.take() {
             self.dirty.remove(&(due, owner));
         }
     }
@@ -1176,19 +1176,9 @@ impl Core {
         for c in 0..classes {
             let now = self.aggregate(i, c);
             let owner = &mut self.owners[i];
-            let changed = match (&owner.published[c], &now) {
-                (Published::Unknown, _) => true,
-                (Published::Unavailable, None) => false,
-                (Published::Available(old), Some(new)) => old != new,
-                _ => true,
-            };
-            if !changed {
+            if !owner.publishing.update(c, now.as_ref()) {
                 continue;
             }
-            owner.published[c] = match &now {
-                Some(p) => Published::Available(p.clone()),
-                None => Published::Unavailable,
-            };
             debug!(owner = %owner.name, class = %self.cfg.classes[c].name, available = now.is_some(), "class presence changed");
             let watchers: Vec<String> =
                 owner.watchers.subscribed().map(|w| w.to_string()).collect();

@@ -7,9 +7,8 @@ use std::ops::{Index, IndexMut};
 
 use jid::{BareJid, FullJid};
 
-use super::presence::Published;
+use super::presence::Publishing;
 use super::watchlist::Watchers;
-use super::Time;
 use super::{
     devices, rules, AccountState, CandidatePolicy, ContactState, DeviceRecord, OwnerConfig,
 };
@@ -48,12 +47,8 @@ pub(super) struct Owner {
     pub(super) watchers: Watchers,
     /// Her subscriptions to contacts, from her virtual JID.
     pub(super) contacts: HashMap<BareJid, ContactState>,
-    pub(super) published: Vec<Published>,
-    /// When her watchers are due to hear her latest change (see
-    /// [`Core::mark_dirty`]).
-    pub(super) due: Option<Time>,
-    /// When her watchers last heard a change of hers.
-    pub(super) last_publish: Option<Time>,
+    /// What her watchers last heard and when they hear next.
+    pub(super) publishing: Publishing,
     /// Set up by the admin in component.toml (not removable by her).
     pub(super) provisioned: bool,
     /// The last status of hers we withheld and told her about, so that
@@ -85,9 +80,7 @@ impl Owner {
             records: HashMap::new(),
             watchers: Watchers::new(oc.subscription, oc.allow.clone(), oc.blocked.clone()),
             contacts: HashMap::new(),
-            published: vec![Published::Unknown; classes],
-            due: None,
-            last_publish: None,
+            publishing: Publishing::new(classes),
             provisioned,
             told_withheld: None,
         }

@@ -35,6 +35,57 @@ pub enum Published {
     Available(ClassPresence),
 }
 
+/// What one owner's watchers last heard, class by class, and when they
+/// hear next: the publishing part of an owner.
+#[derive(Debug, Clone)]
+pub(super) struct Publishing {
+    published: Vec<Published>,
+    /// When her watchers are due to hear her latest change (the core
+    /// keeps every owner's in one time-ordered set too).
+    pub(super) due: Option<super::Time>,
+    /// When her watchers last heard a change of hers: a change within
+    /// `coalesce_ms` after it waits for the window's end.
+    pub(super) last_publish: Option<super::Time>,
+}
+
+impl Publishing {
+    /// Nothing heard yet this run, for `classes` classes.
+    pub(super) fn new(classes: usize) -> Publishing {
+        Publishing {
+            published: vec![Published::Unknown; classes],
+            due: None,
+            last_publish: None,
+        }
+    }
+
+    /// Class `class` is now `state`: records it and says whether that is
+    /// news to watchers (the first state of a run always is: watchers may
+    /// have heard an older one before a restart).
+    pub(super) fn update(&mut self, class: usize, state: Option<&ClassPresence>) -> bool {
+        let Some(slot) = self.published.get_mut(class) else {
+            return false;
+        };
+        let changed = match (&*slot, state) {
+            (Published::Unknown, _) => true,
+            (Published::Unavailable, None) => false,
+            (Published::Available(old), Some(new)) => old != new,
+            _ => true,
+        };
+        if changed {
+            *slot = match state {
+                Some(p) => Published::Available(p.clone()),
+                None => Published::Unavailable,
+            };
+        }
+        changed
+    }
+
+    /// Whether watchers last heard class `class` available.
+    pub(super) fn is_available(&self, class: usize) -> bool {
+        matches!(self.published.get(class), Some(Published::Available(_)))
+    }
+}
+
 /// DESIGN.md section 3: the presence of class `class` given the live
 /// devices. `None` = no qualifying device: unavailable. `status_ok` tells
 /// whether a device's status text may be shown to watchers.

@@ -173,7 +173,7 @@ impl Core {
                             for (a, _) in &o.accounts {
                                 self.out.secrets.del_account(a);
                             }
-                            if let Some(due) = o.due {
+                            if let Some(due) = o.publishing.due {
                                 self.dirty.remove(&(due, owner));
                             }
                         }
@@ -190,7 +190,7 @@ impl Core {
                     for (a, _) in &o.accounts {
                         self.out.secrets.add_account(a.clone(), owner);
                     }
-                    if let Some(due) = o.due {
+                    if let Some(due) = o.publishing.due {
                         self.dirty.insert((due, owner));
                     }
                     self.owners[owner] = o;
