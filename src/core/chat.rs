@@ -197,8 +197,7 @@ impl Core {
             }
             // Her reply to a proxy JID: to him (that resource of his, if
             // she wrote to one), from her chat class.
-            Target::Proxy { remote } if account_owner.is_some() => {
-                let owner = account_owner.expect("matched is_some");
+            Target::Proxy { remote } if let Some(owner) = account_owner => {
                 let face = format!("{}/chat", self.owners[owner].virtual_jid);
                 let resource = msg
                     .attr("to")

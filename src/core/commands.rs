@@ -910,8 +910,8 @@ pub fn parse_rule(
                 });
             }
             _ if parse_day(&w).is_some() => rule.days.extend(parse_day(&w)),
-            _ if days.is_some() => {
-                let (mut d, last) = days.expect("checked");
+            _ if let Some((first, last)) = days => {
+                let mut d = first;
                 rule.days.push(d);
                 while d != last {
                     d = d.succ();

@@ -90,6 +90,9 @@ impl RateLimiter {
             self.buckets.insert(sender.to_owned(), full);
         }
         let Some(b) = self.buckets.get_mut(sender) else {
+            // Inserted just above: a bug if missing, and not the sender's
+            // to pay for.
+            tracing::error!(sender, "bug: a rate bucket vanished");
             return Verdict::Pass;
         };
         Self::refill(per_sec, burst, b, now);

@@ -36,12 +36,14 @@ impl Core {
             // `unsubscribed` from her account to his virtual JID decides
             // for the accounts of his that asked (DESIGN.md section 10).
             Target::Owner { owner, .. }
-                if matches!(
-                    stanza.attr("type"),
-                    Some("subscribed") | Some("unsubscribed")
-                ) && account_owner.is_some_and(|o| o != owner) =>
+                if let Some(me) = account_owner.filter(|&o| {
+                    o != owner
+                        && matches!(
+                            stanza.attr("type"),
+                            Some("subscribed") | Some("unsubscribed")
+                        )
+                }) =>
             {
-                let me = account_owner.expect("checked");
                 let his: Vec<BareJid> = self.owners[me]
                     .watchers
                     .keys()
