@@ -1256,13 +1256,14 @@ impl Core {
                 // XEP-0166 §6.4: the first session-accept wins.
                 "session-accept" => {
                     self.call_answered(now, c, li);
-                    let (others, held) = {
-                        let call = self.calls.calls.get_mut(&c).expect("looked up above");
-                        (
-                            call.open_legs(Some(li)),
-                            std::mem::take(&mut call.legs[li].held),
-                        )
+                    let Some(call) = self.calls.calls.get_mut(&c) else {
+                        tracing::error!("bug: an answered call vanished");
+                        return self.unknown_session(iq);
                     };
+                    let (others, held) = (
+                        call.open_legs(Some(li)),
+                        std::mem::take(&mut call.legs[li].held),
+                    );
                     info!("answered");
                     match rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only) {
                         Some(out) => self.relay(now, iq, &face, &caller, out),
