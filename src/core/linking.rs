@@ -93,15 +93,22 @@ impl Core {
         }
     }
 
+    /// Runs for every presence of every device: a change is rare, and
+    /// only a change is journalled and stored.
     fn set_approved(&mut self, i: OwnerId, account: &BareJid, approved: bool) {
+        let unchanged = self.owners[i]
+            .accounts
+            .iter()
+            .find(|(a, _)| a == account)
+            .is_none_or(|(_, s)| s.approved == approved);
+        if unchanged {
+            return;
+        }
         self.journal_account(i, account);
         let owner = &mut self.owners[i];
         let Some((_, state)) = owner.accounts.iter_mut().find(|(a, _)| a == account) else {
             return;
         };
-        if state.approved == approved {
-            return;
-        }
         state.approved = approved;
         info!(owner = %owner.name, account = %account, approved, "account link changed");
         self.out.keep(StoreOp::Account {
@@ -284,7 +291,16 @@ impl Core {
             }
         };
         // A resource's presence means our subscription is in effect.
-        self.set_approved(i, &full.to_bare(), true);
+        // (Compared as text first: this runs for every presence, and a
+        // bare JID of its own would be an allocation each time.)
+        let bare = full.as_str().split('/').next().unwrap_or_default();
+        if self.owners[i]
+            .accounts
+            .iter()
+            .any(|(a, s)| !s.approved && a.as_str() == bare)
+        {
+            self.set_approved(i, &full.to_bare(), true);
+        }
         // What the last presence of this device said, read in place: this
         // runs for every presence of every device.
         let (known, new_node, features) = {
