@@ -184,6 +184,18 @@ impl Secrets {
         self.accounts.remove(account);
     }
 
+    /// Forgets everything of `owner` (she unregistered): her accounts, and
+    /// her devices' resources and caps nodes.
+    pub fn forget_owner(&mut self, owner: OwnerId) {
+        self.accounts.retain(|_, o| *o != owner);
+        for map in [&mut self.resources, &mut self.nodes] {
+            map.retain(|_, owners| {
+                owners.remove(&owner);
+                !owners.is_empty()
+            });
+        }
+    }
+
     /// Sets who the admins are.
     pub fn set_admins(&mut self, admins: Vec<BareJid>) {
         self.admins = admins;

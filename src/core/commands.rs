@@ -693,6 +693,8 @@ impl Core {
         self.unschedule_publish(i);
         self.journal
             .push(super::undo::Undo::Unregistered { owner: i, before });
+        self.owners.remove(i);
+        self.out.secrets.forget_owner(i);
         info!(owner = %name, "unregistered");
         self.out.keep(StoreOp::Owner {
             owner: name,

@@ -91,12 +91,17 @@ impl Owner {
 #[derive(Debug, Default)]
 pub(super) struct Owners {
     slots: Vec<Owner>,
+    /// Owners who unregistered. Their slot stays, emptied, so that an id
+    /// still held somewhere (a caps query on its way back) names nobody
+    /// rather than someone else; they are no longer listed or counted.
+    gone: std::collections::HashSet<OwnerId>,
 }
 
 impl Owners {
     pub(super) fn with_capacity(n: usize) -> Owners {
         Owners {
             slots: Vec::with_capacity(n),
+            gone: Default::default(),
         }
     }
 
@@ -118,17 +123,39 @@ impl Owners {
         Some((self.next_id(), o))
     }
 
+    /// Owners here (not those who unregistered).
     pub(super) fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - self.gone.len()
     }
 
-    /// Every id, in order.
-    pub(super) fn ids(&self) -> impl Iterator<Item = OwnerId> {
-        (0..self.next_id().0).map(OwnerId)
+    /// Every owner's id, in order.
+    pub(super) fn ids(&self) -> impl Iterator<Item = OwnerId> + '_ {
+        (0..self.next_id().0)
+            .map(OwnerId)
+            .filter(|id| !self.gone.contains(id))
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = &Owner> + Clone {
-        self.slots.iter()
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| !self.gone.contains(&OwnerId(*n as u32)))
+            .map(|(_, o)| o)
+    }
+
+    /// Owner `id` unregistered: no longer listed or counted.
+    pub(super) fn remove(&mut self, id: OwnerId) {
+        if (id.0 as usize) < self.slots.len() {
+            self.gone.insert(id);
+        }
+    }
+
+    /// Owner `id` is back as `owner` (her unregistration was refused).
+    pub(super) fn restore(&mut self, id: OwnerId, owner: Owner) {
+        if let Some(slot) = self.slots.get_mut(id.0 as usize) {
+            *slot = owner;
+            self.gone.remove(&id);
+        }
     }
 }
 

@@ -190,10 +190,19 @@ impl Core {
                     for (a, _) in &o.accounts {
                         self.out.secrets.add_account(a.clone(), owner);
                     }
+                    // Her devices are secrets again, as they were.
+                    for (device, record) in &o.records {
+                        self.out
+                            .secrets
+                            .add_resource(device.resource().as_str(), owner);
+                        if let Some(node) = &record.caps_node {
+                            self.out.secrets.add_node(node, owner);
+                        }
+                    }
                     if let Some(due) = o.publishing.due {
                         self.dirty.insert((due, owner));
                     }
-                    self.owners[owner] = o;
+                    self.owners.restore(owner, o);
                 }
             }
         }

@@ -1007,3 +1007,39 @@ fn the_watchers_form_lists_another_owner_once() {
     );
     assert_eq!(remove.len(), 4, "{remove:?}");
 }
+
+/// Giving the address up removes her: she is no longer counted or
+/// listed, and nothing of hers stays a secret the guard keeps (issue 15:
+/// real removal). Taken back by a refusing store, she is back whole.
+#[test]
+fn an_owner_who_unregisters_is_no_longer_counted_or_kept() {
+    let mut h = Harness::new(SubscriptionPolicy::Open);
+    let before = h.core.footprint().owners;
+    command(&mut h, "carol@localhost/pc", "register carol");
+    h.input(&format!("<presence xmlns='jabber:component:accept' from='carol@localhost/c4r0l-desk' to='carol@{D}'/>"));
+    assert_eq!(h.core.footprint().owners, before + 1);
+    assert!(h
+        .core
+        .out
+        .secrets
+        .names_secret("c4r0l-desk", None)
+        .is_some());
+    assert!(command(&mut h, "carol@localhost/pc", "unregister confirm").contains("gone"));
+    assert_eq!(h.core.footprint().owners, before);
+    assert_eq!(h.core.admin_view(h.now, 10).owners.len(), before);
+    assert!(h
+        .core
+        .out
+        .secrets
+        .names_secret("c4r0l-desk", None)
+        .is_none());
+    assert!(h
+        .core
+        .out
+        .secrets
+        .account_owner(&BareJid::new("carol@localhost").unwrap())
+        .is_none());
+    // Registering again makes a new owner, with nothing of the old one.
+    assert!(command(&mut h, "carol@localhost/pc", "register carol").contains("You are now carol@"));
+    assert_eq!(h.core.footprint().owners, before + 1);
+}
