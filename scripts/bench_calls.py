@@ -9,9 +9,13 @@ each way:
   via component: Bob -> propose -> alice@unified (-> phone), phone ->
                  proceed -> proxy JID (-> Bob), then Bob finishes;
   direct:        Bob -> propose -> alice@localhost/phone, phone -> proceed
-                 -> Bob, through the same Prosody.
+                 -> Bob, through the same Prosody: one device, the floor;
+  native fork:   Bob -> propose -> alice@localhost (her bare JID), which
+                 Prosody forks to every phone itself (all at priority 1),
+                 phone -> proceed -> Bob: the fair baseline for N devices
+                 (issue 15), since forking to N costs her server too.
 
-Both paths pay the same client and Prosody costs, so the ratio is what the
+All paths pay the same client and Prosody costs, so the ratios are what the
 component adds. Prosody runs with Nagle off (see below). Usage: python3 scripts/bench_calls.py [--rounds N] [--devices 1,3,10] [--bin PATH]
 """
 import argparse
@@ -79,11 +83,12 @@ async def run(rounds, c2s, devices):
     phone.send_presence(pto=ALICE, ptype="subscribed")
     bob = await Client("bob@localhost/pc", AUDIO).online(c2s)
     await asyncio.sleep(1.5)  # the component learns the phones' features
-    results = {"via component": [], "direct": []}
+    results = {"via component": [], "direct": [], "native fork": []}
     for i in range(rounds):
-        # Interleaved, so that drift affects both paths alike.
+        # Interleaved, so that drift affects every path alike.
         results["via component"].append(await one_call(bob, phone, ALICE, f"c{i}", True))
         results["direct"].append(await one_call(bob, phone, "alice@localhost/phone0", f"d{i}", False))
+        results["native fork"].append(await one_call(bob, phone, "alice@localhost", f"n{i}", False))
         await asyncio.sleep(0.01)
     for c in phones + [bob]:
         await c.offline()
@@ -169,13 +174,17 @@ def main():
             print(f"{devices:7} {name:16} {statistics.median(props):12.2f} {statistics.median(procs):12.2f} "
                   f"{setup[name]:10.2f} {p(totals, 0.9):10.2f}")
         ratio = setup["via component"] / setup["direct"]
-        print(f"{devices:7} ratio (via component / direct, setup p50): {ratio:.2f}")
-        table.append((devices, setup["via component"], setup["direct"], ratio))
+        fork_ratio = setup["via component"] / setup["native fork"]
+        print(f"{devices:7} ratio (via component / direct, setup p50): {ratio:.2f}; "
+              f"(via component / native fork): {fork_ratio:.2f}")
+        table.append((devices, setup["via component"], setup["direct"], ratio, setup["native fork"], fork_ratio))
     print("== calls")
-    for devices, via, direct, ratio in table:
+    for devices, via, direct, ratio, fork, fork_ratio in table:
         print(f"calls_{devices}_via_ms {via:.3f}")
         print(f"calls_{devices}_direct_ms {direct:.3f}")
         print(f"calls_{devices}_ratio {ratio:.2f}")
+        print(f"calls_{devices}_fork_ms {fork:.3f}")
+        print(f"calls_{devices}_fork_ratio {fork_ratio:.2f}")
     print("== end")
 
 
