@@ -355,7 +355,7 @@ async fn session(
                     }
                     metrics.received(&el);
                     tell_wall_clock(core);
-                core.handle_stanza(now(), el);
+                    core.handle_stanza(now(), el);
                 }
                 Some(Err(ReadError::SoftTimeout)) => {
                     // Silence: make the server answer something within the
