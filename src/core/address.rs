@@ -184,6 +184,18 @@ impl Secrets {
         self.accounts.remove(account);
     }
 
+    /// Registers a device of `owner`: its resource and, once known, its
+    /// caps node. Every device she ever had stays a secret of hers, across
+    /// restarts as before them (DESIGN.md section 1): the records loaded at
+    /// start, a device seen for the first time, an owner taken back after
+    /// a refused unregistration all come through here.
+    pub fn add_device(&mut self, device: &jid::FullJid, caps_node: Option<&str>, owner: OwnerId) {
+        self.add_resource(device.resource().as_str(), owner);
+        if let Some(node) = caps_node {
+            self.add_node(node, owner);
+        }
+    }
+
     /// Forgets everything of `owner` (she unregistered): her accounts, and
     /// her devices' resources and caps nodes.
     pub fn forget_owner(&mut self, owner: OwnerId) {

@@ -411,7 +411,7 @@ impl Core {
         let record = record.clone();
         let name = owner.name.clone();
         if is_new {
-            self.out.secrets.add_resource(full.resource().as_str(), i);
+            self.out.secrets.add_device(full, None, i);
         }
         self.out.keep(StoreOp::DeviceSeen {
             owner: name,

@@ -741,12 +741,7 @@ impl Core {
         }
         for (name, device, record) in stored.devices {
             if let Some(&i) = by_name.get(&name) {
-                // Every device she ever had stays a secret of hers, across
-                // restarts as before them (DESIGN.md section 1).
-                secrets.add_resource(device.resource().as_str(), i);
-                if let Some(node) = &record.caps_node {
-                    secrets.add_node(node, i);
-                }
+                secrets.add_device(&device, record.caps_node.as_deref(), i);
                 owners[i].records.insert(device, record);
             }
         }

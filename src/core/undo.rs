@@ -192,12 +192,8 @@ impl Core {
                     }
                     // Her devices are secrets again, as they were.
                     for (device, record) in &o.records {
-                        self.out
-                            .secrets
-                            .add_resource(device.resource().as_str(), owner);
-                        if let Some(node) = &record.caps_node {
-                            self.out.secrets.add_node(node, owner);
-                        }
+                        let node = record.caps_node.as_deref();
+                        self.out.secrets.add_device(device, node, owner);
                     }
                     if let Some(due) = o.publishing.due {
                         self.dirty.insert((due, owner));
