@@ -859,6 +859,7 @@ impl Core {
     /// every account (DESIGN.md section 2). Live devices are relearned from
     /// the probe answers; what watchers saw stays until it changes.
     pub fn handle_connected(&mut self, now: Time) {
+        self.journal.clear();
         self.settle_until = now.plus_ms(self.cfg.settle_ms);
         self.pending.clear();
         for i in self.owners.ids().collect::<Vec<_>>() {
@@ -934,6 +935,8 @@ impl Core {
     /// after a batch of queued stanzas (2,048); drain, and call again while
     /// [`Core::poll_timeout`] is due.
     pub fn handle_timeout(&mut self, now: Time) {
+        // The journal is the last input's: the shell drains after each.
+        self.journal.clear();
         while let Some((id, p)) = self.pending.pop_expired(now) {
             debug!(id = %id, to = %p.to, "iq timed out");
         }
