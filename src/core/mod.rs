@@ -860,6 +860,7 @@ impl Core {
     /// the probe answers; what watchers saw stays until it changes.
     pub fn handle_connected(&mut self, now: Time) {
         self.journal.clear();
+        self.on_store_failure = None;
         self.settle_until = now.plus_ms(self.cfg.settle_ms);
         self.pending.clear();
         for i in self.owners.ids().collect::<Vec<_>>() {
@@ -935,8 +936,10 @@ impl Core {
     /// after a batch of queued stanzas (2,048); drain, and call again while
     /// [`Core::poll_timeout`] is due.
     pub fn handle_timeout(&mut self, now: Time) {
-        // The journal is the last input's: the shell drains after each.
+        // The journal and the error for a refused change are the last
+        // input's: the shell drains after each.
         self.journal.clear();
+        self.on_store_failure = None;
         while let Some((id, p)) = self.pending.pop_expired(now) {
             debug!(id = %id, to = %p.to, "iq timed out");
         }
