@@ -26,6 +26,11 @@ use super::stanza::{self, element, iq_result, ErrorType};
 use super::OwnerId;
 use super::{CandidatePolicy, Core, Event, Time};
 
+/// One call through the component, as long as it lives (never reused
+/// while the core runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct CallId(u64);
+
 /// How a call ended, for the admin's metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallOutcome {
@@ -254,15 +259,15 @@ const SPENT_RECEIPTS: usize = 256;
 /// Every live call and relayed IQ.
 #[derive(Debug, Default)]
 pub(super) struct CallTable {
-    calls: HashMap<u64, Call>,
-    by_caller: HashMap<(FullJid, String), u64>,
+    calls: HashMap<CallId, Call>,
+    by_caller: HashMap<(FullJid, String), CallId>,
     /// Receipts devices may still send for calls that have ended: (device,
     /// leg message id), the latest [`SPENT_RECEIPTS`].
     spent_receipts: std::collections::VecDeque<(FullJid, String)>,
-    by_leg: HashMap<String, u64>,
+    by_leg: HashMap<String, CallId>,
     relays: HashMap<String, Relay>,
     /// Ring deadlines by call, in time order.
-    deadlines: super::timers::Timers<u64>,
+    deadlines: super::timers::Timers<CallId>,
     /// Relay expiries by IQ id, in time order.
     relay_deadlines: super::timers::Timers<String>,
     /// Answered calls per owner: her call classes show busy while > 0.
@@ -280,7 +285,7 @@ impl CallTable {
     }
 
     /// Call `c`'s deadline changed (or went: it was answered).
-    fn sync_deadline(&mut self, c: u64) {
+    fn sync_deadline(&mut self, c: CallId) {
         match self.calls.get(&c).and_then(|call| call.deadline) {
             Some(at) => self.deadlines.set(c, at),
             None => self.deadlines.cancel(&c),
@@ -312,7 +317,7 @@ impl CallTable {
 
     /// Leg `li` of call `c` answered first (XEP-0353 §3.4, XEP-0166 §6.4).
     /// Leg `li` won; returns how long the call rang.
-    fn answer(&mut self, now: Time, c: u64, li: usize) -> Option<u64> {
+    fn answer(&mut self, now: Time, c: CallId, li: usize) -> Option<u64> {
         let call = self.calls.get_mut(&c)?;
         call.win(li);
         let (owner, started) = (call.owner, call.started);
@@ -523,7 +528,7 @@ impl Core {
 
     /// Tells the caller of call `c` that his proposal arrived, once: a
     /// device of hers got it.
-    fn caller_receipt(&mut self, c: u64) {
+    fn caller_receipt(&mut self, c: CallId) {
         let Some(call) = self.calls.calls.get_mut(&c) else {
             return;
         };
@@ -604,7 +609,7 @@ impl Core {
 
     /// Rings the next step of call `c`'s plan: a leg per device, offered
     /// the caller's propose or session-initiate.
-    fn ring_step(&mut self, now: Time, c: u64) {
+    fn ring_step(&mut self, now: Time, c: CallId) {
         let Some(call) = self.calls.calls.get_mut(&c) else {
             return;
         };
@@ -673,7 +678,7 @@ impl Core {
 
     /// Leg `li` of call `c` declined. When every rung leg has, the next
     /// step rings; `true` when none is left and the caller must be told.
-    fn leg_declined(&mut self, now: Time, c: u64, li: usize) -> bool {
+    fn leg_declined(&mut self, now: Time, c: CallId, li: usize) -> bool {
         let Some(call) = self.calls.calls.get_mut(&c) else {
             return false;
         };
@@ -690,7 +695,7 @@ impl Core {
 
     /// The current step gave up: its legs stop ringing and the next step
     /// rings; with no step left, the call ends as nobody answered.
-    fn next_step(&mut self, now: Time, c: u64) {
+    fn next_step(&mut self, now: Time, c: CallId) {
         let Some(call) = self.calls.calls.get_mut(&c) else {
             return;
         };
@@ -785,7 +790,7 @@ impl Core {
         face: String,
         plan: RingPlan,
         offer: Element,
-    ) -> Option<u64> {
+    ) -> Option<CallId> {
         // Her devices see the caller's virtual JID if he is an owner here
         // (DESIGN.md section 10), else his proxy JID.
         let proxy = match self.out.secrets.account_owner(&caller.to_bare()) {
@@ -797,7 +802,7 @@ impl Core {
         let token = self.out.next_id();
         let proxy = format!("{proxy}/{token}");
         self.calls.next += 1;
-        let c = self.calls.next;
+        let c = CallId(self.calls.next);
         info!(owner = %self.owners[owner].name, steps = plan.steps.len(), ?mode, "ringing");
         self.calls
             .by_caller
@@ -831,7 +836,7 @@ impl Core {
         Some(c)
     }
 
-    fn call_answered(&mut self, now: Time, c: u64, li: usize) {
+    fn call_answered(&mut self, now: Time, c: CallId, li: usize) {
         if let Some(ring_ms) = self.calls.answer(now, c, li) {
             info!(ring_ms, "answered");
             self.out.event(Event::CallAnswered { ring_ms });
@@ -843,7 +848,7 @@ impl Core {
         self.out.event(Event::CallEnded(CallOutcome::Rejected));
     }
 
-    fn end_call(&mut self, c: u64, why: EndReason) {
+    fn end_call(&mut self, c: CallId, why: EndReason) {
         let Some(call) = self.calls.calls.remove(&c) else {
             return;
         };
@@ -1344,7 +1349,7 @@ impl Core {
     /// Ends call `c` on every side with `condition` (XEP-0166 §7.4): a
     /// call not yet answered is retracted on its legs and rejected to the
     /// caller; an answered one is finished (or terminated) both ways.
-    fn abort_call(&mut self, now: Time, c: u64, why: EndReason) {
+    fn abort_call(&mut self, now: Time, c: CallId, why: EndReason) {
         let Some(call) = self.calls.calls.get(&c) else {
             return;
         };
@@ -1420,7 +1425,7 @@ impl Core {
 
     /// Every call of owner `i` ends (she unregistered).
     pub(super) fn abort_owner_calls(&mut self, now: Time, i: OwnerId) {
-        let hers: Vec<u64> = self
+        let hers: Vec<CallId> = self
             .calls
             .calls
             .iter()
@@ -1434,7 +1439,7 @@ impl Core {
 
     /// Every call ends (graceful shutdown).
     pub(super) fn abort_all_calls(&mut self, now: Time) {
-        let all: Vec<u64> = self.calls.calls.keys().copied().collect();
+        let all: Vec<CallId> = self.calls.calls.keys().copied().collect();
         for c in all {
             self.abort_call(now, c, EndReason::Connectivity);
         }
@@ -1443,7 +1448,7 @@ impl Core {
     /// A device went offline: its ringing leg is declined; if it had
     /// answered, the call ends on the caller's side.
     pub(super) fn call_device_gone(&mut self, now: Time, device: &FullJid) {
-        let affected: Vec<u64> = self
+        let affected: Vec<CallId> = self
             .calls
             .calls
             .iter()
