@@ -57,7 +57,7 @@ impl Core {
                 Err(_) => self.forget_devices(i, Some(&account), now),
             },
             Some("subscribed") => {
-                self.set_approved(i, &account, true);
+                self.set_approved(i, account.as_str(), true);
                 let from = self.owners[i].virtual_jid.to_string();
                 self.out.send(stanza::stanza(
                     "presence",
@@ -76,7 +76,7 @@ impl Core {
                     // It removed her itself: nothing to tell it.
                     self.unlink_account(now, i, &account, false);
                 } else {
-                    self.set_approved(i, &account, false);
+                    self.set_approved(i, account.as_str(), false);
                     self.forget_devices(i, Some(&account), now);
                 }
             }
@@ -95,25 +95,28 @@ impl Core {
 
     /// Runs for every presence of every device: a change is rare, and
     /// only a change is journalled and stored.
-    fn set_approved(&mut self, i: OwnerId, account: &BareJid, approved: bool) {
-        let unchanged = self.owners[i]
+    /// Runs for every presence of every device: the account is named by
+    /// its text (a bare JID of its own would be an allocation each time),
+    /// and only a change is journalled and stored.
+    fn set_approved(&mut self, i: OwnerId, account: &str, approved: bool) {
+        let Some(jid) = self.owners[i]
             .accounts
             .iter()
-            .find(|(a, _)| a == account)
-            .is_none_or(|(_, s)| s.approved == approved);
-        if unchanged {
+            .find(|(a, s)| a.as_str() == account && s.approved != approved)
+            .map(|(a, _)| a.clone())
+        else {
             return;
-        }
-        self.journal_account(i, account);
+        };
+        self.journal_account(i, &jid);
         let owner = &mut self.owners[i];
-        let Some((_, state)) = owner.accounts.iter_mut().find(|(a, _)| a == account) else {
+        let Some((_, state)) = owner.accounts.iter_mut().find(|(a, _)| *a == jid) else {
             return;
         };
         state.approved = approved;
-        info!(owner = %owner.name, account = %account, approved, "account link changed");
+        info!(owner = %owner.name, account = %jid, approved, "account link changed");
         self.out.keep(StoreOp::Account {
             owner: owner.name.clone(),
-            account: account.clone(),
+            account: jid,
             state: Some(*state),
         });
     }
@@ -291,16 +294,8 @@ impl Core {
             }
         };
         // A resource's presence means our subscription is in effect.
-        // (Compared as text first: this runs for every presence, and a
-        // bare JID of its own would be an allocation each time.)
         let bare = full.as_str().split('/').next().unwrap_or_default();
-        if self.owners[i]
-            .accounts
-            .iter()
-            .any(|(a, s)| !s.approved && a.as_str() == bare)
-        {
-            self.set_approved(i, &full.to_bare(), true);
-        }
+        self.set_approved(i, bare, true);
         // What the last presence of this device said, read in place: this
         // runs for every presence of every device.
         let (known, new_node, features) = {
