@@ -145,7 +145,7 @@ impl Core {
             domain: self.cfg.domain.clone(),
             owners,
             owners_total,
-            calls: self.calls.views(self, now),
+            calls: self.calls.views(&self.owners, &self.cfg, now),
             footprint: self.footprint(),
             guard_drops: self.out.guard_drops(),
         }

@@ -8,6 +8,12 @@
 //! proxy full JID (`bob\40example.org@D/<token>`), because Conversations
 //! ignores a retract or session-initiate from any other full JID.
 //! Payloads are relayed as raw elements (see [`super::jingle`]).
+//!
+//! [`Calls`] owns every live call and relayed IQ, with private fields.
+//! Its handlers take a [`Ctx`]: the input's time, the outbox, and the
+//! owners and config to read, nothing else of the core. What the rest of
+//! the core must hear (her classes turn busy or free) it queues as
+//! [`Busy`] changes, which the core takes with [`Calls::poll_busy`].
 
 use std::collections::HashMap;
 
@@ -20,11 +26,41 @@ use super::address::proxy_jid;
 use super::jingle::{
     self, jingle_child, jingle_error, jingle_iq, jmi, jmi_child, jmi_copy, reason, rewrite_jingle,
 };
+use super::outbox::Outbox;
+use super::owners::Owners;
 use super::router::{Resource, Target};
 use super::rules::{self, CallContext, Candidate, NoAnswer, RingPlan, Rule};
 use super::stanza::{self, element, iq_result, ErrorType};
 use super::OwnerId;
-use super::{CandidatePolicy, Core, Event, Time};
+use super::{CandidatePolicy, CoreConfig, Event, Time};
+
+/// What a call handler may touch besides the calls themselves: the
+/// input's time, what goes out, and the owners and config to read (like
+/// quinn-proto's narrow views of its `Connection`).
+pub(super) struct Ctx<'a> {
+    pub(super) now: Time,
+    /// Wall-clock time of `now`, in ms since the epoch: rules read it.
+    pub(super) wall_ms: u64,
+    pub(super) out: &'a mut Outbox,
+    pub(super) owners: &'a Owners,
+    pub(super) cfg: &'a CoreConfig,
+}
+
+impl Ctx<'_> {
+    fn ring_plan(&self, owner: OwnerId, class: usize, caller: &jid::BareJid) -> RingPlan {
+        ring_plan(&self.owners[owner], self.cfg, self.wall_ms, class, caller)
+    }
+}
+
+/// A change the rest of the core must hear about: her call classes show
+/// busy while one of her calls is answered (DESIGN.md section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Busy {
+    /// A call of hers was answered: publish soon (coalesced).
+    Started(OwnerId),
+    /// An answered call of hers ended.
+    Ended(OwnerId),
+}
 
 /// One call through the component, as long as it lives (never reused
 /// while the core runs).
@@ -161,6 +197,11 @@ enum Mode {
     Jingle,
 }
 
+/// A leg of one call: its place in [`Call::legs`] (legs are never
+/// removed while the call lives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LegId(usize);
+
 /// One device being rung.
 #[derive(Debug)]
 struct Leg {
@@ -187,7 +228,7 @@ struct Call {
     /// What the caller sees: the class resource.
     face: String,
     legs: Vec<Leg>,
-    winner: Option<usize>,
+    winner: Option<LegId>,
     rang: bool,
     /// The caller's propose asked for a receipt (XEP-0184) with this
     /// message id, and no device has yet shown it got the call.
@@ -206,7 +247,7 @@ struct Call {
     on_no_answer: NoAnswer,
     class: usize,
     /// Earliest of the two while nobody has answered (kept in
-    /// [`CallTable::deadlines`] too).
+    /// [`Calls::deadlines`] too).
     deadline: Option<Time>,
     /// When the caller asked, for the ring time.
     started: Time,
@@ -217,17 +258,42 @@ struct Call {
 
 impl Call {
     /// (device, leg id) of every leg still ringing, but `except`.
-    fn open_legs(&self, except: Option<usize>) -> Vec<(String, String)> {
+    fn open_legs(&self, except: Option<LegId>) -> Vec<(String, String)> {
         self.legs
             .iter()
             .enumerate()
-            .filter(|(i, l)| Some(*i) != except && !l.declined)
+            .filter(|(i, l)| Some(LegId(*i)) != except && !l.declined)
             .map(|(_, l)| (l.device.to_string(), l.id.clone()))
             .collect()
     }
 
+    /// Who is still in the call: before an answer every ringing leg,
+    /// after it the winner, as (device, leg id).
+    fn live_legs(&self) -> Vec<(String, String)> {
+        match self.winner {
+            Some(w) => vec![(self.leg(w).device.to_string(), self.leg(w).id.clone())],
+            None => self.open_legs(None),
+        }
+    }
+
+    fn leg(&self, li: LegId) -> &Leg {
+        &self.legs[li.0]
+    }
+
+    fn leg_mut(&mut self, li: LegId) -> &mut Leg {
+        &mut self.legs[li.0]
+    }
+
+    /// The leg `device` rings on as `id`, if any.
+    fn find_leg(&self, id: &str, device: &FullJid) -> Option<LegId> {
+        self.legs
+            .iter()
+            .position(|l| l.id == id && l.device == *device)
+            .map(LegId)
+    }
+
     /// Leg `li` answered first: it wins and the ring timeouts stop.
-    fn win(&mut self, li: usize) {
+    fn win(&mut self, li: LegId) {
         self.winner = Some(li);
         self.deadline = None;
         self.next_step_at = None;
@@ -258,7 +324,7 @@ const SPENT_RECEIPTS: usize = 256;
 
 /// Every live call and relayed IQ.
 #[derive(Debug, Default)]
-pub(super) struct CallTable {
+pub(super) struct Calls {
     calls: HashMap<CallId, Call>,
     by_caller: HashMap<(FullJid, String), CallId>,
     /// Receipts devices may still send for calls that have ended: (device,
@@ -272,10 +338,12 @@ pub(super) struct CallTable {
     relay_deadlines: super::timers::Timers<String>,
     /// Answered calls per owner: her call classes show busy while > 0.
     answered: HashMap<OwnerId, u32>,
+    /// Busy changes not yet taken by [`Calls::poll_busy`].
+    busy: std::collections::VecDeque<Busy>,
     next: u64,
 }
 
-impl CallTable {
+impl Calls {
     /// The earliest ring timeout or relay expiry.
     pub(super) fn next_deadline(&self) -> Option<Time> {
         [self.deadlines.next(), self.relay_deadlines.next()]
@@ -317,13 +385,19 @@ impl CallTable {
 
     /// Leg `li` of call `c` answered first (XEP-0353 §3.4, XEP-0166 §6.4).
     /// Leg `li` won; returns how long the call rang.
-    fn answer(&mut self, now: Time, c: CallId, li: usize) -> Option<u64> {
+    fn answer(&mut self, now: Time, c: CallId, li: LegId) -> Option<u64> {
         let call = self.calls.get_mut(&c)?;
         call.win(li);
         let (owner, started) = (call.owner, call.started);
         self.deadlines.cancel(&c);
         *self.answered.entry(owner).or_default() += 1;
+        self.busy.push_back(Busy::Started(owner));
         Some(now.0.saturating_sub(started.0))
+    }
+
+    /// The next change of who is in a call, if any.
+    pub(super) fn poll_busy(&mut self) -> Option<Busy> {
+        self.busy.pop_front()
     }
 
     /// Live calls (for tests and metrics).
@@ -332,14 +406,19 @@ impl CallTable {
     }
 
     /// The live calls as the admin's status page lists them.
-    pub(super) fn views(&self, core: &Core, now: Time) -> Vec<super::admin::CallView> {
+    pub(super) fn views(
+        &self,
+        owners: &Owners,
+        cfg: &CoreConfig,
+        now: Time,
+    ) -> Vec<super::admin::CallView> {
         let mut calls: Vec<_> = self.calls.iter().collect();
         calls.sort_by_key(|(c, _)| **c);
         calls
             .into_iter()
             .map(|(_, call)| super::admin::CallView {
-                owner: core.owners[call.owner].name.clone(),
-                class: core.cfg.classes[call.class].name.clone(),
+                owner: owners[call.owner].name.clone(),
+                class: cfg.classes[call.class].name.clone(),
                 caller: call.caller.to_bare().to_string(),
                 state: if call.winner.is_some() {
                     "answered"
@@ -357,11 +436,11 @@ fn full(jid: &Jid) -> Option<FullJid> {
     jid.clone().try_into_full().ok()
 }
 
-impl Core {
+impl Calls {
     /// A message with an XEP-0353 element; `false` if it has none.
     pub(super) fn call_message(
         &mut self,
-        now: Time,
+        cx: &mut Ctx<'_>,
         msg: &Element,
         from: &Jid,
         target: &Target,
@@ -377,23 +456,23 @@ impl Core {
             trace!("dropped: JMI from a bare JID");
             return true;
         };
-        let account_owner = self.out.secrets.account_owner(&from.to_bare());
+        let account_owner = cx.out.secrets.account_owner(&from.to_bare());
         match target {
             // A device answering a leg whose caller is another owner: the
             // leg's address is his virtual JID with the call's token.
             Target::Owner {
                 resource: Resource::Other,
                 ..
-            } if account_owner.is_some() => self.leg_jmi(now, from, el),
+            } if account_owner.is_some() => self.leg_jmi(cx, from, el),
             Target::Owner { owner, .. }
-                if self.owners[*owner].watchers.is_blocked(&from.to_bare()) =>
+                if cx.owners[*owner].watchers.is_blocked(&from.to_bare()) =>
             {
                 trace!("dropped: JMI from a blocked sender")
             }
             Target::Owner { owner, .. } if account_owner != Some(*owner) => {
-                self.caller_jmi(now, *owner, from, msg, el)
+                self.caller_jmi(cx, *owner, from, msg, el)
             }
-            Target::Proxy { .. } if account_owner.is_some() => self.leg_jmi(now, from, el),
+            Target::Proxy { .. } if account_owner.is_some() => self.leg_jmi(cx, from, el),
             _ => trace!("dropped: JMI message with no call to go to"),
         }
         true
@@ -401,41 +480,33 @@ impl Core {
 
     fn caller_jmi(
         &mut self,
-        now: Time,
+        cx: &mut Ctx<'_>,
         owner: OwnerId,
         caller: FullJid,
         msg: &Element,
         el: &Element,
     ) {
         let Some(id) = el.attr("id").map(str::to_owned) else {
-            return self.out.reply_error(msg, ErrorType::Modify, "bad-request");
+            return cx.out.reply_error(msg, ErrorType::Modify, "bad-request");
         };
-        let call = self
-            .calls
-            .by_caller
-            .get(&(caller.clone(), id.clone()))
-            .copied();
+        let call = self.by_caller.get(&(caller.clone(), id.clone())).copied();
         match (el.name(), call) {
-            ("propose", None) => self.propose(now, owner, caller, msg, el, id),
+            ("propose", None) => self.propose(cx, owner, caller, msg, el, id),
             ("propose", Some(_)) => trace!("duplicate propose"),
             ("retract", Some(c)) | ("finish", Some(c)) => {
                 let name = el.name();
-                let call = &self.calls.calls[&c];
+                let call = &self.calls[&c];
                 let proxy = call.proxy.clone();
-                // Before an answer every ringing leg; after it, the winner.
-                let legs = match call.winner {
-                    Some(w) => vec![(call.legs[w].device.to_string(), call.legs[w].id.clone())],
-                    None => call.open_legs(None),
-                };
+                let legs = call.live_legs();
                 for (device, leg_id) in legs {
                     let out = if name == "finish" {
                         jmi_copy(el, &leg_id)
                     } else {
                         jmi("retract", &leg_id, vec![])
                     };
-                    self.send_jmi(&proxy, &device, out);
+                    send_jmi(cx.out, &proxy, &device, out);
                 }
-                self.end_call(c, EndReason::CallerEnded);
+                self.end_call(cx, c, EndReason::CallerEnded);
             }
             (name, _) => trace!(name, "ignored JMI from the caller"),
         }
@@ -444,7 +515,7 @@ impl Core {
     /// DESIGN.md section 5, steps 1-3.
     fn propose(
         &mut self,
-        now: Time,
+        cx: &mut Ctx<'_>,
         owner: OwnerId,
         caller: FullJid,
         msg: &Element,
@@ -452,16 +523,16 @@ impl Core {
         sid: String,
     ) {
         let needed = jingle::needed_features(el);
-        let Some(class) = self.class_for(&needed) else {
+        let Some(class) = class_for(&cx.cfg.classes, &needed) else {
             debug!("propose for media no class serves");
-            let face = self.owners[owner].virtual_jid.to_string();
+            let face = cx.owners[owner].virtual_jid.to_string();
             let reject = jmi("reject", &sid, vec![reason("unsupported-applications")]);
-            self.call_rejected();
-            return self.send_jmi(&face, caller.as_str(), reject);
+            self.call_rejected(cx.out);
+            return send_jmi(cx.out, &face, caller.as_str(), reject);
         };
         let face = format!(
             "{}/{}",
-            self.owners[owner].virtual_jid, self.cfg.classes[class].name
+            cx.owners[owner].virtual_jid, cx.cfg.classes[class].name
         );
         // XEP-0184: the caller hears that the proposal arrived once a
         // device of hers shows it did (its receipt, ringing or answer),
@@ -470,16 +541,16 @@ impl Core {
             .get_child("request", jingle::RECEIPTS)
             .and(msg.attr("id"))
             .map(str::to_owned);
-        if !self.admit_call(&caller) {
+        if !self.admit_call(&cx.cfg.limits, &caller) {
             let reject = jmi("reject", &sid, vec![reason("busy")]);
-            self.call_rejected();
-            return self.send_jmi(&face, caller.as_str(), reject);
+            self.call_rejected(cx.out);
+            return send_jmi(cx.out, &face, caller.as_str(), reject);
         }
-        let mut plan = self.ring_plan(now, owner, class, &caller.to_bare());
+        let mut plan = cx.ring_plan(owner, class, &caller.to_bare());
         let any_device = !plan.steps.is_empty();
         // A propose rings only devices that speak XEP-0353: one that does
         // not (Gajim 1.7) would show nothing while the caller waits.
-        let devices = &self.owners[owner].devices;
+        let devices = &cx.owners[owner].devices;
         for step in &mut plan.steps {
             step.retain(|d| {
                 devices.get(d).is_some_and(|dev| {
@@ -495,20 +566,21 @@ impl Core {
             // as sid), and that is forked to them like any plain-Jingle
             // call, ringing, timeout and all. The caller sees "connecting"
             // rather than "ringing" meanwhile, which beats a busy signal.
-            info!(owner = %self.owners[owner].name, "no XEP-0353 device: proceeding for plain Jingle");
-            return self.send_jmi(&face, caller.as_str(), jmi("proceed", &sid, vec![]));
+            info!(owner = %cx.owners[owner].name, "no XEP-0353 device: proceeding for plain Jingle");
+            return send_jmi(cx.out, &face, caller.as_str(), jmi("proceed", &sid, vec![]));
         }
         if plan.steps.is_empty() {
-            info!(owner = %self.owners[owner].name, "no device to ring: busy");
-            self.call_rejected();
-            return self.send_jmi(
+            info!(owner = %cx.owners[owner].name, "no device to ring: busy");
+            self.call_rejected(cx.out);
+            return send_jmi(
+                cx.out,
                 &face,
                 caller.as_str(),
                 jmi("reject", &sid, vec![reason("busy")]),
             );
         }
         let Some(c) = self.new_call(
-            now,
+            cx,
             owner,
             class,
             Mode::Jmi,
@@ -520,16 +592,16 @@ impl Core {
         ) else {
             return;
         };
-        if let Some(call) = self.calls.calls.get_mut(&c) {
+        if let Some(call) = self.calls.get_mut(&c) {
             call.receipt = receipt;
         }
-        self.ring_step(now, c);
+        self.ring_step(cx, c);
     }
 
     /// Tells the caller of call `c` that his proposal arrived, once: a
     /// device of hers got it.
-    fn caller_receipt(&mut self, c: CallId) {
-        let Some(call) = self.calls.calls.get_mut(&c) else {
+    fn caller_receipt(&mut self, out: &mut Outbox, c: CallId) {
+        let Some(call) = self.calls.get_mut(&c) else {
             return;
         };
         let Some(msg_id) = call.receipt.take() else {
@@ -537,14 +609,20 @@ impl Core {
         };
         let mut receipt = stanza::stanza("message", &call.face, call.caller.as_str(), None);
         receipt.append_child(element("received", jingle::RECEIPTS, &[("id", &msg_id)]));
-        self.out.send(receipt);
+        out.send(receipt);
     }
 
     /// A device's XEP-0184 receipt for the message that rang it: mapped to
     /// the caller's once, absorbed after that (it names our leg message,
     /// which means nothing to anyone else). `false` if it is no such
     /// receipt.
-    pub(super) fn call_receipt(&mut self, msg: &Element, from: &Jid, target: &Target) -> bool {
+    pub(super) fn call_receipt(
+        &mut self,
+        out: &mut Outbox,
+        msg: &Element,
+        from: &Jid,
+        target: &Target,
+    ) -> bool {
         if !matches!(
             target,
             Target::Proxy { .. }
@@ -564,7 +642,7 @@ impl Core {
         let Some(device) = full(from) else {
             return false;
         };
-        let leg = self.calls.calls.iter().find_map(|(c, call)| {
+        let leg = self.calls.iter().find_map(|(c, call)| {
             call.legs
                 .iter()
                 .any(|l| l.device == device && l.msg_id.as_deref() == Some(id))
@@ -573,20 +651,18 @@ impl Core {
         let Some(c) = leg else {
             // Late, for a call that has ended: nobody's business either.
             return self
-                .calls
                 .spent_receipts
                 .iter()
                 .any(|(d, m)| *d == device && m == id);
         };
-        self.caller_receipt(c);
+        self.caller_receipt(out, c);
         true
     }
 
     /// Whether a new call from `caller` fits the limits on live calls
     /// (over all owners, and per caller account); refused calls are busy.
-    fn admit_call(&self, caller: &FullJid) -> bool {
-        let limits = &self.cfg.limits;
-        if self.calls.calls.len() >= limits.concurrent_calls {
+    fn admit_call(&self, limits: &super::Limits, caller: &FullJid) -> bool {
+        if self.len() >= limits.concurrent_calls {
             warn!(
                 limit = limits.concurrent_calls,
                 "call refused: too many live calls"
@@ -595,7 +671,6 @@ impl Core {
         }
         let account = caller.to_bare();
         let own = self
-            .calls
             .calls
             .values()
             .filter(|c| c.caller.to_bare() == account)
@@ -609,17 +684,17 @@ impl Core {
 
     /// Rings the next step of call `c`'s plan: a leg per device, offered
     /// the caller's propose or session-initiate.
-    fn ring_step(&mut self, now: Time, c: CallId) {
-        let Some(call) = self.calls.calls.get_mut(&c) else {
+    fn ring_step(&mut self, cx: &mut Ctx<'_>, c: CallId) {
+        let Some(call) = self.calls.get_mut(&c) else {
             return;
         };
         let Some(devices) = call.steps.pop_front() else {
             return;
         };
-        call.next_step_at = (!call.steps.is_empty()).then(|| now.plus_ms(call.step_ms));
+        call.next_step_at = (!call.steps.is_empty()).then(|| cx.now.plus_ms(call.step_ms));
         call.set_deadline();
         if let Some(at) = call.deadline {
-            self.calls.deadlines.set(c, at);
+            self.deadlines.set(c, at);
         }
         let (proxy, mode, offer, transport, relay_only) = (
             call.proxy.clone(),
@@ -629,9 +704,9 @@ impl Core {
             call.relay_only,
         );
         for device in devices {
-            let leg_id = self.out.next_id();
-            self.calls.by_leg.insert(leg_id.clone(), c);
-            if let Some(call) = self.calls.calls.get_mut(&c) {
+            let leg_id = cx.out.next_id();
+            self.by_leg.insert(leg_id.clone(), c);
+            if let Some(call) = self.calls.get_mut(&c) {
                 call.legs.push(Leg {
                     device: device.clone(),
                     id: leg_id.clone(),
@@ -646,14 +721,10 @@ impl Core {
                     // copies elsewhere (XEP-0280 private, XEP-0334 no-copy),
                     // but kept for a device that reconnects (store).
                     let mut m = stanza::stanza("message", &proxy, device.as_str(), Some("chat"));
-                    let msg_id = self.out.next_id();
+                    let msg_id = cx.out.next_id();
                     stanza::set_attr(&mut m, "id", msg_id.clone());
                     m.append_child(Element::bare("request", jingle::RECEIPTS));
-                    if let Some(leg) = self
-                        .calls
-                        .calls
-                        .get_mut(&c)
-                        .and_then(|call| call.legs.last_mut())
+                    if let Some(leg) = self.calls.get_mut(&c).and_then(|call| call.legs.last_mut())
                     {
                         leg.msg_id = Some(msg_id);
                     }
@@ -661,7 +732,7 @@ impl Core {
                     m.append_child(Element::bare("store", jingle::HINTS));
                     m.append_child(Element::bare("private", jingle::CARBONS));
                     m.append_child(Element::bare("no-copy", jingle::HINTS));
-                    self.out.send(m);
+                    cx.out.send(m);
                 }
                 Mode::Jingle => {
                     let offered = rewrite_jingle(&offer, &leg_id, Some(&proxy), None, relay_only);
@@ -669,7 +740,7 @@ impl Core {
                         .iter()
                         .filter_map(|t| rewrite_jingle(t, &leg_id, Some(&proxy), None, relay_only));
                     for out in offered.into_iter().chain(later) {
-                        self.send_own(now, &proxy, device.as_str(), out);
+                        self.send_own(cx, &proxy, device.as_str(), out);
                     }
                 }
             }
@@ -678,29 +749,29 @@ impl Core {
 
     /// Leg `li` of call `c` declined. When every rung leg has, the next
     /// step rings; `true` when none is left and the caller must be told.
-    fn leg_declined(&mut self, now: Time, c: CallId, li: usize) -> bool {
-        let Some(call) = self.calls.calls.get_mut(&c) else {
+    fn leg_declined(&mut self, cx: &mut Ctx<'_>, c: CallId, li: LegId) -> bool {
+        let Some(call) = self.calls.get_mut(&c) else {
             return false;
         };
-        call.legs[li].declined = true;
+        call.leg_mut(li).declined = true;
         if !call.legs.iter().all(|l| l.declined) {
             return false;
         }
         if call.steps.is_empty() {
             return true;
         }
-        self.ring_step(now, c);
+        self.ring_step(cx, c);
         false
     }
 
     /// The current step gave up: its legs stop ringing and the next step
     /// rings; with no step left, the call ends as nobody answered.
-    fn next_step(&mut self, now: Time, c: CallId) {
-        let Some(call) = self.calls.calls.get_mut(&c) else {
+    fn next_step(&mut self, cx: &mut Ctx<'_>, c: CallId) {
+        let Some(call) = self.calls.get_mut(&c) else {
             return;
         };
         if call.steps.is_empty() {
-            return self.abort_call(now, c, EndReason::Timeout);
+            return self.abort_call(cx, c, EndReason::Timeout);
         }
         let (proxy, mode) = (call.proxy.clone(), call.mode);
         let open = call.open_legs(None);
@@ -709,79 +780,27 @@ impl Core {
         }
         for (device, id) in open {
             match mode {
-                Mode::Jmi => self.send_jmi(
+                Mode::Jmi => send_jmi(
+                    cx.out,
                     &proxy,
                     &device,
                     jmi("retract", &id, vec![reason("timeout")]),
                 ),
                 Mode::Jingle => self.send_own(
-                    now,
+                    cx,
                     &proxy,
                     &device,
                     jingle::end_session(&id, "success", "The call moved on to another device."),
                 ),
             }
         }
-        self.ring_step(now, c);
-    }
-
-    /// The class whose features cover what the caller asks, the smallest
-    /// such (audio before video for an audio call).
-    fn class_for(&self, needed: &[String]) -> Option<usize> {
-        if needed.is_empty() {
-            return None;
-        }
-        self.cfg
-            .classes
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| needed.iter().all(|n| c.requires.contains(n)))
-            .min_by_key(|(_, c)| c.requires.len())
-            .map(|(i, _)| i)
-    }
-
-    /// Who rings when: the owner's first matching rule (DESIGN.md
-    /// section 6) over her live devices of the class, at her local time.
-    pub(super) fn ring_plan(
-        &self,
-        now: Time,
-        owner: OwnerId,
-        class: usize,
-        caller: &jid::BareJid,
-    ) -> RingPlan {
-        let o = &self.owners[owner];
-        let local = self.local_time(now, owner);
-        let ctx = CallContext {
-            class: &self.cfg.classes[class].name,
-            caller_is_watcher: o.watchers.is_subscribed(caller),
-            caller,
-            weekday: local.weekday(),
-            minute: (local.hour() * 60 + local.minute()) as u16,
-            best_show: o
-                .devices
-                .values()
-                .filter(|d| d.classes & (1 << class) != 0)
-                .map(|d| d.show)
-                .min(),
-        };
-        let candidates: Vec<Candidate> = o
-            .devices
-            .iter()
-            .filter(|(_, d)| d.classes & (1 << class) != 0)
-            .map(|(j, d)| Candidate {
-                jid: j.clone(),
-                show: d.show,
-                priority: d.priority,
-            })
-            .collect();
-        let fallback = Rule::default_rule(self.cfg.ring_timeout_ms);
-        rules::plan(&o.rules, &fallback, &ctx, &candidates)
+        self.ring_step(cx, c);
     }
 
     #[allow(clippy::too_many_arguments)]
     fn new_call(
         &mut self,
-        now: Time,
+        cx: &mut Ctx<'_>,
         owner: OwnerId,
         class: usize,
         mode: Mode,
@@ -793,20 +812,18 @@ impl Core {
     ) -> Option<CallId> {
         // Her devices see the caller's virtual JID if he is an owner here
         // (DESIGN.md section 10), else his proxy JID.
-        let proxy = match self.out.secrets.account_owner(&caller.to_bare()) {
-            Some(o) => self.owners[o].virtual_jid.clone(),
-            None => proxy_jid(&caller.to_bare(), &self.cfg.domain)?,
+        let proxy = match cx.out.secrets.account_owner(&caller.to_bare()) {
+            Some(o) => cx.owners[o].virtual_jid.clone(),
+            None => proxy_jid(&caller.to_bare(), &cx.cfg.domain)?,
         };
         let relay_only =
-            plan.candidates.unwrap_or(self.owners[owner].candidates) == CandidatePolicy::RelayOnly;
-        let token = self.out.next_id();
+            plan.candidates.unwrap_or(cx.owners[owner].candidates) == CandidatePolicy::RelayOnly;
+        let token = cx.out.next_id();
         let proxy = format!("{proxy}/{token}");
-        self.calls.next += 1;
-        let c = CallId(self.calls.next);
-        info!(owner = %self.owners[owner].name, steps = plan.steps.len(), ?mode, "ringing");
-        self.calls
-            .by_caller
-            .insert((caller.clone(), sid.clone()), c);
+        self.next += 1;
+        let c = CallId(self.next);
+        info!(owner = %cx.owners[owner].name, steps = plan.steps.len(), ?mode, "ringing");
+        self.by_caller.insert((caller.clone(), sid.clone()), c);
         let mut call = Call {
             owner,
             mode,
@@ -823,98 +840,73 @@ impl Core {
             steps: plan.steps.into(),
             step_ms: plan.step_ms,
             next_step_at: None,
-            ends_at: now.plus_ms(plan.timeout_ms),
+            ends_at: cx.now.plus_ms(plan.timeout_ms),
             on_no_answer: plan.on_no_answer,
             class,
             deadline: None,
-            started: now,
+            started: cx.now,
             relay_only,
         };
         call.set_deadline();
-        self.calls.calls.insert(c, call);
-        self.calls.sync_deadline(c);
+        self.calls.insert(c, call);
+        self.sync_deadline(c);
         Some(c)
     }
 
-    fn call_answered(&mut self, now: Time, c: CallId, li: usize) {
-        if let Some(ring_ms) = self.calls.answer(now, c, li) {
+    fn call_answered(&mut self, cx: &mut Ctx<'_>, c: CallId, li: LegId) {
+        if let Some(ring_ms) = self.answer(cx.now, c, li) {
             info!(ring_ms, "answered");
-            self.out.event(Event::CallAnswered { ring_ms });
+            cx.out.event(Event::CallAnswered { ring_ms });
         }
     }
 
     /// A call refused before it rang anyone.
-    fn call_rejected(&mut self) {
-        self.out.event(Event::CallEnded(CallOutcome::Rejected));
+    fn call_rejected(&mut self, out: &mut Outbox) {
+        out.event(Event::CallEnded(CallOutcome::Rejected));
     }
 
-    fn end_call(&mut self, c: CallId, why: EndReason) {
-        let Some(call) = self.calls.calls.remove(&c) else {
+    fn end_call(&mut self, cx: &mut Ctx<'_>, c: CallId, why: EndReason) {
+        let Some(call) = self.calls.remove(&c) else {
             return;
         };
-        self.calls.deadlines.cancel(&c);
-        info!(owner = %self.owners[call.owner].name, ?why, "call ended");
+        self.deadlines.cancel(&c);
+        info!(owner = %cx.owners[call.owner].name, ?why, "call ended");
         let outcome = why.outcome(call.winner.is_some());
-        self.out.event(Event::CallEnded(outcome));
-        self.calls
-            .by_caller
+        cx.out.event(Event::CallEnded(outcome));
+        self.by_caller
             .remove(&(call.caller.clone(), call.sid.clone()));
         for l in call.legs {
-            self.calls.by_leg.remove(&l.id);
+            self.by_leg.remove(&l.id);
             if let Some(m) = l.msg_id {
-                if self.calls.spent_receipts.len() >= SPENT_RECEIPTS {
-                    self.calls.spent_receipts.pop_front();
+                if self.spent_receipts.len() >= SPENT_RECEIPTS {
+                    self.spent_receipts.pop_front();
                 }
-                self.calls.spent_receipts.push_back((l.device, m));
+                self.spent_receipts.push_back((l.device, m));
             }
         }
         if call.winner.is_some() {
-            if let Some(n) = self.calls.answered.get_mut(&call.owner) {
+            if let Some(n) = self.answered.get_mut(&call.owner) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    self.calls.answered.remove(&call.owner);
+                    self.answered.remove(&call.owner);
                 }
             }
             // The call classes stop showing "In a call".
-            self.schedule_publish(call.owner, self.settle_until);
+            self.busy.push_back(Busy::Ended(call.owner));
         }
     }
 
-    /// Relays a device's JMI element to the caller; if its children would
-    /// name the owner's device or account, without them.
-    fn send_jmi_copy(&mut self, from: &str, to: &str, el: &Element, sid: &str) {
-        let mut probe = stanza::stanza("message", from, to, Some("chat"));
-        probe.append_child(jmi_copy(el, sid));
-        let out = match self.out.secrets.leak_in(&probe) {
-            None => jmi_copy(el, sid),
-            Some(_) => jmi(el.name(), sid, vec![]),
-        };
-        self.send_jmi(from, to, out);
-    }
-
-    fn send_jmi(&mut self, from: &str, to: &str, el: Element) {
-        let mut m = stanza::stanza("message", from, to, Some("chat"));
-        stanza::set_attr(&mut m, "id", self.out.next_id());
-        m.append_child(el);
-        m.append_child(Element::bare("store", jingle::HINTS));
-        self.out.send(m);
-    }
-
     /// JMI from one of the owner's devices to a proxy JID.
-    fn leg_jmi(&mut self, now: Time, device: FullJid, el: &Element) {
+    fn leg_jmi(&mut self, cx: &mut Ctx<'_>, device: FullJid, el: &Element) {
         let Some(leg_id) = el.attr("id") else { return };
-        let Some(&c) = self.calls.by_leg.get(leg_id) else {
+        let Some(&c) = self.by_leg.get(leg_id) else {
             return trace!("JMI for no live leg");
         };
-        let call = &self.calls.calls[&c];
-        let Some(li) = call
-            .legs
-            .iter()
-            .position(|l| l.id == leg_id && l.device == device)
-        else {
+        let call = &self.calls[&c];
+        let Some(li) = call.find_leg(leg_id, &device) else {
             return trace!("JMI from a device that is not this leg's");
         };
-        if call.legs[li].declined {
+        if call.leg(li).declined {
             return trace!("JMI from a leg that declined already");
         }
         let (face, caller, sid, proxy) = (
@@ -925,62 +917,70 @@ impl Core {
         );
         match (el.name(), call.winner) {
             ("ringing", None) if !call.rang => {
-                if let Some(call) = self.calls.calls.get_mut(&c) {
+                if let Some(call) = self.calls.get_mut(&c) {
                     call.rang = true;
                 }
-                self.caller_receipt(c);
-                self.send_jmi(&face, &caller, jmi("ringing", &sid, vec![]));
+                self.caller_receipt(cx.out, c);
+                send_jmi(cx.out, &face, &caller, jmi("ringing", &sid, vec![]));
             }
             // XEP-0353 §3.4: the first proceed wins.
             ("proceed", None) => {
                 let others = call.open_legs(Some(li));
-                self.caller_receipt(c);
-                self.call_answered(now, c, li);
-                self.send_jmi_copy(&face, &caller, el, &sid);
+                self.caller_receipt(cx.out, c);
+                self.call_answered(cx, c, li);
+                send_jmi_copy(cx.out, &face, &caller, el, &sid);
                 for (d, id) in others {
-                    self.send_jmi(&proxy, &d, jmi("retract", &id, vec![]));
+                    send_jmi(cx.out, &proxy, &d, jmi("retract", &id, vec![]));
                 }
-                self.mark_dirty(self.calls.calls[&c].owner, now);
             }
             // A late second proceed is told the call is taken.
-            ("proceed", Some(w)) if w != li => {
-                self.send_jmi(&proxy, device.as_str(), jmi("retract", leg_id, vec![]))
-            }
+            ("proceed", Some(w)) if w != li => send_jmi(
+                cx.out,
+                &proxy,
+                device.as_str(),
+                jmi("retract", leg_id, vec![]),
+            ),
             ("reject", None) => {
-                if self.leg_declined(now, c, li) {
-                    self.send_jmi_copy(&face, &caller, el, &sid);
-                    self.end_call(c, EndReason::EveryDeviceDeclined);
+                if self.leg_declined(cx, c, li) {
+                    send_jmi_copy(cx.out, &face, &caller, el, &sid);
+                    self.end_call(cx, c, EndReason::EveryDeviceDeclined);
                 }
             }
             ("finish", Some(w)) if w == li => {
-                self.send_jmi_copy(&face, &caller, el, &sid);
-                self.end_call(c, EndReason::DeviceFinished);
+                send_jmi_copy(cx.out, &face, &caller, el, &sid);
+                self.end_call(cx, c, EndReason::DeviceFinished);
             }
             (name, _) => trace!(name, "ignored JMI from a device"),
         }
     }
 
     /// A Jingle IQ set; `false` if it is not one we route as a call.
-    pub(super) fn call_iq(&mut self, now: Time, iq: &Element, from: &Jid, target: &Target) -> bool {
+    pub(super) fn call_iq(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        iq: &Element,
+        from: &Jid,
+        target: &Target,
+    ) -> bool {
         let Some(j) = jingle_child(iq) else {
             return false;
         };
         let (Some(sid), Some(action)) = (j.attr("sid"), j.attr("action")) else {
-            self.out.reply_error(iq, ErrorType::Modify, "bad-request");
+            cx.out.reply_error(iq, ErrorType::Modify, "bad-request");
             return true;
         };
         let Some(from) = full(from) else {
-            self.out.reply_error(iq, ErrorType::Modify, "bad-request");
+            cx.out.reply_error(iq, ErrorType::Modify, "bad-request");
             return true;
         };
-        let account_owner = self.out.secrets.account_owner(&from.to_bare());
+        let account_owner = cx.out.secrets.account_owner(&from.to_bare());
         match target {
             Target::Owner {
                 owner,
                 resource: Resource::Class(class),
             } if account_owner != Some(*owner) => {
                 self.caller_jingle(
-                    now,
+                    cx,
                     *owner,
                     *class,
                     from,
@@ -995,88 +995,68 @@ impl Core {
                 resource: Resource::Other,
                 ..
             } if account_owner.is_some() => {
-                self.device_jingle(now, from, iq, j, sid.to_owned(), action.to_owned());
+                self.device_jingle(cx, from, iq, j, sid.to_owned(), action.to_owned());
             }
-            _ => self.unknown_session(iq),
+            _ => unknown_session(cx.out, iq),
         }
         true
     }
 
-    fn unknown_session(&mut self, iq: &Element) {
-        // XEP-0166 §10.
-        if let Some(e) = jingle_error(iq, ErrorType::Cancel, "item-not-found", "unknown-session") {
-            self.out.send(e);
-        }
-    }
-
-    fn out_of_order(&mut self, iq: &Element) {
-        if let Some(e) = jingle_error(iq, ErrorType::Wait, "unexpected-request", "out-of-order") {
-            self.out.send(e);
-        }
-    }
-
-    fn ack(&mut self, iq: &Element) {
-        self.out.send(iq_result(iq, None));
-    }
-
     /// Sends an IQ of our own (a replay or a cancel) whose answer we drop.
-    fn send_own(&mut self, now: Time, from: &str, to: &str, jingle: Element) {
-        let id = self.out.next_id();
+    fn send_own(&mut self, cx: &mut Ctx<'_>, from: &str, to: &str, jingle: Element) {
+        let id = cx.out.next_id();
         let stanza = jingle_iq(from, to, &id, jingle);
-        if self.out.secrets.leak_in(&stanza).is_some() {
+        if cx.out.secrets.leak_in(&stanza).is_some() {
             // A device's held or declining payload that names it: its leg
             // was answered already; the caller learns the outcome otherwise.
             debug!("not replayed: a device's Jingle payload names it");
             return;
         }
         if let Ok(peer) = Jid::new(to) {
-            self.calls.add_relay(
+            self.add_relay(
                 id,
                 Relay {
                     peer,
                     back: None,
-                    deadline: now.plus_ms(self.cfg.iq_timeout_ms),
+                    deadline: cx.now.plus_ms(cx.cfg.iq_timeout_ms),
                 },
             );
         }
-        self.out.send(stanza);
+        cx.out.send(stanza);
     }
 
     /// Sends `jingle` from `from` to `to` on behalf of `iq`'s sender, whose
     /// IQ gets the answer.
-    fn relay(&mut self, now: Time, iq: &Element, from: &str, to: &str, jingle: Element) {
-        let id = self.out.next_id();
+    fn relay(&mut self, cx: &mut Ctx<'_>, iq: &Element, from: &str, to: &str, jingle: Element) {
+        let id = cx.out.next_id();
         let back = match (iq.attr("from"), iq.attr("to"), iq.attr("id")) {
             (Some(f), Some(t), Some(i)) => Some((f.to_owned(), t.to_owned(), i.to_owned())),
             _ => None,
         };
-        if !self
-            .out
-            .send_on_behalf(iq, jingle_iq(from, to, &id, jingle))
-        {
+        if !cx.out.send_on_behalf(iq, jingle_iq(from, to, &id, jingle)) {
             return;
         }
         if let Ok(peer) = Jid::new(to) {
-            self.calls.add_relay(
+            self.add_relay(
                 id,
                 Relay {
                     peer,
                     back,
-                    deadline: now.plus_ms(self.cfg.iq_timeout_ms),
+                    deadline: cx.now.plus_ms(cx.cfg.iq_timeout_ms),
                 },
             );
         }
     }
 
     /// An answer to an IQ we relayed; `false` if it is not one.
-    pub(super) fn relay_answer(&mut self, iq: &Element, from: &Jid) -> bool {
+    pub(super) fn relay_answer(&mut self, out: &mut Outbox, iq: &Element, from: &Jid) -> bool {
         let Some(id) = iq.attr("id") else {
             return false;
         };
-        if self.calls.relays.get(id).is_none_or(|r| r.peer != *from) {
+        if self.relays.get(id).is_none_or(|r| r.peer != *from) {
             return false;
         }
-        let Some(relay) = self.calls.take_relay(id) else {
+        let Some(relay) = self.take_relay(id) else {
             return false;
         };
         if let Some((to, our_from, their_id)) = relay.back {
@@ -1086,7 +1066,7 @@ impl Core {
             for child in iq.children() {
                 answer.append_child(child.clone());
             }
-            if self.out.secrets.leak_in(&answer).is_some() {
+            if out.secrets.leak_in(&answer).is_some() {
                 // The answer's payload names a device: its type alone.
                 if iq.attr("type") == Some("error") {
                     let mut error = element("error", stanza::ns::COMPONENT, &[("type", "cancel")]);
@@ -1095,7 +1075,7 @@ impl Core {
                 }
                 answer = bare;
             }
-            self.out.send(answer);
+            out.send(answer);
         }
         true
     }
@@ -1103,7 +1083,7 @@ impl Core {
     #[allow(clippy::too_many_arguments)]
     fn caller_jingle(
         &mut self,
-        now: Time,
+        cx: &mut Ctx<'_>,
         owner: OwnerId,
         class: usize,
         caller: FullJid,
@@ -1112,42 +1092,38 @@ impl Core {
         sid: String,
         action: String,
     ) {
-        let call = self
-            .calls
-            .by_caller
-            .get(&(caller.clone(), sid.clone()))
-            .copied();
+        let call = self.by_caller.get(&(caller.clone(), sid.clone())).copied();
         let Some(c) = call else {
             if action != "session-initiate" {
-                return self.unknown_session(iq);
+                return unknown_session(cx.out, iq);
             }
             // Plain Jingle (Dino without JMI): fork the session-initiate.
             let face = format!(
                 "{}/{}",
-                self.owners[owner].virtual_jid, self.cfg.classes[class].name
+                cx.owners[owner].virtual_jid, cx.cfg.classes[class].name
             );
-            self.ack(iq);
-            if !self.admit_call(&caller) {
-                self.call_rejected();
+            ack(cx.out, iq);
+            if !self.admit_call(&cx.cfg.limits, &caller) {
+                self.call_rejected(cx.out);
                 return self.send_own(
-                    now,
+                    cx,
                     &face.clone(),
                     caller.as_str(),
                     jingle::end_session(&sid, "decline", "Busy."),
                 );
             }
-            let plan = self.ring_plan(now, owner, class, &caller.to_bare());
+            let plan = cx.ring_plan(owner, class, &caller.to_bare());
             if plan.steps.is_empty() {
-                self.call_rejected();
+                self.call_rejected(cx.out);
                 return self.send_own(
-                    now,
+                    cx,
                     &face.clone(),
                     caller.as_str(),
                     jingle::end_session(&sid, "decline", "Busy."),
                 );
             }
             let Some(c) = self.new_call(
-                now,
+                cx,
                 owner,
                 class,
                 Mode::Jingle,
@@ -1159,32 +1135,32 @@ impl Core {
             ) else {
                 return;
             };
-            return self.ring_step(now, c);
+            return self.ring_step(cx, c);
         };
-        let call = &self.calls.calls[&c];
+        let call = &self.calls[&c];
         let (proxy, mode, winner, relay_only) =
             (call.proxy.clone(), call.mode, call.winner, call.relay_only);
         match winner {
             Some(w) => {
-                let leg = &call.legs[w];
+                let leg = call.leg(w);
                 let (device, leg_id) = (leg.device.to_string(), leg.id.clone());
                 if action == "session-initiate" && mode == Mode::Jingle {
-                    return self.out_of_order(iq);
+                    return out_of_order(cx.out, iq);
                 }
                 match rewrite_jingle(j, &leg_id, Some(&proxy), None, relay_only) {
-                    Some(out) => self.relay(now, iq, &proxy, &device, out),
+                    Some(out) => self.relay(cx, iq, &proxy, &device, out),
                     // Relay-only left nothing to say: answered here.
-                    None => self.ack(iq),
+                    None => ack(cx.out, iq),
                 }
                 if action == "session-terminate" {
-                    self.end_call(c, EndReason::CallerTerminated);
+                    self.end_call(cx, c, EndReason::CallerTerminated);
                 }
             }
             None if mode == Mode::Jingle
                 && (action == "transport-info" || action == "session-terminate") =>
             {
                 let legs = call.open_legs(None);
-                self.ack(iq);
+                ack(cx.out, iq);
                 let hung_up = action == "session-terminate";
                 for (device, leg_id) in legs {
                     // A caller hanging up before an answer sends `cancel`,
@@ -1197,40 +1173,36 @@ impl Core {
                         rewrite_jingle(j, &leg_id, Some(&proxy), None, relay_only)
                     };
                     if let Some(out) = out {
-                        self.send_own(now, &proxy, &device, out);
+                        self.send_own(cx, &proxy, &device, out);
                     }
                 }
                 if hung_up {
-                    self.end_call(c, EndReason::CallerCancelled);
-                } else if let Some(call) = self.calls.calls.get_mut(&c) {
+                    self.end_call(cx, c, EndReason::CallerCancelled);
+                } else if let Some(call) = self.calls.get_mut(&c) {
                     // Legs of later steps get it after their session-initiate.
                     call.caller_transport.push(j.clone());
                 }
             }
             // XEP-0353: nothing but the propose's answer before proceed.
-            None => self.out_of_order(iq),
+            None => out_of_order(cx.out, iq),
         }
     }
 
     fn device_jingle(
         &mut self,
-        now: Time,
+        cx: &mut Ctx<'_>,
         device: FullJid,
         iq: &Element,
         j: &Element,
         leg_id: String,
         action: String,
     ) {
-        let Some(&c) = self.calls.by_leg.get(&leg_id) else {
-            return self.unknown_session(iq);
+        let Some(&c) = self.by_leg.get(&leg_id) else {
+            return unknown_session(cx.out, iq);
         };
-        let call = &self.calls.calls[&c];
-        let Some(li) = call
-            .legs
-            .iter()
-            .position(|l| l.id == leg_id && l.device == device)
-        else {
-            return self.unknown_session(iq);
+        let call = &self.calls[&c];
+        let Some(li) = call.find_leg(&leg_id, &device) else {
+            return unknown_session(cx.out, iq);
         };
         let relay_only = call.relay_only;
         let (face, caller, sid, proxy, mode) = (
@@ -1243,76 +1215,73 @@ impl Core {
         match call.winner {
             Some(w) if w == li => {
                 match rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only) {
-                    Some(out) => self.relay(now, iq, &face, &caller, out),
+                    Some(out) => self.relay(cx, iq, &face, &caller, out),
                     // Relay-only left nothing to say: answered here.
-                    None => self.ack(iq),
+                    None => ack(cx.out, iq),
                 }
                 if action == "session-terminate" {
-                    self.end_call(c, EndReason::DeviceTerminated);
+                    self.end_call(cx, c, EndReason::DeviceTerminated);
                 }
             }
             // This leg lost; its session is over.
-            Some(_) => self.unknown_session(iq),
+            Some(_) => unknown_session(cx.out, iq),
             // A leg that declined already: nothing more of it goes to the
             // caller (a late ringing would look like the call going on).
-            None if call.legs[li].declined => self.unknown_session(iq),
-            None if mode == Mode::Jmi => self.out_of_order(iq),
+            None if call.leg(li).declined => unknown_session(cx.out, iq),
+            None if mode == Mode::Jmi => out_of_order(cx.out, iq),
             None => match action.as_str() {
                 // XEP-0166 §6.4: the first session-accept wins.
                 "session-accept" => {
-                    self.call_answered(now, c, li);
-                    let Some(call) = self.calls.calls.get_mut(&c) else {
+                    self.call_answered(cx, c, li);
+                    let Some(call) = self.calls.get_mut(&c) else {
                         tracing::error!("bug: an answered call vanished");
-                        return self.unknown_session(iq);
+                        return unknown_session(cx.out, iq);
                     };
                     let (others, held) = (
                         call.open_legs(Some(li)),
-                        std::mem::take(&mut call.legs[li].held),
+                        std::mem::take(&mut call.leg_mut(li).held),
                     );
                     info!("answered");
                     match rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only) {
-                        Some(out) => self.relay(now, iq, &face, &caller, out),
-                        None => self.ack(iq),
+                        Some(out) => self.relay(cx, iq, &face, &caller, out),
+                        None => ack(cx.out, iq),
                     }
                     for h in held {
                         if let Some(out) =
                             rewrite_jingle(&h, &sid, Some(&caller), Some(&face), relay_only)
                         {
-                            self.send_own(now, &face, &caller, out);
+                            self.send_own(cx, &face, &caller, out);
                         }
                     }
                     for (d, id) in others {
                         self.send_own(
-                            now,
+                            cx,
                             &proxy,
                             &d,
                             jingle::end_session(&id, "success", "Answered on another device."),
                         );
                     }
-                    let owner = self.calls.calls[&c].owner;
-                    self.mark_dirty(owner, now);
                 }
                 "transport-info" => {
-                    self.ack(iq);
-                    if let Some(call) = self.calls.calls.get_mut(&c) {
-                        call.legs[li].held.push(j.clone());
+                    ack(cx.out, iq);
+                    if let Some(call) = self.calls.get_mut(&c) {
+                        call.leg_mut(li).held.push(j.clone());
                     }
                 }
                 "session-terminate" => {
-                    self.ack(iq);
-                    if self.leg_declined(now, c, li) {
+                    ack(cx.out, iq);
+                    if self.leg_declined(cx, c, li) {
                         if let Some(out) =
                             rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only)
                         {
-                            self.send_own(now, &face, &caller, out);
+                            self.send_own(cx, &face, &caller, out);
                         }
-                        self.end_call(c, EndReason::EveryDeviceDeclined);
+                        self.end_call(cx, c, EndReason::EveryDeviceDeclined);
                     }
                 }
                 "session-info" => {
-                    self.ack(iq);
+                    ack(cx.out, iq);
                     let first = self
-                        .calls
                         .calls
                         .get_mut(&c)
                         .is_some_and(|call| !std::mem::replace(&mut call.rang, true));
@@ -1320,28 +1289,28 @@ impl Core {
                         if let Some(out) =
                             rewrite_jingle(j, &sid, Some(&caller), Some(&face), relay_only)
                         {
-                            self.send_own(now, &face, &caller, out);
+                            self.send_own(cx, &face, &caller, out);
                         }
                     }
                 }
-                _ => self.ack(iq),
+                _ => ack(cx.out, iq),
             },
         }
     }
 
     /// Ring timeouts and expired relays.
-    pub(super) fn call_timeouts(&mut self, now: Time) {
-        while let Some(id) = self.calls.relay_deadlines.pop_due(now) {
-            self.calls.relays.remove(&id);
+    pub(super) fn call_timeouts(&mut self, cx: &mut Ctx<'_>) {
+        while let Some(id) = self.relay_deadlines.pop_due(cx.now) {
+            self.relays.remove(&id);
         }
-        while let Some(c) = self.calls.deadlines.pop_due(now) {
-            let Some(call) = self.calls.calls.get(&c) else {
+        while let Some(c) = self.deadlines.pop_due(cx.now) {
+            let Some(call) = self.calls.get(&c) else {
                 continue;
             };
-            if call.ends_at > now && call.next_step_at.is_some_and(|t| t <= now) {
-                self.next_step(now, c);
+            if call.ends_at > cx.now && call.next_step_at.is_some_and(|t| t <= cx.now) {
+                self.next_step(cx, c);
             } else {
-                self.abort_call(now, c, EndReason::Timeout);
+                self.abort_call(cx, c, EndReason::Timeout);
             }
         }
     }
@@ -1349,8 +1318,8 @@ impl Core {
     /// Ends call `c` on every side with `condition` (XEP-0166 §7.4): a
     /// call not yet answered is retracted on its legs and rejected to the
     /// caller; an answered one is finished (or terminated) both ways.
-    fn abort_call(&mut self, now: Time, c: CallId, why: EndReason) {
-        let Some(call) = self.calls.calls.get(&c) else {
+    fn abort_call(&mut self, cx: &mut Ctx<'_>, c: CallId, why: EndReason) {
+        let Some(call) = self.calls.get(&c) else {
             return;
         };
         let condition = why.condition();
@@ -1367,13 +1336,10 @@ impl Core {
         let missed =
             (!answered && why == EndReason::Timeout && call.on_no_answer == NoAnswer::Message)
                 .then(|| {
-                    let class = self.cfg.classes[call.class].name.clone();
+                    let class = cx.cfg.classes[call.class].name.clone();
                     (call.owner, call.caller.to_bare(), class)
                 });
-        let legs = match call.winner {
-            Some(w) => vec![(call.legs[w].device.to_string(), call.legs[w].id.clone())],
-            None => call.open_legs(None),
-        };
+        let legs = call.live_legs();
         match mode {
             Mode::Jmi => {
                 let (to_legs, to_caller) = if answered {
@@ -1382,9 +1348,15 @@ impl Core {
                     ("retract", "reject")
                 };
                 for (d, id) in legs {
-                    self.send_jmi(&proxy, &d, jmi(to_legs, &id, vec![reason(condition)]));
+                    send_jmi(
+                        cx.out,
+                        &proxy,
+                        &d,
+                        jmi(to_legs, &id, vec![reason(condition)]),
+                    );
                 }
-                self.send_jmi(
+                send_jmi(
+                    cx.out,
                     &face,
                     &caller,
                     jmi(to_caller, &sid, vec![reason(condition)]),
@@ -1393,71 +1365,80 @@ impl Core {
             Mode::Jingle => {
                 for (d, id) in legs {
                     let end = jingle::end_session(&id, "success", why.words());
-                    self.send_own(now, &proxy, &d, end);
+                    self.send_own(cx, &proxy, &d, end);
                 }
                 let to_caller = if answered { "success" } else { "decline" };
                 let end = jingle::end_session(&sid, to_caller, why.words());
-                self.send_own(now, &face, &caller, end);
+                self.send_own(cx, &face, &caller, end);
             }
         }
         if let Some((owner, caller, class)) = missed {
-            self.missed_call_note(owner, &caller, &class);
+            self.missed_call_note(cx, owner, &caller, &class);
         }
-        self.end_call(c, why);
+        self.end_call(cx, c, why);
     }
 
-    fn missed_call_note(&mut self, owner: OwnerId, caller: &jid::BareJid, class: &str) {
-        let Some(proxy) = proxy_jid(caller, &self.cfg.domain) else {
+    fn missed_call_note(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        owner: OwnerId,
+        caller: &jid::BareJid,
+        class: &str,
+    ) {
+        let Some(proxy) = proxy_jid(caller, &cx.cfg.domain) else {
             return;
         };
-        for a in self.linked_accounts(owner) {
+        for a in cx.owners.linked_accounts(owner, &cx.out.secrets) {
             let mut m = stanza::stanza("message", proxy.as_str(), a.as_str(), Some("chat"));
-            stanza::set_attr(&mut m, "id", self.out.next_id());
+            stanza::set_attr(&mut m, "id", cx.out.next_id());
             m.append_child(stanza::text_element(
                 "body",
                 stanza::ns::COMPONENT,
                 &format!("Missed {class} call from {caller}"),
             ));
             m.append_child(Element::bare("store", jingle::HINTS));
-            self.out.send(m);
+            cx.out.send(m);
         }
     }
 
     /// Every call of owner `i` ends (she unregistered).
-    pub(super) fn abort_owner_calls(&mut self, now: Time, i: OwnerId) {
+    pub(super) fn abort_owner_calls(&mut self, cx: &mut Ctx<'_>, i: OwnerId) {
         let hers: Vec<CallId> = self
-            .calls
             .calls
             .iter()
             .filter(|(_, c)| c.owner == i)
             .map(|(k, _)| *k)
             .collect();
         for c in hers {
-            self.abort_call(now, c, EndReason::OwnerGone);
+            self.abort_call(cx, c, EndReason::OwnerGone);
         }
     }
 
     /// Every call ends (graceful shutdown).
-    pub(super) fn abort_all_calls(&mut self, now: Time) {
-        let all: Vec<CallId> = self.calls.calls.keys().copied().collect();
+    pub(super) fn abort_all_calls(&mut self, cx: &mut Ctx<'_>) {
+        let all: Vec<CallId> = self.calls.keys().copied().collect();
         for c in all {
-            self.abort_call(now, c, EndReason::Connectivity);
+            self.abort_call(cx, c, EndReason::Connectivity);
         }
     }
 
     /// A device went offline: its ringing leg is declined; if it had
     /// answered, the call ends on the caller's side.
-    pub(super) fn call_device_gone(&mut self, now: Time, device: &FullJid) {
+    pub(super) fn call_device_gone(&mut self, cx: &mut Ctx<'_>, device: &FullJid) {
         let affected: Vec<CallId> = self
-            .calls
             .calls
             .iter()
             .filter(|(_, c)| c.legs.iter().any(|l| l.device == *device))
             .map(|(k, _)| *k)
             .collect();
         for c in affected {
-            let call = &self.calls.calls[&c];
-            let Some(li) = call.legs.iter().position(|l| l.device == *device) else {
+            let call = &self.calls[&c];
+            let Some(li) = call
+                .legs
+                .iter()
+                .position(|l| l.device == *device)
+                .map(LegId)
+            else {
                 continue;
             };
             let (face, caller, sid, mode, answered) = (
@@ -1471,27 +1452,119 @@ impl Core {
                 call.winner == Some(li)
             } else {
                 // Like a decline: the next step rings if there is one.
-                self.leg_declined(now, c, li)
+                self.leg_declined(cx, c, li)
             };
             if !ended {
                 continue;
             }
             match mode {
-                Mode::Jmi if answered => self.send_jmi(
+                Mode::Jmi if answered => send_jmi(
+                    cx.out,
                     &face,
                     &caller,
                     jmi("finish", &sid, vec![reason("connectivity-error")]),
                 ),
-                Mode::Jmi => {
-                    self.send_jmi(&face, &caller, jmi("reject", &sid, vec![reason("busy")]))
-                }
+                Mode::Jmi => send_jmi(
+                    cx.out,
+                    &face,
+                    &caller,
+                    jmi("reject", &sid, vec![reason("busy")]),
+                ),
                 Mode::Jingle => {
                     let condition = if answered { "success" } else { "decline" };
                     let end = jingle::end_session(&sid, condition, "Her device went offline.");
-                    self.send_own(now, &face, &caller, end)
+                    self.send_own(cx, &face, &caller, end)
                 }
             }
-            self.end_call(c, EndReason::DeviceWentOffline);
+            self.end_call(cx, c, EndReason::DeviceWentOffline);
         }
     }
+}
+
+/// Relays a device's JMI element to the caller; if its children would
+/// name the owner's device or account, without them.
+fn send_jmi_copy(out: &mut Outbox, from: &str, to: &str, el: &Element, sid: &str) {
+    let mut probe = stanza::stanza("message", from, to, Some("chat"));
+    probe.append_child(jmi_copy(el, sid));
+    let copy = match out.secrets.leak_in(&probe) {
+        None => jmi_copy(el, sid),
+        Some(_) => jmi(el.name(), sid, vec![]),
+    };
+    send_jmi(out, from, to, copy);
+}
+
+fn send_jmi(out: &mut Outbox, from: &str, to: &str, el: Element) {
+    let mut m = stanza::stanza("message", from, to, Some("chat"));
+    stanza::set_attr(&mut m, "id", out.next_id());
+    m.append_child(el);
+    m.append_child(Element::bare("store", jingle::HINTS));
+    out.send(m);
+}
+
+fn unknown_session(out: &mut Outbox, iq: &Element) {
+    // XEP-0166 §10.
+    if let Some(e) = jingle_error(iq, ErrorType::Cancel, "item-not-found", "unknown-session") {
+        out.send(e);
+    }
+}
+
+fn out_of_order(out: &mut Outbox, iq: &Element) {
+    if let Some(e) = jingle_error(iq, ErrorType::Wait, "unexpected-request", "out-of-order") {
+        out.send(e);
+    }
+}
+
+fn ack(out: &mut Outbox, iq: &Element) {
+    out.send(iq_result(iq, None));
+}
+
+/// The class whose features cover what the caller asks, the smallest
+/// such (audio before video for an audio call).
+fn class_for(classes: &[super::ClassDef], needed: &[String]) -> Option<usize> {
+    if needed.is_empty() {
+        return None;
+    }
+    classes
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| needed.iter().all(|n| c.requires.contains(n)))
+        .min_by_key(|(_, c)| c.requires.len())
+        .map(|(i, _)| i)
+}
+
+/// Who rings when: owner `o`'s first matching rule (DESIGN.md section 6)
+/// over her live devices of the class, at her local time.
+pub(super) fn ring_plan(
+    o: &super::owners::Owner,
+    cfg: &CoreConfig,
+    wall_ms: u64,
+    class: usize,
+    caller: &jid::BareJid,
+) -> RingPlan {
+    let local = super::local_time(wall_ms, o.timezone);
+    let ctx = CallContext {
+        class: &cfg.classes[class].name,
+        caller_is_watcher: o.watchers.is_subscribed(caller),
+        caller,
+        weekday: local.weekday(),
+        minute: (local.hour() * 60 + local.minute()) as u16,
+        best_show: o
+            .devices
+            .values()
+            .filter(|d| d.classes & (1 << class) != 0)
+            .map(|d| d.show)
+            .min(),
+    };
+    let candidates: Vec<Candidate> = o
+        .devices
+        .iter()
+        .filter(|(_, d)| d.classes & (1 << class) != 0)
+        .map(|(j, d)| Candidate {
+            jid: j.clone(),
+            show: d.show,
+            priority: d.priority,
+        })
+        .collect();
+    let fallback = Rule::default_rule(cfg.ring_timeout_ms);
+    rules::plan(&o.rules, &fallback, &ctx, &candidates)
 }

@@ -74,7 +74,7 @@ impl Core {
     }
 
     fn iq_answer(&mut self, now: Time, iq: &Element, from: &Jid) {
-        if self.relay_answer(iq, from) {
+        if self.calls.relay_answer(&mut self.out, iq, from) {
             return;
         }
         let Some(id) = iq.attr("id") else {

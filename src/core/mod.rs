@@ -647,7 +647,7 @@ pub struct Core {
     by_name: HashMap<String, OwnerId>,
     caps_cache: HashMap<String, Arc<BTreeSet<String>>>,
     pending: PendingIqs,
-    calls: calls::CallTable,
+    calls: calls::Calls,
     adhoc_sessions: adhoc::Sessions,
     /// Chat we relayed recently, for the errors that come back.
     chat_relays: chat::RecentRelays,
@@ -758,7 +758,7 @@ impl Core {
             by_name,
             caps_cache,
             pending: PendingIqs::default(),
-            calls: calls::CallTable::default(),
+            calls: calls::Calls::default(),
             adhoc_sessions: adhoc::Sessions::default(),
             pending_links: HashMap::new(),
             chat_relays: chat::RecentRelays::default(),
@@ -1048,7 +1048,9 @@ impl Core {
                 let command = target == Target::Domain && self.command_message(now, stanza, &from);
                 if !command
                     && !self.chat_error(stanza, &from)
-                    && !self.call_receipt(stanza, &from, &target)
+                    && !self
+                        .calls
+                        .call_receipt(&mut self.out, stanza, &from, &target)
                     && !self.call_message(now, stanza, &from, &target)
                     && !self.chat_message(now, stanza, &from, &target)
                 {
@@ -1153,20 +1155,92 @@ impl Core {
 
     /// `now` in owner `i`'s time zone.
     fn local_time(&self, now: Time, i: OwnerId) -> chrono::DateTime<chrono_tz::Tz> {
-        chrono::DateTime::from_timestamp_millis(self.wall_ms(now) as i64)
-            .unwrap_or_default()
-            .with_timezone(&self.owners[i].timezone)
+        local_time(self.wall_ms(now), self.owners[i].timezone)
+    }
+
+    /// Who would ring now for a call of `class` from `caller` (see
+    /// [`calls::ring_plan`]).
+    pub(super) fn ring_plan(
+        &self,
+        now: Time,
+        i: OwnerId,
+        class: usize,
+        caller: &BareJid,
+    ) -> rules::RingPlan {
+        calls::ring_plan(&self.owners[i], &self.cfg, self.wall_ms(now), class, caller)
+    }
+
+    /// A view of the calls with what their handlers may touch.
+    fn calls_cx(&mut self, now: Time) -> (&mut calls::Calls, calls::Ctx<'_>) {
+        let wall_ms = self.wall_ms(now);
+        let cx = calls::Ctx {
+            now,
+            wall_ms,
+            out: &mut self.out,
+            owners: &self.owners,
+            cfg: &self.cfg,
+        };
+        (&mut self.calls, cx)
+    }
+
+    /// A message with an XEP-0353 element; `false` if it has none.
+    fn call_message(&mut self, now: Time, msg: &Element, from: &Jid, target: &Target) -> bool {
+        let (calls, mut cx) = self.calls_cx(now);
+        let taken = calls.call_message(&mut cx, msg, from, target);
+        self.after_calls(now);
+        taken
+    }
+
+    /// A Jingle IQ set; `false` if it is not one we route as a call.
+    fn call_iq(&mut self, now: Time, iq: &Element, from: &Jid, target: &Target) -> bool {
+        let (calls, mut cx) = self.calls_cx(now);
+        let taken = calls.call_iq(&mut cx, iq, from, target);
+        self.after_calls(now);
+        taken
+    }
+
+    /// Ring timeouts and expired relays.
+    fn call_timeouts(&mut self, now: Time) {
+        let (calls, mut cx) = self.calls_cx(now);
+        calls.call_timeouts(&mut cx);
+        self.after_calls(now);
+    }
+
+    /// Every call of owner `i` ends (she unregistered).
+    fn abort_owner_calls(&mut self, now: Time, i: OwnerId) {
+        let (calls, mut cx) = self.calls_cx(now);
+        calls.abort_owner_calls(&mut cx, i);
+        self.after_calls(now);
+    }
+
+    /// Every call ends (graceful shutdown, or before the core is replaced).
+    fn abort_all_calls(&mut self, now: Time) {
+        let (calls, mut cx) = self.calls_cx(now);
+        calls.abort_all_calls(&mut cx);
+        self.after_calls(now);
+    }
+
+    /// A device went offline: its leg of any call ends.
+    fn call_device_gone(&mut self, now: Time, device: &FullJid) {
+        let (calls, mut cx) = self.calls_cx(now);
+        calls.call_device_gone(&mut cx, device);
+        self.after_calls(now);
+    }
+
+    /// Her call classes follow her calls (busy while one is answered).
+    fn after_calls(&mut self, now: Time) {
+        while let Some(change) = self.calls.poll_busy() {
+            match change {
+                calls::Busy::Started(i) => self.mark_dirty(i, now),
+                calls::Busy::Ended(i) => self.schedule_publish(i, self.settle_until),
+            }
+        }
     }
 
     /// Owner `i`'s accounts that are proven hers (provisioned, registered,
     /// or linked and approved): the only ones that get her traffic.
     fn linked_accounts(&self, i: OwnerId) -> Vec<BareJid> {
-        self.owners[i]
-            .accounts
-            .iter()
-            .filter(|(a, _)| self.out.secrets.account_owner(a) == Some(i))
-            .map(|(a, _)| a.clone())
-            .collect()
+        self.owners.linked_accounts(i, &self.out.secrets)
     }
 
     /// Publishes to watchers every class whose aggregate changed; returns
@@ -1227,3 +1301,10 @@ impl Core {
 
 #[cfg(test)]
 mod tests;
+
+/// Wall-clock time `wall_ms` in time zone `tz`.
+fn local_time(wall_ms: u64, tz: chrono_tz::Tz) -> chrono::DateTime<chrono_tz::Tz> {
+    chrono::DateTime::from_timestamp_millis(wall_ms as i64)
+        .unwrap_or_default()
+        .with_timezone(&tz)
+}

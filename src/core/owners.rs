@@ -98,6 +98,17 @@ pub(super) struct Owners {
 }
 
 impl Owners {
+    /// Owner `i`'s accounts that are proven hers (provisioned, registered,
+    /// or linked and approved): the only ones that get her traffic.
+    pub(super) fn linked_accounts(&self, i: OwnerId, secrets: &super::Secrets) -> Vec<BareJid> {
+        self[i]
+            .accounts
+            .iter()
+            .filter(|(a, _)| secrets.account_owner(a) == Some(i))
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
     pub(super) fn with_capacity(n: usize) -> Owners {
         Owners {
             slots: Vec::with_capacity(n),
