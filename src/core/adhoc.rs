@@ -1,9 +1,12 @@
 //! Ad-hoc commands (XEP-0050) with data forms (XEP-0004) on the component
 //! domain, for clients with a UI for them (Gajim, Movim, Psi).
 //!
-//! Each command is a form whose submission maps onto the same chat
-//! [`Command`]s, so both front ends share one implementation of every
-//! change (and its durability). Sessions are ours to expire.
+//! Each command is a form whose submission stands for the same
+//! [`Command`]s the chat parses ([`Core::form_commands`]), so both front
+//! ends share one implementation of every check and change (and its
+//! durability): they differ only in how they render a result or a
+//! [`Refusal`]. A form's commands are all checked before any applies.
+//! Sessions are ours to expire.
 //! xmpp-parsers has no XEP-0050 module: the elements are built here.
 
 use std::collections::HashMap;
@@ -12,7 +15,7 @@ use jid::{BareJid, Jid};
 use minidom::Element;
 use tracing::{debug, warn};
 
-use super::commands::Command;
+use super::commands::{is_dnd, Command, Refusal};
 use super::rules::RingMode;
 use super::stanza::{self, element, iq_result, ns, text_element, ErrorType};
 use super::OwnerId;
@@ -229,11 +232,11 @@ impl Core {
                 let Some(x) = submitted else {
                     return self.out.reply_error(iq, ErrorType::Modify, "bad-request");
                 };
-                match self.refusal(&node, owner, x) {
-                    // XEP-0050 §4.4: a submission we refuse keeps the
-                    // session, with the form and an error note, so that
-                    // the person can correct it.
-                    Some(why) => {
+                match self.submit(now, &node, owner, from, x) {
+                    // XEP-0050 §4.4: a submission we refuse (which changed
+                    // nothing) keeps the session, with the form and an
+                    // error note, so that the person can correct it.
+                    Err(why) => {
                         if let Some(s) = self.adhoc_sessions.get_mut(sid) {
                             s.expires = now.plus_ms(SESSION_MS);
                         }
@@ -249,13 +252,12 @@ impl Core {
                             &node,
                             Some(sid),
                             "executing",
-                            Some((&why, "error")),
+                            Some((&why.form(), "error")),
                             Some(form),
                         );
                     }
-                    None => {
+                    Ok(note) => {
                         self.adhoc_sessions.remove(sid);
-                        let note = self.submit(now, &node, owner, from, x);
                         self.command_reply(
                             iq,
                             &node,
@@ -274,7 +276,7 @@ impl Core {
                     // lay out "label: value" rows in any font, where a note
                     // is centred text and Gajim draws short fixed fields as
                     // headings.
-                    let text = self.run_command(now, i, Command::Status);
+                    let text = self.status_text(now, i);
                     let mut x = element("x", ns::DATA, &[("type", "result")]);
                     x.append_child(text_element("title", ns::DATA, "What my contacts see"));
                     for line in text.lines().filter_map(|l| l.strip_prefix("• ")) {
@@ -461,7 +463,7 @@ impl Core {
                 let on: Vec<String> = self.owners[i]
                     .rules
                     .iter()
-                    .filter(|r| super::commands::is_dnd(r))
+                    .filter(|r| is_dnd(r))
                     .flat_map(|r| r.classes.clone())
                     .collect();
                 let classes: Vec<&str> = self
@@ -565,87 +567,45 @@ impl Core {
         Some(form)
     }
 
-    /// Why a submitted form cannot be applied as it is, if it cannot: the
-    /// checks the command would make, made before anything changes.
-    fn refusal(&self, node: &str, owner: Option<OwnerId>, x: &Element) -> Option<String> {
-        let i = owner?;
-        match node {
-            "watchers" => {
-                let yes = values(x, "approve");
-                let no: Vec<String> = values(x, "deny")
-                    .into_iter()
-                    .chain(values(x, "remove"))
-                    .collect();
-                yes.iter()
-                    .find(|j| no.contains(j))
-                    .map(|j| format!("{j} is both approved and refused: choose one."))
-            }
-            "rules" => {
-                let add = values(x, "add").into_iter().next()?;
-                let classes: Vec<String> =
-                    self.cfg.classes.iter().map(|c| c.name.clone()).collect();
-                let words: Vec<String> = add.split_whitespace().map(str::to_owned).collect();
-                super::commands::parse_rule(&words, &classes, self.cfg.ring_timeout_ms)
-                    .err()
-                    .map(|why| format!("Not added: {why}."))
-            }
-            "ring" => values(x, "devices")
-                .iter()
-                .flat_map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-                .find(|d| !self.has_device_named(i, d))
-                .map(|d| {
-                    format!("You have no device {d:?}; leave Devices empty to ring every device.")
-                }),
-            "devices" => values(x, "device")
-                .pop()
-                .filter(|d| !self.has_device_named(i, d))
-                .map(|d| format!("You have no device {d:?}.")),
-            _ => None,
-        }
-    }
-
-    /// A submitted form, applied through the chat commands.
-    fn submit(
-        &mut self,
-        now: Time,
+    /// The commands a submitted form stands for, in the order they apply,
+    /// and what to say when there are none; refused when the form
+    /// contradicts itself.
+    fn form_commands(
+        &self,
         node: &str,
-        owner: Option<OwnerId>,
-        from: &Jid,
+        i: OwnerId,
         x: &Element,
-    ) -> String {
+    ) -> Result<(Vec<Command>, &'static str), Refusal> {
         let jids = |var: &str| {
-            values(x, var)
+            let mut v: Vec<BareJid> = values(x, var)
                 .into_iter()
                 .filter_map(|v| BareJid::new(&v).ok())
-                .collect::<Vec<_>>()
+                .collect();
+            v.sort();
+            v.dedup();
+            v
         };
-        debug!(node, "ad-hoc submission");
-        match (node, owner) {
-            ("register", _) => self.register(
-                from.to_bare(),
-                values(x, "name")
+        let nothing = "Nothing changed.";
+        let commands = match node {
+            "watchers" => {
+                let yes = jids("approve");
+                let mut no = jids("deny");
+                no.extend(jids("remove"));
+                if let Some(j) = yes.iter().find(|j| no.contains(j)) {
+                    return Err(Refusal::Text(format!(
+                        "{j} is both approved and refused: choose one."
+                    )));
+                }
+                let block = jids("block")
                     .into_iter()
-                    .next()
-                    .map(|n| n.to_ascii_lowercase()),
-            ),
-            ("watchers", Some(i)) => {
-                let mut notes = vec![];
-                for j in jids("approve") {
-                    notes.push(self.run_command(now, i, Command::Approve(j)));
-                }
-                for j in jids("deny").into_iter().chain(jids("remove")) {
-                    notes.push(self.run_command(now, i, Command::Deny(j)));
-                }
-                for j in jids("block") {
-                    notes.push(self.run_command(now, i, Command::Block(j.to_string())));
-                }
-                if notes.is_empty() {
-                    "Nothing changed.".into()
-                } else {
-                    notes.join("\n")
-                }
+                    .map(|j| Command::Block(j.to_string()));
+                yes.into_iter()
+                    .map(Command::Approve)
+                    .chain(no.into_iter().map(Command::Deny))
+                    .chain(block)
+                    .collect()
             }
-            ("ring", Some(i)) => {
+            "ring" => {
                 let mode = match values(x, "mode").first().map(String::as_str) {
                     Some("sequential") => RingMode::Sequential,
                     Some("priority") => RingMode::Priority,
@@ -655,85 +615,95 @@ impl Core {
                     .iter()
                     .flat_map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
                     .collect();
-                self.run_command(now, i, Command::Ring(mode, devices))
+                vec![Command::Ring(mode, devices)]
             }
-            ("dnd", Some(i)) => {
+            "dnd" => {
                 let on = values(x, "classes");
-                let names: Vec<String> = self.cfg.classes.iter().map(|c| c.name.clone()).collect();
-                let mut notes = vec![];
-                for c in names {
-                    let want = on.contains(&c);
-                    let has = self.owners[i].rules.iter().any(|r| {
-                        r.reject
-                            && r.classes == [c.clone()]
-                            && r.callers.is_empty()
-                            && r.window.is_none()
-                            && r.days.is_empty()
-                    });
-                    if want != has {
-                        notes.push(self.run_command(now, i, Command::Dnd(Some(c), want)));
-                    }
-                }
-                if notes.is_empty() {
-                    "Nothing changed.".into()
-                } else {
-                    notes.join("\n")
-                }
+                let rules = &self.owners[i].rules;
+                self.cfg
+                    .classes
+                    .iter()
+                    .map(|c| &c.name)
+                    .filter(|c| {
+                        let has = rules
+                            .iter()
+                            .any(|r| is_dnd(r) && r.classes == [(*c).clone()]);
+                        on.contains(c) != has
+                    })
+                    .map(|c| Command::Dnd(Some(c.clone()), on.contains(c)))
+                    .collect()
             }
-            ("devices", Some(i)) => match (values(x, "device").pop(), values(x, "label").pop()) {
-                (Some(device), Some(label)) => {
-                    self.run_command(now, i, Command::Label(device, label))
-                }
-                _ => "Nothing changed.".into(),
+            "devices" => match (values(x, "device").pop(), values(x, "label").pop()) {
+                (Some(device), Some(label)) => vec![Command::Label(device, label)],
+                _ => vec![],
             },
-            ("rules", Some(i)) => {
-                let mut notes = vec![];
-                if let Some(add) = values(x, "add").into_iter().next() {
-                    notes.push(self.run_command(
-                        now,
-                        i,
-                        Command::RuleAdd(add.split_whitespace().map(str::to_owned).collect()),
-                    ));
-                }
-                if let Some(n) = values(x, "delete")
+            "rules" => {
+                // The numbers are those the form showed: deleting goes
+                // before adding, which renumbers.
+                let delete = values(x, "delete")
                     .into_iter()
                     .next()
                     .and_then(|n| n.parse().ok())
-                {
-                    notes.push(self.run_command(now, i, Command::RuleDel(n)));
-                }
-                if notes.is_empty() {
-                    "Nothing changed.".into()
-                } else {
-                    notes.join("\n")
-                }
+                    .map(Command::RuleDel);
+                let add = values(x, "add").into_iter().next().map(|add| {
+                    Command::RuleAdd(add.split_whitespace().map(str::to_owned).collect())
+                });
+                delete.into_iter().chain(add).collect()
             }
-            ("privacy", Some(i)) => {
-                let mut notes = vec![];
-                for key in ["calls", "watchers"] {
-                    if let Some(v) = values(x, key).into_iter().next() {
-                        notes.push(self.run_command(
-                            now,
-                            i,
-                            Command::Privacy(Some((key.to_owned(), v))),
-                        ));
-                    }
-                }
-                notes.pop().unwrap_or_else(|| "Nothing changed.".into())
+            "privacy" => ["calls", "watchers"]
+                .into_iter()
+                .filter_map(|key| {
+                    let v = values(x, key).into_iter().next()?;
+                    Some(Command::Privacy(Some((key.to_owned(), v))))
+                })
+                .collect(),
+            "unlink" | "link" => match jids("account").into_iter().next() {
+                Some(a) if node == "link" => vec![Command::Link(a)],
+                Some(a) => vec![Command::Unlink(Some(a))],
+                None => return Err(Refusal::Text("No account given.".into())),
+            },
+            "unregister" => match values(x, "confirm").first().map(String::as_str) {
+                Some("1") | Some("true") => vec![Command::Unregister(true)],
+                _ => return Ok((vec![], "Kept: you did not confirm.")),
+            },
+            _ => vec![],
+        };
+        Ok((commands, nothing))
+    }
+
+    /// Applies a submitted form, all of it or, refused, none of it.
+    fn submit(
+        &mut self,
+        now: Time,
+        node: &str,
+        owner: Option<OwnerId>,
+        from: &Jid,
+        x: &Element,
+    ) -> Result<String, Refusal> {
+        debug!(node, "ad-hoc submission");
+        let Some(i) = owner else {
+            if node != "register" {
+                return Ok("Nothing to do.".into());
             }
-            ("unlink", Some(i)) => match jids("account").into_iter().next() {
-                Some(a) => self.run_command(now, i, Command::Unlink(Some(a))),
-                None => "No account given.".into(),
-            },
-            ("link", Some(i)) => match jids("account").into_iter().next() {
-                Some(a) => self.run_command(now, i, Command::Link(a)),
-                None => "No account given.".into(),
-            },
-            ("unregister", Some(i)) => match values(x, "confirm").first().map(String::as_str) {
-                Some("1") | Some("true") => self.run_command(now, i, Command::Unregister(true)),
-                _ => "Kept: you did not confirm.".into(),
-            },
-            _ => "Nothing to do.".into(),
+            let name = values(x, "name").into_iter().next();
+            return Ok(self.register(from.to_bare(), name.map(|n| n.to_ascii_lowercase())));
+        };
+        let (commands, if_none) = self.form_commands(node, i, x)?;
+        for c in &commands {
+            self.check_command(i, c)?;
         }
+        let mut notes = vec![];
+        for c in commands {
+            notes.push(self.run_command(now, i, c)?);
+        }
+        // Every privacy change answers with all the settings: the last says it.
+        if node == "privacy" && notes.len() > 1 {
+            notes.drain(..notes.len() - 1);
+        }
+        Ok(if notes.is_empty() {
+            if_none.to_owned()
+        } else {
+            notes.join("\n")
+        })
     }
 }

@@ -2,8 +2,12 @@
 //! clients without an ad-hoc UI (Conversations, Dino). DESIGN.md section 8.
 //!
 //! Only an owner's own linked accounts may read or change her data; anyone
-//! else is told so. Commands that change state reuse the core's handlers,
-//! so every change is queued for the store before the reply confirms it.
+//! else is told so. A [`Command`] is parsed from words (or from a form, see
+//! the ad-hoc module), checked against her state (`Core::check_command`,
+//! which changes nothing) and applied; a refusal is a `Refusal` that
+//! each front end words its own way. Commands that change state reuse the
+//! core's handlers, so every change is queued for the store before the
+//! reply confirms it.
 
 use std::fmt::Write as _;
 
@@ -97,6 +101,53 @@ pub enum Command {
     Unblock(String),
     /// Anything else, with what was not understood.
     Unknown(String),
+}
+
+/// Why a command changed nothing. The chat and the ad-hoc forms say it
+/// each in their own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// She named a device she does not have (with the ones she has, when
+    /// the chat should list them).
+    NoDevice { name: String, hers: Option<String> },
+    /// The words are no rule, and why.
+    BadRule(String),
+    /// Anything else, in words that suit both.
+    Text(String),
+}
+
+impl Refusal {
+    /// As a chat reply.
+    pub(super) fn chat(self) -> String {
+        match self {
+            Refusal::NoDevice {
+                name,
+                hers: Some(hers),
+            } => format!(
+                "You have no device {name:?}; your devices are {hers}. Send \"devices\" to see them."
+            ),
+            Refusal::NoDevice { name, hers: None } => {
+                format!("You have no device {name:?}; send \"devices\" to see them.")
+            }
+            Refusal::BadRule(why) => {
+                format!("Not added: {why}. Send \"help\" for the rule syntax.")
+            }
+            Refusal::Text(text) => text,
+        }
+    }
+
+    /// As the error note of a form shown again (XEP-0050 section 4.4).
+    pub(super) fn form(self) -> String {
+        match self {
+            Refusal::NoDevice {
+                name,
+                hers: Some(_),
+            } => format!("You have no device {name:?}; leave Devices empty to ring every device."),
+            Refusal::NoDevice { name, hers: None } => format!("You have no device {name:?}."),
+            Refusal::BadRule(why) => format!("Not added: {why}."),
+            Refusal::Text(text) => text,
+        }
+    }
 }
 
 /// Parses a message body into a command (case-insensitive verbs).
@@ -231,7 +282,9 @@ impl Core {
                     .split_once(char::is_whitespace)
                     .unwrap_or((rest.trim(), "help"));
                 let reply = match self.by_name.get(name).copied() {
-                    Some(i) => self.run_command(now, i, parse(cmd)),
+                    Some(i) => self
+                        .run_command(now, i, parse(cmd))
+                        .unwrap_or_else(|r| r.chat()),
                     None => format!("There is no owner {name:?}."),
                 };
                 self.reply_text(from, &reply);
@@ -255,11 +308,15 @@ impl Core {
                 return true;
             }
             // The account unlinking itself: the reply is all it needs.
-            (Some(owner), Command::Unlink(None)) => self.unlink(now, owner, from.to_bare(), false),
-            (Some(owner), Command::Unlink(Some(a))) if a == from.to_bare() => {
-                self.unlink(now, owner, a, false)
-            }
-            (Some(owner), cmd) => self.run_command(now, owner, cmd),
+            (Some(owner), Command::Unlink(None)) => self
+                .unlink(now, owner, from.to_bare(), false)
+                .unwrap_or_else(|r| r.chat()),
+            (Some(owner), Command::Unlink(Some(a))) if a == from.to_bare() => self
+                .unlink(now, owner, a, false)
+                .unwrap_or_else(|r| r.chat()),
+            (Some(owner), cmd) => self
+                .run_command(now, owner, cmd)
+                .unwrap_or_else(|r| r.chat()),
         };
         self.reply_text(from, &reply);
         true
@@ -293,9 +350,142 @@ impl Core {
         self.out.send(m);
     }
 
-    pub(super) fn run_command(&mut self, now: Time, i: OwnerId, cmd: Command) -> String {
-        self.journal_settings(i);
+    /// Runs `cmd` for owner `i`: checked, then applied. A refusal changed
+    /// nothing; each front end says it its own way ([`Refusal::chat`],
+    /// [`Refusal::form`]).
+    pub(super) fn run_command(
+        &mut self,
+        now: Time,
+        i: OwnerId,
+        cmd: Command,
+    ) -> Result<String, Refusal> {
+        self.check_command(i, &cmd)?;
+        self.apply_command(now, i, cmd)
+    }
+
+    /// Whether `cmd` would be refused for owner `i` as things are, without
+    /// changing anything. Every refusal of the commands a form combines
+    /// (approve, deny, block, rules, dnd, privacy, ring, label) is made
+    /// here, so that a form applies all of its commands or none.
+    pub(super) fn check_command(&self, i: OwnerId, cmd: &Command) -> Result<(), Refusal> {
+        let refuse = |text: String| Err(Refusal::Text(text));
+        let o = &self.owners[i];
         match cmd {
+            Command::Approve(jid) => {
+                let named = self.watchers_named(i, jid);
+                if named
+                    .iter()
+                    .any(|w| o.watchers.get(w) == Some(&WatcherState::Pending))
+                {
+                    Ok(())
+                } else if named.iter().any(|w| o.watchers.contains_key(w)) {
+                    refuse(format!("{jid} already watches you."))
+                } else {
+                    refuse(format!("{jid} has not asked to watch you."))
+                }
+            }
+            Command::Deny(jid) => {
+                if self
+                    .watchers_named(i, jid)
+                    .iter()
+                    .any(|w| o.watchers.contains_key(w))
+                {
+                    Ok(())
+                } else {
+                    refuse(format!(
+                        "{jid} neither watches you nor waits for your answer."
+                    ))
+                }
+            }
+            Command::Ring(_, devices) => {
+                match devices.iter().find(|d| !self.has_device_named(i, d)) {
+                    Some(unknown) => Err(Refusal::NoDevice {
+                        name: unknown.clone(),
+                        hers: Some(self.device_names(i)),
+                    }),
+                    None => Ok(()),
+                }
+            }
+            Command::Dnd(Some(c), _) if !self.cfg.classes.iter().any(|d| &d.name == c) => {
+                let names: Vec<&str> = self.cfg.classes.iter().map(|d| d.name.as_str()).collect();
+                refuse(format!(
+                    "There is no class {c:?}; the classes are {}.",
+                    names.join(", ")
+                ))
+            }
+            Command::Label(device, _) if !self.has_device_named(i, device) => {
+                Err(Refusal::NoDevice {
+                    name: device.clone(),
+                    hers: None,
+                })
+            }
+            Command::Register(_) => refuse(format!("You already are {}.", o.virtual_jid)),
+            Command::Unregister(true) if o.provisioned => refuse(
+                "Your address is set up by the admin of this service; ask them to remove it."
+                    .into(),
+            ),
+            Command::RuleAdd(words) => {
+                let classes: Vec<String> =
+                    self.cfg.classes.iter().map(|c| c.name.clone()).collect();
+                parse_rule(words, &classes, self.cfg.ring_timeout_ms)
+                    .map(|_| ())
+                    .map_err(Refusal::BadRule)
+            }
+            Command::RuleDel(n) if *n == 0 || *n > o.rules.len() => {
+                refuse(format!("There is no rule {n}; send \"rules\" to see them."))
+            }
+            Command::Privacy(Some((k, v)))
+                if !matches!(
+                    (k.as_str(), v.as_str()),
+                    ("calls", "relay-only" | "direct") | ("watchers", "ask" | "open")
+                ) =>
+            {
+                refuse(
+                    "Send \"privacy calls relay-only|direct\" or \"privacy watchers ask|open\"."
+                        .into(),
+                )
+            }
+            Command::Block(who) if BareJid::new(who).is_err() => {
+                refuse(format!("{who:?} is neither a JID nor a domain."))
+            }
+            Command::Block(who)
+                if o.watchers
+                    .blocked
+                    .iter()
+                    .any(|b| b.eq_ignore_ascii_case(who)) =>
+            {
+                refuse(format!("{who} is blocked already."))
+            }
+            Command::Unblock(who)
+                if !o
+                    .watchers
+                    .blocked
+                    .iter()
+                    .any(|b| b.eq_ignore_ascii_case(who)) =>
+            {
+                refuse(format!("{who} was not blocked."))
+            }
+            Command::LinkConfirm(_) => refuse(format!(
+                "This account is linked to {} already.",
+                o.virtual_jid
+            )),
+            // Without an account: the one that asks (see
+            // `command_message`), so `None` only comes from an admin.
+            Command::Unlink(None) => refuse("Say which account: \"unlink <account>\".".into()),
+            Command::Unknown(text) => refuse(match usage(text) {
+                Some(line) => format!("{line}\nSend \"help\" for every command."),
+                None => format!("I did not understand {text:?}. Send \"help\" for what I can do."),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies `cmd`, which [`Core::check_command`] passed. Only `link`,
+    /// `unlink` and `unregister`, which no form combines with another,
+    /// may still refuse here (having changed nothing).
+    fn apply_command(&mut self, now: Time, i: OwnerId, cmd: Command) -> Result<String, Refusal> {
+        self.journal_settings(i);
+        Ok(match cmd {
             Command::Help => HELP.to_owned(),
             Command::Status => self.status_text(now, i),
             Command::Devices => self.devices_text(now, i),
@@ -327,22 +517,11 @@ impl Core {
                 )
             }
             Command::Approve(jid) => {
-                let named = self.watchers_named(i, &jid);
-                let waiting: Vec<BareJid> = named
-                    .iter()
+                let waiting: Vec<BareJid> = self
+                    .watchers_named(i, &jid)
+                    .into_iter()
                     .filter(|w| self.owners[i].watchers.get(w) == Some(&WatcherState::Pending))
-                    .cloned()
                     .collect();
-                if waiting.is_empty() {
-                    return if named
-                        .iter()
-                        .any(|w| self.owners[i].watchers.contains_key(w))
-                    {
-                        format!("{jid} already watches you.")
-                    } else {
-                        format!("{jid} has not asked to watch you.")
-                    };
-                }
                 for w in waiting {
                     self.approve(i, w.clone());
                     // The request her client still shows is settled.
@@ -356,21 +535,12 @@ impl Core {
                     .into_iter()
                     .filter(|w| self.owners[i].watchers.contains_key(w))
                     .collect();
-                if named.is_empty() {
-                    return format!("{jid} neither watches you nor waits for your answer.");
-                }
                 for w in named {
                     self.deny_watcher(i, &w);
                 }
                 format!("{jid} no longer sees your presence.")
             }
             Command::Ring(mode, devices) => {
-                if let Some(unknown) = devices.iter().find(|d| !self.has_device_named(i, d)) {
-                    return format!(
-                        "You have no device {unknown:?}; your devices are {}. Send \"devices\" to see them.",
-                        self.device_names(i)
-                    );
-                }
                 let fallback = Rule {
                     mode,
                     devices,
@@ -390,16 +560,6 @@ impl Core {
                 )
             }
             Command::Dnd(class, on) => {
-                if let Some(c) = &class {
-                    if !self.cfg.classes.iter().any(|d| &d.name == c) {
-                        let names: Vec<&str> =
-                            self.cfg.classes.iter().map(|d| d.name.as_str()).collect();
-                        return format!(
-                            "There is no class {c:?}; the classes are {}.",
-                            names.join(", ")
-                        );
-                    }
-                }
                 let classes: Vec<String> = class.iter().cloned().collect();
                 let rules = &mut self.owners[i].rules;
                 // "dnd all" replaces every do-not-disturb, per class or not.
@@ -428,7 +588,10 @@ impl Core {
                     .iter_mut()
                     .find(|(j, _)| j.resource().as_str() == device)
                 else {
-                    return format!("You have no device {device:?}; send \"devices\" to see them.");
+                    return Err(Refusal::NoDevice {
+                        name: device,
+                        hers: None,
+                    });
                 };
                 record.label = Some(label.clone());
                 let op = StoreOp::Device {
@@ -439,38 +602,30 @@ impl Core {
                 self.out.keep(op);
                 format!("{device} is now labelled {label:?}.")
             }
-            Command::Register(_) => format!("You already are {}.", self.owners[i].virtual_jid),
             Command::Unregister(false) => format!(
                 "This gives up {}: your watchers are told, calls end, and every setting, rule and \
                  device name of yours is deleted. To do it, send \"unregister confirm\".",
                 self.owners[i].virtual_jid
             ),
-            Command::Unregister(true) => self.unregister(now, i),
+            Command::Unregister(true) => self.unregister(now, i)?,
             Command::RuleAdd(words) => {
                 let classes: Vec<String> =
                     self.cfg.classes.iter().map(|c| c.name.clone()).collect();
-                match parse_rule(&words, &classes, self.cfg.ring_timeout_ms) {
-                    Ok(rule) => {
-                        let text =
-                            format!("{} -> {}", describe_match(&rule), describe_action(&rule));
-                        self.owners[i].rules.insert(0, rule);
-                        self.store_rules(i);
-                        let n = self.owners[i].rules.len();
-                        if n == 1 {
-                            format!("Added as rule 1: {text}.")
-                        } else {
-                            format!(
-                                "Added as rule 1 of {n}: {text}. It is checked first; send \"rules\" to see the order."
-                            )
-                        }
-                    }
-                    Err(why) => format!("Not added: {why}. Send \"help\" for the rule syntax."),
+                let rule = parse_rule(&words, &classes, self.cfg.ring_timeout_ms)
+                    .map_err(Refusal::BadRule)?;
+                let text = format!("{} -> {}", describe_match(&rule), describe_action(&rule));
+                self.owners[i].rules.insert(0, rule);
+                self.store_rules(i);
+                let n = self.owners[i].rules.len();
+                if n == 1 {
+                    format!("Added as rule 1: {text}.")
+                } else {
+                    format!(
+                        "Added as rule 1 of {n}: {text}. It is checked first; send \"rules\" to see the order."
+                    )
                 }
             }
             Command::RuleDel(n) => {
-                if n == 0 || n > self.owners[i].rules.len() {
-                    return format!("There is no rule {n}; send \"rules\" to see them.");
-                }
                 self.owners[i].rules.remove(n - 1);
                 self.store_rules(i);
                 format!("Rule {n} removed.")
@@ -478,12 +633,11 @@ impl Core {
             Command::Privacy(change) => {
                 let o = &mut self.owners[i];
                 match change.as_ref().map(|(k, v)| (k.as_str(), v.as_str())) {
-                    None => {}
                     Some(("calls", "relay-only")) => o.candidates = CandidatePolicy::RelayOnly,
                     Some(("calls", "direct")) => o.candidates = CandidatePolicy::Direct,
                     Some(("watchers", "ask")) => o.watchers.policy = SubscriptionPolicy::Ask,
                     Some(("watchers", "open")) => o.watchers.policy = SubscriptionPolicy::Open,
-                    Some(_) => return "Send \"privacy calls relay-only|direct\" or \"privacy watchers ask|open\".".into(),
+                    _ => {}
                 }
                 let settings = OwnerSettings {
                     subscription: o.watchers.policy,
@@ -510,17 +664,6 @@ impl Core {
                 format!("Calls: {calls}.\nWatchers: {watchers}.")
             }
             Command::Block(who) => {
-                if BareJid::new(&who).is_err() {
-                    return format!("{who:?} is neither a JID nor a domain.");
-                }
-                if self.owners[i]
-                    .watchers
-                    .blocked
-                    .iter()
-                    .any(|b| b.eq_ignore_ascii_case(&who))
-                {
-                    return format!("{who} is blocked already.");
-                }
                 // A blocked watcher stops watching first.
                 let watchers: Vec<BareJid> = self.owners[i]
                     .watchers
@@ -536,65 +679,54 @@ impl Core {
                 format!("{who} is blocked: nothing from your address reaches them.")
             }
             Command::Unblock(who) => {
-                let before = self.owners[i].watchers.blocked.len();
                 self.owners[i]
                     .watchers
                     .blocked
                     .retain(|b| !b.eq_ignore_ascii_case(&who));
-                if self.owners[i].watchers.blocked.len() == before {
-                    return format!("{who} was not blocked.");
-                }
                 self.store_blocked(i);
                 format!("{who} is no longer blocked.")
             }
-            Command::Link(account) => match self.start_link(now, i, account) {
-                Ok(text) => text,
-                Err(why) => format!("Not linked: {why}."),
-            },
-            Command::LinkConfirm(_) => format!(
-                "This account is linked to {} already.",
-                self.owners[i].virtual_jid
-            ),
-            Command::Unlink(account) => {
-                // Without an account: the one that asks (see
-                // `command_message`), so `None` only comes from an admin.
-                let Some(account) = account else {
-                    return "Say which account: \"unlink <account>\".".into();
-                };
-                self.unlink(now, i, account, true)
+            Command::Link(account) => self
+                .start_link(now, i, account)
+                .map_err(|why| Refusal::Text(format!("Not linked: {why}.")))?,
+            Command::Unlink(Some(account)) => self.unlink(now, i, account, true)?,
+            Command::Register(_)
+            | Command::LinkConfirm(_)
+            | Command::Unlink(None)
+            | Command::Unknown(_) => {
+                tracing::error!(?cmd, "bug: applying a command the check refuses");
+                return Err(Refusal::Text(HELP.to_owned()));
             }
-            Command::Unknown(text) => match usage(&text) {
-                Some(line) => format!("{line}\nSend \"help\" for every command."),
-                None => {
-                    format!("I did not understand {text:?}. Send \"help\" for what I can do.")
-                }
-            },
-        }
+        })
     }
 
     /// Owner `i` ends the link of `account` (`tell_account`: the account
     /// is told too, when someone else asked).
-    fn unlink(&mut self, now: Time, i: OwnerId, account: BareJid, tell_account: bool) -> String {
+    fn unlink(
+        &mut self,
+        now: Time,
+        i: OwnerId,
+        account: BareJid,
+        tell_account: bool,
+    ) -> Result<String, Refusal> {
         let hers = self.owners[i].accounts.iter().any(|(a, _)| *a == account)
             && self.out.secrets.account_owner(&account) == Some(i);
-        if !hers {
-            return format!("{account} is not linked to your address.");
-        }
-        if self.provisioned_account(i, &account) {
-            return format!(
-                "{account} was set up by the admin of this service; ask them to remove it."
-            );
-        }
-        if self.linked_accounts(i).len() <= 1 {
-            return format!(
+        let refused = if !hers {
+            format!("{account} is not linked to your address.")
+        } else if self.provisioned_account(i, &account) {
+            format!("{account} was set up by the admin of this service; ask them to remove it.")
+        } else if self.linked_accounts(i).len() <= 1 {
+            format!(
                 "{account} is your only account; send \"unregister\" to give up your address instead."
-            );
-        }
-        self.unlink_account(now, i, &account, tell_account);
-        format!(
-            "{account} is no longer linked to {}.",
-            self.owners[i].virtual_jid
-        )
+            )
+        } else {
+            self.unlink_account(now, i, &account, tell_account);
+            return Ok(format!(
+                "{account} is no longer linked to {}.",
+                self.owners[i].virtual_jid
+            ));
+        };
+        Err(Refusal::Text(refused))
     }
 
     /// DESIGN.md section 2: `account` becomes the owner of `name@D` (her
@@ -650,10 +782,12 @@ impl Core {
     /// Owner `i` gives up her address: calls end, every watcher is told
     /// (unavailable, then unsubscribed), her accounts are unlinked, and
     /// every record of hers leaves the store.
-    fn unregister(&mut self, now: Time, i: OwnerId) -> String {
+    fn unregister(&mut self, now: Time, i: OwnerId) -> Result<String, Refusal> {
         if self.owners[i].provisioned {
-            return "Your address is set up by the admin of this service; ask them to remove it."
-                .into();
+            return Err(Refusal::Text(
+                "Your address is set up by the admin of this service; ask them to remove it."
+                    .into(),
+            ));
         }
         let before = Box::new(self.owners[i].clone());
         self.abort_owner_calls(now, i);
@@ -700,7 +834,9 @@ impl Core {
             owner: name,
             record: None,
         });
-        format!("{virtual_jid} is gone: your watchers were told, and nothing of yours is kept.")
+        Ok(format!(
+            "{virtual_jid} is gone: your watchers were told, and nothing of yours is kept."
+        ))
     }
 
     /// Owner `i`'s rules, numbered, first match first.
@@ -741,7 +877,7 @@ impl Core {
         });
     }
 
-    fn status_text(&self, now: Time, i: OwnerId) -> String {
+    pub(super) fn status_text(&self, now: Time, i: OwnerId) -> String {
         let mut out = String::new();
         let o = &self.owners[i];
         let _ = writeln!(out, "Your contacts see {}:", o.virtual_jid);

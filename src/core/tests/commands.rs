@@ -1043,3 +1043,81 @@ fn an_owner_who_unregisters_is_no_longer_counted_or_kept() {
     assert!(command(&mut h, "carol@localhost/pc", "register carol").contains("You are now carol@"));
     assert_eq!(h.core.footprint().owners, before + 1);
 }
+
+/// Opens the ad-hoc form `node` as `from` and submits `fields`; the reply's
+/// command element.
+fn submit_form(h: &mut Harness, from: &str, node: &str, fields: &str) -> Element {
+    let r = adhoc(
+        h,
+        from,
+        &format!("<command xmlns='{CMD}' node='{node}' action='execute'/>"),
+    );
+    let sid = r
+        .get_child("command", CMD)
+        .and_then(|c| c.attr("sessionid"))
+        .expect("a session")
+        .to_owned();
+    let r = adhoc(h, from, &format!("<command xmlns='{CMD}' node='{node}' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'>{fields}</x></command>"));
+    r.get_child("command", CMD).expect("a command").clone()
+}
+
+/// Issue 15: a form stands for several commands, applied all or none. One
+/// of them refused, the form comes back with why, and nothing changed.
+#[test]
+fn a_form_applies_all_of_its_commands_or_none() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    h.subscribe_bob();
+    let cmd = submit_form(
+        &mut h,
+        PHONE,
+        "watchers",
+        "<field var='approve'><value>bob@localhost</value></field><field var='deny'><value>nobody@localhost</value></field>",
+    );
+    assert_eq!(cmd.attr("status"), Some("executing"), "{cmd:?}");
+    let note = cmd.get_child("note", CMD).expect("a note");
+    assert_eq!(note.attr("type"), Some("error"));
+    assert!(note.text().contains("nobody@localhost"), "{}", note.text());
+    assert_eq!(
+        h.core.owners[0]
+            .watchers
+            .get(&BareJid::new("bob@localhost").unwrap()),
+        Some(&WatcherState::Pending),
+        "Bob was not approved by a refused form"
+    );
+    // Both fine: both applied, each said.
+    let cmd = submit_form(
+        &mut h,
+        PHONE,
+        "watchers",
+        "<field var='approve'><value>bob@localhost</value></field><field var='block'><value>evil.example</value></field>",
+    );
+    assert_eq!(cmd.attr("status"), Some("completed"), "{cmd:?}");
+    let note = cmd.get_child("note", CMD).unwrap().text();
+    assert!(
+        note.contains("now sees your presence") && note.contains("evil.example is blocked"),
+        "{note}"
+    );
+}
+
+/// Issue 15: the rules form deletes the rule by the number it showed,
+/// even when it adds one in the same submission (adding renumbers).
+#[test]
+fn the_rules_form_deletes_the_rule_it_showed() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    command(&mut h, PHONE, "rule add from one.example busy");
+    command(&mut h, PHONE, "rule add from two.example busy");
+    // Rule 1 is two.example, rule 2 one.example.
+    let cmd = submit_form(
+        &mut h,
+        PHONE,
+        "rules",
+        "<field var='add'><value>from three.example busy</value></field><field var='delete'><value>2</value></field>",
+    );
+    assert_eq!(cmd.attr("status"), Some("completed"), "{cmd:?}");
+    let rules = command(&mut h, PHONE, "rules");
+    assert!(
+        rules.contains("three.example") && rules.contains("two.example"),
+        "{rules}"
+    );
+    assert!(!rules.contains("one.example"), "{rules}");
+}
