@@ -9,8 +9,9 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use chrono::Weekday;
 use jid::{BareJid, Jid};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::core::devices::ClassDef;
 use crate::core::rules::{parse_day, parse_window, CallerMatch, NoAnswer, RingMode, Rule};
@@ -40,6 +41,74 @@ pub enum ConfigError {
         /// What is wrong and how to fix it.
         problem: String,
     },
+}
+
+/// Parses TOML text into a [`Config`]: a value of the wrong type or
+/// shape is refused with its key (`owners[0].timezone`) and line.
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        if key.is_empty() || key == "." {
+            return ConfigError::Toml(inner);
+        }
+        let line = inner
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        match line {
+            Some(line) => invalid(key, format!("line {line}: {}", inner.message())),
+            None => invalid(key, inner.message()),
+        }
+    })
+}
+
+/// A value parsed by `parse`, refused with what was `wanted`.
+fn parsed<'de, D: Deserializer<'de>, T>(
+    d: D,
+    parse: impl Fn(&str) -> Option<T>,
+    wanted: &str,
+) -> Result<T, D::Error> {
+    let text = String::deserialize(d)?;
+    parse(&text).ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not {wanted}")))
+}
+
+/// Each of a list, as [`parsed`].
+fn each_parsed<'de, D: Deserializer<'de>, T>(
+    d: D,
+    parse: impl Fn(&str) -> Option<T>,
+    wanted: &str,
+) -> Result<Vec<T>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(|text| {
+            parse(&text)
+                .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not {wanted}")))
+        })
+        .collect()
+}
+
+fn time_zone<'de, D: Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
+    parsed(
+        d,
+        |t| t.parse().ok(),
+        "an IANA time zone like \"Europe/Berlin\"",
+    )
+}
+
+fn callers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<CallerMatch>, D::Error> {
+    each_parsed(
+        d,
+        CallerMatch::parse,
+        "a JID, a domain, \"watchers\" or \"anyone\"",
+    )
+}
+
+fn days<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Weekday>, D::Error> {
+    each_parsed(d, parse_day, "a weekday (mon ... sun)")
+}
+
+fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(u16, u16)>, D::Error> {
+    parsed(d, parse_window, "HH:MM-HH:MM").map(Some)
 }
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -80,7 +149,7 @@ pub struct Config {
     pub owners: Vec<Owner>,
     /// Accounts that may act for any owner (`as <owner> <command>`).
     #[serde(default)]
-    pub admins: Vec<String>,
+    pub admins: Vec<BareJid>,
     /// `[http]`: the admin listener (metrics, health, status); off when
     /// absent.
     #[serde(default)]
@@ -446,7 +515,7 @@ pub struct Owner {
     /// Localpart of the virtual JID.
     pub name: String,
     /// Real accounts (bare JIDs) that are hers.
-    pub accounts: Vec<String>,
+    pub accounts: Vec<BareJid>,
     /// `ask` (default) or `open`.
     #[serde(default)]
     pub subscription: SubscriptionPolicy,
@@ -461,15 +530,11 @@ pub struct Owner {
     #[serde(default)]
     pub candidates: CandidatePolicy,
     /// Her IANA time zone (`Europe/Berlin`), for the rules; default UTC.
-    #[serde(default = "default_timezone")]
-    pub timezone: String,
+    #[serde(default, deserialize_with = "time_zone")]
+    pub timezone: chrono_tz::Tz,
     /// `[[owners.rules]]`: her ring rules, first match wins.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
-}
-
-fn default_timezone() -> String {
-    "UTC".into()
 }
 
 /// `[[owners.rules]]` (DESIGN.md section 6).
@@ -480,13 +545,15 @@ pub struct RuleConfig {
     #[serde(default)]
     pub classes: Vec<String>,
     /// Callers: `bob@example.org`, `example.org`, `watchers`, `anyone`.
-    #[serde(default)]
-    pub callers: Vec<String>,
+    #[serde(default, deserialize_with = "callers")]
+    pub callers: Vec<CallerMatch>,
     /// Days: `mon` ... `sun`; absent = every day.
-    #[serde(default)]
-    pub days: Vec<String>,
-    /// Local time window `HH:MM-HH:MM` (may span midnight).
-    pub time: Option<String>,
+    #[serde(default, deserialize_with = "days")]
+    pub days: Vec<Weekday>,
+    /// Local time window `HH:MM-HH:MM` (may span midnight), as minutes
+    /// since midnight.
+    #[serde(default, deserialize_with = "window")]
+    pub time: Option<(u16, u16)>,
     /// `parallel` (default), `sequential` or `priority`.
     #[serde(default)]
     pub ring: RingMode,
@@ -523,55 +590,13 @@ fn default_step() -> u64 {
 }
 
 impl RuleConfig {
-    fn to_rule(
-        &self,
-        key: &str,
-        classes: &[ClassConfig],
-        default_timeout_ms: u64,
-    ) -> Result<Rule, ConfigError> {
-        for c in &self.classes {
-            if !classes.iter().any(|k| &k.name == c) {
-                return Err(invalid(
-                    format!("{key}.classes"),
-                    format!("{c:?} is not a configured class"),
-                ));
-            }
-        }
-        let callers = self
-            .callers
-            .iter()
-            .map(|c| {
-                CallerMatch::parse(c).ok_or_else(|| {
-                    invalid(
-                        format!("{key}.callers"),
-                        format!("{c:?} is not a JID, a domain, \"watchers\" or \"anyone\""),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let days = self
-            .days
-            .iter()
-            .map(|d| {
-                parse_day(d).ok_or_else(|| {
-                    invalid(
-                        format!("{key}.days"),
-                        format!("{d:?} is not a weekday (mon ... sun)"),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        let window = match &self.time {
-            None => None,
-            Some(t) => Some(parse_window(t).ok_or_else(|| {
-                invalid(format!("{key}.time"), format!("{t:?} is not HH:MM-HH:MM"))
-            })?),
-        };
-        Ok(Rule {
+    /// The rule, ringing `default_timeout_ms` unless it says otherwise.
+    fn to_rule(&self, default_timeout_ms: u64) -> Rule {
+        Rule {
             classes: self.classes.clone(),
-            callers,
-            days,
-            window,
+            callers: self.callers.clone(),
+            days: self.days.clone(),
+            window: self.time,
             when: self.when,
             mode: self.ring,
             devices: self.devices.clone(),
@@ -584,7 +609,7 @@ impl RuleConfig {
             reject: self.reject,
             candidates: self.candidates,
             only_candidates: false,
-        })
+        }
     }
 }
 
@@ -606,7 +631,7 @@ impl Config {
             source,
         })?;
         let env = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty());
-        let mut cfg: Config = toml::from_str(&text)?;
+        let mut cfg = parse(&text)?;
         if !cfg.server.secret.expose().is_empty() {
             refuse_world_readable(path, "server.secret")?;
         }
@@ -624,7 +649,7 @@ impl Config {
     /// Parses and validates TOML text (the secret from the text or
     /// `server.secret_file`).
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text)?;
+        let mut cfg = parse(text)?;
         cfg.resolve_secret(None)?;
         cfg.validate()?;
         Ok(cfg)
@@ -710,7 +735,7 @@ impl Config {
             }
         }
         for a in &self.admins {
-            if BareJid::new(a).map_or(true, |j| j.node().is_none()) {
+            if a.node().is_none() {
                 problems.push(invalid(
                     "admins",
                     format!("{a:?} is not an account like \"admin@example.org\""),
@@ -746,42 +771,29 @@ impl Config {
                     "list at least one real account, like [\"alice@example.org\"]",
                 ));
             }
-            for a in &o.accounts {
-                let jid = match BareJid::new(a) {
-                    Ok(j) => j,
-                    Err(e) => {
-                        problems.push(invalid(
-                            format!("owners[{i}].accounts"),
-                            format!("{a:?} is not a bare JID: {e}"),
-                        ));
-                        continue;
-                    }
-                };
+            for jid in &o.accounts {
+                let a = jid.as_str();
                 if jid.node().is_none() || jid.domain().as_str() == domain {
                     problems.push(invalid(
                         format!("owners[{i}].accounts"),
                         format!("{a:?} must be a real account (user@server), not on {domain}"),
                     ));
                 }
-                if !accounts.insert(jid) {
+                if !accounts.insert(jid.clone()) {
                     problems.push(invalid(
                         format!("owners[{i}].accounts"),
                         format!("{a:?} is linked to two owners"),
                     ));
                 }
             }
-            if o.timezone.parse::<chrono_tz::Tz>().is_err() {
-                problems.push(invalid(
-                    format!("owners[{i}].timezone"),
-                    format!(
-                        "{:?} is not an IANA time zone like \"Europe/Berlin\"",
-                        o.timezone
-                    ),
-                ));
-            }
             for (r, rule) in o.rules.iter().enumerate() {
-                if let Err(e) = rule.to_rule(&format!("owners[{i}].rules[{r}]"), &self.classes, 0) {
-                    problems.push(e);
+                for c in &rule.classes {
+                    if !self.classes.iter().any(|k| &k.name == c) {
+                        problems.push(invalid(
+                            format!("owners[{i}].rules[{r}].classes"),
+                            format!("{c:?} is not a configured class"),
+                        ));
+                    }
                 }
             }
         }
@@ -810,25 +822,16 @@ impl Config {
                 .iter()
                 .map(|o| OwnerConfig {
                     name: o.name.clone(),
-                    // Invariant: validate() parsed every account.
-                    accounts: o
-                        .accounts
-                        .iter()
-                        .filter_map(|a| BareJid::new(a).ok())
-                        .collect(),
+                    accounts: o.accounts.clone(),
                     subscription: o.subscription,
                     allow: o.allow.clone(),
                     blocked: o.blocked.clone(),
                     candidates: o.candidates,
-                    // Invariant: validate() parsed the zone and every rule.
-                    timezone: o.timezone.parse().unwrap_or(chrono_tz::UTC),
+                    timezone: o.timezone,
                     rules: o
                         .rules
                         .iter()
-                        .filter_map(|r| {
-                            let timeout = self.calls.ring_timeout_secs.saturating_mul(1000);
-                            r.to_rule("", &self.classes, timeout).ok()
-                        })
+                        .map(|r| r.to_rule(self.calls.ring_timeout_secs.saturating_mul(1000)))
                         .collect(),
                 })
                 .collect(),
@@ -836,12 +839,7 @@ impl Config {
             settle_ms: self.presence.settle_ms,
             iq_timeout_ms: self.limits.iq_timeout_secs.saturating_mul(1000),
             ring_timeout_ms: self.calls.ring_timeout_secs.saturating_mul(1000),
-            // Invariant: validate() parsed every admin.
-            admins: self
-                .admins
-                .iter()
-                .filter_map(|a| BareJid::new(a).ok())
-                .collect(),
+            admins: self.admins.clone(),
             registration: match self.registration.mode {
                 RegistrationMode::Closed => Registration::Closed,
                 RegistrationMode::Open => Registration::Open,
@@ -956,7 +954,7 @@ mod tests {
         // contrib/component.toml is /etc/unified-presence/component.toml:
         // everything in it must be right except what only the admin knows.
         let text = include_str!("../contrib/component.toml");
-        let cfg: Config = toml::from_str(text).unwrap();
+        let cfg = parse(text).unwrap();
         let problems: Vec<String> = cfg.problems().iter().map(|p| p.to_string()).collect();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].starts_with("server.secret: is empty"));
@@ -978,7 +976,7 @@ mod tests {
             .replace("unified.localhost", "Not A Domain")
             .replace("\"alice@localhost\"", "\"bob\"")
             .replace("name = \"alice\"", "name = \"Alice\"");
-        let cfg: Config = toml::from_str(&text).unwrap();
+        let cfg = parse(&text).unwrap();
         let keys: Vec<String> = cfg
             .problems()
             .iter()
@@ -1049,5 +1047,24 @@ mod tests {
         let text = MINIMAL.replace("alice@localhost", "alice@unified.localhost");
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(err.starts_with("owners[0].accounts"), "{err}");
+    }
+
+    /// Issue 15: values are parsed into the core's own types as the file
+    /// is read, and a bad one is named by its key and line.
+    #[test]
+    fn a_value_that_does_not_parse_names_its_key_and_line() {
+        let cfg = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(cfg.owners[0].timezone, chrono_tz::UTC);
+        assert_eq!(cfg.owners[0].accounts[0].as_str(), "alice@localhost");
+        let bad = MINIMAL.replace("alice@localhost", "al ice@@localhost");
+        let err = Config::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("owners[0].accounts[0]: line 10:"), "{err}");
+        let bad = format!("{MINIMAL}\ntimezone = \"Mars/Olympus\"\n");
+        let err = Config::from_toml(&bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("owners[0].timezone: line 12:")
+                && err.contains("\"Mars/Olympus\" is not an IANA time zone"),
+            "{err}"
+        );
     }
 }
