@@ -84,6 +84,22 @@ fn load_tree<J, T: DeserializeOwned>(
     Ok(out)
 }
 
+/// Reads every `key -> T` entry of a tree keyed by text (an owner's name,
+/// a caps hash), skipping (and logging) entries that no longer decode.
+fn load_keyed<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<(String, T)>, StoreError> {
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        let (k, v) = item?;
+        match (std::str::from_utf8(&k), serde_json::from_slice(&v)) {
+            (Ok(key), Ok(value)) => out.push((key.to_owned(), value)),
+            _ => {
+                warn!(tree = ?std::str::from_utf8(&tree.name()), "skipped an unreadable store entry")
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The trees, in the order [`Store::commit`] hands them to sled.
 #[derive(Debug, Clone, Copy)]
 enum T {
@@ -121,59 +137,16 @@ impl Store {
 
     /// Everything the core is loaded with at start.
     pub fn load(&self) -> Result<Stored, StoreError> {
-        let mut caps = Vec::new();
-        for item in self.caps.iter() {
-            let (k, v) = item?;
-            match (
-                std::str::from_utf8(&k),
-                serde_json::from_slice::<Vec<String>>(&v),
-            ) {
-                (Ok(ver), Ok(features)) => caps.push((ver.to_owned(), features)),
-                _ => warn!("skipped an unreadable caps entry"),
-            }
-        }
-        let mut rules = Vec::new();
-        for item in self.rules.iter() {
-            let (k, v) = item?;
-            match (std::str::from_utf8(&k), serde_json::from_slice(&v)) {
-                (Ok(owner), Ok(r)) => rules.push((owner.to_owned(), r)),
-                _ => warn!("skipped unreadable rules"),
-            }
-        }
-        let mut blocked = Vec::new();
-        for item in self.blocked.iter() {
-            let (k, v) = item?;
-            match (std::str::from_utf8(&k), serde_json::from_slice(&v)) {
-                (Ok(name), Ok(list)) => blocked.push((name.to_owned(), list)),
-                _ => warn!("skipped an unreadable block list"),
-            }
-        }
-        let mut settings = Vec::new();
-        for item in self.settings.iter() {
-            let (k, v) = item?;
-            match (std::str::from_utf8(&k), serde_json::from_slice(&v)) {
-                (Ok(name), Ok(s)) => settings.push((name.to_owned(), s)),
-                _ => warn!("skipped unreadable settings"),
-            }
-        }
-        let mut owners = Vec::new();
-        for item in self.owners.iter() {
-            let (k, v) = item?;
-            match (std::str::from_utf8(&k), serde_json::from_slice(&v)) {
-                (Ok(name), Ok(r)) => owners.push((name.to_owned(), r)),
-                _ => warn!("skipped an unreadable owner"),
-            }
-        }
         Ok(Stored {
-            settings,
-            blocked,
-            owners,
-            rules,
+            settings: load_keyed(&self.settings)?,
+            blocked: load_keyed(&self.blocked)?,
+            owners: load_keyed(&self.owners)?,
+            rules: load_keyed(&self.rules)?,
             watchers: load_tree(&self.watchers, |j| BareJid::new(j).ok())?,
             contacts: load_tree(&self.contacts, |j| BareJid::new(j).ok())?,
             accounts: load_tree(&self.accounts, |j| BareJid::new(j).ok())?,
             devices: load_tree(&self.devices, |j| FullJid::new(j).ok())?,
-            caps,
+            caps: load_keyed(&self.caps)?,
         })
     }
 
