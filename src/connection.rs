@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use futures::{SinkExt, StreamExt};
 use minidom::Element;
-use tokio::io::BufStream;
+use tokio::io::{AsyncRead, AsyncWrite, BufStream};
 use tokio::net::TcpStream;
 use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
 
@@ -22,8 +22,9 @@ use crate::core::stanza::{self, ns};
 pub const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
 const STREAM_ERRORS_NS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 
-/// The element stream to the server.
-pub type Stream = XmlStream<BufStream<TcpStream>, Element>;
+/// The element stream to the server, over TCP (or, in tests, over
+/// anything that reads and writes bytes).
+pub type Stream<Io = TcpStream> = XmlStream<BufStream<Io>, Element>;
 
 /// Why connecting failed, worded for the admin who has to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,9 @@ pub enum ConnectError {
     /// Another stream error, or the stream closed.
     #[error("the server closed the stream during the handshake: {0}")]
     Closed(String),
+    /// Reading or writing failed while the stream was set up.
+    #[error("the stream to the server failed during setup: {0}")]
+    Io(std::io::Error),
 }
 
 /// The namespace of the self-check messages [`verify_sole`] sends.
@@ -89,8 +93,8 @@ pub fn selfcheck_nonce(el: &Element) -> Option<&str> {
 /// returned, for the core, in order. When none comes back within
 /// `wait` (a server that does not route a component's stanzas to itself)
 /// the check is skipped with a warning.
-pub async fn verify_sole(
-    stream: &mut Stream,
+pub async fn verify_sole<Io: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut Stream<Io>,
     domain: &str,
     nonce: &str,
     wait: std::time::Duration,
@@ -186,22 +190,38 @@ pub async fn connect(
     let unreachable = |source| ConnectError::Unreachable { addr, source };
     let tcp = TcpStream::connect(addr).await.map_err(unreachable)?;
     tcp.set_nodelay(true).map_err(unreachable)?;
+    handshake(tcp, domain, secret, timeouts)
+        .await
+        .map_err(|e| match e {
+            ConnectError::Io(source) => unreachable(source),
+            other => other,
+        })
+}
+
+/// Opens the component stream over `io` and authenticates as `domain`
+/// (XEP-0114 §3).
+pub async fn handshake<Io: AsyncRead + AsyncWrite + Unpin>(
+    io: Io,
+    domain: &str,
+    secret: &str,
+    timeouts: Timeouts,
+) -> Result<Stream<Io>, ConnectError> {
     let header = StreamHeader {
         to: Some(domain.to_owned().into()),
         ..StreamHeader::default()
     };
-    let mut pending = initiate_stream(BufStream::new(tcp), ns::COMPONENT, header, timeouts)
+    let mut pending = initiate_stream(BufStream::new(io), ns::COMPONENT, header, timeouts)
         .await
-        .map_err(unreachable)?;
+        .map_err(ConnectError::Io)?;
     let stream_id = pending.take_header().id.map(|id| id.into_owned());
-    let mut stream: Stream = pending.skip_features();
+    let mut stream: Stream<Io> = pending.skip_features();
     let Some(stream_id) = stream_id else {
         // Prosody answers an unknown domain with a header without id and
         // then a stream error: read it to say which.
         return Err(read_refusal(&mut stream, domain).await);
     };
     let handshake: Element = Handshake::from_stream_id_and_password(stream_id, secret).into();
-    stream.send(&handshake).await.map_err(unreachable)?;
+    stream.send(&handshake).await.map_err(ConnectError::Io)?;
     loop {
         match stream.next().await {
             Some(Ok(el)) if el.is("handshake", ns::COMPONENT) => return Ok(stream),
@@ -213,7 +233,10 @@ pub async fn connect(
     }
 }
 
-async fn read_refusal(stream: &mut Stream, domain: &str) -> ConnectError {
+async fn read_refusal<Io: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut Stream<Io>,
+    domain: &str,
+) -> ConnectError {
     match stream.next().await {
         Some(Ok(el)) => refusal(&el, domain),
         Some(Err(e)) => ConnectError::Closed(e.to_string()),

@@ -1,7 +1,11 @@
-//! One task owns the core: it `select!`s over the server stream, the
-//! core's next timeout and shutdown, applies the core's store changes
-//! (flushed before anything they acknowledge is sent), and reconnects with
-//! backoff (1, 2, 4 ... 64 s) when the stream is lost.
+//! One task owns the core. [`run`] is two parts in a loop:
+//! `connect_with_backoff` dials the server until a stream is up and
+//! verified ours (waiting 1, 2, 4 ... 64 s between failures), and `serve`
+//! `select!`s over that stream, the core's next timeout, the admin page
+//! and shutdown, applying the core's store changes (flushed before
+//! anything they acknowledge is sent) until the stream is lost or the
+//! component stops. Both are generic over the byte stream, so tests drive
+//! them over `tokio::io::duplex` with paused time.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,12 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
 use minidom::Element;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_xmpp::xmlstream::{ReadError, Timeouts};
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::connection::{self, stream_error_condition, Stream};
+use crate::connection::{self, stream_error_condition, ConnectError, Stream};
 use crate::core::stanza::{self, element, ns};
 use crate::core::{Core, Time};
 use crate::http::{self, AdminRequest, Metrics};
@@ -59,6 +64,28 @@ static BOOKKEEPING_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 const MAX_BACKOFF: Duration = Duration::from_secs(64);
 
+/// The wait before the next attempt to connect: 1 s, doubling to 64 s,
+/// back to 1 s once connected.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_secs(1))
+    }
+
+    /// This wait; the next one is twice as long.
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.0 = Duration::from_secs(1);
+    }
+}
+
 /// Wall-clock ms since the Unix epoch.
 fn wall_ms() -> u64 {
     SystemTime::now()
@@ -92,6 +119,7 @@ fn instant_of(t: Time) -> Instant {
 }
 
 /// How a connected session ended.
+#[derive(Debug)]
 enum Ended {
     Shutdown,
     Lost(String),
@@ -202,80 +230,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         response_timeout: Duration::from_secs(30),
     };
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let addr = config.server.address;
-        let domain = &config.server.domain;
+    let mut backoff = Backoff::new();
+    let (addr, domain) = (config.server.address, config.server.domain.as_str());
+    let secret = config.server.secret.expose();
+    let mut dial = || {
         info!(%addr, %domain, "connecting");
-        let connected = tokio::select! {
-            r = connection::connect(addr, domain, config.server.secret.expose(), timeouts) => r,
-            _ = &mut shutdown => return Ok(()),
-        };
-        let nonce = format!("{:016x}", rand::random::<u64>());
-        let connected = match connected {
-            Ok(mut s) => {
-                let checked = tokio::select! {
-                    r = connection::verify_sole(&mut s, domain, &nonce, Duration::from_secs(5)) => r,
-                    _ = &mut shutdown => return Ok(()),
-                };
-                checked.map(|early| (s, early))
-            }
-            Err(e) => Err(e),
-        };
-        let (mut stream, early) = match connected {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, retry_in_secs = backoff.as_secs(), "not connected");
-                tokio::select! {
-                    _ = sleep(backoff) => {}
-                    _ = &mut shutdown => return Ok(()),
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
+        connection::connect(addr, domain, secret, timeouts)
+    };
+    loop {
+        let Some((mut stream, early)) =
+            connect_with_backoff(&mut dial, domain, &mut backoff, &mut shutdown).await
+        else {
+            return Ok(());
         };
         info!(%domain, "connected");
         shell.metrics.connection(true, connections > 0);
         connections += 1;
-        backoff = Duration::from_secs(1);
-        let mut fresh = true;
-        let mut early = Some(early);
-        let ended = loop {
-            if fresh {
-                tell_wall_clock(&mut core);
-                core.handle_connected(now());
-            }
-            // What arrived during the self-check, in order.
-            for el in early.take().into_iter().flatten() {
-                shell.metrics.received(&el);
-                tell_wall_clock(&mut core);
-                core.handle_stanza(now(), el);
-            }
-            let ended = match drain(&mut core, &mut disk, &mut stream, &shell.metrics).await {
-                Ok(()) => {
-                    session(&mut core, &mut disk, &mut stream, &mut shell, &mut shutdown).await
-                }
-                Err(e) => e.into(),
-            };
-            if !matches!(ended, Ended::StoreFailed) {
-                shell.metrics.connection(false, false);
-            }
-            match ended {
-                Ended::StoreFailed => match disk.reopen(&config).await {
-                    Some(rebuilt) => {
-                        core.end_calls(now());
-                        if let Err(e) = send_all(&mut core, &mut stream, &shell.metrics).await {
-                            warn!(error = %e, "could not end the calls");
-                        }
-                        core = rebuilt;
-                        fresh = true;
-                    }
-                    None => fresh = false,
-                },
-                other => break other,
-            }
-        };
-        match ended {
+        backoff.reset();
+        match serve(
+            &mut core,
+            &mut disk,
+            &mut stream,
+            &mut shell,
+            &config,
+            early,
+            &mut shutdown,
+        )
+        .await
+        {
             Ended::Shutdown => {
                 info!("shutting down");
                 core.handle_shutdown(now());
@@ -292,21 +274,117 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 return Ok(());
             }
             Ended::Lost(reason) => {
-                warn!(%reason, retry_in_secs = backoff.as_secs(), "connection lost");
+                let wait = backoff.next();
+                warn!(%reason, retry_in_secs = wait.as_secs(), "connection lost");
                 tokio::select! {
-                    _ = sleep(backoff) => {}
+                    _ = sleep(wait) => {}
                     _ = &mut shutdown => return Ok(()),
                 }
             }
-            Ended::StoreFailed => unreachable!("handled in the loop above"),
+            Ended::StoreFailed => unreachable!("serve handles it"),
         }
     }
 }
 
-async fn session(
+/// Dials until a stream is up and this instance alone serves `domain`
+/// (see [`connection::verify_sole`]), waiting `backoff` between failed
+/// attempts; with it, what arrived during the check. `None` when
+/// `shutdown` came first.
+async fn connect_with_backoff<Io, F, Fut>(
+    dial: &mut F,
+    domain: &str,
+    backoff: &mut Backoff,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<(Stream<Io>, Vec<Element>)>
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Stream<Io>, ConnectError>>,
+{
+    loop {
+        let connected = tokio::select! {
+            r = dial() => r,
+            _ = shutdown.as_mut() => return None,
+        };
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let checked = match connected {
+            Ok(mut s) => {
+                let checked = tokio::select! {
+                    r = connection::verify_sole(&mut s, domain, &nonce, Duration::from_secs(5)) => r,
+                    _ = shutdown.as_mut() => return None,
+                };
+                checked.map(|early| (s, early))
+            }
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(up) => return Some(up),
+            Err(e) => {
+                let wait = backoff.next();
+                warn!(error = %e, retry_in_secs = wait.as_secs(), "not connected");
+                tokio::select! {
+                    _ = sleep(wait) => {}
+                    _ = shutdown.as_mut() => return None,
+                }
+            }
+        }
+    }
+}
+
+/// Serves one connected stream until it is lost or `shutdown` comes:
+/// the core hears it is connected, then every stanza and timeout. When
+/// the store refuses a change, the core is rebuilt from what the store
+/// holds (if it reopens) and serving goes on over the same stream.
+async fn serve<Io: AsyncRead + AsyncWrite + Unpin>(
     core: &mut Core,
     disk: &mut Disk,
-    stream: &mut Stream,
+    stream: &mut Stream<Io>,
+    shell: &mut Shell,
+    config: &Config,
+    early: Vec<Element>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Ended {
+    let mut fresh = true;
+    let mut early = Some(early);
+    loop {
+        if fresh {
+            tell_wall_clock(core);
+            core.handle_connected(now());
+        }
+        // What arrived during the self-check, in order.
+        for el in early.take().into_iter().flatten() {
+            shell.metrics.received(&el);
+            tell_wall_clock(core);
+            core.handle_stanza(now(), el);
+        }
+        let ended = match drain(core, disk, stream, &shell.metrics).await {
+            Ok(()) => session(core, disk, stream, shell, shutdown).await,
+            Err(e) => e.into(),
+        };
+        if !matches!(ended, Ended::StoreFailed) {
+            shell.metrics.connection(false, false);
+        }
+        match ended {
+            Ended::StoreFailed => match disk.reopen(config).await {
+                Some(rebuilt) => {
+                    core.end_calls(now());
+                    if let Err(e) = send_all(core, stream, &shell.metrics).await {
+                        warn!(error = %e, "could not end the calls");
+                    }
+                    *core = rebuilt;
+                    fresh = true;
+                }
+                None => fresh = false,
+            },
+            other => return other,
+        }
+    }
+}
+
+async fn session<Io: AsyncRead + AsyncWrite + Unpin>(
+    core: &mut Core,
+    disk: &mut Disk,
+    stream: &mut Stream<Io>,
     shell: &mut Shell,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
@@ -407,10 +485,10 @@ enum DrainError {
 /// The single-mutation invariant: after every input, its store changes
 /// first, as one transaction, flushed if anything acknowledges them; then
 /// every stanza, in one write.
-async fn drain(
+async fn drain<Io: AsyncRead + AsyncWrite + Unpin>(
     core: &mut Core,
     disk: &mut Disk,
-    stream: &mut Stream,
+    stream: &mut Stream<Io>,
     metrics: &Metrics,
 ) -> Result<(), DrainError> {
     while let Some(e) = core.poll_event() {
@@ -454,7 +532,11 @@ async fn drain(
         .map_err(DrainError::Stream)
 }
 
-async fn send_all(core: &mut Core, stream: &mut Stream, metrics: &Metrics) -> Result<(), String> {
+async fn send_all<Io: AsyncRead + AsyncWrite + Unpin>(
+    core: &mut Core,
+    stream: &mut Stream<Io>,
+    metrics: &Metrics,
+) -> Result<(), String> {
     let mut sent = false;
     while let Some(el) = core.poll_transmit() {
         metrics.sent(&el);
@@ -467,4 +549,231 @@ async fn send_all(core: &mut Core, stream: &mut Stream, metrics: &Metrics) -> Re
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    const DOMAIN: &str = "unified.localhost";
+
+    /// The server's end of an in-memory component stream: raw XML text.
+    struct FakeServer {
+        io: DuplexStream,
+        seen: String,
+    }
+
+    impl FakeServer {
+        /// Answers the component's stream header and handshake (XEP-0114),
+        /// as Prosody does.
+        async fn accept(io: DuplexStream) -> FakeServer {
+            let mut server = FakeServer {
+                io,
+                seen: String::new(),
+            };
+            server.read_until("stream").await;
+            server
+                .write(&format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='{DOMAIN}'>"))
+                .await;
+            server.read_until("</handshake>").await;
+            server.write("<handshake/>").await;
+            server
+        }
+
+        async fn write(&mut self, text: &str) {
+            self.io.write_all(text.as_bytes()).await.unwrap();
+        }
+
+        /// Everything the component sent up to the end of the tag that
+        /// holds `needle`.
+        async fn read_until(&mut self, needle: &str) -> String {
+            loop {
+                let end = self.seen.find(needle).and_then(|at| {
+                    let after = at + needle.len();
+                    if needle.ends_with('>') {
+                        return Some(after);
+                    }
+                    self.seen[after..].find('>').map(|gt| after + gt + 1)
+                });
+                if let Some(end) = end {
+                    let rest = self.seen.split_off(end);
+                    return std::mem::replace(&mut self.seen, rest);
+                }
+                let mut buf = [0u8; 4096];
+                let read = tokio::time::timeout(Duration::from_secs(120), self.io.read(&mut buf));
+                let Ok(n) = read.await else {
+                    panic!("no {needle:?} from the component; it sent {:?}", self.seen);
+                };
+                let n = n.unwrap();
+                assert!(
+                    n > 0,
+                    "the component closed the stream; it sent {:?}",
+                    self.seen
+                );
+                self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    }
+
+    /// The start tag of the element that holds `needle`, in `text`.
+    fn tag_around<'a>(text: &'a str, needle: &str, name: &str) -> &'a str {
+        let at = text.find(needle).expect("the needle");
+        let start = text[..at].rfind(&format!("<{name}")).expect("its element");
+        let end = start + text[start..].find('>').expect("a whole tag");
+        &text[start..=end]
+    }
+
+    fn config(dir: &std::path::Path) -> Config {
+        Config::from_toml(&format!(
+            r#"
+            [server]
+            address = "127.0.0.1:5347"
+            domain = "{DOMAIN}"
+            secret = "s3cret"
+            keepalive_secs = 30
+            [store]
+            path = {:?}
+            [[owners]]
+            name = "alice"
+            accounts = ["alice@localhost"]
+            "#,
+            dir.join("store").display().to_string()
+        ))
+        .unwrap()
+    }
+
+    /// Issue 15: a server that cannot be reached is tried again after 1,
+    /// 2, 4 ... s, and a stop ends the waiting at once.
+    #[tokio::test(start_paused = true)]
+    async fn connecting_waits_longer_after_each_failure_and_stops_on_shutdown() {
+        let start = Instant::now();
+        let attempts = RefCell::new(vec![]);
+        let mut dial = || {
+            attempts.borrow_mut().push(start.elapsed().as_secs());
+            std::future::ready(Err::<Stream<DuplexStream>, _>(ConnectError::Closed(
+                "refused".into(),
+            )))
+        };
+        let shutdown = sleep(Duration::from_millis(7_500));
+        tokio::pin!(shutdown);
+        let mut backoff = Backoff::new();
+        let up = connect_with_backoff(&mut dial, DOMAIN, &mut backoff, &mut shutdown).await;
+        assert!(up.is_none());
+        assert_eq!(*attempts.borrow(), [0, 1, 3, 7]);
+        assert_eq!(start.elapsed(), Duration::from_millis(7_500));
+        // The wait cut short was 8 s; then never more than 64 s apart.
+        let waits: Vec<u64> = (0..9).map(|_| backoff.next().as_secs()).collect();
+        assert_eq!(waits, [16, 32, 64, 64, 64, 64, 64, 64, 64]);
+    }
+
+    /// Issue 15: once the handshake is done the component is served
+    /// stanza by stanza, keeps a silent stream alive with a ping after
+    /// `keepalive_secs`, and stops when told to.
+    #[tokio::test(start_paused = true)]
+    async fn serving_answers_keeps_the_stream_alive_and_stops_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let (mut disk, mut core) = Disk::open(&config).unwrap();
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let timeouts = Timeouts {
+            read_timeout: Duration::from_secs(config.server.keepalive_secs),
+            response_timeout: Duration::from_secs(30),
+        };
+        let (stream, server) = tokio::join!(
+            connection::handshake(ours, DOMAIN, "s3cret", timeouts),
+            FakeServer::accept(theirs)
+        );
+        let mut stream = stream.unwrap();
+        let mut server = server;
+        let (_admin_tx, admin) = tokio::sync::mpsc::channel(1);
+        let mut shell = Shell {
+            metrics: Arc::new(Metrics::new()),
+            admin,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        tokio::pin!(shutdown);
+        let script = async move {
+            // Once connected, her account is asked to link (a fresh store).
+            let sent = server.read_until("'subscribe'").await;
+            let request = tag_around(&sent, "'subscribe'", "presence");
+            assert!(request.contains("to='alice@localhost'"), "{request}");
+            server
+                .write("<iq xmlns='jabber:component:accept' type='get' id='p1' from='bob@localhost/pc' to='unified.localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+                .await;
+            let answer = server.read_until("p1").await;
+            let tag = tag_around(&answer, "p1", "iq");
+            assert!(
+                tag.contains("result") && tag.contains("bob@localhost/pc"),
+                "{tag}"
+            );
+            // Then silence: the component pings the server itself.
+            let quiet = Instant::now();
+            let ping = server.read_until("keepalive-1").await;
+            assert!(
+                quiet.elapsed() >= Duration::from_secs(30),
+                "{:?}",
+                quiet.elapsed()
+            );
+            let ping = tag_around(&ping, "keepalive-1", "iq");
+            assert!(
+                ping.contains("type='get'") && ping.contains(&format!("to='{DOMAIN}'")),
+                "{ping}"
+            );
+            let _ = stop.send(());
+            server
+        };
+        let (ended, _server) = tokio::join!(
+            serve(
+                &mut core,
+                &mut disk,
+                &mut stream,
+                &mut shell,
+                &config,
+                vec![],
+                &mut shutdown
+            ),
+            script
+        );
+        assert!(matches!(ended, Ended::Shutdown), "{ended:?}");
+    }
+
+    /// A wrong secret is told apart from an unreachable server, so the
+    /// admin is told which setting to fix.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_secret_is_reported_as_such() {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let server = async move {
+            let mut server = FakeServer {
+                io: theirs,
+                seen: String::new(),
+            };
+            server.read_until("stream").await;
+            server
+                .write(&format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='{DOMAIN}'>"))
+                .await;
+            server.read_until("</handshake>").await;
+            server
+                .write("<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
+                .await;
+            server
+        };
+        let timeouts = Timeouts {
+            read_timeout: Duration::from_secs(30),
+            response_timeout: Duration::from_secs(30),
+        };
+        let (refused, _server) = tokio::join!(
+            connection::handshake(ours, DOMAIN, "wrong", timeouts),
+            server
+        );
+        let err = refused.err().expect("refused");
+        assert!(matches!(err, ConnectError::NotAuthorized { .. }), "{err}");
+        assert!(err.to_string().contains("server.secret"), "{err}");
+    }
 }
