@@ -441,6 +441,7 @@ impl Core {
                     RingMode::Priority => "priority",
                 };
                 let mut yours: Vec<String> = self.owners[i]
+                    .devices
                     .records
                     .keys()
                     .map(|d| d.resource().to_string())
@@ -488,6 +489,7 @@ impl Core {
             ("devices", Some(i)) => {
                 let listing = self.devices_text(now, i);
                 let mut names: Vec<String> = self.owners[i]
+                    .devices
                     .records
                     .keys()
                     .map(|d| d.resource().to_string())

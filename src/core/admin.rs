@@ -131,6 +131,7 @@ impl Core {
                         .collect(),
                     devices: o
                         .devices
+                        .live
                         .iter()
                         .map(|(jid, d)| DeviceView {
                             resource: jid.resource().to_string(),

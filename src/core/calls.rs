@@ -550,7 +550,7 @@ impl Calls {
         let any_device = !plan.steps.is_empty();
         // A propose rings only devices that speak XEP-0353: one that does
         // not (Gajim 1.7) would show nothing while the caller waits.
-        let devices = &cx.owners[owner].devices;
+        let devices = &cx.owners[owner].devices.live;
         for step in &mut plan.steps {
             step.retain(|d| {
                 devices.get(d).is_some_and(|dev| {
@@ -1550,6 +1550,7 @@ pub(super) fn ring_plan(
         minute: (local.hour() * 60 + local.minute()) as u16,
         best_show: o
             .devices
+            .live
             .values()
             .filter(|d| d.classes & (1 << class) != 0)
             .map(|d| d.show)
@@ -1557,6 +1558,7 @@ pub(super) fn ring_plan(
     };
     let candidates: Vec<Candidate> = o
         .devices
+        .live
         .iter()
         .filter(|(_, d)| d.classes & (1 << class) != 0)
         .map(|(j, d)| Candidate {

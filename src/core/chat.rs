@@ -101,6 +101,7 @@ impl Core {
             },
             best_show: o
                 .devices
+                .live
                 .values()
                 .filter(|d| d.classes & (1 << class) != 0)
                 .map(|d| d.show)
@@ -120,6 +121,7 @@ impl Core {
                 .iter()
                 .flat_map(|name| {
                     o.devices
+                        .live
                         .keys()
                         .filter(move |j| j.resource().as_str() == name)
                 })

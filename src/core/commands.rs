@@ -583,23 +583,17 @@ impl Core {
             Command::Rules => self.rules_text(i),
             Command::Label(device, label) => {
                 let o = &mut self.owners[i];
-                let Some((jid, record)) = o
-                    .records
-                    .iter_mut()
-                    .find(|(j, _)| j.resource().as_str() == device)
-                else {
+                let Some((jid, record)) = o.devices.label(&device, &label) else {
                     return Err(Refusal::NoDevice {
                         name: device,
                         hers: None,
                     });
                 };
-                record.label = Some(label.clone());
-                let op = StoreOp::Device {
+                self.out.keep(StoreOp::Device {
                     owner: o.name.clone(),
-                    device: jid.clone(),
-                    record: record.clone(),
-                };
-                self.out.keep(op);
+                    device: jid,
+                    record,
+                });
                 format!("{device} is now labelled {label:?}.")
             }
             Command::Unregister(false) => format!(
@@ -820,7 +814,6 @@ impl Core {
         let name = owner.name.clone();
         owner.accounts.clear();
         owner.devices.clear();
-        owner.records.clear();
         owner.rules.clear();
         owner.watchers.clear();
         self.by_name.remove(&name);
@@ -927,20 +920,12 @@ impl Core {
 
     /// Whether owner `i` has (had) a device with resource `name`.
     pub(super) fn has_device_named(&self, i: OwnerId, name: &str) -> bool {
-        let o = &self.owners[i];
-        o.records.keys().any(|j| j.resource().as_str() == name)
-            || o.devices.keys().any(|j| j.resource().as_str() == name)
+        self.owners[i].devices.has_named(name)
     }
 
     /// Her device names, for a reply that names one she does not have.
     fn device_names(&self, i: OwnerId) -> String {
-        let mut names: Vec<&str> = self.owners[i]
-            .records
-            .keys()
-            .map(|j| j.resource().as_str())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
+        let names = self.owners[i].devices.names();
         if names.is_empty() {
             "none yet".into()
         } else {
@@ -950,11 +935,11 @@ impl Core {
 
     pub(super) fn devices_text(&self, now: Time, i: OwnerId) -> String {
         let o = &self.owners[i];
-        if o.devices.is_empty() {
+        if o.devices.live.is_empty() {
             return "None of your devices is online.".into();
         }
         let mut out = String::from("Online now:\n");
-        for (jid, d) in o.devices.iter() {
+        for (jid, d) in o.devices.live.iter() {
             let classes: Vec<&str> = self
                 .cfg
                 .classes
@@ -963,7 +948,7 @@ impl Core {
                 .filter(|(c, _)| d.classes & (1 << c) != 0)
                 .map(|(_, def)| def.name.as_str())
                 .collect();
-            let record = o.records.get(jid);
+            let record = o.devices.records.get(jid);
             let first = record
                 .map(|r| since(self.wall_ms(now), r.first_seen))
                 .unwrap_or_default();

@@ -111,6 +111,113 @@ pub struct Device {
     pub classes: u32,
 }
 
+/// One owner's devices: those online now (from their presence) and a
+/// record of every one she has had (first and last seen, her label, its
+/// caps node), which outlives restarts. The one place where a device
+/// becomes a secret of hers for the privacy guard.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Devices {
+    /// Online now.
+    pub(super) live: DeviceMap,
+    /// Every device she has had.
+    pub(super) records: std::collections::HashMap<FullJid, super::DeviceRecord>,
+}
+
+impl Devices {
+    /// A stored record, loaded at start (or given back by an undo): the
+    /// device and its caps node are secrets of owner `owner` again.
+    pub(super) fn restore(
+        &mut self,
+        device: FullJid,
+        record: super::DeviceRecord,
+        secrets: &mut super::Secrets,
+        owner: super::OwnerId,
+    ) {
+        secrets.add_device(&device, record.caps_node.as_deref(), owner);
+        self.records.insert(device, record);
+    }
+
+    /// Every recorded device is a secret of `owner` again (her removal
+    /// was taken back).
+    pub(super) fn register_all(&self, secrets: &mut super::Secrets, owner: super::OwnerId) {
+        for (device, record) in &self.records {
+            secrets.add_device(device, record.caps_node.as_deref(), owner);
+        }
+    }
+
+    /// `device` was seen (came online or went) at wall-clock `wall_ms`:
+    /// its record, created (and the device made a secret of `owner`) if
+    /// it is new.
+    pub(super) fn seen(
+        &mut self,
+        device: &FullJid,
+        wall_ms: u64,
+        secrets: &mut super::Secrets,
+        owner: super::OwnerId,
+    ) -> super::DeviceRecord {
+        let record = self.records.entry(device.clone()).or_insert_with(|| {
+            secrets.add_device(device, None, owner);
+            super::DeviceRecord {
+                first_seen: wall_ms,
+                last_seen: wall_ms,
+                label: None,
+                caps_node: None,
+            }
+        });
+        record.last_seen = wall_ms;
+        record.clone()
+    }
+
+    /// Keeps `device`'s caps node in its record; the record if it changed.
+    pub(super) fn remember_node(
+        &mut self,
+        device: &FullJid,
+        node: String,
+    ) -> Option<super::DeviceRecord> {
+        let record = self.records.get_mut(device)?;
+        if record.caps_node.as_ref() == Some(&node) {
+            return None;
+        }
+        record.caps_node = Some(node);
+        Some(record.clone())
+    }
+
+    /// Labels her device with resource `name`: the device and its new
+    /// record, or `None` if she has no such device.
+    pub(super) fn label(
+        &mut self,
+        name: &str,
+        label: &str,
+    ) -> Option<(FullJid, super::DeviceRecord)> {
+        let (jid, record) = self
+            .records
+            .iter_mut()
+            .find(|(j, _)| j.resource().as_str() == name)?;
+        record.label = Some(label.to_owned());
+        Some((jid.clone(), record.clone()))
+    }
+
+    /// Whether she has (had) a device with resource `name`.
+    pub(super) fn has_named(&self, name: &str) -> bool {
+        self.records.keys().any(|j| j.resource().as_str() == name)
+            || self.live.keys().any(|j| j.resource().as_str() == name)
+    }
+
+    /// The resource names of her devices, sorted, each once.
+    pub(super) fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.records.keys().map(|j| j.resource().as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Forgets every device (she unregistered).
+    pub(super) fn clear(&mut self) {
+        self.live.clear();
+        self.records.clear();
+    }
+}
+
 /// One owner's live devices by full JID, in JID order: the subset of
 /// `BTreeMap`'s interface the core uses, over a sorted `Vec`. An owner has
 /// a handful of devices (at most `limits.devices_per_owner`), for which a

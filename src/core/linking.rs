@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::devices::{classes_of, read_disco_info, Device, Features};
 use super::stanza::{self, element, ns, ErrorType};
 use super::OwnerId;
-use super::{AccountState, Core, DeviceRecord, PendingIq, Purpose, StoreOp, Time};
+use super::{AccountState, Core, PendingIq, Purpose, StoreOp, Time};
 
 /// How long a link code works.
 const LINK_MS: u64 = 15 * 60 * 1000;
@@ -300,8 +300,8 @@ impl Core {
         // runs for every presence of every device.
         let (known, new_node, features) = {
             let owner = &self.owners[i];
-            let old = owner.devices.get(&full);
-            if old.is_none() && owner.devices.len() >= self.cfg.limits.devices_per_owner {
+            let old = owner.devices.live.get(&full);
+            if old.is_none() && owner.devices.live.len() >= self.cfg.limits.devices_per_owner {
                 warn!(owner = %owner.name, "device limit reached, presence ignored");
                 return;
             }
@@ -335,7 +335,7 @@ impl Core {
         if let Some(node) = new_node {
             self.remember_node(i, &full, node);
         }
-        if known && self.owners[i].devices.get(&full) == Some(&device) {
+        if known && self.owners[i].devices.live.get(&full) == Some(&device) {
             // A re-sent presence (`<delay/>`ed or duplicate): nothing new.
             return;
         }
@@ -343,7 +343,7 @@ impl Core {
         if let Some(status) = &device.status {
             self.tell_withheld(i, &full, status);
         }
-        self.owners[i].devices.insert(full, device);
+        self.owners[i].devices.live.insert(full, device);
         self.mark_dirty(i, now);
     }
 
@@ -378,45 +378,28 @@ impl Core {
     /// [`DeviceRecord::caps_node`]).
     fn remember_node(&mut self, i: OwnerId, full: &FullJid, node: String) {
         let owner = &mut self.owners[i];
-        let Some(record) = owner.records.get_mut(full) else {
-            return;
-        };
-        if record.caps_node.as_ref() == Some(&node) {
-            return;
+        if let Some(record) = owner.devices.remember_node(full, node) {
+            self.out.keep(StoreOp::DeviceSeen {
+                owner: owner.name.clone(),
+                device: full.clone(),
+                record,
+            });
         }
-        record.caps_node = Some(node);
-        self.out.keep(StoreOp::DeviceSeen {
-            owner: owner.name.clone(),
-            device: full.clone(),
-            record: record.clone(),
-        });
     }
 
     fn device_seen(&mut self, now: Time, i: OwnerId, full: &FullJid) {
         let wall = self.wall_ms(now);
         let owner = &mut self.owners[i];
-        let is_new = !owner.records.contains_key(full);
-        let record = owner.records.entry(full.clone()).or_insert(DeviceRecord {
-            first_seen: wall,
-            last_seen: wall,
-            label: None,
-            caps_node: None,
-        });
-        record.last_seen = wall;
-        let record = record.clone();
-        let name = owner.name.clone();
-        if is_new {
-            self.out.secrets.add_device(full, None, i);
-        }
+        let record = owner.devices.seen(full, wall, &mut self.out.secrets, i);
         self.out.keep(StoreOp::DeviceSeen {
-            owner: name,
+            owner: owner.name.clone(),
             device: full.clone(),
             record,
         });
     }
 
     fn device_gone(&mut self, now: Time, i: OwnerId, full: &FullJid) {
-        if self.owners[i].devices.remove(full).is_some() {
+        if self.owners[i].devices.live.remove(full).is_some() {
             debug!(owner = %self.owners[i].name, "device offline");
             self.call_device_gone(now, full);
             self.device_seen(now, i, full);
@@ -428,6 +411,7 @@ impl Core {
     pub(super) fn forget_devices(&mut self, i: OwnerId, account: Option<&BareJid>, now: Time) {
         let gone: Vec<FullJid> = self.owners[i]
             .devices
+            .live
             .keys()
             .filter(|d| account.is_none_or(|a| d.to_bare() == *a))
             .cloned()
@@ -511,6 +495,7 @@ impl Core {
                 for i in self.owners.ids().collect::<Vec<_>>() {
                     let waiting: Vec<FullJid> = self.owners[i]
                         .devices
+                        .live
                         .iter()
                         .filter(|(_, d)| {
                             d.features == Features::Unknown
@@ -542,7 +527,7 @@ impl Core {
         features: Arc<std::collections::BTreeSet<String>>,
     ) {
         let classes = &self.cfg.classes;
-        let Some(d) = self.owners[i].devices.get_mut(device) else {
+        let Some(d) = self.owners[i].devices.live.get_mut(device) else {
             return;
         };
         d.features = Features::Known(features);

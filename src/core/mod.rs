@@ -741,8 +741,7 @@ impl Core {
         }
         for (name, device, record) in stored.devices {
             if let Some(&i) = by_name.get(&name) {
-                secrets.add_device(&device, record.caps_node.as_deref(), i);
-                owners[i].records.insert(device, record);
+                owners[i].devices.restore(device, record, &mut secrets, i);
             }
         }
         let caps_cache = stored
@@ -827,7 +826,7 @@ impl Core {
 
     /// How much state the core holds now.
     pub fn footprint(&self) -> Footprint {
-        let devices = self.owners.iter().map(|o| o.devices.len());
+        let devices = self.owners.iter().map(|o| o.devices.live.len());
         // Her own accounts watching her address are hers, not watchers.
         let watchers = self.owners.iter().map(|o| {
             let own = o
@@ -1270,7 +1269,7 @@ impl Core {
 
     fn aggregate(&self, i: OwnerId, class: usize) -> Option<presence::ClassPresence> {
         let owner = &self.owners[i];
-        let state = presence::aggregate(&owner.devices, class, |s| {
+        let state = presence::aggregate(&owner.devices.live, class, |s| {
             self.out.secrets.names_secret(s, None).is_none()
         });
         // DESIGN.md section 3: in a call through us, call classes are busy.

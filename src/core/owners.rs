@@ -5,13 +5,11 @@
 use std::collections::HashMap;
 use std::ops::{Index, IndexMut};
 
-use jid::{BareJid, FullJid};
+use jid::BareJid;
 
 use super::presence::Publishing;
 use super::watchlist::Watchers;
-use super::{
-    devices, rules, AccountState, CandidatePolicy, ContactState, DeviceRecord, OwnerConfig,
-};
+use super::{devices, rules, AccountState, CandidatePolicy, ContactState, OwnerConfig};
 
 /// One owner, as long as the core runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,8 +38,8 @@ pub(super) struct Owner {
     pub(super) candidates: CandidatePolicy,
     pub(super) rules: Vec<rules::Rule>,
     pub(super) timezone: chrono_tz::Tz,
-    pub(super) devices: devices::DeviceMap,
-    pub(super) records: HashMap<FullJid, DeviceRecord>,
+    /// Her devices: online now, and every one she has had.
+    pub(super) devices: devices::Devices,
     /// Her watchers, with the policy, allow and block lists that decide
     /// who may become one.
     pub(super) watchers: Watchers,
@@ -76,8 +74,7 @@ impl Owner {
             candidates: oc.candidates,
             rules: oc.rules.clone(),
             timezone: oc.timezone,
-            devices: devices::DeviceMap::default(),
-            records: HashMap::new(),
+            devices: devices::Devices::default(),
             watchers: Watchers::new(oc.subscription, oc.allow.clone(), oc.blocked.clone()),
             contacts: HashMap::new(),
             publishing: Publishing::new(classes),

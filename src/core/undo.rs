@@ -101,7 +101,7 @@ impl Core {
             blocked: o.watchers.blocked.clone(),
             policy: o.watchers.policy,
             candidates: o.candidates,
-            records: o.records.clone(),
+            records: o.devices.records.clone(),
         });
         self.journal.push(Undo::Settings { owner: i, before });
     }
@@ -163,7 +163,7 @@ impl Core {
                     o.watchers.blocked = blocked;
                     o.watchers.policy = policy;
                     o.candidates = candidates;
-                    o.records = records;
+                    o.devices.records = records;
                 }
                 Undo::Registered { owner } => {
                     // Owners are only ever appended: the newest is hers.
@@ -191,10 +191,7 @@ impl Core {
                         self.out.secrets.add_account(a.clone(), owner);
                     }
                     // Her devices are secrets again, as they were.
-                    for (device, record) in &o.records {
-                        let node = record.caps_node.as_deref();
-                        self.out.secrets.add_device(device, node, owner);
-                    }
+                    o.devices.register_all(&mut self.out.secrets, owner);
                     if let Some(due) = o.publishing.due {
                         self.dirty.insert((due, owner));
                     }

@@ -724,7 +724,7 @@ fn the_device_limit_holds() {
     for i in 0..20 {
         h.device(&format!("d{i}"), "");
     }
-    assert_eq!(h.core.owners[0].devices.len(), 8);
+    assert_eq!(h.core.owners[0].devices.live.len(), 8);
 }
 
 #[test]
