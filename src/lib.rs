@@ -6,31 +6,44 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: `component.toml` into [`config::Config`]; errors name the key.
+//! - [`config`]: `component.toml` into [`config::Config`], read straight
+//!   into the core's own types (JIDs, time zones, rule conditions); a value
+//!   that does not parse is named by its key and line, and
+//!   `Config::problems` lists every check that needs more than one value.
 //! - [`core`]: the sans-IO protocol core: stanzas and time in, stanzas and
 //!   store changes out. No tokio, sled, sockets, clock or global RNG.
-//!   `Core` holds the parts and passes each input to the one it concerns:
+//!   `Core` holds the parts and passes each input to the one it concerns;
+//!   a part's fields say what it may touch:
+//!   - `Outbox`: what goes out. Every stanza, store change, metrics event
+//!     and id leaves through it, past the privacy guard it owns
+//!     ([`core::address`]: proxy JIDs (XEP-0106) and the guard's secrets).
+//!   - `Owners`: the registry, by typed `OwnerId`. Each `Owner` is made of
+//!     parts: `Devices` ([`core::devices`]: live devices and records, the
+//!     one place a device becomes a secret), `Watchers` (RFC 6121 state,
+//!     policy, allow and block lists, and the decision on a request),
+//!     `Publishing` ([`core::presence`]: what her watchers last heard).
+//!   - `Calls`: every live call (typed `CallId`, `LegId`), with private
+//!     fields; its handlers get a narrow view (time, outbox, owners,
+//!     config) and hand back busy changes as events.
+//!   - [`core::commands`]: each owner command is parsed, checked (no
+//!     change) and applied; the chat and the ad-hoc forms (XEP-0050) are
+//!     two renderings of the same commands and refusals.
 //!   - [`core::router`]: the routing table (`to` shape -> handler).
-//!   - [`core::address`]: proxy JIDs (XEP-0106) and the privacy guard's
-//!     secrets; the core's `Outbox` owns them, and every stanza, store
-//!     change, metrics event and id leaves through it.
-//!   - [`core::devices`]: device presence, caps (XEP-0115), service classes.
-//!   - [`core::presence`]: per-class aggregation (a pure function).
 //!   - [`core::rules`]: ring rules into a ring plan (a pure function).
 //!   - [`core::jingle`]: XEP-0353 and Jingle payloads rewritten between the
 //!     caller and her devices (ids, sids, roles, candidates).
-//!   - [`core::commands`]: the owner's chat commands; the ad-hoc forms
-//!     (XEP-0050) render the same commands.
-//!   - calls (forking, endings), watchers (RFC 6121), linking (accounts,
-//!     devices), chat (relay both ways), disco (IQs), timers (deadlines in
-//!     time order), undo (taking back what the store refused).
+//!   - watchers and linking (the handlers behind the parts above), chat
+//!     (relay both ways), disco (IQs), timers (deadlines in time order),
+//!     undo (taking back what the store refused).
 //!   - [`core::oracle`]: the checks every test driver makes after each
 //!     input (scenario tests, property tests, fuzz target).
 //! - [`store`]: the only module that knows sled.
-//! - [`connection`]: the XEP-0114 stream: connect, handshake, read, write.
+//! - [`connection`]: the XEP-0114 stream over any byte stream: connect,
+//!   handshake, the sole-instance check.
 //! - [`http`]: the optional admin listener: metrics, health, status page.
-//! - [`runtime`]: one task owns the core: `select!` over the stream, the
-//!   core's next timeout and shutdown; reconnects with backoff.
+//! - [`runtime`]: one task owns the core: connect with backoff, then serve
+//!   (`select!` over the stream, the core's next timeout, the admin page
+//!   and shutdown); both tested over an in-memory stream with paused time.
 //!
 //! # The drive loop
 //!
