@@ -975,10 +975,11 @@ impl Core {
             debug!(name = kind, "dropped: not a stanza");
             return;
         }
-        let Some(from) = stanza.attr("from").and_then(canonical_jid) else {
+        let header = stanza::Header::read(&stanza);
+        let Some(from) = header.from.and_then(canonical_jid) else {
             // RFC 6120 §8.1.2.1: the server stamps `from`; without a usable
             // one there is no one to answer.
-            warn!(kind, from = ?stanza.attr("from"), "dropped: missing or malformed from");
+            warn!(kind, from = ?header.from, "dropped: missing or malformed from");
             return;
         };
         if from.domain().as_str() == self.cfg.domain {
@@ -987,7 +988,7 @@ impl Core {
             debug!(kind, from = %from, "dropped: from our own domain");
             return;
         }
-        let to = match stanza.attr("to").map(|t| canonical_jid(t).ok_or(())) {
+        let to = match header.to.map(|t| canonical_jid(t).ok_or(())) {
             Some(Ok(to)) if to.domain().as_str() == self.cfg.domain => to,
             Some(Ok(to)) => {
                 debug!(kind, to = %to, "dropped: not for our domain");
@@ -1009,16 +1010,22 @@ impl Core {
             }
         };
         trace!(kind, from = %from, to = %to, "stanza in");
+        // Answers to our own queries are not the sender's to ration.
+        let answer = kind == "iq" && matches!(header.typ, Some("result") | Some("error"));
+        let (fix_from, fix_to) = (
+            header.from != Some(from.as_str()),
+            header.to != Some(to.as_str()),
+        );
         // From here on every address is the normalised one (RFC 7622:
         // `UNIFIED.example` is `unified.example`): replies and relays echo
         // attributes, and the server expects our own domain exactly.
-        if stanza.attr("from") != Some(from.as_str()) {
+        if fix_from {
             stanza::set_attr(&mut stanza, "from", from.as_str());
         }
-        if stanza.attr("to") != Some(to.as_str()) {
+        if fix_to {
             stanza::set_attr(&mut stanza, "to", to.as_str());
         }
-        if !self.admit(now, &stanza, &from) {
+        if !self.admit(now, &stanza, &from, answer) {
             return;
         }
         let target = router::route(
@@ -1063,10 +1070,7 @@ impl Core {
     /// IQ request gets an error (it must be answered), and so does the
     /// first refused message of an episode; the rest are dropped, logged
     /// once per episode.
-    fn admit(&mut self, now: Time, stanza: &Element, from: &Jid) -> bool {
-        let typ = stanza.attr("type");
-        let answer = stanza.name() == "iq" && matches!(typ, Some("result") | Some("error"));
-        // Answers to our own queries are not the sender's to ration.
+    fn admit(&mut self, now: Time, stanza: &Element, from: &Jid, answer: bool) -> bool {
         if !answer {
             // The bare JID is the text before the first '/' (RFC 7622 §3.1).
             let bare = from.as_str().split('/').next().unwrap_or_default();

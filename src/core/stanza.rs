@@ -36,6 +36,38 @@ fn name(n: &str) -> NcName {
     NcName::try_from(n.to_owned()).expect("literal attribute names are valid NcNames")
 }
 
+/// The routing attributes of a stanza (`from`, `to`, `type`), read in
+/// one pass over its attributes: each `Element::attr` is a search of a
+/// namespaced map, and the entry point would otherwise make half a dozen.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// `from`, as written.
+    pub from: Option<&'a str>,
+    /// `to`, as written.
+    pub to: Option<&'a str>,
+    /// `type`.
+    pub typ: Option<&'a str>,
+}
+
+impl<'a> Header<'a> {
+    /// The header of `el`.
+    pub fn read(el: &'a Element) -> Header<'a> {
+        let mut h = Header::default();
+        for ((ns, name), value) in el.attrs().iter() {
+            if !ns.is_none() {
+                continue;
+            }
+            match name.as_str() {
+                "from" => h.from = Some(value.as_str()),
+                "to" => h.to = Some(value.as_str()),
+                "type" => h.typ = Some(value.as_str()),
+                _ => {}
+            }
+        }
+        h
+    }
+}
+
 /// Sets (or replaces) an unqualified attribute. One already there is
 /// replaced in place: no attribute name is built (copies of a stanza to
 /// many watchers differ only in `to`).
