@@ -41,7 +41,7 @@ pub(super) struct Session {
 /// Open sessions by id.
 pub(super) type Sessions = HashMap<String, Session>;
 
-const OWNER_COMMANDS: [(&str, &str); 10] = [
+const OWNER_COMMANDS: [(&str, &str); 11] = [
     ("status", "What my contacts see"),
     ("devices", "My devices"),
     ("watchers", "Watchers: approve, deny, remove"),
@@ -49,6 +49,7 @@ const OWNER_COMMANDS: [(&str, &str); 10] = [
     ("rules", "Ring rules"),
     ("dnd", "Do not disturb"),
     ("privacy", "Privacy"),
+    ("contact", "Add a contact"),
     ("link", "Link another account"),
     ("unlink", "Unlink an account"),
     ("unregister", "Give up my address"),
@@ -545,6 +546,14 @@ impl Core {
                     vec![field("account", "list-single", "Account", &[], &accounts)],
                 )
             }
+            ("contact", Some(_)) => form(
+                "Add a contact",
+                "They are asked for their presence from your address, and a request from their address here appears in your client: accept it to add them to your contacts.",
+                vec![
+                    field("jid", "jid-single", "Address", &[], &[]),
+                    field("name", "text-single", "Name (optional)", &[], &[]),
+                ],
+            ),
             ("link", Some(_)) => form(
                 "Link an account",
                 "That account is sent a one-time code; it becomes yours once it sends \"link confirm <code>\" back.",
@@ -663,6 +672,16 @@ impl Core {
                 Some(a) if node == "link" => vec![Command::Link(a)],
                 Some(a) => vec![Command::Unlink(Some(a))],
                 None => return Err(Refusal::Text("No account given.".into())),
+            },
+            "contact" => match jids("jid").into_iter().next() {
+                Some(jid) => {
+                    let name = values(x, "name")
+                        .into_iter()
+                        .next()
+                        .filter(|n| !n.trim().is_empty());
+                    vec![Command::ContactAdd(jid, name)]
+                }
+                None => return Err(Refusal::Text("No address given.".into())),
             },
             "unregister" => match values(x, "confirm").first().map(String::as_str) {
                 Some("1") | Some("true") => vec![Command::Unregister(true)],

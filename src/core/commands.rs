@@ -43,6 +43,7 @@ const HELP: &str = "Commands (send them to this address):
 • privacy calls relay-only | privacy calls direct — relay-only: callers never learn your devices' addresses
 • privacy watchers ask | privacy watchers open — ask: you approve each watcher; open: anyone may watch
 • label <device> <text> — name a device
+• contact add <jid> [name] — add a contact from your address: the request from their proxy address appears in your client; accept it, and they are asked for their presence, from your address
 • link <account> — add another account of yours: it gets a one-time code from this address
 • link confirm <code> — sent from that account, makes it yours
 • unlink <account>, or unlink from the account itself — it stops being yours
@@ -99,6 +100,8 @@ pub enum Command {
     Privacy(Option<(String, String)>),
     /// `unblock <jid|domain>`.
     Unblock(String),
+    /// `contact add <jid> [name]`.
+    ContactAdd(BareJid, Option<String>),
     /// Anything else, with what was not understood.
     Unknown(String),
 }
@@ -211,6 +214,16 @@ pub fn parse(body: &str) -> Command {
             Some(code) => Command::LinkConfirm(code.to_owned()),
             None => Command::Unknown(body.trim().to_owned()),
         },
+        ("contact", Some(w)) if w.eq_ignore_ascii_case("add") => {
+            let jid = words
+                .next()
+                .and_then(|j| BareJid::new(j.trim_start_matches("xmpp:")).ok());
+            let name: Vec<&str> = words.collect();
+            match jid {
+                Some(jid) => Command::ContactAdd(jid, (!name.is_empty()).then(|| name.join(" "))),
+                None => Command::Unknown(body.trim().to_owned()),
+            }
+        }
         ("unlink", None) => Command::Unlink(None),
         ("unlink", Some(_)) => jid().map_or_else(
             || Command::Unknown(body.trim().to_owned()),
@@ -248,6 +261,7 @@ fn usage(text: &str) -> Option<&'static str> {
         "privacy" => "\"privacy\" shows your settings; \"privacy calls relay-only|direct\", \"privacy watchers ask|open\" change them.",
         "status" | "devices" | "watchers" | "rules" => "That command takes nothing after it.",
         "unregister" => "\"unregister\" asks first; \"unregister confirm\" gives up your address.",
+        "contact" => "Say who: \"contact add bob@example.org\", or with a name: \"contact add bob@example.org Bob\".",
         _ => return None,
     })
 }
@@ -465,6 +479,16 @@ impl Core {
             {
                 refuse(format!("{who} was not blocked."))
             }
+            Command::ContactAdd(jid, _)
+                if jid.node().is_none() || jid.domain().as_str() == self.cfg.domain =>
+            {
+                refuse(format!(
+                    "{jid} is not someone's account (user@server, not on this service)."
+                ))
+            }
+            Command::ContactAdd(jid, _) if self.out.secrets.account_owner(jid) == Some(i) => {
+                refuse(format!("{jid} is one of your own accounts."))
+            }
             Command::LinkConfirm(_) => refuse(format!(
                 "This account is linked to {} already.",
                 o.virtual_jid
@@ -680,6 +704,7 @@ impl Core {
                 self.store_blocked(i);
                 format!("{who} is no longer blocked.")
             }
+            Command::ContactAdd(jid, name) => self.add_contact(i, &jid, name.as_deref()),
             Command::Link(account) => self
                 .start_link(now, i, account)
                 .map_err(|why| Refusal::Text(format!("Not linked: {why}.")))?,

@@ -365,6 +365,33 @@ impl Core {
         }
     }
 
+    /// `contact add`: she adds `remote` from her virtual identity. His
+    /// proxy JID asks her accounts (with the name she gave, or his
+    /// address, as XEP-0172 nick), so that her client puts him in her
+    /// roster when she accepts; and he is asked for his presence from her
+    /// virtual JID, as when her client subscribes to the proxy JID.
+    pub(super) fn add_contact(
+        &mut self,
+        i: OwnerId,
+        remote: &BareJid,
+        name: Option<&str>,
+    ) -> String {
+        let Some(face) = self.face_of(remote) else {
+            return format!("{remote} cannot be given an address here.");
+        };
+        let nick = name.map_or_else(|| self.shown_watcher(remote), str::to_owned);
+        for a in self.linked_accounts(i) {
+            let mut ask = stanza::stanza("presence", face.as_str(), a.as_str(), Some("subscribe"));
+            ask.append_child(stanza::text_element("nick", NICK, &nick));
+            self.out.send(ask);
+        }
+        self.subscribe_to_contact(i, remote);
+        format!(
+            "{remote} is asked for their presence, from {}. Accept the contact request from {face} in your client: that adds them to your contacts, and what you send there reaches them from your address.",
+            self.owners[i].virtual_jid
+        )
+    }
+
     /// She wants his presence: `subscribe` from her virtual JID to his
     /// real one, stored before it goes out.
     fn subscribe_to_contact(&mut self, i: OwnerId, remote: &BareJid) {

@@ -225,3 +225,43 @@ def test_she_sees_bob_come_and_go_through_her_virtual_jid(world):
         await phone.offline()
 
     asyncio.run(scenario())
+
+
+def test_contact_add_gives_her_a_contact_from_her_virtual_jid(world):
+    """Issue 16: Alice types "contact add carol@localhost Carol". The proxy
+    JID asks her phone, named "Carol"; her client accepts and subscribes
+    back; Carol's client approves alice@unified.localhost, which asked
+    her; Alice sees Carol come online from the proxy JID, and what she
+    writes there reaches Carol from her virtual JID, never her real one."""
+    p, comp = world
+    proxy_carol = rf"carol\40localhost@{DOMAIN}"
+
+    async def scenario():
+        phone = await alice_linked(p, comp)
+        carol = await client("carol@localhost/pc").online(p.c2s)
+        carol.auto_authorize = True  # her client approves Alice's request
+        s_phone = phone.mark()
+        reply = await ask(phone, "contact add carol@localhost Carol")
+        assert proxy_carol in reply, reply
+        ask_el = await phone.wait_for(presence(proxy_carol, "subscribe"), s_phone, what="the request from Carol's proxy JID")
+        assert ask_el.findtext("{http://jabber.org/protocol/nick}nick") == "Carol"
+        phone.send_presence(pto=proxy_carol, ptype="subscribed")
+        phone.send_presence(pto=proxy_carol, ptype="subscribe")
+        await phone.wait_for(presence(proxy_carol, "subscribed"), s_phone, what="Carol's approval, via the proxy JID")
+        s_phone = phone.mark()
+        carol.send_presence(pshow="away", pstatus="reading")
+        seen = await phone.wait_for(lambda el: presence(f"{proxy_carol}/pc")(el)
+                                    and el.findtext(C + "show") == "away", s_phone, what="Carol away")
+        assert seen.findtext(C + "status") == "reading"
+        s_carol = carol.mark()
+        phone.send_message(mto=proxy_carol, mbody="hello from my one address", mtype="chat")
+        got = await carol.wait_for(lambda el: el.tag == C + "message"
+                                   and el.findtext(C + "body") == "hello from my one address",
+                                   s_carol, what="Alice's message")
+        assert got.get("from", "").startswith(ALICE), got.get("from")
+        for raw in carol.raw_since(0):
+            assert "alice@localhost" not in raw and "/phone" not in raw, raw
+        await carol.offline()
+        await phone.offline()
+
+    asyncio.run(scenario())

@@ -1121,3 +1121,95 @@ fn the_rules_form_deletes_the_rule_it_showed() {
     );
     assert!(!rules.contains("one.example"), "{rules}");
 }
+
+/// Issue 16: she adds a contact from her virtual identity. The proxy JID
+/// asks her accounts (named as she said), he is asked from her virtual
+/// JID, and once he approves she sees him like any contact.
+#[test]
+fn contact_add_puts_him_in_her_roster_and_asks_him_from_her_address() {
+    let mut h = alice_with_phone_and_laptop();
+    let proxy = format!(r"carol\40example.net@{D}");
+    let out = h.input(&format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>contact add carol@example.net Carol Smith</body></message>"));
+    let ask = out
+        .iter()
+        .find(|e| e.attr("to") == Some("alice@localhost") && e.attr("type") == Some("subscribe"))
+        .expect("a request from his proxy JID to her account");
+    assert_eq!(ask.attr("from"), Some(proxy.as_str()));
+    assert_eq!(
+        ask.get_child("nick", "http://jabber.org/protocol/nick")
+            .map(Element::text)
+            .as_deref(),
+        Some("Carol Smith")
+    );
+    let to_carol = out
+        .iter()
+        .find(|e| e.attr("to") == Some("carol@example.net"))
+        .expect("Carol is asked");
+    assert_eq!(to_carol.attr("type"), Some("subscribe"));
+    assert_eq!(to_carol.attr("from"), Some(format!("alice@{D}").as_str()));
+    assert!(h.ops.contains(&StoreOp::Contact {
+        owner: "alice".into(),
+        contact: BareJid::new("carol@example.net").unwrap(),
+        state: Some(ContactState::Asked)
+    }));
+    let reply = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE))
+        .and_then(|m| m.get_child("body", ns::COMPONENT))
+        .map(Element::text)
+        .expect("a reply");
+    assert!(reply.contains(&proxy), "{reply}");
+    // Her client accepts and subscribes back; Carol approves; her
+    // presence reaches Alice from the proxy full JID.
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='alice@localhost' to='{proxy}'/>"));
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='alice@localhost' to='{proxy}'/>"));
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='carol@example.net' to='alice@{D}'/>"));
+    let out = h.input(&format!(
+        "<presence xmlns='jabber:component:accept' from='carol@example.net/mobile' to='alice@{D}'/>"
+    ));
+    assert!(
+        out.iter().any(|e| e.attr("to") == Some("alice@localhost")
+            && e.attr("from") == Some(format!("{proxy}/mobile").as_str())),
+        "{out:?}"
+    );
+    // What cannot be a contact is refused, and nothing is sent.
+    for (cmd, why) in [
+        ("contact add alice@localhost", "your own accounts"),
+        ("contact add example.net", "not someone's account"),
+        (
+            &format!("contact add bob@{D}") as &str,
+            "not someone's account",
+        ),
+        ("contact add", "contact add bob@example.org"),
+    ] {
+        let reply = command(&mut h, PHONE, cmd);
+        assert!(reply.contains(why), "{cmd}: {reply}");
+    }
+}
+
+/// Issue 16: the same through the ad-hoc form.
+#[test]
+fn the_contact_form_adds_a_contact() {
+    let mut h = alice_with_phone_and_laptop();
+    let cmd = submit_form(
+        &mut h,
+        PHONE,
+        "contact",
+        "<field var='jid'><value>carol@example.net</value></field><field var='name'><value>Carol</value></field>",
+    );
+    assert_eq!(cmd.attr("status"), Some("completed"), "{cmd:?}");
+    assert!(h.core.owners[0]
+        .contacts
+        .contains_key(&BareJid::new("carol@example.net").unwrap()));
+    let cmd = submit_form(
+        &mut h,
+        PHONE,
+        "contact",
+        "<field var='jid'><value>alice@localhost</value></field>",
+    );
+    assert_eq!(
+        cmd.attr("status"),
+        Some("executing"),
+        "refused, the form again"
+    );
+}
