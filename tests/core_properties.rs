@@ -95,6 +95,8 @@ fn to_strategy() -> impl Strategy<Value = Option<String>> {
         Some(D.to_owned()),
         Some(format!("nobody@{D}")),
         Some(format!(r"bob\40localhost@{D}")),
+        // A proxy full JID: where her device sends a call she makes.
+        Some(format!(r"bob\40localhost@{D}/pc")),
         Some(format!(r"eve\40evil.example@{D}")),
         Some("elsewhere.example".to_owned()),
         Some(format!("bad@@{D}")),
@@ -131,6 +133,8 @@ fn child_strategy() -> impl Strategy<Value = String> {
         "<x xmlns='jabber:x:data'><field var='FORM_TYPE'><value>a</value></field></x>".to_owned(),
         "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='s1' initiator='bob@localhost/pc'><content creator='initiator' name='0'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1'><candidate type='host' ip='10.0.0.1'/></transport></content></jingle>".to_owned(),
         "<jingle xmlns='urn:xmpp:jingle:1' action='transport-info' sid='s1'/>".to_owned(),
+        // Her device calling out names itself and its addresses.
+        "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='s1' initiator='alice@localhost/phone'><content creator='initiator' name='0'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1'><candidate type='host' ip='lapt0p-x2.local'/></transport></content></jingle>".to_owned(),
         "<jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='s1' responder='alice@localhost/phone'/>".to_owned(),
         "<jingle xmlns='urn:xmpp:jingle:1' action='session-terminate' sid='s1'><reason><success/></reason></jingle>".to_owned(),
         "<jingle xmlns='urn:xmpp:jingle:1' sid='s1'/>".to_owned(),

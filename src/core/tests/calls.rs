@@ -759,3 +759,182 @@ fn a_propose_with_only_plain_jingle_devices_proceeds_and_rings_them() {
     assert_eq!(ring.attr("action"), Some("session-initiate"));
     assert_eq!(h.core.calls(), 1);
 }
+
+/// Issue 16: she calls Bob from her phone, through his proxy JID. He gets
+/// the call from her class resource, she hears him from his proxy full
+/// JID, the whole session is relayed with roles mapped, her classes show
+/// busy meanwhile, and nothing he receives names her device or account.
+#[test]
+fn she_calls_out_from_her_virtual_jid() {
+    let mut h = alice_with_two_phones(CandidatePolicy::RelayOnly);
+    let proxy = format!(r"bob\40localhost@{D}");
+    let shown = format!("{proxy}/pc");
+    // Everything the component sends, for the check at the end.
+    let mut seen: Vec<Element> = vec![];
+    macro_rules! step {
+        ($e:expr) => {{
+            let out = $e;
+            seen.extend(out.iter().cloned());
+            out
+        }};
+    }
+    let out = step!(h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' id='m1' from='{PHONE}' to='{proxy}'>\
+         <propose xmlns='urn:xmpp:jingle-message:0' id='out1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>"
+    )));
+    let to_him: Vec<&Element> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some("bob@localhost"))
+        .collect();
+    assert_eq!(to_him.len(), 1, "{out:?}");
+    assert_eq!(to_him[0].attr("from"), Some(AUDIO));
+    assert_eq!(
+        jmi_of(to_him[0]).and_then(|j| j.attr("id")),
+        Some("out1"),
+        "the propose id passes unchanged"
+    );
+    // His device rings, then proceeds: she hears both from his proxy JID.
+    let jmi_from_him = |h: &mut Harness, name: &str| {
+        h.input(&format!(
+            "<message xmlns='jabber:component:accept' type='chat' from='{BOB}' to='{AUDIO}'><{name} xmlns='urn:xmpp:jingle-message:0' id='out1'/></message>"
+        ))
+    };
+    let out = step!(jmi_from_him(&mut h, "ringing"));
+    assert!(out.iter().any(|e| e.attr("to") == Some(PHONE)
+        && e.attr("from") == Some(shown.as_str())
+        && jmi_of(e).is_some_and(|j| j.name() == "ringing")));
+    let out = step!(jmi_from_him(&mut h, "proceed"));
+    assert!(out.iter().any(|e| e.attr("to") == Some(PHONE)
+        && e.attr("from") == Some(shown.as_str())
+        && jmi_of(e).is_some_and(|j| j.name() == "proceed")));
+    assert!(
+        h.core.calls.in_call(OwnerId::nth(0)),
+        "her classes show busy"
+    );
+    // Her session-initiate to his proxy full JID reaches his device from
+    // her class resource, her role mapped, her addresses withheld.
+    let out = step!(h.input(&jingle_from(
+        PHONE,
+        &shown,
+        "j1",
+        "session-initiate",
+        "out1",
+        CONTENT
+    )));
+    let init = out
+        .iter()
+        .find(|e| e.attr("to") == Some(BOB) && e.name() == "iq")
+        .expect("relayed to his device");
+    assert_eq!(init.attr("from"), Some(AUDIO));
+    let j = init.get_child("jingle", jingle::JINGLE).unwrap();
+    assert_eq!(j.attr("initiator"), Some(AUDIO));
+    assert_eq!(j.attr("sid"), Some("out1"));
+    assert_eq!(
+        candidate_types(init).0,
+        ["relay"],
+        "relay-only: her host candidate stays home"
+    );
+    // His answer to that IQ reaches her device.
+    let id = init.attr("id").unwrap().to_owned();
+    let out = step!(h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{id}' from='{BOB}' to='{AUDIO}'/>"
+    )));
+    assert!(out.iter().any(|e| e.attr("to") == Some(PHONE)
+        && e.attr("id") == Some("j1")
+        && e.attr("type") == Some("result")));
+    // His accept reaches her device from his proxy full JID, roles mapped.
+    let out = step!(h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='set' id='a1' from='{BOB}' to='{AUDIO}'>\
+         <jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='out1' initiator='{AUDIO}' responder='{BOB}'>{CONTENT}</jingle></iq>"
+    )));
+    let accept = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE) && e.name() == "iq")
+        .expect("his accept, relayed");
+    assert_eq!(accept.attr("from"), Some(shown.as_str()));
+    let j = accept.get_child("jingle", jingle::JINGLE).unwrap();
+    assert_eq!(j.attr("initiator"), Some(PHONE));
+    assert_eq!(j.attr("responder"), Some(shown.as_str()));
+    // She hangs up: he hears it, and the call is over.
+    let out = step!(h.input(&jingle_from(
+        PHONE,
+        &shown,
+        "j2",
+        "session-terminate",
+        "out1",
+        "<reason><success/></reason>"
+    )));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("to") == Some(BOB) && e.name() == "iq"));
+    assert_eq!(h.core.calls.len(), 0);
+    assert!(!h.core.calls.in_call(OwnerId::nth(0)));
+    // Nothing he got named her phone or her account (the guard would have
+    // dropped it, and the harness's oracle checks every step too).
+    let to_bob: Vec<&Element> = seen
+        .iter()
+        .filter(|e| e.attr("to").is_some_and(|t| t.starts_with("bob@localhost")))
+        .collect();
+    assert_eq!(
+        to_bob.len(),
+        3,
+        "propose, session-initiate, terminate: {to_bob:?}"
+    );
+    for e in to_bob {
+        let text = xml(e);
+        assert!(
+            !text.contains("alice@localhost") && !text.contains("phone"),
+            "{text}"
+        );
+    }
+}
+
+/// Issue 16: a call she makes that nobody answers is retracted towards
+/// him and refused to her device; a plain-Jingle call goes to the device
+/// her client named.
+#[test]
+fn her_unanswered_call_ends_on_both_sides_and_plain_jingle_goes_out_too() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let proxy = format!(r"bob\40localhost@{D}");
+    h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' id='m1' from='{PHONE}' to='{proxy}'>\
+         <propose xmlns='urn:xmpp:jingle-message:0' id='out2'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>"
+    ));
+    let out = h.advance(31_000);
+    assert!(out.iter().any(|e| e.attr("to") == Some("bob@localhost")
+        && jmi_of(e).is_some_and(|j| j.name() == "retract")));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("to") == Some(PHONE) && jmi_of(e).is_some_and(|j| j.name() == "reject")));
+    assert_eq!(h.core.calls.len(), 0);
+    // Plain Jingle: straight to the device her client named.
+    let shown = format!("{proxy}/pc");
+    let out = h.input(&jingle_from(
+        PHONE,
+        &shown,
+        "j1",
+        "session-initiate",
+        "plain1",
+        CONTENT,
+    ));
+    let init = out
+        .iter()
+        .find(|e| e.attr("to") == Some(BOB) && e.name() == "iq")
+        .expect("relayed to his device");
+    assert_eq!(init.attr("from"), Some(AUDIO));
+    assert_eq!(
+        init.get_child("jingle", jingle::JINGLE)
+            .and_then(|j| j.attr("initiator")),
+        Some(AUDIO)
+    );
+    // Her phone goes offline mid-call: he is told.
+    let out = h.input(&format!(
+        "<presence xmlns='jabber:component:accept' type='unavailable' from='{PHONE}' to='alice@{D}'/>"
+    ));
+    assert!(
+        out.iter()
+            .any(|e| e.attr("to") == Some(BOB) && e.name() == "iq"),
+        "{out:?}"
+    );
+    assert_eq!(h.core.calls.len(), 0);
+}

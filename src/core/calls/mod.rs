@@ -22,6 +22,8 @@ use jid::{FullJid, Jid};
 use minidom::Element;
 use tracing::{debug, info, trace, warn};
 
+mod outgoing;
+
 use super::address::proxy_jid;
 use super::jingle::{
     self, jingle_child, jingle_error, jingle_iq, jmi, jmi_child, jmi_copy, reason, rewrite_jingle,
@@ -341,15 +343,23 @@ pub(super) struct Calls {
     /// Busy changes not yet taken by [`Calls::poll_busy`].
     busy: std::collections::VecDeque<Busy>,
     next: u64,
+    /// Calls she makes, by (her, sid) (see [`outgoing`]).
+    outgoing: HashMap<(OwnerId, String), outgoing::Outgoing>,
+    /// Their ring deadlines, in time order.
+    out_deadlines: super::timers::Timers<(OwnerId, String)>,
 }
 
 impl Calls {
     /// The earliest ring timeout or relay expiry.
     pub(super) fn next_deadline(&self) -> Option<Time> {
-        [self.deadlines.next(), self.relay_deadlines.next()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.deadlines.next(),
+            self.relay_deadlines.next(),
+            self.out_deadlines.next(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Call `c`'s deadline changed (or went: it was answered).
@@ -402,7 +412,7 @@ impl Calls {
 
     /// Live calls (for tests and metrics).
     pub(super) fn len(&self) -> usize {
-        self.calls.len()
+        self.calls.len() + self.outgoing.len()
     }
 
     /// The live calls as the admin's status page lists them.
@@ -469,10 +479,26 @@ impl Calls {
             {
                 trace!("dropped: JMI from a blocked sender")
             }
+            // He answers a call she makes.
+            Target::Owner { owner, .. }
+                if account_owner.is_none()
+                    && el
+                        .attr("id")
+                        .is_some_and(|id| self.is_answer_to_her(*owner, &from, id)) =>
+            {
+                self.his_jmi(cx, *owner, from, el)
+            }
             Target::Owner { owner, .. } if account_owner != Some(*owner) => {
                 self.caller_jmi(cx, *owner, from, msg, el)
             }
-            Target::Proxy { .. } if account_owner.is_some() => self.leg_jmi(cx, from, el),
+            // A device of hers: a leg of a call to her, or a call she makes.
+            Target::Proxy { remote } => match account_owner {
+                Some(_) if el.attr("id").is_some_and(|id| self.by_leg.contains_key(id)) => {
+                    self.leg_jmi(cx, from, el)
+                }
+                Some(i) => self.her_jmi(cx, i, from, remote.clone(), msg, el),
+                None => trace!("dropped: JMI to a proxy JID from a stranger"),
+            },
             _ => trace!("dropped: JMI message with no call to go to"),
         }
         true
@@ -975,6 +1001,12 @@ impl Calls {
         };
         let account_owner = cx.out.secrets.account_owner(&from.to_bare());
         match target {
+            // He answers a call she makes.
+            Target::Owner {
+                owner,
+                resource: Resource::Class(_),
+            } if account_owner.is_none()
+                && self.his_jingle(cx, *owner, &from, iq, j, sid, action) => {}
             Target::Owner {
                 owner,
                 resource: Resource::Class(class),
@@ -990,6 +1022,21 @@ impl Calls {
                     action.to_owned(),
                 );
             }
+            // A device of hers, to a proxy JID: a call she makes.
+            Target::Proxy { remote }
+                if !self.by_leg.contains_key(sid)
+                    && account_owner.is_some_and(|i| {
+                        self.her_jingle(
+                            cx,
+                            i,
+                            from.clone(),
+                            remote.clone(),
+                            iq,
+                            j,
+                            sid.to_owned(),
+                            action,
+                        )
+                    }) => {}
             Target::Proxy { .. }
             | Target::Owner {
                 resource: Resource::Other,
@@ -1303,6 +1350,7 @@ impl Calls {
         while let Some(id) = self.relay_deadlines.pop_due(cx.now) {
             self.relays.remove(&id);
         }
+        self.outgoing_timeouts(cx);
         while let Some(c) = self.deadlines.pop_due(cx.now) {
             let Some(call) = self.calls.get(&c) else {
                 continue;
@@ -1412,6 +1460,9 @@ impl Calls {
         for c in hers {
             self.abort_call(cx, c, EndReason::OwnerGone);
         }
+        for key in self.outgoing_of(Some(i), None) {
+            self.abort_outgoing(cx, &key, EndReason::OwnerGone);
+        }
     }
 
     /// Every call ends (graceful shutdown).
@@ -1420,11 +1471,17 @@ impl Calls {
         for c in all {
             self.abort_call(cx, c, EndReason::Connectivity);
         }
+        for key in self.outgoing_of(None, None) {
+            self.abort_outgoing(cx, &key, EndReason::Connectivity);
+        }
     }
 
     /// A device went offline: its ringing leg is declined; if it had
     /// answered, the call ends on the caller's side.
     pub(super) fn call_device_gone(&mut self, cx: &mut Ctx<'_>, device: &FullJid) {
+        for key in self.outgoing_of(None, Some(device)) {
+            self.abort_outgoing(cx, &key, EndReason::DeviceWentOffline);
+        }
         let affected: Vec<CallId> = self
             .calls
             .iter()
