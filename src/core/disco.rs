@@ -14,6 +14,43 @@ use super::OwnerId;
 use super::{Core, Time};
 
 impl Core {
+    /// Her client's disco#info of a contact's device, by his proxy full
+    /// JID (Gajim offers calls only to a device that says it can take
+    /// them): asked of his device from her virtual JID, and his answer
+    /// goes back to her. Only for a contact who approved her; `false`
+    /// otherwise.
+    fn contact_disco(
+        &mut self,
+        now: Time,
+        iq: &Element,
+        from: &Jid,
+        remote: &jid::BareJid,
+    ) -> bool {
+        let Some(i) = self.out.secrets.account_owner(&from.to_bare()) else {
+            return false;
+        };
+        if self.owners[i].contacts.get(remote) != Some(&super::ContactState::Approved) {
+            return false;
+        }
+        let Some(resource) = iq
+            .attr("to")
+            .and_then(|t| Jid::new(t).ok())
+            .and_then(|t| t.resource().map(|r| r.to_string()))
+        else {
+            return false;
+        };
+        let (Some(payload), to) = (
+            iq.children().next().cloned(),
+            format!("{remote}/{resource}"),
+        ) else {
+            return false;
+        };
+        let her = self.owners[i].virtual_jid.to_string();
+        let (calls, mut cx) = self.calls_cx(now);
+        calls.relay_get(&mut cx, iq, &her, &to, payload);
+        true
+    }
+
     /// Every IQ, by type and routing-table row.
     pub(super) fn handle_iq(&mut self, now: Time, iq: &Element, from: Jid, target: Target) {
         match iq.attr("type") {
@@ -54,6 +91,14 @@ impl Core {
             {
                 let items = self.command_items(&from);
                 return self.out.send(iq_result(iq, Some(items)));
+            }
+        }
+        if let Target::Proxy { remote } = &target {
+            if get
+                && payload.is("query", ns::DISCO_INFO)
+                && self.contact_disco(now, iq, &from, remote)
+            {
+                return;
             }
         }
         let answer = match target {

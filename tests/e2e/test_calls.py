@@ -545,3 +545,71 @@ def test_alice_sets_sequential_ringing_by_chat_and_it_survives_a_restart(world):
             await c.offline()
 
     asyncio.run(scenario())
+
+
+def test_she_calls_bob_back_from_her_virtual_jid(world):
+    """Issue 16: Alice calls Bob from her tablet through his proxy JID, as
+    Conversations does: a propose to the bare proxy JID, then Jingle to his
+    device's proxy full JID. Bob's client gets the call from
+    alice@unified.localhost/audio, his ringing and proceed reach her from
+    his proxy full JID, the session is relayed both ways with roles
+    mapped, watchers see her busy, and nothing Bob receives names her
+    devices or her real account. Then a plain-Jingle call (Dino without
+    JMI) that he declines."""
+    p, comp = world
+    proxy = rf"bob\40localhost@{DOMAIN}"
+    shown = f"{proxy}/pc"
+
+    async def scenario():
+        phone, tablet, laptop, bob = await setup(p, comp)
+        s_bob, s_tablet = bob.mark(), tablet.mark()
+        tablet.send_raw(f"<message type='chat' id='o1' to='{proxy}'><propose xmlns='{JMI}' id='OUT1'>"
+                        "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>"
+                        "<store xmlns='urn:xmpp:hints'/></message>")
+        prop = await bob.wait_for(jmi_msg("propose", AUDIO, "OUT1"), s_bob, what="her call, at Bob")
+        assert prop.get("type") == "chat"
+        send_jmi(bob, AUDIO, "ringing", "OUT1")
+        await tablet.wait_for(jmi_msg("ringing", shown, "OUT1"), s_tablet, what="Bob's device ringing")
+        send_jmi(bob, AUDIO, "proceed", "OUT1")
+        await tablet.wait_for(jmi_msg("proceed", shown, "OUT1"), s_tablet, what="Bob's proceed")
+        # Her session-initiate, to his device's proxy full JID.
+        send_jingle(tablet, shown, "t1", "session-initiate", "OUT1", CONTENT, "initiator='alice@localhost/tablet'")
+        si = await bob.wait_for(jingle_iq("session-initiate", AUDIO), s_bob, what="her session-initiate")
+        j = si.find("{%s}jingle" % JINGLE)
+        assert (j.get("sid"), j.get("initiator")) == ("OUT1", AUDIO)
+        assert canonical(j.find("{%s}content" % JINGLE)) == canonical(CONTENT)
+        ack(bob, si)
+        assert (await tablet.wait_for(iq_reply("t1"), s_tablet)).get("type") == "result"
+        accept_body = CONTENT.replace("setup='actpass'", "setup='active'")
+        send_jingle(bob, AUDIO, "b1", "session-accept", "OUT1", accept_body,
+                    f"initiator='{AUDIO}' responder='bob@localhost/pc'")
+        sa = await tablet.wait_for(jingle_iq("session-accept", shown), s_tablet, what="his accept")
+        j = sa.find("{%s}jingle" % JINGLE)
+        assert (j.get("sid"), j.get("initiator"), j.get("responder")) == ("OUT1", "alice@localhost/tablet", shown)
+        ack(tablet, sa)
+        assert (await bob.wait_for(iq_reply("b1"), s_bob)).get("type") == "result"
+        # Watchers (Bob among them) see her busy while she is in a call.
+        await bob.wait_for(lambda el: presence(AUDIO)(el) and show_of(el) == "dnd", s_bob, what="busy")
+        # He hangs up; she hears it from his proxy full JID.
+        send_jingle(bob, AUDIO, "b2", "session-terminate", "OUT1", "<reason><success/></reason>")
+        term = await tablet.wait_for(jingle_iq("session-terminate", shown), s_tablet, what="his hang-up")
+        ack(tablet, term)
+        await bob.wait_for(iq_reply("b2"), s_bob)
+
+        # Plain Jingle from her phone (Dino without JMI): Bob declines.
+        s_bob, s_phone = bob.mark(), phone.mark()
+        send_jingle(phone, shown, "p1", "session-initiate", "OUT2", CONTENT, "initiator='alice@localhost/phone'")
+        si = await bob.wait_for(jingle_iq("session-initiate", AUDIO), s_bob, what="her plain-Jingle call")
+        assert si.find("{%s}jingle" % JINGLE).get("initiator") == AUDIO
+        ack(bob, si)
+        await phone.wait_for(iq_reply("p1"), s_phone)
+        send_jingle(bob, AUDIO, "b3", "session-terminate", "OUT2", "<reason><decline/></reason>")
+        term = await phone.wait_for(jingle_iq("session-terminate", shown), s_phone, what="his decline")
+        assert term.find("{%s}jingle" % JINGLE).find("{%s}reason" % JINGLE).find("{%s}decline" % JINGLE) is not None
+        ack(phone, term)
+
+        assert_private(bob)
+        for c in (phone, tablet, laptop, bob):
+            await c.offline()
+
+    asyncio.run(scenario())

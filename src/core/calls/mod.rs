@@ -1076,14 +1076,41 @@ impl Calls {
     /// IQ gets the answer.
     fn relay(&mut self, cx: &mut Ctx<'_>, iq: &Element, from: &str, to: &str, jingle: Element) {
         let id = cx.out.next_id();
+        self.relay_iq(cx, iq, jingle_iq(from, to, &id, jingle));
+    }
+
+    /// Asks `to` what `iq` (a get) asks, from `from`, on behalf of `iq`'s
+    /// sender, whose IQ gets the answer: her client's disco#info of a
+    /// contact's proxy full JID (which decides whether it offers calls).
+    pub(super) fn relay_get(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        iq: &Element,
+        from: &str,
+        to: &str,
+        payload: Element,
+    ) {
+        let mut out = stanza::stanza("iq", from, to, Some("get"));
+        stanza::set_attr(&mut out, "id", cx.out.next_id());
+        out.append_child(payload);
+        self.relay_iq(cx, iq, out);
+    }
+
+    /// Sends `out` (an IQ request of ours) on behalf of `iq`'s sender and
+    /// remembers where its answer goes.
+    fn relay_iq(&mut self, cx: &mut Ctx<'_>, iq: &Element, out: Element) {
+        let (Some(id), Some(to)) = (out.attr("id"), out.attr("to")) else {
+            return;
+        };
+        let (id, to) = (id.to_owned(), to.to_owned());
         let back = match (iq.attr("from"), iq.attr("to"), iq.attr("id")) {
             (Some(f), Some(t), Some(i)) => Some((f.to_owned(), t.to_owned(), i.to_owned())),
             _ => None,
         };
-        if !cx.out.send_on_behalf(iq, jingle_iq(from, to, &id, jingle)) {
+        if !cx.out.send_on_behalf(iq, out) {
             return;
         }
-        if let Ok(peer) = Jid::new(to) {
+        if let Ok(peer) = Jid::new(&to) {
             self.add_relay(
                 id,
                 Relay {

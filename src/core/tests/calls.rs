@@ -938,3 +938,45 @@ fn her_unanswered_call_ends_on_both_sides_and_plain_jingle_goes_out_too() {
     );
     assert_eq!(h.core.calls.len(), 0);
 }
+
+/// Issue 16 (from the Gajim trial): her client asks a contact's proxy full
+/// JID what it can do before it offers a call. The question goes to his
+/// device from her virtual JID and his answer comes back; for someone who
+/// is not her approved contact it stays unanswerable.
+#[test]
+fn her_client_learns_what_a_contacts_device_can_do() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let proxy = format!(r"bob\40localhost@{D}");
+    let ask = |h: &mut Harness| {
+        h.input(&format!(
+            "<iq xmlns='jabber:component:accept' type='get' id='d1' from='{PHONE}' to='{proxy}/pc'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+    };
+    let out = ask(&mut h);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].attr("type"),
+        Some("error"),
+        "not yet her contact: {out:?}"
+    );
+    // She subscribes to him; he approves.
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribe' from='alice@localhost' to='{proxy}'/>"));
+    h.input(&format!("<presence xmlns='jabber:component:accept' type='subscribed' from='bob@localhost' to='alice@{D}'/>"));
+    let out = ask(&mut h);
+    let q = out
+        .iter()
+        .find(|e| e.attr("to") == Some(BOB))
+        .expect("asked of his device");
+    assert_eq!(q.attr("from"), Some(format!("alice@{D}").as_str()));
+    let id = q.attr("id").unwrap().to_owned();
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{id}' from='{BOB}' to='alice@{D}'><query xmlns='http://jabber.org/protocol/disco#info'><feature var='urn:xmpp:jingle:apps:rtp:audio'/></query></iq>"
+    ));
+    let answer = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE))
+        .expect("his answer reaches her");
+    assert_eq!(answer.attr("id"), Some("d1"));
+    assert_eq!(answer.attr("from"), Some(format!("{proxy}/pc").as_str()));
+    assert!(xml(answer).contains("urn:xmpp:jingle:apps:rtp:audio"));
+}
