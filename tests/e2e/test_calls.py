@@ -613,3 +613,62 @@ def test_she_calls_bob_back_from_her_virtual_jid(world):
             await c.offline()
 
     asyncio.run(scenario())
+
+
+FT5 = "urn:xmpp:jingle:apps:file-transfer:5"
+IBB_T = "urn:xmpp:jingle:transports:ibb:1"
+
+
+def test_she_sends_bob_a_file_from_her_virtual_jid(world):
+    """Issue 16: Alice's phone offers Bob a file through his proxy JID
+    (XEP-0234 over in-band bytestreams, XEP-0261 and XEP-0047, as slixmpp
+    implements them). Bob's client gets the offer from
+    alice@unified.localhost/files, accepts it, and the stream's blocks
+    pass through: the file arrives byte for byte, and nothing Bob receives
+    names her device or account."""
+    p, comp = world
+    shown = rf"bob\40localhost@{DOMAIN}/pc"
+    files = f"{ALICE}/files"
+    data = bytes((i * 7 + 3) % 256 for i in range(20_000))
+
+    async def scenario():
+        comp.start()
+        phone = Client("alice@localhost/phone", ["urn:xmpp:jingle:1", FT5, IBB_T, JMI], caps_node="https://dino.im")
+        phone.register_plugin("xep_0047")
+        await phone.online(p.c2s)
+        await phone.wait_for(presence(ALICE, "subscribe"))
+        phone.send_presence(pto=ALICE, ptype="subscribed")
+        bob = Client("bob@localhost/pc", ["urn:xmpp:jingle:1", FT5, IBB_T])
+        bob.register_plugin("xep_0047")
+        bob.plugin["xep_0047"].auto_accept = True
+        got = asyncio.get_running_loop().create_future()
+        bob.add_event_handler("ibb_stream_start", lambda stream: got.done() or got.set_result(stream))
+        await bob.online(p.c2s)
+        s_bob, s_phone = bob.mark(), phone.mark()
+        offer = (f"<content creator='initiator' name='f' senders='initiator'><description xmlns='{FT5}'><file>"
+                 f"<name>notes.bin</name><size>{len(data)}</size></file></description>"
+                 f"<transport xmlns='{IBB_T}' block-size='4096' sid='IBB1'/></content>")
+        send_jingle(phone, shown, "f1", "session-initiate", "FILE1", offer, "initiator='alice@localhost/phone'")
+        si = await bob.wait_for(jingle_iq("session-initiate", files), s_bob, what="her file offer, at Bob")
+        assert si.find("{%s}jingle" % JINGLE).get("initiator") == files
+        ack(bob, si)
+        await phone.wait_for(iq_reply("f1"), s_phone)
+        send_jingle(bob, files, "b1", "session-accept", "FILE1", offer.replace("senders='initiator'", "senders='initiator'"),
+                    f"initiator='{files}' responder='bob@localhost/pc'")
+        sa = await phone.wait_for(jingle_iq("session-accept", shown), s_phone, what="his accept")
+        ack(phone, sa)
+        stream = await phone.plugin["xep_0047"].open_stream(shown, sid="IBB1", block_size=4096)
+        incoming = await asyncio.wait_for(got, 10)
+        assert str(incoming.peer_jid) == files
+        received = asyncio.ensure_future(incoming.gather(timeout=20))
+        await stream.sendall(data)
+        await stream.close()
+        assert await asyncio.wait_for(received, 20) == data
+        send_jingle(phone, shown, "f2", "session-terminate", "FILE1", "<reason><success/></reason>")
+        term = await bob.wait_for(jingle_iq("session-terminate", files), s_bob)
+        ack(bob, term)
+        assert_private(bob)
+        for c in (phone, bob):
+            await c.offline()
+
+    asyncio.run(scenario())

@@ -22,6 +22,7 @@ use jid::{FullJid, Jid};
 use minidom::Element;
 use tracing::{debug, info, trace, warn};
 
+mod ibb;
 mod outgoing;
 
 use super::address::proxy_jid;
@@ -988,6 +989,12 @@ impl Calls {
         from: &Jid,
         target: &Target,
     ) -> bool {
+        if ibb::is_ibb(iq) {
+            let Some(from) = full(from) else {
+                return false;
+            };
+            return self.ibb(cx, iq, &from, target);
+        }
         let Some(j) = jingle_child(iq) else {
             return false;
         };

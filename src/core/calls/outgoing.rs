@@ -65,6 +65,24 @@ impl Calls {
         }
     }
 
+    /// Where a stream of her device `from` to his device `peer` goes, if a
+    /// call she makes joins them: (our address it leaves from, his JID).
+    pub(super) fn route_to_him(&self, from: &FullJid, peer: &FullJid) -> Option<(String, String)> {
+        self.outgoing
+            .values()
+            .find(|o| o.device == *from && o.peer.as_ref() == Some(peer))
+            .map(|o| (o.face.clone(), peer.to_string()))
+    }
+
+    /// Where a stream of his device `from` to owner `i` goes, if a call
+    /// she makes joins them: (his proxy full JID, her device).
+    pub(super) fn route_to_her(&self, i: OwnerId, from: &FullJid) -> Option<(String, String)> {
+        self.outgoing
+            .iter()
+            .find(|((o_i, _), o)| *o_i == i && o.peer.as_ref() == Some(from))
+            .map(|(_, o)| (o.proxy_of(from), o.device.to_string()))
+    }
+
     /// Whether a JMI element from `from` to owner `i` belongs to a call
     /// she makes: he answers her propose.
     pub(super) fn is_answer_to_her(&self, i: OwnerId, from: &FullJid, sid: &str) -> bool {

@@ -980,3 +980,57 @@ fn her_client_learns_what_a_contacts_device_can_do() {
     assert_eq!(answer.attr("from"), Some(format!("{proxy}/pc").as_str()));
     assert!(xml(answer).contains("urn:xmpp:jingle:apps:rtp:audio"));
 }
+
+/// Issue 16: a file she sends over an in-band bytestream: once her offer
+/// went to his device, the stream's IQs pass both ways between the same
+/// two ends; a stream that belongs to no session goes nowhere.
+#[test]
+fn her_file_streams_in_band_through_the_session() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let shown = format!(r"bob\40localhost@{D}/pc");
+    let files = format!("alice@{D}/files");
+    let ibb = |from: &str, to: &str, id: &str, inner: &str| {
+        format!("<iq xmlns='jabber:component:accept' type='set' id='{id}' from='{from}' to='{to}'>{inner}</iq>")
+    };
+    let open = "<open xmlns='http://jabber.org/protocol/ibb' sid='IBB1' block-size='4096'/>";
+    let out = h.input(&ibb(PHONE, &shown, "o0", open));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].attr("type"), Some("error"), "no session yet");
+    let offer = "<content creator='initiator' name='f'><description xmlns='urn:xmpp:jingle:apps:file-transfer:5'><file><name>a</name></file></description><transport xmlns='urn:xmpp:jingle:transports:ibb:1' sid='IBB1' block-size='4096'/></content>";
+    let out = h.input(&jingle_from(
+        PHONE,
+        &shown,
+        "f1",
+        "session-initiate",
+        "F1",
+        offer,
+    ));
+    assert!(out
+        .iter()
+        .any(|e| e.attr("to") == Some(BOB) && e.attr("from") == Some(files.as_str())));
+    let out = h.input(&ibb(PHONE, &shown, "o1", open));
+    let relayed = out
+        .iter()
+        .find(|e| e.attr("to") == Some(BOB))
+        .expect("the open, at his device");
+    assert_eq!(relayed.attr("from"), Some(files.as_str()));
+    let id = relayed.attr("id").unwrap().to_owned();
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{id}' from='{BOB}' to='{files}'/>"
+    ));
+    assert!(out.iter().any(|e| e.attr("to") == Some(PHONE)
+        && e.attr("id") == Some("o1")
+        && e.attr("from") == Some(shown.as_str())));
+    // His side of the stream comes back to her device.
+    let out = h.input(&ibb(
+        BOB,
+        &files,
+        "c1",
+        "<close xmlns='http://jabber.org/protocol/ibb' sid='IBB1'/>",
+    ));
+    let back = out
+        .iter()
+        .find(|e| e.attr("to") == Some(PHONE))
+        .expect("his close, at her device");
+    assert_eq!(back.attr("from"), Some(shown.as_str()));
+}
