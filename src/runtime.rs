@@ -571,6 +571,14 @@ mod tests {
         /// Answers the component's stream header and handshake (XEP-0114),
         /// as Prosody does.
         async fn accept(io: DuplexStream) -> FakeServer {
+            let mut server = FakeServer::greet(io).await;
+            server.write("<handshake/>").await;
+            server
+        }
+
+        /// Reads the component's stream header, answers it with one of
+        /// ours (with a stream id) and reads its handshake.
+        async fn greet(io: DuplexStream) -> FakeServer {
             let mut server = FakeServer {
                 io,
                 seen: String::new(),
@@ -580,7 +588,6 @@ mod tests {
                 .write(&format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='{DOMAIN}'>"))
                 .await;
             server.read_until("</handshake>").await;
-            server.write("<handshake/>").await;
             server
         }
 
@@ -750,15 +757,7 @@ mod tests {
     async fn a_refused_secret_is_reported_as_such() {
         let (ours, theirs) = tokio::io::duplex(1 << 16);
         let server = async move {
-            let mut server = FakeServer {
-                io: theirs,
-                seen: String::new(),
-            };
-            server.read_until("stream").await;
-            server
-                .write(&format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='{DOMAIN}'>"))
-                .await;
-            server.read_until("</handshake>").await;
+            let mut server = FakeServer::greet(theirs).await;
             server
                 .write("<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
                 .await;

@@ -99,13 +99,7 @@ impl Core {
                 let t = self.local_time(now, owner);
                 (chrono::Timelike::hour(&t) * 60 + chrono::Timelike::minute(&t)) as u16
             },
-            best_show: o
-                .devices
-                .live
-                .values()
-                .filter(|d| d.classes & (1 << class) != 0)
-                .map(|d| d.show)
-                .min(),
+            best_show: o.devices.best_show(class),
         };
         // Ring rules decide calls; only a rule that names the chat class
         // decides where chat goes.

@@ -197,6 +197,16 @@ impl Devices {
         Some((jid.clone(), record.clone()))
     }
 
+    /// The most available show of her live devices of `class`, if any
+    /// is online (what a rule's `when` looks at).
+    pub(super) fn best_show(&self, class: usize) -> Option<Show> {
+        self.live
+            .values()
+            .filter(|d| d.classes & (1 << class) != 0)
+            .map(|d| d.show)
+            .min()
+    }
+
     /// Whether she has (had) a device with resource `name`.
     pub(super) fn has_named(&self, name: &str) -> bool {
         self.records.keys().any(|j| j.resource().as_str() == name)

@@ -401,9 +401,26 @@ impl Calls {
         call.win(li);
         let (owner, started) = (call.owner, call.started);
         self.deadlines.cancel(&c);
-        *self.answered.entry(owner).or_default() += 1;
-        self.busy.push_back(Busy::Started(owner));
+        self.answered_call(owner);
         Some(now.0.saturating_sub(started.0))
+    }
+
+    /// A call of owner `i` (to her or from her) was answered: her call
+    /// classes show busy.
+    fn answered_call(&mut self, i: OwnerId) {
+        *self.answered.entry(i).or_default() += 1;
+        self.busy.push_back(Busy::Started(i));
+    }
+
+    /// An answered call of owner `i` ended.
+    fn answered_call_ended(&mut self, i: OwnerId) {
+        if let Some(n) = self.answered.get_mut(&i) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.answered.remove(&i);
+            }
+        }
+        self.busy.push_back(Busy::Ended(i));
     }
 
     /// The next change of who is in a call, if any.
@@ -912,14 +929,8 @@ impl Calls {
             }
         }
         if call.winner.is_some() {
-            if let Some(n) = self.answered.get_mut(&call.owner) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.answered.remove(&call.owner);
-                }
-            }
             // The call classes stop showing "In a call".
-            self.busy.push_back(Busy::Ended(call.owner));
+            self.answered_call_ended(call.owner);
         }
     }
 
@@ -1639,13 +1650,7 @@ pub(super) fn ring_plan(
         caller,
         weekday: local.weekday(),
         minute: (local.hour() * 60 + local.minute()) as u16,
-        best_show: o
-            .devices
-            .live
-            .values()
-            .filter(|d| d.classes & (1 << class) != 0)
-            .map(|d| d.show)
-            .min(),
+        best_show: o.devices.best_show(class),
     };
     let candidates: Vec<Candidate> = o
         .devices

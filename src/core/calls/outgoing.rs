@@ -16,8 +16,8 @@ use super::super::jingle::{self, jmi, jmi_copy, reason, rewrite_jingle};
 use super::super::stanza::{self, ErrorType};
 use super::super::{CandidatePolicy, Event, OwnerId, Time};
 use super::{
-    class_for, out_of_order, send_jmi, send_jmi_copy, unknown_session, Busy, CallOutcome, Calls,
-    Ctx, EndReason, Mode,
+    class_for, out_of_order, send_jmi, send_jmi_copy, unknown_session, CallOutcome, Calls, Ctx,
+    EndReason, Mode,
 };
 
 /// One call she makes, keyed by (her, sid): the propose id or Jingle sid,
@@ -215,13 +215,7 @@ impl Calls {
             "ringing" => send_jmi(cx.out, &shown, &device, jmi("ringing", &sid, vec![])),
             "proceed" if !o.answered => {
                 o.peer = Some(from);
-                o.answered = true;
-                o.deadline = None;
-                let ring_ms = cx.now.0.saturating_sub(o.started.0);
-                self.sync_outgoing_deadline(&key);
-                *self.answered.entry(i).or_default() += 1;
-                self.busy.push_back(Busy::Started(i));
-                cx.out.event(Event::CallAnswered { ring_ms });
+                self.outgoing_answered(cx, &key);
                 send_jmi_copy(cx.out, &shown, &device, el, &sid);
             }
             "reject" | "finish" => {
@@ -343,13 +337,7 @@ impl Calls {
         let (device, shown) = (o.device.to_string(), o.proxy_of(from));
         if action == "session-accept" && !o.answered {
             // Plain Jingle: his accept is the answer.
-            o.answered = true;
-            o.deadline = None;
-            let ring_ms = cx.now.0.saturating_sub(o.started.0);
-            self.sync_outgoing_deadline(&key);
-            *self.answered.entry(i).or_default() += 1;
-            self.busy.push_back(Busy::Started(i));
-            cx.out.event(Event::CallAnswered { ring_ms });
+            self.outgoing_answered(cx, &key);
         }
         let o = &self.outgoing[&key];
         match rewrite_jingle(j, sid, Some(&device), Some(&shown), o.relay_only) {
@@ -360,6 +348,20 @@ impl Calls {
             self.end_outgoing(cx, &key, EndReason::DeviceTerminated);
         }
         true
+    }
+
+    /// Her call `key` was answered: no more ring deadline, her classes
+    /// show busy.
+    fn outgoing_answered(&mut self, cx: &mut Ctx<'_>, key: &(OwnerId, String)) {
+        let Some(o) = self.outgoing.get_mut(key) else {
+            return;
+        };
+        o.answered = true;
+        o.deadline = None;
+        let ring_ms = cx.now.0.saturating_sub(o.started.0);
+        self.sync_outgoing_deadline(key);
+        self.answered_call(key.0);
+        cx.out.event(Event::CallAnswered { ring_ms });
     }
 
     /// Her calls nobody answered in time: retracted towards him, and her
@@ -444,13 +446,7 @@ impl Calls {
         let outcome: CallOutcome = why.outcome(o.answered);
         cx.out.event(Event::CallEnded(outcome));
         if o.answered {
-            if let Some(n) = self.answered.get_mut(&key.0) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.answered.remove(&key.0);
-                }
-            }
-            self.busy.push_back(Busy::Ended(key.0));
+            self.answered_call_ended(key.0);
         }
     }
 }
