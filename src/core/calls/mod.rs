@@ -718,7 +718,8 @@ impl Calls {
             .calls
             .values()
             .filter(|c| c.caller.to_bare() == account)
-            .count();
+            .count()
+            + self.outgoing_from(&account);
         if own >= limits.calls_per_caller {
             warn!(caller = %account, limit = limits.calls_per_caller, "call refused: caller has too many live calls");
             return false;

@@ -65,6 +65,14 @@ impl Calls {
         }
     }
 
+    /// Live calls made from `account`'s devices (for the per-caller limit).
+    pub(super) fn outgoing_from(&self, account: &BareJid) -> usize {
+        self.outgoing
+            .values()
+            .filter(|o| o.device.to_bare() == *account)
+            .count()
+    }
+
     /// Where a stream of her device `from` to his device `peer` goes, if a
     /// call she makes joins them: (our address it leaves from, his JID).
     pub(super) fn route_to_him(&self, from: &FullJid, peer: &FullJid) -> Option<(String, String)> {
@@ -142,6 +150,10 @@ impl Calls {
             let reject = jmi("reject", &sid, vec![reason("unsupported-applications")]);
             return send_jmi(cx.out, proxy.as_str(), device.as_str(), reject);
         };
+        if !self.admit_call(&cx.cfg.limits, &device) {
+            let reject = jmi("reject", &sid, vec![reason("busy")]);
+            return send_jmi(cx.out, proxy.as_str(), device.as_str(), reject);
+        }
         let face = format!(
             "{}/{}",
             cx.owners[i].virtual_jid, cx.cfg.classes[class].name
@@ -270,6 +282,11 @@ impl Calls {
                     .reply_error(iq, ErrorType::Cancel, "feature-not-implemented");
                 return true;
             };
+            if !self.admit_call(&cx.cfg.limits, &device) {
+                cx.out
+                    .reply_error(iq, ErrorType::Wait, "resource-constraint");
+                return true;
+            }
             let face = format!(
                 "{}/{}",
                 cx.owners[i].virtual_jid, cx.cfg.classes[class].name

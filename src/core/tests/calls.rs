@@ -1034,3 +1034,23 @@ fn her_file_streams_in_band_through_the_session() {
         .expect("his close, at her device");
     assert_eq!(back.attr("from"), Some(shown.as_str()));
 }
+
+/// Issue 16: calls she makes count against the per-caller limit (3 here),
+/// so a device cannot fill the core with proposals; the fourth is busy.
+#[test]
+fn her_calls_out_are_limited_like_any_callers() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let proxy = format!(r"bob\40localhost@{D}");
+    for n in 0..4 {
+        let out = h.input(&format!(
+            "<message xmlns='jabber:component:accept' type='chat' id='m{n}' from='{PHONE}' to='{proxy}'>\
+             <propose xmlns='urn:xmpp:jingle-message:0' id='lim{n}'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose></message>"
+        ));
+        let to_bob = out.iter().any(|e| e.attr("to") == Some("bob@localhost"));
+        let busy = out.iter().any(|e| {
+            e.attr("to") == Some(PHONE) && jmi_of(e).is_some_and(|j| j.name() == "reject")
+        });
+        assert_eq!((to_bob, busy), (n < 3, n == 3), "call {n}: {out:?}");
+    }
+    assert_eq!(h.core.calls.len(), 3);
+}
