@@ -80,10 +80,12 @@ fn requests_an_answer(el: &Element, domain: &str) -> bool {
 }
 
 /// The same address, however spelled (RFC 7622 lowercases domains).
+/// Whether two addresses are the same one, as RFC 7622 compares them (a
+/// domain's trailing dot included).
 fn same_jid(a: Option<&str>, b: Option<&str>) -> bool {
     match (
-        a.and_then(|a| Jid::new(a).ok()),
-        b.and_then(|b| Jid::new(b).ok()),
+        a.and_then(super::canonical_jid),
+        b.and_then(super::canonical_jid),
     ) {
         (Some(a), Some(b)) => a == b,
         _ => false,

@@ -686,3 +686,16 @@ fn a_change_the_store_refuses_is_taken_back_in_memory() {
     refuse(&mut h, format!("<message xmlns='jabber:component:accept' type='chat' from='carol@localhost/pc' to='{D}'><body>unregister confirm</body></message>"));
     assert!(command(&mut h, "carol@localhost/pc", "status").contains(&format!("carol@{D}")));
 }
+
+/// Found by the fuzzer: a sender whose domain ends in a dot and whose
+/// resource has a '/' was answered at `alice@lo//calhost/phone`, an
+/// address nobody has. The answer goes to the sender's canonical address.
+#[test]
+fn a_trailing_dot_sender_with_a_slash_in_its_resource_is_answered() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='get' id='1' from='carol@lo./home/pc' to='{D}'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].attr("to"), Some("carol@lo/home/pc"));
+}
