@@ -272,6 +272,17 @@ impl Secrets {
                     secret: token.to_owned(),
                 });
             }
+            // A resource as one label of a name: `lapt0p-x2.local` (an
+            // mDNS ICE candidate), or the word ending a sentence.
+            if let Some(label) = token
+                .split('.')
+                .find(|l| !l.is_empty() && l.len() < token.len() && foreign(self.resources.get(*l)))
+            {
+                return Some(Leak {
+                    kind: SecretKind::Resource,
+                    secret: label.to_owned(),
+                });
+            }
             let node = token.split('#').next().unwrap_or(token);
             if foreign(self.nodes.get(node)) {
                 return Some(Leak {
@@ -374,6 +385,25 @@ mod tests {
         assert_eq!(proxy.as_str(), r"bob\40localhost@unified.localhost");
         assert_eq!(proxied_remote(proxy.node().unwrap().as_str()), Some(bob));
         assert_eq!(proxied_remote("alice"), None);
+    }
+
+    #[test]
+    fn a_resource_inside_a_host_name_is_found() {
+        let s = secrets();
+        for text in [
+            "lapt0p-x2.local",
+            "ring me on lapt0p-x2.",
+            "lapt0p-x2.example.org",
+        ] {
+            let leak = s.names_secret(text, None).expect(text);
+            assert_eq!(leak.secret, "lapt0p-x2");
+        }
+        assert!(s.names_secret("6a83f06c-77b3.local", None).is_none());
+        assert!(
+            s.names_secret("lapt0p-x2.local", Some(OwnerId::nth(0)))
+                .is_none(),
+            "hers to read"
+        );
     }
 
     fn secrets() -> Secrets {
