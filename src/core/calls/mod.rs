@@ -1584,15 +1584,26 @@ impl Calls {
     }
 }
 
-/// Relays a device's JMI element to the caller; if its children would
-/// name the owner's device or account, without them.
+/// Relays a JMI element (a device's answer to the caller, her propose to
+/// a contact) from `from` to `to`; a child that would name a secret the
+/// recipient may not see is left out, the others (a propose's
+/// `<description/>`) kept.
 fn send_jmi_copy(out: &mut Outbox, from: &str, to: &str, el: &Element, sid: &str) {
-    let mut probe = stanza::stanza("message", from, to, Some("chat"));
-    probe.append_child(jmi_copy(el, sid));
-    let copy = match out.secrets.leak_in(&probe) {
-        None => jmi_copy(el, sid),
-        Some(_) => jmi(el.name(), sid, vec![]),
+    let leaks = |out: &Outbox, candidate: &Element| {
+        let mut probe = stanza::stanza("message", from, to, Some("chat"));
+        probe.append_child(candidate.clone());
+        out.secrets.leak_in(&probe).is_some()
     };
+    let mut copy = jmi_copy(el, sid);
+    if leaks(out, &copy) {
+        let mut kept = jmi(el.name(), sid, vec![]);
+        for child in copy.children() {
+            if !leaks(out, &jmi(el.name(), sid, vec![child.clone()])) {
+                kept.append_child(child.clone());
+            }
+        }
+        copy = kept;
+    }
     send_jmi(out, from, to, copy);
 }
 

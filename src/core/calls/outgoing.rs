@@ -12,7 +12,7 @@ use minidom::Element;
 use tracing::{debug, info, trace};
 
 use super::super::address::proxy_jid;
-use super::super::jingle::{self, jmi, jmi_copy, reason, rewrite_jingle};
+use super::super::jingle::{self, jmi, reason, rewrite_jingle};
 use super::super::stanza::{self, ErrorType};
 use super::super::{CandidatePolicy, Event, OwnerId, Time};
 use super::{
@@ -123,7 +123,7 @@ impl Calls {
                     .as_ref()
                     .map_or(o.remote.to_string(), |p| p.to_string());
                 let face = o.face.clone();
-                send_jmi(cx.out, &face, &to, jmi_copy(el, &sid));
+                send_jmi_copy(cx.out, &face, &to, el, &sid);
                 self.end_outgoing(cx, &key, EndReason::CallerEnded);
             }
             (name, _) => trace!(name, "ignored JMI from her device"),
@@ -158,6 +158,9 @@ impl Calls {
             "{}/{}",
             cx.owners[i].virtual_jid, cx.cfg.classes[class].name
         );
+        // XEP-0353 §3.1: to his bare JID; kept for his devices that are
+        // offline (store), as a propose of his own would be.
+        let to = remote.to_string();
         self.new_outgoing(
             cx,
             i,
@@ -170,10 +173,7 @@ impl Calls {
             None,
         );
         info!(owner = %cx.owners[i].name, "calling out");
-        // XEP-0353 §3.1: to his bare JID; kept for his devices that are
-        // offline (store), as a propose of his own would be.
-        let remote_bare = self.outgoing[&(i, sid.clone())].remote.to_string();
-        send_jmi(cx.out, &face, &remote_bare, jmi_copy(el, &sid));
+        send_jmi_copy(cx.out, &face, &to, el, &sid);
     }
 
     #[allow(clippy::too_many_arguments)]

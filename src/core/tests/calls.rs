@@ -1054,3 +1054,28 @@ fn her_calls_out_are_limited_like_any_callers() {
     }
     assert_eq!(h.core.calls.len(), 3);
 }
+
+/// Issue 16: a propose of hers whose children name her account still
+/// reaches him, without them (like a device's answers to an incoming
+/// call), rather than being stopped by the guard.
+#[test]
+fn her_propose_naming_her_account_goes_out_without_it() {
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let proxy = format!(r"bob\40localhost@{D}");
+    let out = h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' id='m1' from='{PHONE}' to='{proxy}'>\
+         <propose xmlns='urn:xmpp:jingle-message:0' id='n1'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/>\
+         <x xmlns='urn:example:who' jid='alice@localhost'/></propose></message>"
+    ));
+    let to_him = out
+        .iter()
+        .find(|e| e.attr("to") == Some("bob@localhost"))
+        .expect("the call still reaches him");
+    let text = xml(to_him);
+    assert!(!text.contains("alice@localhost"), "{text}");
+    assert_eq!(jmi_of(to_him).map(Element::name), Some("propose"));
+    assert!(
+        jmi_of(to_him).is_some_and(|p| p.has_child("description", "urn:xmpp:jingle:apps:rtp:1")),
+        "what his client needs to ring stays: {text}"
+    );
+}
