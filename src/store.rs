@@ -43,6 +43,7 @@ pub struct Store {
     blocked: sled::Tree,
     settings: sled::Tree,
     contacts: sled::Tree,
+    profiles: sled::Tree,
 }
 
 fn key(owner: &str, jid: &str) -> Vec<u8> {
@@ -112,6 +113,7 @@ enum T {
     Blocked,
     Settings,
     Contacts,
+    Profiles,
 }
 
 /// One key written (`Some`) or removed (`None`) in one tree.
@@ -131,6 +133,7 @@ impl Store {
             blocked: db.open_tree("blocked")?,
             settings: db.open_tree("settings")?,
             contacts: db.open_tree("contacts")?,
+            profiles: db.open_tree("profiles")?,
             db,
         })
     }
@@ -147,6 +150,7 @@ impl Store {
             accounts: load_tree(&self.accounts, |j| BareJid::new(j).ok())?,
             devices: load_tree(&self.devices, |j| FullJid::new(j).ok())?,
             caps: load_keyed(&self.caps)?,
+            profiles: load_keyed(&self.profiles)?,
         })
     }
 
@@ -169,6 +173,7 @@ impl Store {
             self.blocked.clone(),
             self.settings.clone(),
             self.contacts.clone(),
+            self.profiles.clone(),
         ];
         if let [(tree, k, v)] = writes.as_slice() {
             // One write is all or nothing by itself. A transaction over
@@ -226,7 +231,7 @@ impl Store {
                         writes.push((t, k?.to_vec(), None));
                     }
                 }
-                for t in [T::Rules, T::Blocked, T::Settings, T::Owners] {
+                for t in [T::Rules, T::Blocked, T::Settings, T::Profiles, T::Owners] {
                     writes.push((t, owner.as_bytes().to_vec(), None));
                 }
             }
@@ -278,6 +283,13 @@ impl Store {
                 owner.as_bytes().to_vec(),
                 serde_json::to_vec(blocked)?,
             ),
+            StoreOp::Profile { owner, card } => {
+                let k = owner.as_bytes().to_vec();
+                match card {
+                    Some(c) => put(T::Profiles, k, serde_json::to_vec(c)?),
+                    None => writes.push((T::Profiles, k, None)),
+                }
+            }
             StoreOp::Rules { owner, rules } => put(
                 T::Rules,
                 owner.as_bytes().to_vec(),
@@ -347,6 +359,10 @@ mod tests {
                 owner: "carol".into(),
                 blocked: vec!["x".into()],
             },
+            StoreOp::Profile {
+                owner: "carol".into(),
+                card: Some("<vCard xmlns='vcard-temp'/>".into()),
+            },
             StoreOp::Owner {
                 owner: "carol".into(),
                 record: None,
@@ -362,6 +378,7 @@ mod tests {
                 && loaded.accounts.is_empty()
                 && loaded.rules.is_empty()
                 && loaded.blocked.is_empty()
+                && loaded.profiles.is_empty()
         );
         assert_eq!(loaded.watchers.len(), 1, "alice's watcher stays");
         assert_eq!(loaded.watchers[0].0, "alice");
@@ -418,6 +435,10 @@ mod tests {
                         caps_node: Some("https://client.example".into()),
                     },
                 },
+                StoreOp::Profile {
+                    owner: "alice".into(),
+                    card: Some("<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>".into()),
+                },
             ];
             for op in &ops {
                 store.apply(op).unwrap();
@@ -454,6 +475,7 @@ mod tests {
             vec![("abc=".to_string(), vec!["urn:x".to_string()])]
         );
         assert_eq!(loaded.devices.len(), 1);
+        assert_eq!(loaded.profiles.len(), 1);
         assert_eq!(
             loaded.rules,
             vec![(

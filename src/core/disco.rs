@@ -8,6 +8,7 @@ use tracing::{debug, trace};
 
 use super::adhoc;
 use super::devices::our_identity;
+use super::profile;
 use super::router::{Resource, Target};
 use super::stanza::{element, iq_result, ns, text_element, ErrorType};
 use super::OwnerId;
@@ -132,7 +133,10 @@ impl Core {
         }
         if let Some(p) = self.pending.remove(id) {
             debug!(id, "iq answered");
-            self.caps_answer(now, iq, p.purpose);
+            match p.purpose {
+                super::Purpose::Profile { owner } => self.profile_answer(now, iq, owner),
+                caps => self.caps_answer(now, iq, caps),
+            }
         }
     }
 
@@ -237,6 +241,12 @@ impl Core {
                     ns::DISCO_INFO,
                     &[("category", "account"), ("type", "registered")],
                 ));
+                // XEP-0163 §6.1: an account with a PEP service.
+                q.append_child(element(
+                    "identity",
+                    ns::DISCO_INFO,
+                    &[("category", "pubsub"), ("type", "pep")],
+                ));
                 q.append_child(element(
                     "feature",
                     ns::DISCO_INFO,
@@ -245,6 +255,32 @@ impl Core {
                 Ok(Some(q))
             }
             Resource::Bare if get && payload.is("ping", ns::PING) => Ok(None),
+            // DESIGN.md section 11: her card and PEP items, as a server
+            // serves an account's.
+            Resource::Bare if get && payload.is("vCard", profile::VCARD) => self.owners[i]
+                .profile
+                .card_now(|t| self.out.secrets.names_secret(t, None).is_some())
+                .map(Some)
+                .ok_or("item-not-found"),
+            Resource::Bare if get && payload.is("pubsub", profile::PUBSUB) => {
+                let Some(items) = payload.get_child("items", profile::PUBSUB) else {
+                    return Err("feature-not-implemented");
+                };
+                let Some(node) = items.attr("node") else {
+                    return Err("bad-request");
+                };
+                let profile = &self.owners[i].profile;
+                let Some(item) = profile.item(node, None) else {
+                    return Err("item-not-found");
+                };
+                // Asked for items by id: ours must be one of them.
+                let ours = item.attr("id").unwrap_or_default();
+                let mut wanted = items.children().filter_map(|c| c.attr("id")).peekable();
+                if wanted.peek().is_some() && !wanted.any(|w| w == ours) {
+                    return Err("item-not-found");
+                }
+                Ok(profile.items(node, None))
+            }
             // RFC 6120 §10.5.4: a full JID with no available resource.
             Resource::Class(c) if !sees_classes || self.aggregate(i, c).is_none() => {
                 Err("service-unavailable")

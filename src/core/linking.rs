@@ -65,6 +65,9 @@ impl Core {
                     account.as_str(),
                     Some("probe"),
                 ));
+                if self.owners[i].profile.card().is_none() {
+                    self.fetch_primary_profile(now, i);
+                }
             }
             Some("unsubscribed") => {
                 let linked = self.owners[i]
@@ -296,6 +299,9 @@ impl Core {
         // A resource's presence means our subscription is in effect.
         let bare = full.as_str().split('/').next().unwrap_or_default();
         self.set_approved(i, bare, true);
+        if let Some(hash) = super::profile::announced_photo(stanza) {
+            self.photo_announced(now, i, &full.to_bare(), hash);
+        }
         // What the last presence of this device said, read in place: this
         // runs for every presence of every device.
         let (known, new_node, features) = {
@@ -472,7 +478,9 @@ impl Core {
 
     /// A disco#info answer (or error) to a caps query of ours.
     pub(super) fn caps_answer(&mut self, now: Time, iq: &Element, purpose: Purpose) {
-        let Purpose::Caps { owner, device, ver } = purpose;
+        let Purpose::Caps { owner, device, ver } = purpose else {
+            return;
+        };
         if iq.attr("type") != Some("result") {
             debug!(device = %device, "disco#info failed, device stays chat-only");
             return;

@@ -28,6 +28,7 @@ pub mod oracle;
 mod outbox;
 mod owners;
 pub mod presence;
+pub mod profile;
 pub mod router;
 pub mod rules;
 pub mod stanza;
@@ -350,6 +351,14 @@ pub enum StoreOp {
         /// The record.
         record: DeviceRecord,
     },
+    /// Her profile as served (DESIGN.md section 11): her scrubbed vCard,
+    /// `None` = she has none. A cache, relearned on every connect.
+    Profile {
+        /// Owner name.
+        owner: String,
+        /// The served `vcard-temp` element, as XML.
+        card: Option<String>,
+    },
     /// A device came online or went offline: its record's `last_seen`.
     /// Nothing is acknowledged on it, so it is not flushed on its own.
     DeviceSeen {
@@ -368,7 +377,10 @@ impl StoreOp {
     /// and if it cannot be written the requester gets an error. Device
     /// sightings and the caps cache are bookkeeping that can be relearned.
     pub fn acknowledged(&self) -> bool {
-        !matches!(self, StoreOp::DeviceSeen { .. } | StoreOp::Caps { .. })
+        !matches!(
+            self,
+            StoreOp::DeviceSeen { .. } | StoreOp::Caps { .. } | StoreOp::Profile { .. }
+        )
     }
 }
 
@@ -393,6 +405,8 @@ pub struct Stored {
     pub blocked: Vec<(String, Vec<String>)>,
     /// (owner, settings) set from her clients; they replace the config's.
     pub settings: Vec<(String, OwnerSettings)>,
+    /// (owner, served vCard XML): her profile as last mirrored.
+    pub profiles: Vec<(String, String)>,
 }
 
 impl Stored {
@@ -447,11 +461,13 @@ impl Stored {
                 self.rules.retain(|(o, _)| *o != owner);
                 self.blocked.retain(|(o, _)| *o != owner);
                 self.settings.retain(|(o, _)| *o != owner);
+                self.profiles.retain(|(o, _)| *o != owner);
                 self.owners.retain(|(o, _)| *o != owner);
             }
             StoreOp::Settings { owner, settings } => set(&mut self.settings, owner, Some(settings)),
             StoreOp::Blocked { owner, blocked } => set(&mut self.blocked, owner, Some(blocked)),
             StoreOp::Rules { owner, rules } => set(&mut self.rules, owner, Some(rules)),
+            StoreOp::Profile { owner, card } => set(&mut self.profiles, owner, card),
             StoreOp::Device {
                 owner,
                 device,
@@ -537,6 +553,8 @@ enum Purpose {
         device: FullJid,
         ver: Option<String>,
     },
+    /// `vcard-temp` of her account, for her profile (DESIGN.md section 11).
+    Profile { owner: OwnerId },
 }
 
 #[derive(Debug)]
@@ -560,10 +578,11 @@ struct PendingIqs {
 
 impl PendingIqs {
     fn insert(&mut self, id: String, iq: PendingIq, deadline: Time) {
-        let Purpose::Caps { device, ver, .. } = &iq.purpose;
-        match ver {
-            Some(v) => *self.vers.entry(v.clone()).or_default() += 1,
-            None => *self.devices.entry(device.clone()).or_default() += 1,
+        if let Purpose::Caps { device, ver, .. } = &iq.purpose {
+            match ver {
+                Some(v) => *self.vers.entry(v.clone()).or_default() += 1,
+                None => *self.devices.entry(device.clone()).or_default() += 1,
+            }
         }
         self.deadlines.set(id.clone(), deadline);
         if let Some(old) = self.by_id.insert(id, iq) {
@@ -580,10 +599,11 @@ impl PendingIqs {
                 }
             }
         }
-        let Purpose::Caps { device, ver, .. } = &iq.purpose;
-        match ver {
-            Some(v) => down(&mut self.vers, v),
-            None => down(&mut self.devices, device),
+        if let Purpose::Caps { device, ver, .. } = &iq.purpose {
+            match ver {
+                Some(v) => down(&mut self.vers, v),
+                None => down(&mut self.devices, device),
+            }
         }
     }
 
@@ -748,6 +768,16 @@ impl Core {
                 owners[i].devices.restore(device, record, &mut secrets, i);
             }
         }
+        for (name, card) in stored.profiles {
+            let (Some(&i), Ok(card)) = (by_name.get(&name), card.parse::<Element>()) else {
+                continue;
+            };
+            // Scrubbed again: a device learned since may be named in it.
+            let jid = owners[i].virtual_jid.to_string();
+            owners[i].profile = profile::Profile::from_vcard(&card, &jid, |t| {
+                secrets.names_secret(t, None).is_some()
+            });
+        }
         let caps_cache = stored
             .caps
             .into_iter()
@@ -886,6 +916,7 @@ impl Core {
                     self.out.send(link_request(&from, &account));
                 }
             }
+            self.fetch_primary_profile(now, i);
             self.mark_dirty(i, now);
         }
     }
@@ -1301,8 +1332,13 @@ impl Core {
         state: Option<&presence::ClassPresence>,
     ) -> Element {
         let def = &self.cfg.classes[class];
-        let from = format!("{}/{}", self.owners[i].virtual_jid, def.name);
-        presence::class_presence(def, &self.cfg.caps_node, &from, to, state)
+        let owner = &self.owners[i];
+        let from = format!("{}/{}", owner.virtual_jid, def.name);
+        let mut p = presence::class_presence(def, &self.cfg.caps_node, &from, to, state);
+        if let (Some(_), Some(x)) = (state, owner.profile.presence_update()) {
+            p.append_child(x);
+        }
+        p
     }
 }
 

@@ -47,6 +47,8 @@ pub(super) struct Owner {
     pub(super) contacts: HashMap<BareJid, ContactState>,
     /// What her watchers last heard and when they hear next.
     pub(super) publishing: Publishing,
+    /// Her vCard, avatar and nick as her contacts see them.
+    pub(super) profile: super::profile::Profile,
     /// Set up by the admin in component.toml (not removable by her).
     pub(super) provisioned: bool,
     /// The last status of hers we withheld and told her about, so that
@@ -78,6 +80,7 @@ impl Owner {
             watchers: Watchers::new(oc.subscription, oc.allow.clone(), oc.blocked.clone()),
             contacts: HashMap::new(),
             publishing: Publishing::new(classes),
+            profile: Default::default(),
             provisioned,
             told_withheld: None,
         }

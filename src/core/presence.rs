@@ -80,6 +80,16 @@ impl Publishing {
         changed
     }
 
+    /// What watchers heard of every available class is stale (her photo
+    /// changed): each is news again at the next publish.
+    pub(super) fn forget_available(&mut self) {
+        for slot in &mut self.published {
+            if matches!(slot, Published::Available(_)) {
+                *slot = Published::Unknown;
+            }
+        }
+    }
+
     /// Whether watchers last heard class `class` available.
     pub(super) fn is_available(&self, class: usize) -> bool {
         matches!(self.published.get(class), Some(Published::Available(_)))

@@ -426,12 +426,12 @@ impl Core {
                 });
             }
         }
-        self.out.send(stanza::stanza(
-            "presence",
-            &from,
-            remote.as_str(),
-            Some("subscribe"),
-        ));
+        let mut ask = stanza::stanza("presence", &from, remote.as_str(), Some("subscribe"));
+        // XEP-0172 §4.1: her name, so that his client shows who asks.
+        if let Some(nick) = self.owners[i].profile.nick(None) {
+            ask.append_child(stanza::text_element("nick", NICK, nick));
+        }
+        self.out.send(ask);
     }
 
     /// She no longer wants his presence.

@@ -15,6 +15,7 @@ mod chat;
 mod commands;
 mod faults;
 mod presence;
+mod profile;
 mod ringing;
 
 const D: &str = "unified.localhost";

@@ -39,8 +39,10 @@ fn approved_accounts_are_only_probed_after_restart() {
     let mut core = Core::new(config(SubscriptionPolicy::Ask), stored);
     core.handle_connected(Time(0));
     let out: Vec<Element> = std::iter::from_fn(|| core.poll_transmit()).collect();
-    assert_eq!(out.len(), 1);
+    assert_eq!(out.len(), 2, "{out:?}");
     assert_eq!(out[0].attr("type"), Some("probe"));
+    // And her card, for the profile her contacts see.
+    assert!(out[1].has_child("vCard", "vcard-temp"), "{out:?}");
 }
 
 #[test]
@@ -55,8 +57,9 @@ fn approval_by_the_account_is_stored_and_followed_by_a_probe() {
             ..AccountState::default()
         })
     }));
-    assert_eq!(out.len(), 1);
+    assert_eq!(out.len(), 2, "{out:?}");
     assert_eq!(out[0].attr("type"), Some("probe"));
+    assert!(out[1].has_child("vCard", "vcard-temp"), "{out:?}");
 }
 
 #[test]
@@ -638,7 +641,7 @@ fn unknown_virtual_jids_and_unserved_iqs_get_rfc6120_errors() {
     let cases = [
         (format!("<iq xmlns='jabber:component:accept' type='get' id='1' from='bob@localhost/pc' to='nobody@{D}'><ping xmlns='urn:xmpp:ping'/></iq>"), "service-unavailable"),
         (format!("<message xmlns='jabber:component:accept' type='chat' id='2' from='bob@localhost/pc' to='nobody@{D}'><body>hi</body></message>"), "service-unavailable"),
-        (format!("<iq xmlns='jabber:component:accept' type='get' id='3' from='bob@localhost/pc' to='alice@{D}'><vCard xmlns='vcard-temp'/></iq>"), "service-unavailable"),
+        (format!("<iq xmlns='jabber:component:accept' type='get' id='3' from='bob@localhost/pc' to='alice@{D}'><query xmlns='jabber:iq:last'/></iq>"), "service-unavailable"),
         (format!("<iq xmlns='jabber:component:accept' type='set' id='4' from='bob@localhost/pc' to='{D}'><query xmlns='jabber:iq:register'/></iq>"), "service-unavailable"),
         (format!("<iq xmlns='jabber:component:accept' type='get' id='5' from='bob@localhost/pc' to='alice@{D}/video'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"), "service-unavailable"),
         (format!("<iq xmlns='jabber:component:accept' type='get' id='6' from='bob@localhost/pc' to='{D}'/>"), "bad-request"),

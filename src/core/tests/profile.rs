@@ -1,0 +1,261 @@
+//! DESIGN.md section 11: her name and face, mirrored from her account.
+
+use super::*;
+use crate::core::profile::{AVATAR_DATA, AVATAR_METADATA, NICK, PUBSUB, PUBSUB_EVENT, VCARD};
+use base64::Engine;
+use sha1::Digest;
+
+const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+fn png_hash() -> String {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(PNG)
+        .unwrap();
+    sha1::Sha1::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Her card as her server keeps it: it names her account and a device.
+fn her_card() -> String {
+    format!(
+        "<vCard xmlns='vcard-temp'><FN>Alice Liddell</FN><NICKNAME>Alice</NICKNAME>\
+         <JABBERID>alice@localhost</JABBERID><EMAIL><USERID>alice@localhost</USERID></EMAIL>\
+         <DESC>usually on ph0ne-q7</DESC><NOTE>my old lapt0p-x2</NOTE>\
+         <PHOTO><TYPE>image/png</TYPE><BINVAL>{PNG}</BINVAL></PHOTO></vCard>"
+    )
+}
+
+fn vcard_query(out: &[Element]) -> Option<&Element> {
+    out.iter()
+        .find(|e| e.name() == "iq" && e.has_child("vCard", VCARD))
+}
+
+fn ask(h: &mut Harness, from: &str, payload: &str) -> Element {
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='get' id='p1' from='{from}' to='alice@{D}'>{payload}</iq>"
+    ));
+    assert_eq!(out.len(), 1, "{out:?}");
+    out.into_iter().next().unwrap()
+}
+
+/// As [`ask`], without the harness's leak check: for a text that is not
+/// a secret yet.
+fn unchecked_ask(h: &mut Harness, from: &str, payload: &str) -> Element {
+    let iq: Element = format!(
+        "<iq xmlns='jabber:component:accept' type='get' id='p0' from='{from}' to='alice@{D}'>{payload}</iq>"
+    )
+    .parse()
+    .unwrap();
+    h.core.handle_stanza(h.now, iq);
+    h.core.poll_transmit().expect("an answer")
+}
+
+/// Alice's phone announces a photo; her account answers our request
+/// with her card. Returns what that answer sent.
+fn alice_with_a_photo() -> (Harness, Vec<Element>) {
+    let mut h = Harness::new(SubscriptionPolicy::Open);
+    h.subscribe_bob();
+    let update = format!(
+        "<x xmlns='vcard-temp:x:update'><photo>{}</photo></x>",
+        png_hash()
+    );
+    let out = h.device("ph0ne-q7", &update);
+    let q = vcard_query(&out).expect("her card is asked for").clone();
+    assert_eq!(q.attr("to"), Some("alice@localhost"));
+    assert_eq!(q.attr("from"), Some(format!("alice@{D}").as_str()));
+    // Her other devices announce the same hash: asked once.
+    let again = h.device("tablet", &update);
+    assert!(vcard_query(&again).is_none(), "{again:?}");
+    let mut out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='alice@localhost' to='alice@{D}'>{}</iq>",
+        q.attr("id").unwrap(),
+        her_card()
+    ));
+    out.extend(h.advance(1000));
+    (h, out)
+}
+
+#[test]
+fn watchers_get_her_card_without_her_account_or_devices() {
+    let (mut h, _) = alice_with_a_photo();
+    // (Before her laptop is a device, its name is no secret: not Bob's
+    // to check here.)
+    let r = unchecked_ask(&mut h, BOB, "<vCard xmlns='vcard-temp'/>");
+    assert_eq!(r.attr("type"), Some("result"));
+    let card = r.get_child("vCard", VCARD).expect("her card");
+    assert_eq!(card.get_child("FN", VCARD).unwrap().text(), "Alice Liddell");
+    assert_eq!(
+        card.get_child("JABBERID", VCARD).unwrap().text(),
+        format!("alice@{D}")
+    );
+    assert!(
+        card.get_child("EMAIL", VCARD).is_none(),
+        "names her account"
+    );
+    assert!(card.get_child("DESC", VCARD).is_none(), "names her phone");
+    let binval = card
+        .get_child("PHOTO", VCARD)
+        .and_then(|p| p.get_child("BINVAL", VCARD))
+        .unwrap()
+        .text();
+    assert_eq!(binval, PNG);
+    assert_eq!(
+        card.get_child("NOTE", VCARD).map(|n| n.text()).as_deref(),
+        Some("my old lapt0p-x2")
+    );
+    // A device that comes online later is not named either.
+    h.device("lapt0p-x2", "");
+    let r = ask(&mut h, BOB, "<vCard xmlns='vcard-temp'/>");
+    let card = r.get_child("vCard", VCARD).expect("her card");
+    assert!(card.get_child("NOTE", VCARD).is_none(), "{}", xml(&r));
+    assert!(card.get_child("FN", VCARD).is_some());
+    // Anyone may read a card, as from a server; not someone she blocked.
+    let r = ask(&mut h, "eve@evil.example/x", "<vCard xmlns='vcard-temp'/>");
+    assert_eq!(r.attr("type"), Some("result"));
+    command(&mut h, PHONE, "block eve@evil.example");
+    let r = ask(&mut h, "eve@evil.example/x", "<vCard xmlns='vcard-temp'/>");
+    assert_eq!(error_condition(&r), Some("service-unavailable"));
+}
+
+#[test]
+fn her_photo_reaches_watchers_as_a_presence_hash_and_pep_events() {
+    let (_, out) = alice_with_a_photo();
+    let hash = png_hash();
+    let bob = to_bob(&out);
+    // Every available class again, now with the photo hash.
+    let chat = from_class(&bob, "chat").expect("chat again with her photo");
+    let photo = chat
+        .get_child("x", "vcard-temp:x:update")
+        .and_then(|x| x.get_child("photo", "vcard-temp:x:update"))
+        .map(|p| p.text());
+    assert_eq!(photo, Some(hash.clone()));
+    // XEP-0163 events: avatar metadata and nick.
+    let events: Vec<&Element> = bob
+        .iter()
+        .copied()
+        .filter(|e| e.name() == "message" && e.attr("type") == Some("headline"))
+        .collect();
+    let nodes: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.get_child("event", PUBSUB_EVENT))
+        .filter_map(|e| e.get_child("items", PUBSUB_EVENT))
+        .filter_map(|i| i.attr("node"))
+        .collect();
+    assert_eq!(nodes, [AVATAR_METADATA, NICK]);
+    assert!(events
+        .iter()
+        .all(|e| e.attr("from") == Some(format!("alice@{D}").as_str())));
+    assert!(xml(events[0]).contains(&hash));
+    assert!(xml(events[1]).contains(">Alice</nick>"));
+}
+
+#[test]
+fn pep_items_answer_avatar_and_nick_requests() {
+    let (mut h, _) = alice_with_a_photo();
+    let hash = png_hash();
+    let items = |node: &str, id: Option<&str>| {
+        let item = id.map(|i| format!("<item id='{i}'/>")).unwrap_or_default();
+        format!("<pubsub xmlns='{PUBSUB}'><items node='{node}'>{item}</items></pubsub>")
+    };
+    let r = ask(&mut h, BOB, &items(AVATAR_METADATA, None));
+    let info = r
+        .get_child("pubsub", PUBSUB)
+        .and_then(|p| p.get_child("items", PUBSUB))
+        .and_then(|i| i.get_child("item", PUBSUB))
+        .and_then(|i| i.get_child("metadata", AVATAR_METADATA))
+        .and_then(|m| m.get_child("info", AVATAR_METADATA))
+        .expect("metadata");
+    assert_eq!(info.attr("id"), Some(hash.as_str()));
+    assert_eq!(info.attr("type"), Some("image/png"));
+    let r = ask(&mut h, BOB, &items(AVATAR_DATA, Some(&hash)));
+    assert!(xml(&r).contains(PNG));
+    let r = ask(&mut h, BOB, &items(AVATAR_DATA, Some("0000")));
+    assert_eq!(error_condition(&r), Some("item-not-found"));
+    let r = ask(&mut h, BOB, &items(NICK, None));
+    assert!(xml(&r).contains(">Alice</nick>"), "{}", xml(&r));
+    let r = ask(
+        &mut h,
+        BOB,
+        &items("eu.siacs.conversations.axolotl.devicelist", None),
+    );
+    assert_eq!(error_condition(&r), Some("item-not-found"));
+    // Her bare JID says it has PEP (XEP-0163 §6.1).
+    let r = ask(
+        &mut h,
+        BOB,
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+    );
+    assert!(xml(&r).contains("type='pep'"), "{}", xml(&r));
+}
+
+#[test]
+fn her_card_is_served_after_a_restart_and_relearned() {
+    let (mut h, _) = alice_with_a_photo();
+    // Her laptop, named in her card, was a device of hers before the
+    // restart: its record makes it a secret after it too.
+    h.device("lapt0p-x2", "");
+    h.device_gone("lapt0p-x2");
+    let out = h.restart();
+    // Asked again on connect, and served from the store meanwhile.
+    assert!(vcard_query(&out).is_some(), "{out:?}");
+    let r = ask(&mut h, BOB, "<vCard xmlns='vcard-temp'/>");
+    assert_eq!(r.attr("type"), Some("result"));
+    assert!(xml(&r).contains("Alice Liddell"));
+    assert!(!xml(&r).contains("NOTE"), "{}", xml(&r));
+    // Her presence after the restart carries the hash at once.
+    let out = h.device("phone", "");
+    let out = [out, h.advance(1000)].concat();
+    let chat = from_class(&to_bob(&out), "chat")
+        .map(xml)
+        .unwrap_or_default();
+    assert!(chat.contains(&png_hash()), "{chat}");
+}
+
+#[test]
+fn without_a_card_nothing_is_invented() {
+    let mut h = Harness::new(SubscriptionPolicy::Open);
+    h.subscribe_bob();
+    let out = h.device(
+        "phone",
+        "<x xmlns='vcard-temp:x:update'><photo>abc</photo></x>",
+    );
+    let q = vcard_query(&out).unwrap().clone();
+    h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='error' id='{}' from='alice@localhost' to='alice@{D}'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
+        q.attr("id").unwrap()
+    ));
+    let r = ask(&mut h, BOB, "<vCard xmlns='vcard-temp'/>");
+    assert_eq!(error_condition(&r), Some("item-not-found"));
+    // An answer from anyone but her account is not her card.
+    let out = h.device(
+        "phone",
+        "<x xmlns='vcard-temp:x:update'><photo>def</photo></x>",
+    );
+    let q = vcard_query(&out).unwrap().clone();
+    h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='eve@evil.example' to='alice@{D}'>{}</iq>",
+        q.attr("id").unwrap(),
+        her_card()
+    ));
+    let r = ask(&mut h, BOB, "<vCard xmlns='vcard-temp'/>");
+    assert_eq!(error_condition(&r), Some("item-not-found"));
+}
+
+#[test]
+fn her_requests_from_her_virtual_jid_carry_her_name() {
+    let (mut h, _) = alice_with_a_photo();
+    let out = h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>contact add dave@example.org</body></message>"
+    ));
+    let ask = out
+        .iter()
+        .find(|e| e.attr("to") == Some("dave@example.org") && e.attr("type") == Some("subscribe"))
+        .expect("her request to dave");
+    assert_eq!(ask.attr("from"), Some(format!("alice@{D}").as_str()));
+    assert_eq!(
+        ask.get_child("nick", NICK).map(|n| n.text()).as_deref(),
+        Some("Alice")
+    );
+}
