@@ -68,6 +68,11 @@ listen:
   mod_caps: {{}}
   mod_stream_mgmt: {{}}
   mod_version: {{}}
+  # Her profile, as ejabberd's default config keeps it: vCards and the
+  # XEP-0153 photo hash in her presence.
+  mod_vcard:
+    search: false
+  mod_vcard_xupdate: {{}}
 {extra}
 """
 

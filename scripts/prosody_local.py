@@ -36,7 +36,9 @@ c2s_direct_tls_ports = {{ }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version", "offline"{websocket}{tls_module} }}
+-- pep, vcard4 and vcard_legacy as Debian's default config has them: her
+-- profile (name, avatar) is what the component mirrors for her contacts.
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version", "offline", "pep", "vcard4", "vcard_legacy"{websocket}{tls_module} }}
 modules_disabled = {{ "s2s"{no_tls} }}
 {ssl}
 log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{dir}/prosody.log" }} }}

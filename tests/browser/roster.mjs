@@ -1,9 +1,13 @@
 // Drives Converse.js in headless Chromium for tests/e2e/test_browser.py.
-// Usage: node roster.mjs URL JID PASSWORD CONTACT SHOTS_DIR
+// Usage: node roster.mjs URL JID PASSWORD CONTACT SHOTS_DIR [NAME]
 // Logs in through the login form, adds CONTACT through the "Add a contact"
-// form, then obeys one command per stdin line and answers on stdout:
+// form (with NAME, or with no name so that Converse shows hers), then obeys
+// one command per stdin line and answers on stdout:
 //   expect <online|away|dnd|xa|offline>  -> "saw <status>" once CONTACT's
 //                                          roster entry shows it (or "timeout ...")
+//   profile <name...>                    -> "profile {name, avatar}" once CONTACT's
+//                                          roster entry shows <name> and an avatar
+//                                          image (avatar: its data: URI), or "timeout {...}"
 //   shot <name>                          -> "shot <path>"
 //   send <text...>                       -> opens the chat with CONTACT by clicking
 //                                          her roster entry, types <text> in the
@@ -25,7 +29,7 @@ import { chromium } from "playwright-core";
 import readline from "node:readline";
 import path from "node:path";
 
-const [url, jid, password, contact, shots] = process.argv.slice(2);
+const [url, jid, password, contact, shots, name = ""] = process.argv.slice(2);
 const say = (line) => process.stdout.write(line + "\n");
 
 const browser = await chromium.launch({
@@ -105,7 +109,7 @@ try {
   await page.locator("a.add-contact").click();
   const form = page.locator("form.add-xmpp-contact");
   await form.locator("input[name=jid]:visible").fill(contact);
-  await form.locator("input[name=name]").fill("Alice");
+  if (name) await form.locator("input[name=name]").fill(name);
   await form.locator("[type=submit]").click();
   await page.locator(`converse-roster-contact a.open-chat[data-jid="${contact}"]`).waitFor({ timeout: 20000 });
   say("added");
@@ -130,6 +134,22 @@ for await (const line of rl) {
       await page.waitForTimeout(100);
     }
     say(seen && seen.title === want ? `saw ${arg} ${JSON.stringify(seen)}` : `timeout ${arg} ${JSON.stringify(seen)}`);
+  } else if (cmd === "profile") {
+    // What Bob sees of her in his roster: the name and the avatar image.
+    const deadline = Date.now() + 20000;
+    let seen = null;
+    while (Date.now() < deadline) {
+      seen = await page.evaluate((contact) => {
+        const item = document.querySelector(`converse-roster-contact a.open-chat[data-jid="${contact}"]`)
+          ?.closest("converse-roster-contact");
+        if (!item) return null;
+        return { name: item.querySelector(".contact-name")?.innerText.trim() || "",
+          avatar: item.querySelector("converse-avatar image")?.getAttribute("href") || "" };
+      }, contact);
+      if (seen && seen.name === rest && seen.avatar.startsWith("data:image")) break;
+      await page.waitForTimeout(200);
+    }
+    say(seen && seen.name === rest && seen.avatar ? `profile ${JSON.stringify(seen)}` : `timeout ${JSON.stringify(seen)}`);
   } else if (cmd === "shot") {
     const file = path.join(shots, `${arg}.png`);
     await page.screenshot({ path: file, fullPage: true });

@@ -7,9 +7,12 @@ and her reply shows in his chat with her. Nothing his browser receives
 names one of her devices. The screenshots are kept; their paths are
 printed."""
 import asyncio
+import base64
 import json
 import os
+import struct
 import xml.etree.ElementTree as ET
+import zlib
 
 from harness import C, DOMAIN, JINGLE_AUDIO, ROOT, Client, Component, presence, serve_directory, start_prosody
 
@@ -35,11 +38,21 @@ def shot(answer, capsys):
         print(f"\nscreenshot: {answer[5:]}", flush=True)
 
 
+def square_png(size=64, rgb=(0xc0, 0x30, 0x60)):
+    """A square PNG of one colour: her photo, big enough to see."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\0" + bytes(rgb) * size for _ in range(size))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 def phone_client(*features):
     """Alice's phone: slixmpp's own XEP-0184 plugin answers every receipt
     request, as a real client does."""
     phone = Client("alice@localhost/phone", *features)
     phone.register_plugin("xep_0184")
+    phone.register_plugin("xep_0054")
     return phone
 
 
@@ -106,16 +119,29 @@ def test_converse_in_chromium_shows_alice_as_her_devices_change(tmp_path, capsys
         await phone.wait_for(presence(ALICE, "subscribe"), what="the linking request")
         phone.send_presence(pto=ALICE, ptype="subscribed")
         await comp.await_log("account link changed")
+        # Her name and photo, set in her own client (issue 17).
+        photo = square_png()
+        card = phone["xep_0054"].make_vcard()
+        card["FN"] = "Alice Liddell"
+        card["PHOTO"]["TYPE"] = "image/png"
+        card["PHOTO"]["BINVAL"] = photo
+        await phone["xep_0054"].publish_vcard(card, timeout=10)
+        phone.send_presence()
+        await comp.await_log("her profile changed")
 
         url = f"http://127.0.0.1:{httpd.server_address[1]}/index.html?ws=ws://127.0.0.1:{p.http}/xmpp-websocket"
         proc = await asyncio.create_subprocess_exec(
-            "node", os.path.join(BROWSER, "roster.mjs"), url, "bob@localhost", "pw-bob", ALICE, str(shots),
+            "node", os.path.join(BROWSER, "roster.mjs"), url, "bob@localhost", "pw-bob", ALICE, str(shots), "",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         browser = Browser(proc)
         try:
             assert await browser.line() == "logged-in"
             assert await browser.line() == "added"
             await browser.expect("online")
+            # Bob gave her no name: Converse shows the one on her card,
+            # and her photo, both served by alice@unified.localhost.
+            shown = await browser.answer("profile Alice Liddell", "profile")
+            assert base64.b64decode(shown["avatar"].split(",", 1)[1]) == photo, shown["avatar"][:80]
             shot(await browser.ask("shot 1-online"), capsys)
 
             phone.send_presence(pshow="away", pstatus="Walking")
