@@ -525,12 +525,14 @@ impl Core {
                     super::SubscriptionPolicy::Ask => "ask",
                     super::SubscriptionPolicy::Open => "open",
                 };
+                let encryption = if o.omemo { "on" } else { "off" };
                 form(
                     "Privacy",
-                    "relay-only: callers never learn your devices' IP addresses. ask: you approve each watcher.",
+                    "relay-only: callers never learn your devices' IP addresses. ask: you approve each watcher. Encryption on: contacts can encrypt (OMEMO) to your address and see your OMEMO device ids and public keys.",
                     vec![
                         field("calls", "list-single", "Calls", &[calls.into()], &opts(&["direct", "relay-only"])),
                         field("watchers", "list-single", "Watchers", &[watchers.into()], &opts(&["ask", "open"])),
+                        field("encryption", "list-single", "Encryption (OMEMO)", &[encryption.into()], &opts(&["on", "off"])),
                     ],
                 )
             }
@@ -661,7 +663,7 @@ impl Core {
                 });
                 delete.into_iter().chain(add).collect()
             }
-            "privacy" => ["calls", "watchers"]
+            "privacy" => ["calls", "watchers", "encryption"]
                 .into_iter()
                 .filter_map(|key| {
                     let v = values(x, key).into_iter().next()?;

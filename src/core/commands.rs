@@ -42,6 +42,7 @@ const HELP: &str = "Commands (send them to this address):
 • privacy — your privacy settings
 • privacy calls relay-only | privacy calls direct — relay-only: callers never learn your devices' addresses
 • privacy watchers ask | privacy watchers open — ask: you approve each watcher; open: anyone may watch
+• privacy encryption on | privacy encryption off — on: contacts can encrypt (OMEMO) to your address, which shows them your OMEMO device ids and public keys
 • label <device> <text> — name a device
 • contact add <jid> [name] — add a contact from your address: the request from their proxy address appears in your client; accept it, and they are asked for their presence, from your address
 • link <account> — add another account of yours: it gets a one-time code from this address
@@ -258,7 +259,7 @@ fn usage(text: &str) -> Option<&'static str> {
         "block" => "Say who: \"block bob@example.org\" or \"block example.org\".",
         "unblock" => "Say who: \"unblock bob@example.org\".",
         "rule" => "\"rule add <what> <when> <action>\" (e.g. \"rule add from example.net 22:00-07:00 busy\") or \"rule del <n>\".",
-        "privacy" => "\"privacy\" shows your settings; \"privacy calls relay-only|direct\", \"privacy watchers ask|open\" change them.",
+        "privacy" => "\"privacy\" shows your settings; \"privacy calls relay-only|direct\", \"privacy watchers ask|open\", \"privacy encryption on|off\" change them.",
         "status" | "devices" | "watchers" | "rules" => "That command takes nothing after it.",
         "unregister" => "\"unregister\" asks first; \"unregister confirm\" gives up your address.",
         "contact" => "Say who: \"contact add bob@example.org\", or with a name: \"contact add bob@example.org Bob\".",
@@ -451,11 +452,13 @@ impl Core {
             Command::Privacy(Some((k, v)))
                 if !matches!(
                     (k.as_str(), v.as_str()),
-                    ("calls", "relay-only" | "direct") | ("watchers", "ask" | "open")
+                    ("calls", "relay-only" | "direct")
+                        | ("watchers", "ask" | "open")
+                        | ("encryption", "on" | "off")
                 ) =>
             {
                 refuse(
-                    "Send \"privacy calls relay-only|direct\" or \"privacy watchers ask|open\"."
+                    "Send \"privacy calls relay-only|direct\", \"privacy watchers ask|open\" or \"privacy encryption on|off\"."
                         .into(),
                 )
             }
@@ -655,11 +658,13 @@ impl Core {
                     Some(("calls", "direct")) => o.candidates = CandidatePolicy::Direct,
                     Some(("watchers", "ask")) => o.watchers.policy = SubscriptionPolicy::Ask,
                     Some(("watchers", "open")) => o.watchers.policy = SubscriptionPolicy::Open,
+                    Some(("encryption", v)) => o.omemo = v == "on",
                     _ => {}
                 }
                 let settings = OwnerSettings {
                     subscription: o.watchers.policy,
                     candidates: o.candidates,
+                    omemo: o.omemo,
                 };
                 if change.is_some() {
                     self.out.keep(StoreOp::Settings {
@@ -679,7 +684,12 @@ impl Core {
                     SubscriptionPolicy::Ask => "ask (you approve each watcher)",
                     SubscriptionPolicy::Open => "open (anyone may watch)",
                 };
-                format!("Calls: {calls}.\nWatchers: {watchers}.")
+                let encryption = if settings.omemo {
+                    "on (your OMEMO device ids and public keys are served on your address, so that contacts can encrypt to you)"
+                } else {
+                    "off (contacts' clients cannot encrypt to your address)"
+                };
+                format!("Calls: {calls}.\nWatchers: {watchers}.\nEncryption: {encryption}.")
             }
             Command::Block(who) => {
                 // A blocked watcher stops watching first.

@@ -52,6 +52,54 @@ impl Core {
         true
     }
 
+    /// An OMEMO device list or bundle request (DESIGN.md section 11): to
+    /// her virtual JID, asked of her account; from one of her accounts to
+    /// a proxy JID, asked of his. `false` when it is neither, or she
+    /// turned encryption off (then it is answered as a node she lacks).
+    fn omemo_keys(&mut self, now: Time, iq: &Element, from: &Jid, target: &Target) -> bool {
+        let (i, to) = match target {
+            Target::Owner {
+                owner,
+                resource: Resource::Bare,
+            } => {
+                let i = *owner;
+                // Her first proven account: the one whose keys are hers
+                // to show (the others' devices are not served yet).
+                let Some(primary) = self.owners[i]
+                    .accounts
+                    .iter()
+                    .find(|(a, s)| s.approved && self.out.secrets.account_owner(a) == Some(i))
+                    .map(|(a, _)| a.to_string())
+                else {
+                    return false;
+                };
+                (i, primary)
+            }
+            Target::Proxy { remote } => {
+                let Some(i) = self.out.secrets.account_owner(&from.to_bare()) else {
+                    return false;
+                };
+                if self.out.secrets.account_owner(remote).is_some() {
+                    // Another owner's account: she knows him by his
+                    // virtual JID, never by a proxy JID.
+                    return false;
+                }
+                (i, remote.to_string())
+            }
+            _ => return false,
+        };
+        if !self.owners[i].omemo {
+            return false;
+        }
+        let Some(payload) = iq.children().next().cloned() else {
+            return false;
+        };
+        let her = self.owners[i].virtual_jid.to_string();
+        let (calls, mut cx) = self.calls_cx(now);
+        calls.relay_get(&mut cx, iq, &her, &to, payload);
+        true
+    }
+
     /// Every IQ, by type and routing-table row.
     pub(super) fn handle_iq(&mut self, now: Time, iq: &Element, from: Jid, target: Target) {
         match iq.attr("type") {
@@ -93,6 +141,9 @@ impl Core {
                 let items = self.command_items(&from);
                 return self.out.send(iq_result(iq, Some(items)));
             }
+        }
+        if get && super::omemo::asks_keys(payload) && self.omemo_keys(now, iq, &from, &target) {
+            return;
         }
         if let Target::Proxy { remote } = &target {
             if get

@@ -23,6 +23,7 @@ mod disco;
 pub mod jingle;
 mod limits;
 mod linking;
+pub mod omemo;
 #[doc(hidden)]
 pub mod oracle;
 mod outbox;
@@ -140,6 +141,15 @@ pub struct OwnerSettings {
     pub subscription: SubscriptionPolicy,
     /// Which ICE candidates of her devices reach callers.
     pub candidates: CandidatePolicy,
+    /// Whether her OMEMO keys are served on her virtual JID (and her
+    /// contacts' on their proxy JIDs), so that chats with her can be
+    /// end-to-end encrypted. On unless she turned it off.
+    #[serde(default = "on")]
+    pub omemo: bool,
+}
+
+fn on() -> bool {
+    true
 }
 
 /// An owner who registered herself, as the store keeps her.
@@ -751,6 +761,7 @@ impl Core {
             if let Some(&i) = by_name.get(&name) {
                 owners[i].watchers.policy = settings.subscription;
                 owners[i].candidates = settings.candidates;
+                owners[i].omemo = settings.omemo;
             }
         }
         for (name, blocked) in stored.blocked {

@@ -47,6 +47,8 @@ pub(super) struct Owner {
     pub(super) contacts: HashMap<BareJid, ContactState>,
     /// What her watchers last heard and when they hear next.
     pub(super) publishing: Publishing,
+    /// Whether her OMEMO keys are served (`privacy encryption on|off`).
+    pub(super) omemo: bool,
     /// Her vCard, avatar and nick as her contacts see them.
     pub(super) profile: super::profile::Profile,
     /// Set up by the admin in component.toml (not removable by her).
@@ -81,6 +83,7 @@ impl Owner {
             contacts: HashMap::new(),
             publishing: Publishing::new(classes),
             profile: Default::default(),
+            omemo: true,
             provisioned,
             told_withheld: None,
         }

@@ -1157,7 +1157,10 @@ impl Calls {
             stanza::set_attr(&mut answer, "id", their_id);
             let mut bare = answer.clone();
             for child in iq.children() {
-                answer.append_child(child.clone());
+                let mut child = child.clone();
+                // An OMEMO device list's labels may name a device.
+                crate::core::omemo::drop_labels(&mut child);
+                answer.append_child(child);
             }
             if out.secrets.leak_in(&answer).is_some() {
                 // The answer's payload names a device: its type alone.

@@ -797,7 +797,8 @@ fn privacy_changes_are_stored_and_take_effect() {
         owner: "alice".into(),
         settings: OwnerSettings {
             subscription: SubscriptionPolicy::Open,
-            candidates: CandidatePolicy::RelayOnly
+            candidates: CandidatePolicy::RelayOnly,
+            omemo: true,
         }
     }));
     assert_eq!(h.core.owners[0].candidates, CandidatePolicy::RelayOnly);

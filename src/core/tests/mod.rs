@@ -14,6 +14,7 @@ mod calls;
 mod chat;
 mod commands;
 mod faults;
+mod omemo;
 mod presence;
 mod profile;
 mod ringing;

@@ -175,11 +175,7 @@ fn pep_items_answer_avatar_and_nick_requests() {
     assert_eq!(error_condition(&r), Some("item-not-found"));
     let r = ask(&mut h, BOB, &items(NICK, None));
     assert!(xml(&r).contains(">Alice</nick>"), "{}", xml(&r));
-    let r = ask(
-        &mut h,
-        BOB,
-        &items("eu.siacs.conversations.axolotl.devicelist", None),
-    );
+    let r = ask(&mut h, BOB, &items("urn:xmpp:omemo:2:devices", None));
     assert_eq!(error_condition(&r), Some("item-not-found"));
     // Her bare JID says it has PEP (XEP-0163 §6.1).
     let r = ask(

@@ -1,0 +1,95 @@
+//! End-to-end encryption through the virtual JID (DESIGN.md section 11):
+//! OMEMO as Conversations, Dino and Gajim speak it
+//! (`eu.siacs.conversations.axolotl`, XEP-0384 v0.3).
+//!
+//! An OMEMO client encrypts to the device list and bundles it finds in its
+//! peer's PEP. So that Bob can encrypt to `alice@D` and her devices to his
+//! proxy JID:
+//! - a PEP `items` request to `alice@D` for the device list or a bundle is
+//!   asked of her account, from `alice@D`, and its answer goes back to Bob;
+//! - the same request from one of her accounts to Bob's proxy JID is asked
+//!   of Bob's account, from `alice@D`, and his answer goes back to her.
+//!
+//! Asked live rather than cached: a bundle loses a pre-key with every new
+//! session, and a device list changes when a device first starts, before
+//! or after its presence. The encrypted messages themselves pass through
+//! the chat relay untouched (`chat.rs`); the sender's JID is not inside
+//! them in this version of OMEMO, so the relay does not break them.
+//!
+//! What a device list says is what any encrypted contact must see: device
+//! ids (random numbers) and public keys. Device labels (a newer,
+//! optional attribute) are free text a client may fill with a device name,
+//! so they are dropped.
+//!
+//! `urn:xmpp:omemo:2` is not served: its envelope seals the sender's JID
+//! inside the ciphertext (XEP-0420 `<from/>`), which says Bob's real JID
+//! where her device expects the proxy JID.
+
+use minidom::Element;
+
+use super::profile::PUBSUB;
+
+/// The namespace of OMEMO's elements.
+pub const AXOLOTL: &str = "eu.siacs.conversations.axolotl";
+/// The device list node.
+pub const DEVICELIST: &str = "eu.siacs.conversations.axolotl.devicelist";
+/// The prefix of a device's bundle node (`...bundles:<device id>`).
+pub const BUNDLES: &str = "eu.siacs.conversations.axolotl.bundles:";
+
+/// Whether `payload` (of an IQ get) asks for OMEMO items: the device list
+/// or a device's bundle.
+pub fn asks_keys(payload: &Element) -> bool {
+    payload.is("pubsub", PUBSUB)
+        && payload
+            .get_child("items", PUBSUB)
+            .and_then(|i| i.attr("node"))
+            .is_some_and(|n| {
+                n == DEVICELIST
+                    || n.strip_prefix(BUNDLES)
+                        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+            })
+}
+
+/// `el` without the `label` of any OMEMO `<device/>` in it.
+pub fn drop_labels(el: &mut Element) {
+    if el.is("device", AXOLOTL) {
+        el.attrs_mut()
+            .remove(&minidom::rxml::Namespace::NONE, "label");
+    }
+    for child in el.children_mut() {
+        drop_labels(child);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_device_lists_and_bundles_are_omemo_keys() {
+        let ask = |node: &str| -> Element {
+            format!("<pubsub xmlns='{PUBSUB}'><items node='{node}'/></pubsub>")
+                .parse()
+                .unwrap()
+        };
+        assert!(asks_keys(&ask(DEVICELIST)));
+        assert!(asks_keys(&ask(&format!("{BUNDLES}12345"))));
+        assert!(!asks_keys(&ask(BUNDLES)));
+        assert!(!asks_keys(&ask(&format!("{BUNDLES}12x"))));
+        assert!(!asks_keys(&ask("urn:xmpp:omemo:2:devices")));
+        assert!(!asks_keys(&ask("urn:xmpp:avatar:data")));
+    }
+
+    #[test]
+    fn labels_are_dropped_and_ids_kept() {
+        let mut list: Element = format!(
+            "<list xmlns='{AXOLOTL}'><device id='1' label=\"Gajim on alice's laptop\"/><device id='2'/></list>"
+        )
+        .parse()
+        .unwrap();
+        drop_labels(&mut list);
+        let ids: Vec<_> = list.children().filter_map(|d| d.attr("id")).collect();
+        assert_eq!(ids, ["1", "2"]);
+        assert!(list.children().all(|d| d.attr("label").is_none()));
+    }
+}
