@@ -155,7 +155,9 @@ def test_probes_errors_and_strangers(server):
         # Unknown virtual JID and an IQ we do not serve: RFC 6120 errors.
         cases = [
             (f"nobody@{DOMAIN}", "<ping xmlns='urn:xmpp:ping'/>", "service-unavailable"),
-            (ALICE, "<vCard xmlns='vcard-temp'/>", "service-unavailable"),
+            (ALICE, "<query xmlns='jabber:iq:last'/>", "service-unavailable"),
+            # She set no name or photo: her card is a node she lacks.
+            (ALICE, "<vCard xmlns='vcard-temp'/>", "item-not-found"),
             (DOMAIN, "<query xmlns='jabber:iq:register'/>", "service-unavailable"),
             (ALICE, "<ping xmlns='urn:xmpp:ping'/><ping xmlns='urn:xmpp:ping'/>", "bad-request"),
         ]
