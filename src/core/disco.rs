@@ -52,11 +52,13 @@ impl Core {
         true
     }
 
-    /// An OMEMO device list or bundle request (DESIGN.md section 11): to
-    /// her virtual JID, asked of her account; from one of her accounts to
-    /// a proxy JID, asked of his. `false` when it is neither, or she
-    /// turned encryption off (then it is answered as a node she lacks).
-    fn omemo_keys(&mut self, now: Time, iq: &Element, from: &Jid, target: &Target) -> bool {
+    /// A PEP request that her account answers (DESIGN.md section 11):
+    /// her vCard4, or an OMEMO device list or bundle. To her virtual JID,
+    /// asked of her account; OMEMO from one of her accounts to a proxy
+    /// JID, asked of his. `false` when it is neither, or she turned
+    /// encryption off (then it is answered as a node she lacks).
+    fn pep_relay(&mut self, now: Time, iq: &Element, from: &Jid, target: &Target) -> bool {
+        let omemo = iq.children().next().is_some_and(super::omemo::asks_keys);
         let (i, to) = match target {
             Target::Owner {
                 owner,
@@ -75,7 +77,7 @@ impl Core {
                 };
                 (i, primary)
             }
-            Target::Proxy { remote } => {
+            Target::Proxy { remote } if omemo => {
                 let Some(i) = self.out.secrets.account_owner(&from.to_bare()) else {
                     return false;
                 };
@@ -88,7 +90,7 @@ impl Core {
             }
             _ => return false,
         };
-        if !self.owners[i].omemo {
+        if omemo && !self.owners[i].omemo {
             return false;
         }
         let Some(payload) = iq.children().next().cloned() else {
@@ -142,7 +144,10 @@ impl Core {
                 return self.out.send(iq_result(iq, Some(items)));
             }
         }
-        if get && super::omemo::asks_keys(payload) && self.omemo_keys(now, iq, &from, &target) {
+        if get
+            && (super::omemo::asks_keys(payload) || profile::asks_vcard4(payload))
+            && self.pep_relay(now, iq, &from, &target)
+        {
             return;
         }
         if let Target::Proxy { remote } = &target {

@@ -36,6 +36,10 @@ pub const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
 pub const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 /// XEP-0172.
 pub const NICK: &str = "http://jabber.org/protocol/nick";
+/// XEP-0292: the PEP node of her vCard4.
+pub const VCARD4_NODE: &str = "urn:xmpp:vcard4";
+/// RFC 6351.
+pub const VCARD4: &str = "urn:ietf:params:xml:ns:vcard-4.0";
 
 /// Her photo, as her vCard holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +228,37 @@ impl Profile {
         let mut event = Element::bare("event", PUBSUB_EVENT);
         event.append_child(items);
         Some(event)
+    }
+}
+
+/// Whether `payload` (of an IQ get) asks for her vCard4 (XEP-0292).
+pub fn asks_vcard4(payload: &Element) -> bool {
+    payload.is("pubsub", PUBSUB)
+        && payload
+            .get_child("items", PUBSUB)
+            .and_then(|i| i.attr("node"))
+            == Some(VCARD4_NODE)
+}
+
+/// `el` (an answer her account gave) with every field of a vCard4 in it
+/// that satisfies `names_secret` left out: her `impp` of her real
+/// account, an `email` equal to it, a note naming a device.
+pub fn scrub_vcard4(el: &mut Element, names_secret: &impl Fn(&str) -> bool) {
+    if el.is("vcard", VCARD4) {
+        let kept: Vec<Element> = el
+            .children()
+            .filter(|f| !mentions(f, names_secret))
+            .cloned()
+            .collect();
+        let mut clean = Element::bare("vcard", VCARD4);
+        for f in kept {
+            clean.append_child(f);
+        }
+        *el = clean;
+        return;
+    }
+    for child in el.children_mut() {
+        scrub_vcard4(child, names_secret);
     }
 }
 

@@ -95,6 +95,13 @@ def test_bob_sees_her_name_and_photo_and_never_her_account(server):
         nick = await bob["xep_0060"].get_items(ALICE, "http://jabber.org/protocol/nick", timeout=10)
         assert nick.xml.find(".//{http://jabber.org/protocol/nick}nick").text == "Alice"
 
+        if prosody.kind == "prosody":
+            # Prosody keeps her card as a vCard4 too (XEP-0292): asked of
+            # her account, served without her account's address.
+            v4 = await bob["xep_0060"].get_items(ALICE, "urn:xmpp:vcard4", timeout=10)
+            assert "Alice Liddell" in str(v4), str(v4)
+            assert "alice@localhost" not in str(v4), str(v4)
+
         # She changes her name: after her next presence Bob's client gets
         # the new nick as a PEP event, and the card says it.
         since = bob.mark()

@@ -1158,8 +1158,12 @@ impl Calls {
             let mut bare = answer.clone();
             for child in iq.children() {
                 let mut child = child.clone();
-                // An OMEMO device list's labels may name a device.
+                // An OMEMO device list's labels may name a device; her
+                // vCard4 names her account.
                 crate::core::omemo::drop_labels(&mut child);
+                crate::core::profile::scrub_vcard4(&mut child, &|t: &str| {
+                    out.secrets.names_secret(t, None).is_some()
+                });
                 answer.append_child(child);
             }
             if out.secrets.leak_in(&answer).is_some() {

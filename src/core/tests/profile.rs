@@ -255,3 +255,29 @@ fn her_requests_from_her_virtual_jid_carry_her_name() {
         Some("Alice")
     );
 }
+
+#[test]
+fn her_vcard4_is_asked_of_her_account_and_scrubbed() {
+    let (mut h, _) = alice_with_a_photo();
+    let ask = format!(
+        "<iq xmlns='jabber:component:accept' type='get' id='v4' from='{BOB}' to='alice@{D}'><pubsub xmlns='{PUBSUB}'><items node='urn:xmpp:vcard4'/></pubsub></iq>"
+    );
+    let out = h.input(&ask);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].attr("to"), Some("alice@localhost"));
+    let card = "<vcard xmlns='urn:ietf:params:xml:ns:vcard-4.0'><fn><text>Alice Liddell</text></fn>\
+                <impp><uri>xmpp:alice@localhost</uri></impp><note><text>mostly ph0ne-q7</text></note>\
+                <url><uri>https://alice.example</uri></url></vcard>";
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='alice@localhost' to='alice@{D}'><pubsub xmlns='{PUBSUB}'><items node='urn:xmpp:vcard4'><item id='current'>{card}</item></items></pubsub></iq>",
+        out[0].attr("id").unwrap()
+    ));
+    let r = to_bob(&out)[0];
+    assert_eq!(r.attr("id"), Some("v4"));
+    let text = xml(r);
+    assert!(
+        text.contains("Alice Liddell") && text.contains("https://alice.example"),
+        "{text}"
+    );
+    assert!(!text.contains("impp") && !text.contains("note"), "{text}");
+}
