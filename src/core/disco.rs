@@ -8,6 +8,7 @@ use tracing::{debug, trace};
 
 use super::adhoc;
 use super::devices::our_identity;
+use super::omemo::DEVICELIST;
 use super::profile;
 use super::router::{Resource, Target};
 use super::stanza::{element, iq_result, ns, text_element, ErrorType};
@@ -97,6 +98,30 @@ impl Core {
             return false;
         };
         let her = self.owners[i].virtual_jid.to_string();
+        if omemo {
+            if let (Target::Proxy { remote }, Some(DEVICELIST)) = (
+                target,
+                payload
+                    .get_child("items", profile::PUBSUB)
+                    .and_then(|i| i.attr("node")),
+            ) {
+                // Her devices want his keys: his changes reach them too.
+                let remote = remote.clone();
+                self.follow_device_list(i, &remote);
+            }
+        }
+        if omemo {
+            if let (Target::Proxy { remote }, Some(DEVICELIST)) = (
+                target,
+                payload
+                    .get_child("items", profile::PUBSUB)
+                    .and_then(|i| i.attr("node")),
+            ) {
+                // Her devices want his keys: his changes reach them too.
+                let remote = remote.clone();
+                self.follow_device_list(i, &remote);
+            }
+        }
         let (calls, mut cx) = self.calls_cx(now);
         calls.relay_get(&mut cx, iq, &her, &to, payload);
         true

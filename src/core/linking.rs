@@ -65,9 +65,8 @@ impl Core {
                     account.as_str(),
                     Some("probe"),
                 ));
-                if self.owners[i].profile.card().is_none() {
-                    self.fetch_primary_profile(now, i);
-                }
+                // Her profile and OMEMO device list, now that we may ask.
+                self.fetch_primary_profile(now, i);
             }
             Some("unsubscribed") => {
                 let linked = self.owners[i]

@@ -909,6 +909,7 @@ impl Core {
         self.pending.clear();
         for i in self.owners.ids().collect::<Vec<_>>() {
             self.forget_devices(i, None, now);
+            self.owners[i].key_peers.clear();
             let from = self.owners[i].virtual_jid.to_string();
             let accounts = self.owners[i].accounts.clone();
             for (account, state) in accounts {
@@ -1104,6 +1105,7 @@ impl Core {
                         .calls
                         .call_receipt(&mut self.out, stanza, &from, &target)
                     && !self.call_message(now, stanza, &from, &target)
+                    && !self.device_list_event(stanza, &from, &target)
                     && !self.chat_message(now, stanza, &from, &target)
                 {
                     self.handle_message(stanza, target);

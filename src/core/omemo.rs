@@ -10,6 +10,11 @@
 //! - the same request from one of her accounts to Bob's proxy JID is asked
 //!   of Bob's account, from `alice@D`, and his answer goes back to her.
 //!
+//! Changes reach the other side as PEP events: the component subscribes,
+//! as `alice@D`, to the device list of her account and of each contact
+//! whose keys her devices asked for, and passes each change on, hers to
+//! her watchers from `alice@D`, his to her accounts from his proxy JID.
+//!
 //! Asked live rather than cached: a bundle loses a pre-key with every new
 //! session, and a device list changes when a device first starts, before
 //! or after its presence. The encrypted messages themselves pass through
@@ -25,9 +30,13 @@
 //! inside the ciphertext (XEP-0420 `<from/>`), which says Bob's real JID
 //! where her device expects the proxy JID.
 
+use jid::{BareJid, Jid};
 use minidom::Element;
 
-use super::profile::PUBSUB;
+use super::profile::{PUBSUB, PUBSUB_EVENT};
+use super::router::{Resource, Target};
+use super::stanza;
+use super::OwnerId;
 
 /// The namespace of OMEMO's elements.
 pub const AXOLOTL: &str = "eu.siacs.conversations.axolotl";
@@ -58,6 +67,91 @@ pub fn drop_labels(el: &mut Element) {
     }
     for child in el.children_mut() {
         drop_labels(child);
+    }
+}
+
+/// An XEP-0060 subscription of `from` to `account`'s device list.
+fn subscribe_to_list(from: &str, account: &str, id: String) -> Element {
+    let mut iq = stanza::stanza("iq", from, account, Some("set"));
+    stanza::set_attr(&mut iq, "id", id);
+    let mut pubsub = Element::bare("pubsub", PUBSUB);
+    pubsub.append_child(stanza::element(
+        "subscribe",
+        PUBSUB,
+        &[("node", DEVICELIST), ("jid", from)],
+    ));
+    iq.append_child(pubsub);
+    iq
+}
+
+impl super::Core {
+    /// Owner `i`'s virtual JID subscribes to `account`'s device list
+    /// (her own, or a contact's her devices asked about), once per run.
+    pub(super) fn follow_device_list(&mut self, i: OwnerId, account: &BareJid) {
+        let owner = &mut self.owners[i];
+        if !owner.omemo || !owner.key_peers.insert(account.clone()) {
+            return;
+        }
+        let from = owner.virtual_jid.to_string();
+        let id = self.out.next_id();
+        self.out
+            .send(subscribe_to_list(&from, account.as_str(), id));
+    }
+
+    /// A device list change her server or a contact's pushes to her
+    /// virtual JID; `false` if `msg` is not one.
+    pub(super) fn device_list_event(&mut self, msg: &Element, from: &Jid, target: &Target) -> bool {
+        let Some(event) = msg.get_child("event", PUBSUB_EVENT) else {
+            return false;
+        };
+        let node = event
+            .get_child("items", PUBSUB_EVENT)
+            .and_then(|i| i.attr("node"));
+        if node != Some(DEVICELIST) {
+            return false;
+        }
+        let Target::Owner {
+            owner: i,
+            resource: Resource::Bare,
+        } = *target
+        else {
+            return false;
+        };
+        let sender = from.to_bare();
+        if !self.owners[i].omemo || !self.owners[i].key_peers.contains(&sender) {
+            tracing::trace!(from = %sender, "dropped: a device list we do not follow");
+            return true;
+        }
+        let mut event = event.clone();
+        drop_labels(&mut event);
+        let (face, to): (String, Vec<String>) =
+            if self.out.secrets.account_owner(&sender) == Some(i) {
+                // Hers: to her watchers, from her virtual JID.
+                let owner = &self.owners[i];
+                (
+                    owner.virtual_jid.to_string(),
+                    owner.watchers.subscribed().map(|w| w.to_string()).collect(),
+                )
+            } else {
+                // His: to her accounts, from his proxy JID.
+                let Some(face) = self.face_of(&sender) else {
+                    return true;
+                };
+                (
+                    face.to_string(),
+                    self.linked_accounts(i)
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect(),
+                )
+            };
+        if to.is_empty() {
+            return true;
+        }
+        let mut m = stanza::stanza("message", &face, &face, Some("headline"));
+        m.append_child(event);
+        self.out.send_to_each(m, to);
+        true
     }
 }
 

@@ -49,6 +49,8 @@ pub(super) struct Owner {
     pub(super) publishing: Publishing,
     /// Whether her OMEMO keys are served (`privacy encryption on|off`).
     pub(super) omemo: bool,
+    /// Accounts whose OMEMO device list her virtual JID follows this run.
+    pub(super) key_peers: std::collections::HashSet<BareJid>,
     /// Her vCard, avatar and nick as her contacts see them.
     pub(super) profile: super::profile::Profile,
     /// Set up by the admin in component.toml (not removable by her).
@@ -84,6 +86,7 @@ impl Owner {
             publishing: Publishing::new(classes),
             profile: Default::default(),
             omemo: true,
+            key_peers: Default::default(),
             provisioned,
             told_withheld: None,
         }

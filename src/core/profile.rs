@@ -336,6 +336,7 @@ impl super::Core {
             .map(|(a, _)| a.clone());
         if let Some(a) = primary {
             self.fetch_profile(now, i, &a);
+            self.follow_device_list(i, &a);
         }
     }
 

@@ -311,7 +311,7 @@ impl Core {
 
     /// How a watcher appears to the owner: another owner's account by
     /// his virtual JID, anyone else by his proxy JID.
-    fn face_of(&self, watcher: &BareJid) -> Option<BareJid> {
+    pub(super) fn face_of(&self, watcher: &BareJid) -> Option<BareJid> {
         match self.out.secrets.account_owner(watcher) {
             Some(o) => Some(self.owners[o].virtual_jid.clone()),
             None => proxy_jid(watcher, &self.cfg.domain),

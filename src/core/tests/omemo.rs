@@ -31,6 +31,12 @@ fn list(devices: &str) -> String {
 
 fn alice_online() -> Harness {
     let mut h = Harness::new(SubscriptionPolicy::Open);
+    // Her account approves the link: her profile and device list are
+    // asked for and followed.
+    let out = h.input(&format!(
+        "<presence xmlns='jabber:component:accept' type='subscribed' from='alice@localhost' to='alice@{D}'/>"
+    ));
+    assert!(out.iter().any(|e| xml(e).contains(DEVICELIST)), "{out:?}");
     h.subscribe_bob();
     h.device("phone", "");
     h.advance(1000);
@@ -88,8 +94,17 @@ fn bob_gets_her_device_list_and_bundles_from_her_account_without_labels() {
 fn her_device_gets_his_keys_from_his_proxy_jid() {
     let mut h = alice_online();
     let out = h.input(&get(PHONE, PROXY_BOB, "a1", &items(DEVICELIST)));
-    assert_eq!(out.len(), 1, "{out:?}");
-    let asked = &out[0];
+    assert_eq!(out.len(), 2, "{out:?}");
+    // His list's changes will reach her devices too.
+    let follow = &out[0];
+    assert_eq!(follow.attr("to"), Some("bob@localhost"));
+    let sub = follow
+        .get_child("pubsub", PUBSUB)
+        .and_then(|p| p.get_child("subscribe", PUBSUB))
+        .expect("a subscription");
+    assert_eq!(sub.attr("node"), Some(DEVICELIST));
+    assert_eq!(sub.attr("jid"), Some(format!("alice@{D}").as_str()));
+    let asked = &out[1];
     assert_eq!(asked.attr("to"), Some("bob@localhost"));
     assert_eq!(asked.attr("from"), Some(format!("alice@{D}").as_str()));
     let out = h.input(&answer(asked, &list("<device id='2001'/>")));
@@ -159,4 +174,39 @@ fn with_encryption_off_no_keys_are_served() {
     command(&mut h, PHONE, "privacy encryption on");
     let out = h.input(&get(BOB, &format!("alice@{D}"), "b3", &items(DEVICELIST)));
     assert_eq!(out[0].attr("to"), Some("alice@localhost"));
+}
+
+fn event(from: &str, devices: &str) -> String {
+    format!(
+        "<message xmlns='jabber:component:accept' type='headline' from='{from}' to='alice@{D}'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='{DEVICELIST}'><item id='current'><list xmlns='{AXOLOTL}'>{devices}</list></item></items></event></message>"
+    )
+}
+
+#[test]
+fn device_list_changes_reach_the_other_side() {
+    let mut h = alice_online();
+    // She added a device: her server tells her virtual JID (subscribed on
+    // connect), and her watchers hear it from alice@D.
+    let out = h.input(&event(
+        "alice@localhost",
+        "<device id='1001'/><device id='1003' label='ph0ne-q7'/>",
+    ));
+    let got = to_bob(&out);
+    assert_eq!(got.len(), 1, "{out:?}");
+    assert_eq!(got[0].attr("from"), Some(format!("alice@{D}").as_str()));
+    assert_eq!(got[0].attr("type"), Some("headline"));
+    assert!(xml(got[0]).contains("1003") && !xml(got[0]).contains("label"));
+    // Bob's list reaches her only once her devices asked for it.
+    let out = h.input(&event("bob@localhost", "<device id='2002'/>"));
+    assert!(out.is_empty(), "{out:?}");
+    h.input(&get(PHONE, PROXY_BOB, "a1", &items(DEVICELIST)));
+    let out = h.input(&event("bob@localhost", "<device id='2002'/>"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].attr("to"), Some("alice@localhost"));
+    assert_eq!(out[0].attr("from"), Some(PROXY_BOB));
+    assert!(xml(&out[0]).contains("2002"));
+    // Anyone else's event is no news.
+    assert!(h
+        .input(&event("eve@evil.example", "<device id='6'/>"))
+        .is_empty());
 }

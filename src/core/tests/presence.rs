@@ -39,10 +39,12 @@ fn approved_accounts_are_only_probed_after_restart() {
     let mut core = Core::new(config(SubscriptionPolicy::Ask), stored);
     core.handle_connected(Time(0));
     let out: Vec<Element> = std::iter::from_fn(|| core.poll_transmit()).collect();
-    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out.len(), 3, "{out:?}");
     assert_eq!(out[0].attr("type"), Some("probe"));
-    // And her card, for the profile her contacts see.
+    // And her card, for the profile her contacts see, and her OMEMO
+    // device list's changes.
     assert!(out[1].has_child("vCard", "vcard-temp"), "{out:?}");
+    assert!(xml(&out[2]).contains("<subscribe"), "{out:?}");
 }
 
 #[test]
@@ -57,7 +59,7 @@ fn approval_by_the_account_is_stored_and_followed_by_a_probe() {
             ..AccountState::default()
         })
     }));
-    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out.len(), 3, "{out:?}");
     assert_eq!(out[0].attr("type"), Some("probe"));
     assert!(out[1].has_child("vCard", "vcard-temp"), "{out:?}");
 }
