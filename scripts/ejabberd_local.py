@@ -73,6 +73,14 @@ listen:
   mod_vcard:
     search: false
   mod_vcard_xupdate: {{}}
+  # PEP, as the default config has it: OMEMO keys, avatars.
+  mod_pubsub:
+    plugins:
+      - flat
+      - pep
+    force_node_config:
+      "eu.siacs.conversations.axolotl.*":
+        access_model: open
 {extra}
 """
 

@@ -59,11 +59,17 @@ pub fn asks_keys(payload: &Element) -> bool {
             })
 }
 
-/// `el` without the `label` of any OMEMO `<device/>` in it.
+/// `el` without what a PEP answer or event may say of her devices: the
+/// `label` of any OMEMO `<device/>`, and the `publisher` of any item
+/// (XEP-0060 §7.1.2.3: the full JID of the device that published it).
 pub fn drop_labels(el: &mut Element) {
     if el.is("device", AXOLOTL) {
         el.attrs_mut()
             .remove(&minidom::rxml::Namespace::NONE, "label");
+    }
+    if el.name() == "item" && (el.has_ns(PUBSUB) || el.has_ns(PUBSUB_EVENT)) {
+        el.attrs_mut()
+            .remove(&minidom::rxml::Namespace::NONE, "publisher");
     }
     for child in el.children_mut() {
         drop_labels(child);
@@ -176,12 +182,16 @@ mod tests {
 
     #[test]
     fn labels_are_dropped_and_ids_kept() {
-        let mut list: Element = format!(
-            "<list xmlns='{AXOLOTL}'><device id='1' label=\"Gajim on alice's laptop\"/><device id='2'/></list>"
+        let mut items: Element = format!(
+            "<items xmlns='{PUBSUB_EVENT}' node='{DEVICELIST}'><item id='current' publisher='alice@example.org/laptop'>\
+             <list xmlns='{AXOLOTL}'><device id='1' label=\"Gajim on alice's laptop\"/><device id='2'/></list></item></items>"
         )
         .parse()
         .unwrap();
-        drop_labels(&mut list);
+        drop_labels(&mut items);
+        let item = items.get_child("item", PUBSUB_EVENT).unwrap();
+        assert_eq!(item.attr("publisher"), None);
+        let list = item.get_child("list", AXOLOTL).unwrap();
         let ids: Vec<_> = list.children().filter_map(|d| d.attr("id")).collect();
         assert_eq!(ids, ["1", "2"]);
         assert!(list.children().all(|d| d.attr("label").is_none()));

@@ -177,8 +177,9 @@ fn with_encryption_off_no_keys_are_served() {
 }
 
 fn event(from: &str, devices: &str) -> String {
+    // As Prosody sends it: the item names the device that published it.
     format!(
-        "<message xmlns='jabber:component:accept' type='headline' from='{from}' to='alice@{D}'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='{DEVICELIST}'><item id='current'><list xmlns='{AXOLOTL}'>{devices}</list></item></items></event></message>"
+        "<message xmlns='jabber:component:accept' type='headline' from='{from}' to='alice@{D}'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='{DEVICELIST}'><item id='current' publisher='{from}/tablet'><list xmlns='{AXOLOTL}'>{devices}</list></item></items></event></message>"
     )
 }
 
