@@ -53,18 +53,22 @@ impl Core {
         true
     }
 
-    /// A PEP request that her account answers (DESIGN.md section 11):
-    /// her vCard4, or an OMEMO device list or bundle. To her virtual JID,
-    /// asked of her account; OMEMO from one of her accounts to a proxy
-    /// JID, asked of his. `false` when it is neither, or she turned
+    /// A request that a real account answers (DESIGN.md section 11): to
+    /// her virtual JID, her vCard4 or OMEMO keys, asked of her account;
+    /// from one of her accounts to a contact's proxy JID, his vCard,
+    /// avatar, nick or OMEMO keys, asked of his account. Always from her
+    /// virtual JID. `false` when it is none of these, or she turned
     /// encryption off (then it is answered as a node she lacks).
     fn pep_relay(&mut self, now: Time, iq: &Element, from: &Jid, target: &Target) -> bool {
-        let omemo = iq.children().next().is_some_and(super::omemo::asks_keys);
+        let Some(payload) = iq.children().next() else {
+            return false;
+        };
+        let omemo = super::omemo::asks_keys(payload);
         let (i, to) = match target {
             Target::Owner {
                 owner,
                 resource: Resource::Bare,
-            } => {
+            } if omemo || profile::asks_vcard4(payload) => {
                 let i = *owner;
                 // Her first proven account: the one whose keys are hers
                 // to show (the others' devices are not served yet).
@@ -78,7 +82,9 @@ impl Core {
                 };
                 (i, primary)
             }
-            Target::Proxy { remote } if omemo => {
+            // Her client asks what his looks like, or his keys: his
+            // account answers, asked from her virtual JID.
+            Target::Proxy { remote } if omemo || profile::asks_contact_profile(payload) => {
                 let Some(i) = self.out.secrets.account_owner(&from.to_bare()) else {
                     return false;
                 };
@@ -94,34 +100,19 @@ impl Core {
         if omemo && !self.owners[i].omemo {
             return false;
         }
-        let Some(payload) = iq.children().next().cloned() else {
-            return false;
-        };
+        let payload = payload.clone();
+        if let (true, Target::Proxy { remote }, Some(DEVICELIST)) = (
+            omemo,
+            target,
+            payload
+                .get_child("items", profile::PUBSUB)
+                .and_then(|i| i.attr("node")),
+        ) {
+            // Her devices want his keys: his changes reach them too.
+            let remote = remote.clone();
+            self.follow_device_list(i, &remote);
+        }
         let her = self.owners[i].virtual_jid.to_string();
-        if omemo {
-            if let (Target::Proxy { remote }, Some(DEVICELIST)) = (
-                target,
-                payload
-                    .get_child("items", profile::PUBSUB)
-                    .and_then(|i| i.attr("node")),
-            ) {
-                // Her devices want his keys: his changes reach them too.
-                let remote = remote.clone();
-                self.follow_device_list(i, &remote);
-            }
-        }
-        if omemo {
-            if let (Target::Proxy { remote }, Some(DEVICELIST)) = (
-                target,
-                payload
-                    .get_child("items", profile::PUBSUB)
-                    .and_then(|i| i.attr("node")),
-            ) {
-                // Her devices want his keys: his changes reach them too.
-                let remote = remote.clone();
-                self.follow_device_list(i, &remote);
-            }
-        }
         let (calls, mut cx) = self.calls_cx(now);
         calls.relay_get(&mut cx, iq, &her, &to, payload);
         true
@@ -169,10 +160,7 @@ impl Core {
                 return self.out.send(iq_result(iq, Some(items)));
             }
         }
-        if get
-            && (super::omemo::asks_keys(payload) || profile::asks_vcard4(payload))
-            && self.pep_relay(now, iq, &from, &target)
-        {
+        if get && self.pep_relay(now, iq, &from, &target) {
             return;
         }
         if let Target::Proxy { remote } = &target {

@@ -240,6 +240,18 @@ pub fn asks_vcard4(payload: &Element) -> bool {
             == Some(VCARD4_NODE)
 }
 
+/// Whether `payload` (of an IQ get her client sends a contact's proxy
+/// JID) asks what his client shows of him: his vCard, vCard4, avatar or
+/// nick.
+pub fn asks_contact_profile(payload: &Element) -> bool {
+    payload.is("vCard", VCARD)
+        || payload.is("pubsub", PUBSUB)
+            && payload
+                .get_child("items", PUBSUB)
+                .and_then(|i| i.attr("node"))
+                .is_some_and(|n| [AVATAR_METADATA, AVATAR_DATA, NICK, VCARD4_NODE].contains(&n))
+}
+
 /// `el` (an answer her account gave) with every field of a vCard4 in it
 /// that satisfies `names_secret` left out: her `impp` of her real
 /// account, an `email` equal to it, a note naming a device.

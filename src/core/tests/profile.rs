@@ -281,3 +281,44 @@ fn her_vcard4_is_asked_of_her_account_and_scrubbed() {
     );
     assert!(!text.contains("impp") && !text.contains("note"), "{text}");
 }
+
+#[test]
+fn her_client_sees_her_contacts_name_and_face_through_his_proxy_jid() {
+    let (mut h, _) = alice_with_a_photo();
+    let proxy = format!(r"bob\40localhost@{D}");
+    for (n, payload) in [
+        "<vCard xmlns='vcard-temp'/>".to_owned(),
+        format!("<pubsub xmlns='{PUBSUB}'><items node='{AVATAR_METADATA}'/></pubsub>"),
+        format!("<pubsub xmlns='{PUBSUB}'><items node='{NICK}'/></pubsub>"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = h.input(&format!(
+            "<iq xmlns='jabber:component:accept' type='get' id='c{n}' from='{PHONE}' to='{proxy}'>{payload}</iq>"
+        ));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let asked = &out[0];
+        assert_eq!(asked.attr("to"), Some("bob@localhost"), "{payload}");
+        assert_eq!(asked.attr("from"), Some(format!("alice@{D}").as_str()));
+        let out = h.input(&format!(
+            "<iq xmlns='jabber:component:accept' type='result' id='{}' from='bob@localhost' to='alice@{D}'><vCard xmlns='vcard-temp'><FN>Bob Builder</FN></vCard></iq>",
+            asked.attr("id").unwrap()
+        ));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].attr("to"), Some(PHONE));
+        assert_eq!(out[0].attr("from"), Some(proxy.as_str()));
+        assert_eq!(out[0].attr("id"), Some(format!("c{n}").as_str()));
+        assert!(xml(&out[0]).contains("Bob Builder"));
+    }
+    // Nobody else may use his proxy JID to read him, nor ask him anything
+    // else through it.
+    let r = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='get' id='e1' from='eve@evil.example/x' to='{proxy}'><vCard xmlns='vcard-temp'/></iq>"
+    ));
+    assert_eq!(error_condition(&r[0]), Some("service-unavailable"));
+    let r = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='get' id='e2' from='{PHONE}' to='{proxy}'><pubsub xmlns='{PUBSUB}'><items node='storage:bookmarks'/></pubsub></iq>"
+    ));
+    assert_eq!(error_condition(&r[0]), Some("service-unavailable"));
+}
