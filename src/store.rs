@@ -385,6 +385,16 @@ mod tests {
     }
     use crate::core::{AccountState, DeviceRecord, WatcherState};
 
+    async fn reopen(path: &Path) -> Store {
+        for _ in 0..100 {
+            match Store::open(path) {
+                Ok(s) => return s,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        Store::open(path).unwrap()
+    }
+
     #[tokio::test]
     async fn what_is_applied_and_flushed_is_loaded_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -453,7 +463,9 @@ mod tests {
             let loaded = store.load().unwrap();
             assert_eq!(format!("{mirror:?}"), format!("{loaded:?}"));
         }
-        let store = Store::open(dir.path()).unwrap();
+        // sled's flusher thread lets go of the lock of the store just
+        // dropped a moment later: reopen as a restart would, after it.
+        let store = reopen(dir.path()).await;
         let loaded = store.load().unwrap();
         assert_eq!(
             loaded.watchers,

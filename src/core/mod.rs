@@ -1105,7 +1105,7 @@ impl Core {
                         .calls
                         .call_receipt(&mut self.out, stanza, &from, &target)
                     && !self.call_message(now, stanza, &from, &target)
-                    && !self.device_list_event(stanza, &from, &target)
+                    && !self.device_list_event(now, stanza, &from, &target)
                     && !self.chat_message(now, stanza, &from, &target)
                 {
                     self.handle_message(stanza, target);

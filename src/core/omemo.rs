@@ -76,15 +76,15 @@ pub fn drop_labels(el: &mut Element) {
     }
 }
 
-/// An XEP-0060 subscription of `from` to `account`'s device list.
-fn subscribe_to_list(from: &str, account: &str, id: String) -> Element {
+/// An XEP-0060 subscription of `from` to `account`'s PEP node `node`.
+pub(super) fn subscribe_to(from: &str, account: &str, node: &str, id: String) -> Element {
     let mut iq = stanza::stanza("iq", from, account, Some("set"));
     stanza::set_attr(&mut iq, "id", id);
     let mut pubsub = Element::bare("pubsub", PUBSUB);
     pubsub.append_child(stanza::element(
         "subscribe",
         PUBSUB,
-        &[("node", DEVICELIST), ("jid", from)],
+        &[("node", node), ("jid", from)],
     ));
     iq.append_child(pubsub);
     iq
@@ -101,21 +101,24 @@ impl super::Core {
         let from = owner.virtual_jid.to_string();
         let id = self.out.next_id();
         self.out
-            .send(subscribe_to_list(&from, account.as_str(), id));
+            .send(subscribe_to(&from, account.as_str(), DEVICELIST, id));
     }
 
     /// A device list change her server or a contact's pushes to her
     /// virtual JID; `false` if `msg` is not one.
-    pub(super) fn device_list_event(&mut self, msg: &Element, from: &Jid, target: &Target) -> bool {
+    pub(super) fn device_list_event(
+        &mut self,
+        now: super::Time,
+        msg: &Element,
+        from: &Jid,
+        target: &Target,
+    ) -> bool {
         let Some(event) = msg.get_child("event", PUBSUB_EVENT) else {
             return false;
         };
         let node = event
             .get_child("items", PUBSUB_EVENT)
             .and_then(|i| i.attr("node"));
-        if node != Some(DEVICELIST) {
-            return false;
-        }
         let Target::Owner {
             owner: i,
             resource: Resource::Bare,
@@ -124,6 +127,16 @@ impl super::Core {
             return false;
         };
         let sender = from.to_bare();
+        if node.is_some_and(|n| super::profile::PROFILE_NODES.contains(&n)) {
+            // Her name or face changed on her account: her card says how.
+            if self.out.secrets.account_owner(&sender) == Some(i) {
+                self.fetch_profile(now, i, &sender);
+            }
+            return true;
+        }
+        if node != Some(DEVICELIST) {
+            return false;
+        }
         if !self.owners[i].omemo || !self.owners[i].key_peers.contains(&sender) {
             tracing::trace!(from = %sender, "dropped: a device list we do not follow");
             return true;

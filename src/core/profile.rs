@@ -40,6 +40,9 @@ pub const NICK: &str = "http://jabber.org/protocol/nick";
 pub const VCARD4_NODE: &str = "urn:xmpp:vcard4";
 /// RFC 6351.
 pub const VCARD4: &str = "urn:ietf:params:xml:ns:vcard-4.0";
+/// Her account's PEP nodes whose change means her card changed: her
+/// virtual JID subscribes to them, and an event makes it ask again.
+pub const PROFILE_NODES: [&str; 3] = [NICK, VCARD4_NODE, AVATAR_METADATA];
 
 /// Her photo, as her vCard holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,6 +352,12 @@ impl super::Core {
         if let Some(a) = primary {
             self.fetch_profile(now, i, &a);
             self.follow_device_list(i, &a);
+            let from = self.owners[i].virtual_jid.to_string();
+            for node in PROFILE_NODES {
+                let id = self.out.next_id();
+                self.out
+                    .send(super::omemo::subscribe_to(&from, a.as_str(), node, id));
+            }
         }
     }
 
@@ -402,23 +411,34 @@ impl super::Core {
         // Her class presences carry the photo hash: all are news now.
         owner.publishing.forget_available();
         let watchers: Vec<String> = owner.watchers.subscribed().map(|w| w.to_string()).collect();
-        let mut events = Vec::new();
-        for node in [AVATAR_METADATA, NICK] {
-            if node == AVATAR_METADATA && !photo_changed {
-                continue;
-            }
-            if let Some(event) = owner.profile.event(node, None) {
-                events.push(event);
-            }
-        }
-        for event in events {
-            let mut m = super::stanza::stanza("message", &jid, &jid, Some("headline"));
-            m.append_child(event);
-            if !watchers.is_empty() {
+        let nodes: &[&str] = if photo_changed {
+            &[AVATAR_METADATA, NICK]
+        } else {
+            &[NICK]
+        };
+        if !watchers.is_empty() {
+            for m in self.profile_events(i, nodes) {
                 self.out.send_to_each(m, watchers.clone());
             }
         }
         self.mark_dirty(i, now);
+    }
+
+    /// Her items of `nodes` as XEP-0163 events from her virtual JID (the
+    /// `to` is set by the caller): what a server's PEP sends a contact
+    /// when an item changes, and when the contact subscribes.
+    pub(super) fn profile_events(&self, i: super::OwnerId, nodes: &[&str]) -> Vec<Element> {
+        let owner = &self.owners[i];
+        let jid = owner.virtual_jid.to_string();
+        nodes
+            .iter()
+            .filter_map(|node| owner.profile.event(node, None))
+            .map(|event| {
+                let mut m = super::stanza::stanza("message", &jid, &jid, Some("headline"));
+                m.append_child(event);
+                m
+            })
+            .collect()
     }
 }
 

@@ -243,6 +243,10 @@ impl Core {
             Some("subscribed"),
         ));
         self.send_current(i, watcher.as_str());
+        // As a server's PEP does for a new contact: her avatar and nick.
+        for m in self.profile_events(i, &[super::profile::AVATAR_METADATA, super::profile::NICK]) {
+            self.out.send_to_each(m, vec![watcher.to_string()]);
+        }
     }
 
     /// RFC 6121 §3.3.3: the watcher cancelled; it gets `unavailable` from

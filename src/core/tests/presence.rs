@@ -39,12 +39,34 @@ fn approved_accounts_are_only_probed_after_restart() {
     let mut core = Core::new(config(SubscriptionPolicy::Ask), stored);
     core.handle_connected(Time(0));
     let out: Vec<Element> = std::iter::from_fn(|| core.poll_transmit()).collect();
-    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out.len(), 6, "{out:?}");
     assert_eq!(out[0].attr("type"), Some("probe"));
-    // And her card, for the profile her contacts see, and her OMEMO
-    // device list's changes.
+    // And her card, for the profile her contacts see, and the changes of
+    // her OMEMO device list and profile.
     assert!(out[1].has_child("vCard", "vcard-temp"), "{out:?}");
-    assert!(xml(&out[2]).contains("<subscribe"), "{out:?}");
+    assert_eq!(subscribed_nodes(&out), followed());
+}
+
+/// The PEP nodes `out` subscribes her virtual JID to.
+fn subscribed_nodes(out: &[Element]) -> BTreeSet<String> {
+    out.iter()
+        .filter_map(|e| e.get_child("pubsub", "http://jabber.org/protocol/pubsub"))
+        .filter_map(|p| p.get_child("subscribe", "http://jabber.org/protocol/pubsub"))
+        .filter_map(|s| s.attr("node").map(str::to_owned))
+        .collect()
+}
+
+/// What her virtual JID follows on her account: her OMEMO device list
+/// and what her name and face are made of.
+fn followed() -> BTreeSet<String> {
+    [
+        "eu.siacs.conversations.axolotl.devicelist",
+        "http://jabber.org/protocol/nick",
+        "urn:xmpp:vcard4",
+        "urn:xmpp:avatar:metadata",
+    ]
+    .map(str::to_owned)
+    .into()
 }
 
 #[test]
@@ -59,9 +81,10 @@ fn approval_by_the_account_is_stored_and_followed_by_a_probe() {
             ..AccountState::default()
         })
     }));
-    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out.len(), 6, "{out:?}");
     assert_eq!(out[0].attr("type"), Some("probe"));
     assert!(out[1].has_child("vCard", "vcard-temp"), "{out:?}");
+    assert_eq!(subscribed_nodes(&out), followed());
 }
 
 #[test]

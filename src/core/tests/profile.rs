@@ -322,3 +322,47 @@ fn her_client_sees_her_contacts_name_and_face_through_his_proxy_jid() {
     ));
     assert_eq!(error_condition(&r[0]), Some("service-unavailable"));
 }
+
+#[test]
+fn a_new_watcher_hears_her_avatar_and_nick_at_once() {
+    let (mut h, _) = alice_with_a_photo();
+    let out = h.input(&format!(
+        "<presence xmlns='jabber:component:accept' type='subscribe' from='carol@example.net' to='alice@{D}'/>"
+    ));
+    let nodes: Vec<&str> = out
+        .iter()
+        .filter(|e| e.attr("to") == Some("carol@example.net") && e.name() == "message")
+        .filter_map(|e| e.get_child("event", PUBSUB_EVENT))
+        .filter_map(|e| e.get_child("items", PUBSUB_EVENT))
+        .filter_map(|i| i.attr("node"))
+        .collect();
+    assert_eq!(nodes, [AVATAR_METADATA, NICK], "{out:?}");
+}
+
+#[test]
+fn a_change_of_her_nick_on_her_account_is_relearned() {
+    let (mut h, _) = alice_with_a_photo();
+    // Her server tells her virtual JID (subscribed to the node) that her
+    // nick changed: her card is asked for again.
+    let out = h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='headline' from='alice@localhost' to='alice@{D}'><event xmlns='{PUBSUB_EVENT}'><items node='{NICK}'><item id='current' publisher='alice@localhost/ph0ne-q7'><nick xmlns='{NICK}'>Ally</nick></item></items></event></message>"
+    ));
+    let q = vcard_query(&out).expect("her card asked again").clone();
+    let card = her_card().replace("<NICKNAME>Alice</NICKNAME>", "<NICKNAME>Ally</NICKNAME>");
+    let mut out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='alice@localhost' to='alice@{D}'>{card}</iq>",
+        q.attr("id").unwrap()
+    ));
+    out.extend(h.advance(1000));
+    let nick = to_bob(&out)
+        .into_iter()
+        .find(|e| xml(e).contains(NICK))
+        .map(xml)
+        .unwrap_or_default();
+    assert!(nick.contains(">Ally</nick>"), "{out:?}");
+    // The same event from anyone else asks nothing.
+    let out = h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='headline' from='eve@evil.example' to='alice@{D}'><event xmlns='{PUBSUB_EVENT}'><items node='{NICK}'/></event></message>"
+    ));
+    assert!(vcard_query(&out).is_none());
+}
