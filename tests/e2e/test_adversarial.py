@@ -342,7 +342,24 @@ def test_curious_contacts_learn_nothing_of_her_devices(world):
         clients.append(laptop)
         await laptop.online(p.c2s, status=STATUS, priority=5)
         await laptop.wait_for(presence(ALICE, "subscribe"), what="the linking request")
+        # Her profile and OMEMO device list, as careless as a real one: her
+        # card names her account and her phone, her device list labels
+        # name her phone and software. All of it is what alice@D serves.
+        s_l = laptop.mark()
+        laptop.send_raw("<iq type='set' id='card-1'><vCard xmlns='vcard-temp'><FN>Alice Liddell</FN>"
+                        "<NICKNAME>Alice</NICKNAME><JABBERID>alice@localhost</JABBERID>"
+                        "<EMAIL><INTERNET/><USERID>alice@localhost</USERID></EMAIL>"
+                        f"<DESC>call me on {PHONE} or {LAPTOP}</DESC></vCard></iq>")
+        laptop.send_raw(f"<iq type='set' id='keys-1'><pubsub xmlns='{PUBSUB}'>"
+                        "<publish node='eu.siacs.conversations.axolotl.devicelist'><item id='current'>"
+                        "<list xmlns='eu.siacs.conversations.axolotl'>"
+                        f"<device id='4242' label='{SOFTWARE} on {PHONE}'/><device id='4343'/></list></item></publish>"
+                        "</pubsub></iq>")
+        for id_ in ("card-1", "keys-1"):
+            r = await laptop.wait_for(iq_reply(id_), s_l, what=f"her server's answer to {id_}")
+            assert r.get("type") == "result", r
         laptop.send_presence(pto=ALICE, ptype="subscribed")
+        await comp.await_log("her profile changed")
         phone = await device(PHONE)
         clients.append(phone)
         await phone.online(p.c2s, status=STATUS, priority=5)
@@ -371,6 +388,21 @@ def test_curious_contacts_learn_nothing_of_her_devices(world):
         chat = await bob.wait_for(presence(f"{ALICE}/chat"), what="/chat available")
         assert chat.find(C + "status") is not None and chat.find(C + "status").text == STATUS
         await asyncio.sleep(0.5)
+
+        # ---- her card and keys, as served: her name, no account, no device
+        for who, c in (("bob", bob), ("eve", eve)):
+            s_c = c.mark()
+            c.send_raw(f"<iq type='get' id='{who}-card' to='{ALICE}'><vCard xmlns='vcard-temp'/></iq>")
+            c.send_raw(f"<iq type='get' id='{who}-keys' to='{ALICE}'><pubsub xmlns='{PUBSUB}'>"
+                       "<items node='eu.siacs.conversations.axolotl.devicelist'/></pubsub></iq>")
+            card = await c.wait_for(iq_reply(f"{who}-card"), s_c, what="her card")
+            assert card.findtext(".//{vcard-temp}FN") == "Alice Liddell", ET.tostring(card)
+            assert card.findtext(".//{vcard-temp}JABBERID") == ALICE, ET.tostring(card)
+            assert card.find(".//{vcard-temp}DESC") is None and card.find(".//{vcard-temp}EMAIL") is None
+            keys = await c.wait_for(iq_reply(f"{who}-keys"), s_c, what="her device list")
+            ids = [d.get("id") for d in keys.iter("{eu.siacs.conversations.axolotl}device")]
+            assert ids == ["4242", "4343"], ET.tostring(keys)
+            assert all(d.get("label") is None for d in keys.iter("{eu.siacs.conversations.axolotl}device"))
 
         # ---- calls: a JMI propose then a retract, from each of them -------
         learned = {}
