@@ -4,7 +4,9 @@ sides: Bob encrypts to alice@unified.localhost with the device list and
 keys the component asks of her account, her phone decrypts the exact
 text; she replies to his proxy JID with his keys, asked of his account,
 and he decrypts it; a new device of hers shows up in his view of her
-devices. The component never holds a key and never sees a word."""
+devices and reads his next message; with her devices offline, her server
+keeps his message and her phone reads it when it is back. The component
+never holds a key and never sees a word."""
 import asyncio
 
 import pytest
@@ -77,11 +79,22 @@ def test_bob_and_alice_write_encrypted_through_her_virtual_jid(tmp_path, kind):
             got, _, _ = await asyncio.wait_for(device.plain.get(), 30)
             assert got == again
 
+        # Her devices are offline: her server keeps his message and her
+        # phone reads it when it comes back.
+        await tablet.offline()
+        await phone.offline()
+        offline = "Read this when you are back"
+        await bob.send_encrypted(ALICE, offline)
+        await asyncio.sleep(0.5)
+        await phone.online(p.c2s)
+        got, sender, _ = await asyncio.wait_for(phone.plain.get(), 30)
+        assert (got, sender) == (offline, PROXY_BOB)
+
         assert not phone.failures and not bob.failures and not tablet.failures, \
             (phone.failures, bob.failures, tablet.failures)
         for secret in ("alice@localhost", "/phone", "/tablet"):
             assert not any(secret in r for r in bob.raw_since(0)), f"{secret} reached Bob"
-        for c in (bob, phone, tablet):
+        for c in (bob, phone):
             await c.offline()
 
     try:
