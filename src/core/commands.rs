@@ -44,6 +44,7 @@ const HELP: &str = "Commands (send them to this address):
 • privacy watchers ask | privacy watchers open — ask: you approve each watcher; open: anyone may watch
 • privacy encryption on | privacy encryption off — on: contacts can encrypt (OMEMO) to your address, which shows them your OMEMO device ids and public keys
 • label <device> <text> — name a device
+• name <text> | name reset — the name your contacts see for your address (by default your account's own, from its profile)
 • contact add <jid> [name] — add a contact from your address: the request from their proxy address appears in your client; accept it, and they are asked for their presence, from your address
 • link <account> — add another account of yours: it gets a one-time code from this address
 • link confirm <code> — sent from that account, makes it yours
@@ -103,8 +104,24 @@ pub enum Command {
     Unblock(String),
     /// `contact add <jid> [name]`.
     ContactAdd(BareJid, Option<String>),
+    /// `name` (shows it), `name <text>` (sets the name her contacts see),
+    /// `name reset` (her account's again): `Some("")` resets.
+    Name(Option<String>),
     /// Anything else, with what was not understood.
     Unknown(String),
+}
+
+/// The longest name her contacts may see, in characters.
+const MAX_NAME: usize = 64;
+
+/// Her settings as the store keeps them.
+fn settings_of(o: &super::owners::Owner) -> OwnerSettings {
+    OwnerSettings {
+        subscription: o.watchers.policy,
+        candidates: o.candidates,
+        omemo: o.omemo,
+        display_name: o.display_name.clone(),
+    }
 }
 
 /// Why a command changed nothing. The chat and the ad-hoc forms say it
@@ -215,6 +232,16 @@ pub fn parse(body: &str) -> Command {
             Some(code) => Command::LinkConfirm(code.to_owned()),
             None => Command::Unknown(body.trim().to_owned()),
         },
+        ("name", None) => Command::Name(None),
+        ("name", Some(w)) if w.eq_ignore_ascii_case("reset") && words.clone().next().is_none() => {
+            Command::Name(Some(String::new()))
+        }
+        ("name", Some(_)) => Command::Name(Some(
+            body.trim()
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, rest)| rest.trim())
+                .to_owned(),
+        )),
         ("contact", Some(w)) if w.eq_ignore_ascii_case("add") => {
             let jid = words
                 .next()
@@ -262,6 +289,7 @@ fn usage(text: &str) -> Option<&'static str> {
         "privacy" => "\"privacy\" shows your settings; \"privacy calls relay-only|direct\", \"privacy watchers ask|open\", \"privacy encryption on|off\" change them.",
         "status" | "devices" | "watchers" | "rules" => "That command takes nothing after it.",
         "unregister" => "\"unregister\" asks first; \"unregister confirm\" gives up your address.",
+        "name" => "\"name\" shows the name your contacts see; \"name Alice Liddell\" sets it; \"name reset\" takes your account's again.",
         "contact" => "Say who: \"contact add bob@example.org\", or with a name: \"contact add bob@example.org Bob\".",
         _ => return None,
     })
@@ -386,6 +414,12 @@ impl Core {
         let refuse = |text: String| Err(Refusal::Text(text));
         let o = &self.owners[i];
         match cmd {
+            Command::Name(Some(name)) if name.chars().count() > MAX_NAME => refuse(format!(
+                "That name is longer than {MAX_NAME} characters; clients would cut it."
+            )),
+            Command::Name(Some(name)) if self.out.secrets.names_secret(name, None).is_some() => {
+                refuse("That name names one of your accounts or devices, which your contacts never see.".into())
+            }
             Command::Approve(jid) => {
                 let named = self.watchers_named(i, jid);
                 if named
@@ -661,15 +695,11 @@ impl Core {
                     Some(("encryption", v)) => o.omemo = v == "on",
                     _ => {}
                 }
-                let settings = OwnerSettings {
-                    subscription: o.watchers.policy,
-                    candidates: o.candidates,
-                    omemo: o.omemo,
-                };
+                let settings = settings_of(o);
                 if change.is_some() {
                     self.out.keep(StoreOp::Settings {
                         owner: o.name.clone(),
-                        settings,
+                        settings: settings.clone(),
                     });
                 }
                 let calls = match settings.candidates {
@@ -715,6 +745,23 @@ impl Core {
                 format!("{who} is no longer blocked.")
             }
             Command::ContactAdd(jid, name) => self.add_contact(i, &jid, name.as_deref()),
+            Command::Name(change) => {
+                if let Some(name) = change {
+                    let o = &mut self.owners[i];
+                    o.display_name = (!name.is_empty()).then_some(name);
+                    self.out.keep(StoreOp::Settings {
+                        owner: o.name.clone(),
+                        settings: settings_of(o),
+                    });
+                    self.name_changed(i);
+                }
+                let o = &self.owners[i];
+                match (&o.display_name, o.profile.nick(None)) {
+                    (Some(n), _) => format!("Your contacts see you as \"{n}\" (\"name reset\" takes your account's name again)."),
+                    (None, Some(n)) => format!("Your contacts see you as \"{n}\", your account's name (\"name <text>\" sets another)."),
+                    (None, None) => "Your account has no name in its profile, so your contacts see your address; \"name <text>\" sets one.".to_owned(),
+                }
+            }
             Command::Link(account) => self
                 .start_link(now, i, account)
                 .map_err(|why| Refusal::Text(format!("Not linked: {why}.")))?,

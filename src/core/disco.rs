@@ -328,7 +328,9 @@ impl Core {
             // serves an account's.
             Resource::Bare if get && payload.is("vCard", profile::VCARD) => self.owners[i]
                 .profile
-                .card_now(|t| self.out.secrets.names_secret(t, None).is_some())
+                .card_now(self.owners[i].display_name.as_deref(), |t| {
+                    self.out.secrets.names_secret(t, None).is_some()
+                })
                 .map(Some)
                 .ok_or("item-not-found"),
             Resource::Bare if get && payload.is("pubsub", profile::PUBSUB) => {
@@ -339,7 +341,8 @@ impl Core {
                     return Err("bad-request");
                 };
                 let profile = &self.owners[i].profile;
-                let Some(item) = profile.item(node, None) else {
+                let name = self.owners[i].display_name.as_deref();
+                let Some(item) = profile.item(node, name) else {
                     return Err("item-not-found");
                 };
                 // Asked for items by id: ours must be one of them.
@@ -348,7 +351,7 @@ impl Core {
                 if wanted.peek().is_some() && !wanted.any(|w| w == ours) {
                     return Err("item-not-found");
                 }
-                Ok(profile.items(node, None))
+                Ok(profile.items(node, name))
             }
             // RFC 6120 §10.5.4: a full JID with no available resource.
             Resource::Class(c) if !sees_classes || self.aggregate(i, c).is_none() => {

@@ -134,8 +134,8 @@ pub enum Registration {
     Domains(Vec<String>),
 }
 
-/// The settings an owner changes herself (`privacy`), as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The settings an owner changes herself (`privacy`, `name`), as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerSettings {
     /// Who may watch without asking her.
     pub subscription: SubscriptionPolicy,
@@ -146,6 +146,10 @@ pub struct OwnerSettings {
     /// end-to-end encrypted. On unless she turned it off.
     #[serde(default = "on")]
     pub omemo: bool,
+    /// The name her contacts see, set by her (`name`); `None`: her
+    /// account's own.
+    #[serde(default)]
+    pub display_name: Option<String>,
 }
 
 fn on() -> bool {
@@ -762,6 +766,7 @@ impl Core {
                 owners[i].watchers.policy = settings.subscription;
                 owners[i].candidates = settings.candidates;
                 owners[i].omemo = settings.omemo;
+                owners[i].display_name = settings.display_name;
             }
         }
         for (name, blocked) in stored.blocked {

@@ -49,6 +49,9 @@ pub(super) struct Owner {
     pub(super) publishing: Publishing,
     /// Whether her OMEMO keys are served (`privacy encryption on|off`).
     pub(super) omemo: bool,
+    /// The name she set for her contacts to see (`name`), over her
+    /// account's.
+    pub(super) display_name: Option<String>,
     /// Accounts whose OMEMO device list her virtual JID follows this run.
     pub(super) key_peers: std::collections::HashSet<BareJid>,
     /// Her vCard, avatar and nick as her contacts see them.
@@ -87,6 +90,7 @@ impl Owner {
             profile: Default::default(),
             omemo: true,
             key_peers: Default::default(),
+            display_name: None,
             provisioned,
             told_withheld: None,
         }

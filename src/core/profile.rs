@@ -137,11 +137,26 @@ impl Profile {
     }
 
     /// The vCard served now, without the fields that name a secret
-    /// learned since it was mirrored (a device that came online later).
-    pub fn card_now(&self, names_secret: impl Fn(&str) -> bool) -> Option<Element> {
-        let card = self.card.as_ref()?;
+    /// learned since it was mirrored (a device that came online later),
+    /// and with `name` (set by her) as its name when she set one.
+    pub fn card_now(
+        &self,
+        name: Option<&str>,
+        names_secret: impl Fn(&str) -> bool,
+    ) -> Option<Element> {
+        if self.card.is_none() && name.is_none() {
+            return None;
+        }
         let mut now = Element::bare("vCard", VCARD);
-        for field in card.children().filter(|f| !mentions(f, &names_secret)) {
+        if let Some(name) = name {
+            now.append_child(text_element("FN", VCARD, name));
+            now.append_child(text_element("NICKNAME", VCARD, name));
+        }
+        let fields = self.card.iter().flat_map(|c| c.children());
+        for field in fields.filter(|f| !mentions(f, &names_secret)) {
+            if name.is_some() && matches!(field.name(), "FN" | "NICKNAME") {
+                continue;
+            }
             now.append_child(field.clone());
         }
         Some(now)
@@ -424,15 +439,31 @@ impl super::Core {
         self.mark_dirty(i, now);
     }
 
+    /// She set or reset the name her contacts see: her watchers hear it.
+    pub(super) fn name_changed(&mut self, i: super::OwnerId) {
+        let watchers: Vec<String> = self.owners[i]
+            .watchers
+            .subscribed()
+            .map(|w| w.to_string())
+            .collect();
+        if watchers.is_empty() {
+            return;
+        }
+        for m in self.profile_events(i, &[NICK]) {
+            self.out.send_to_each(m, watchers.clone());
+        }
+    }
+
     /// Her items of `nodes` as XEP-0163 events from her virtual JID (the
     /// `to` is set by the caller): what a server's PEP sends a contact
     /// when an item changes, and when the contact subscribes.
     pub(super) fn profile_events(&self, i: super::OwnerId, nodes: &[&str]) -> Vec<Element> {
         let owner = &self.owners[i];
         let jid = owner.virtual_jid.to_string();
+        let name = owner.display_name.as_deref();
         nodes
             .iter()
-            .filter_map(|node| owner.profile.event(node, None))
+            .filter_map(|node| owner.profile.event(node, name))
             .map(|event| {
                 let mut m = super::stanza::stanza("message", &jid, &jid, Some("headline"));
                 m.append_child(event);

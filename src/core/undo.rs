@@ -24,6 +24,8 @@ pub(super) struct Settings {
     blocked: Vec<String>,
     policy: SubscriptionPolicy,
     candidates: CandidatePolicy,
+    omemo: bool,
+    display_name: Option<String>,
     records: std::collections::HashMap<jid::FullJid, DeviceRecord>,
 }
 
@@ -101,6 +103,8 @@ impl Core {
             blocked: o.watchers.blocked.clone(),
             policy: o.watchers.policy,
             candidates: o.candidates,
+            omemo: o.omemo,
+            display_name: o.display_name.clone(),
             records: o.devices.records.clone(),
         });
         self.journal.push(Undo::Settings { owner: i, before });
@@ -157,8 +161,12 @@ impl Core {
                         blocked,
                         policy,
                         candidates,
+                        omemo,
+                        display_name,
                         records,
                     } = *before;
+                    o.omemo = omemo;
+                    o.display_name = display_name;
                     o.rules = rules;
                     o.watchers.blocked = blocked;
                     o.watchers.policy = policy;

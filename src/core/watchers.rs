@@ -432,7 +432,8 @@ impl Core {
         }
         let mut ask = stanza::stanza("presence", &from, remote.as_str(), Some("subscribe"));
         // XEP-0172 §4.1: her name, so that his client shows who asks.
-        if let Some(nick) = self.owners[i].profile.nick(None) {
+        let owner = &self.owners[i];
+        if let Some(nick) = owner.profile.nick(owner.display_name.as_deref()) {
             ask.append_child(stanza::text_element("nick", NICK, nick));
         }
         self.out.send(ask);

@@ -799,6 +799,7 @@ fn privacy_changes_are_stored_and_take_effect() {
             subscription: SubscriptionPolicy::Open,
             candidates: CandidatePolicy::RelayOnly,
             omemo: true,
+            display_name: None,
         }
     }));
     assert_eq!(h.core.owners[0].candidates, CandidatePolicy::RelayOnly);

@@ -678,6 +678,12 @@ fn a_change_the_store_refuses_is_taken_back_in_memory() {
     );
     assert_eq!(h.core.owners[0].rules, rules_before);
 
+    // Her name and her encryption switch, likewise.
+    refuse(&mut h, format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>name Someone Else</body></message>"));
+    assert_eq!(h.core.owners[0].display_name, None);
+    refuse(&mut h, format!("<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>privacy encryption off</body></message>"));
+    assert!(h.core.owners[0].omemo);
+
     let owners = h.core.owners.len();
     refuse(&mut h, format!("<message xmlns='jabber:component:accept' type='chat' from='carol@localhost/pc' to='{D}'><body>register carol</body></message>"));
     assert_eq!(h.core.owners.len(), owners);

@@ -366,3 +366,47 @@ fn a_change_of_her_nick_on_her_account_is_relearned() {
     ));
     assert!(vcard_query(&out).is_none());
 }
+
+#[test]
+fn the_name_she_sets_is_the_one_her_contacts_see() {
+    let (mut h, _) = alice_with_a_photo();
+    // (Her card's note names her laptop: a secret once it is a device.)
+    h.device("lapt0p-x2", "");
+    let reply = command(&mut h, PHONE, "name");
+    assert!(reply.contains("\"Alice\", your account's name"), "{reply}");
+    // Her watchers hear it as her nick at once.
+    let out = h.input(&format!(
+        "<message xmlns='jabber:component:accept' type='chat' from='{PHONE}' to='{D}'><body>name Alice L.</body></message>"
+    ));
+    let heard = to_bob(&out)
+        .into_iter()
+        .find(|e| xml(e).contains(NICK))
+        .map(xml)
+        .unwrap_or_default();
+    assert!(heard.contains(">Alice L.</nick>"), "{out:?}");
+    // Her card, her nick item and her requests say it; the rest of her
+    // card (her photo) stays.
+    let r = ask(&mut h, BOB, "<vCard xmlns='vcard-temp'/>");
+    let card = r.get_child("vCard", VCARD).unwrap();
+    assert_eq!(card.get_child("FN", VCARD).unwrap().text(), "Alice L.");
+    assert!(card.get_child("PHOTO", VCARD).is_some());
+    let r = ask(
+        &mut h,
+        BOB,
+        &format!("<pubsub xmlns='{PUBSUB}'><items node='{NICK}'/></pubsub>"),
+    );
+    assert!(xml(&r).contains(">Alice L.</nick>"));
+    // Kept across a restart, and reset to her account's.
+    h.restart();
+    let r = ask(&mut h, BOB, "<vCard xmlns='vcard-temp'/>");
+    assert!(xml(&r).contains("Alice L."), "{}", xml(&r));
+    let reply = command(&mut h, PHONE, "name reset");
+    assert!(reply.contains("your account's name"), "{reply}");
+    let r = ask(&mut h, BOB, "<vCard xmlns='vcard-temp'/>");
+    assert!(xml(&r).contains("Alice Liddell"), "{}", xml(&r));
+    // A name that names her account or a device is refused.
+    let reply = command(&mut h, PHONE, "name alice@localhost");
+    assert!(reply.contains("never see"), "{reply}");
+    let reply = command(&mut h, PHONE, "name ph0ne-q7");
+    assert!(reply.contains("never see"), "{reply}");
+}
