@@ -81,6 +81,9 @@ listen:
     force_node_config:
       "eu.siacs.conversations.axolotl.*":
         access_model: open
+        # Events reach alice@unified.localhost, which sends her account
+        # no presence (see README, ejabberd).
+        presence_based_delivery: false
 {extra}
 """
 

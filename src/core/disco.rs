@@ -204,6 +204,7 @@ impl Core {
             debug!(id, "iq answered");
             match p.purpose {
                 super::Purpose::Profile { owner } => self.profile_answer(now, iq, owner),
+                super::Purpose::KeyList { owner } => self.key_list_answer(iq, owner),
                 caps => self.caps_answer(now, iq, caps),
             }
         }

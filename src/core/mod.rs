@@ -569,6 +569,8 @@ enum Purpose {
     },
     /// `vcard-temp` of her account, for her profile (DESIGN.md section 11).
     Profile { owner: OwnerId },
+    /// Her account's OMEMO device list, for new watchers.
+    KeyList { owner: OwnerId },
 }
 
 #[derive(Debug)]

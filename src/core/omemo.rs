@@ -104,6 +104,61 @@ impl super::Core {
             .send(subscribe_to(&from, account.as_str(), DEVICELIST, id));
     }
 
+    /// Asks her account `account` for its device list, to tell new
+    /// watchers (the subscription above tells us its changes).
+    pub(super) fn fetch_key_list(&mut self, now: super::Time, i: OwnerId, account: &BareJid) {
+        if !self.owners[i].omemo || self.pending.len() >= self.cfg.limits.pending_iqs {
+            return;
+        }
+        let id = self.out.next_id();
+        let from = self.owners[i].virtual_jid.to_string();
+        let mut iq = stanza::stanza("iq", &from, account.as_str(), Some("get"));
+        stanza::set_attr(&mut iq, "id", id.clone());
+        let mut pubsub = Element::bare("pubsub", PUBSUB);
+        pubsub.append_child(stanza::element("items", PUBSUB, &[("node", DEVICELIST)]));
+        iq.append_child(pubsub);
+        self.pending.insert(
+            id,
+            super::PendingIq {
+                to: Jid::from(account.clone()),
+                purpose: super::Purpose::KeyList { owner: i },
+            },
+            now.plus_ms(self.cfg.iq_timeout_ms),
+        );
+        self.out.send(iq);
+    }
+
+    /// Her account's answer: her device list, kept.
+    pub(super) fn key_list_answer(&mut self, iq: &Element, i: OwnerId) {
+        let list = iq
+            .get_child("pubsub", PUBSUB)
+            .and_then(|p| p.get_child("items", PUBSUB))
+            .and_then(|i| i.get_child("item", PUBSUB))
+            .and_then(|i| i.get_child("list", AXOLOTL));
+        if let Some(list) = list {
+            let mut list = list.clone();
+            drop_labels(&mut list);
+            self.owners[i].key_list = Some(list);
+        }
+    }
+
+    /// Her device list as an XEP-0163 event from her virtual JID, for a
+    /// new watcher (the `to` is set by the caller).
+    pub(super) fn key_list_event(&self, i: OwnerId) -> Option<Element> {
+        let owner = &self.owners[i];
+        let list = owner.key_list.as_ref().filter(|_| owner.omemo)?;
+        let mut item = stanza::element("item", PUBSUB_EVENT, &[("id", "current")]);
+        item.append_child(list.clone());
+        let mut items = stanza::element("items", PUBSUB_EVENT, &[("node", DEVICELIST)]);
+        items.append_child(item);
+        let mut event = Element::bare("event", PUBSUB_EVENT);
+        event.append_child(items);
+        let jid = owner.virtual_jid.to_string();
+        let mut m = stanza::stanza("message", &jid, &jid, Some("headline"));
+        m.append_child(event);
+        Some(m)
+    }
+
     /// A device list change her server or a contact's pushes to her
     /// virtual JID; `false` if `msg` is not one.
     pub(super) fn device_list_event(
@@ -143,6 +198,15 @@ impl super::Core {
         }
         let mut event = event.clone();
         drop_labels(&mut event);
+        if self.out.secrets.account_owner(&sender) == Some(i) {
+            if let Some(list) = event
+                .get_child("items", PUBSUB_EVENT)
+                .and_then(|i| i.get_child("item", PUBSUB_EVENT))
+                .and_then(|i| i.get_child("list", AXOLOTL))
+            {
+                self.owners[i].key_list = Some(list.clone());
+            }
+        }
         let (face, to): (String, Vec<String>) =
             if self.out.secrets.account_owner(&sender) == Some(i) {
                 // Hers: to her watchers, from her virtual JID.

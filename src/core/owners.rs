@@ -52,6 +52,9 @@ pub(super) struct Owner {
     /// The name she set for her contacts to see (`name`), over her
     /// account's.
     pub(super) display_name: Option<String>,
+    /// Her OMEMO device list as last heard from her account (labels
+    /// dropped): what a new watcher is told, as a server's PEP does.
+    pub(super) key_list: Option<minidom::Element>,
     /// Accounts whose OMEMO device list her virtual JID follows this run.
     pub(super) key_peers: std::collections::HashSet<BareJid>,
     /// Her vCard, avatar and nick as her contacts see them.
@@ -90,6 +93,7 @@ impl Owner {
             profile: Default::default(),
             omemo: true,
             key_peers: Default::default(),
+            key_list: None,
             display_name: None,
             provisioned,
             told_withheld: None,

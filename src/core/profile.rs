@@ -367,6 +367,7 @@ impl super::Core {
         if let Some(a) = primary {
             self.fetch_profile(now, i, &a);
             self.follow_device_list(i, &a);
+            self.fetch_key_list(now, i, &a);
             let from = self.owners[i].virtual_jid.to_string();
             for node in PROFILE_NODES {
                 let id = self.out.next_id();

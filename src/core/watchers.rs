@@ -243,8 +243,12 @@ impl Core {
             Some("subscribed"),
         ));
         self.send_current(i, watcher.as_str());
-        // As a server's PEP does for a new contact: her avatar and nick.
-        for m in self.profile_events(i, &[super::profile::AVATAR_METADATA, super::profile::NICK]) {
+        // As a server's PEP does for a new contact: her avatar, nick and
+        // OMEMO devices.
+        let mut events =
+            self.profile_events(i, &[super::profile::AVATAR_METADATA, super::profile::NICK]);
+        events.extend(self.key_list_event(i));
+        for m in events {
             self.out.send_to_each(m, vec![watcher.to_string()]);
         }
     }

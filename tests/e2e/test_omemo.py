@@ -26,7 +26,13 @@ subscription = "open"
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_bob_and_alice_write_encrypted_through_her_virtual_jid(tmp_path, kind):
+@pytest.mark.parametrize("roster", ["watcher", "mutual"])
+def test_bob_and_alice_write_encrypted_through_her_virtual_jid(tmp_path, kind, roster):
+    """`watcher`: Bob watches her, and his client asks alice@D for her
+    devices before it encrypts. `mutual`: she also added him back (her
+    client subscribed to his proxy JID, he approved alice@D), and his
+    client, like a server's PEP contact, reads her devices only from the
+    events alice@D sends him."""
     p = start_prosody(str(tmp_path), users=("alice", "bob"), kind=kind)
     comp = Component(str(tmp_path), p, OWNERS)
 
@@ -39,6 +45,16 @@ def test_bob_and_alice_write_encrypted_through_her_virtual_jid(tmp_path, kind):
         bob = await OmemoClient("bob@localhost/pc").online(p.c2s)
         bob.send_presence(pto=ALICE, ptype="subscribe")
         await bob.wait_for(presence(ALICE, "subscribed"), what="her approval")
+        if roster == "mutual":
+            s_b = bob.mark()
+            phone.send_presence(pto=PROXY_BOB, ptype="subscribe")
+            await bob.wait_for(presence(ALICE, "subscribe"), s_b, what="her request, from alice@D")
+            bob.send_presence(pto=ALICE, ptype="subscribed")
+            for _ in range(50):
+                if bob.client_roster[ALICE]["subscription"] == "both":
+                    break
+                await asyncio.sleep(0.1)
+            assert bob.client_roster[ALICE]["subscription"] == "both"
 
         # Bob encrypts to her virtual JID: the keys he uses are her phone's.
         phone_id = await phone.device_id()
@@ -58,21 +74,17 @@ def test_bob_and_alice_write_encrypted_through_her_virtual_jid(tmp_path, kind):
         got, sender, device = await asyncio.wait_for(bob.plain.get(), 30)
         assert (got, sender, device) == (reply, ALICE, phone_id)
 
-        # A second device of hers starts OMEMO, and Bob's next message
-        # reaches both. On Prosody, Bob's client learns of it at once: her
-        # server tells alice@D (subscribed to her device list), and the
-        # component tells her watchers. ejabberd delivers PEP events only
-        # to subscribers it sees online, and alice@D sends her account no
-        # presence; there his client learns it from her list, which it
-        # asks alice@D for before it encrypts.
+        # A second device of hers starts OMEMO: Bob's client learns of it
+        # at once (her server tells alice@D, subscribed to her device list,
+        # and the component tells her watchers), and his next message
+        # reaches both.
         tablet = await OmemoClient("alice@localhost/tablet").online(p.c2s)
         tablet_id = await tablet.device_id()
-        if kind == "prosody":
-            for _ in range(50):
-                if tablet_id in await bob.device_ids_of(ALICE):
-                    break
-                await asyncio.sleep(0.2)
-            assert tablet_id in await bob.device_ids_of(ALICE), "her new device never reached Bob"
+        for _ in range(50):
+            if tablet_id in await bob.device_ids_of(ALICE):
+                break
+            await asyncio.sleep(0.2)
+        assert tablet_id in await bob.device_ids_of(ALICE), "her new device never reached Bob"
         again = "Both of your devices can read this"
         await bob.send_encrypted(ALICE, again)
         for device in (phone, tablet):

@@ -211,3 +211,41 @@ fn device_list_changes_reach_the_other_side() {
         .input(&event("eve@evil.example", "<device id='6'/>"))
         .is_empty());
 }
+
+#[test]
+fn a_new_watcher_hears_her_devices_as_a_servers_pep_would_tell_him() {
+    let mut h = Harness::new(SubscriptionPolicy::Open);
+    let out = h.input(&format!(
+        "<presence xmlns='jabber:component:accept' type='subscribed' from='alice@localhost' to='alice@{D}'/>"
+    ));
+    let asked = out
+        .iter()
+        .find(|e| e.attr("type") == Some("get") && xml(e).contains(DEVICELIST))
+        .expect("her device list asked for")
+        .clone();
+    h.input(&answer(
+        &asked,
+        &list("<device id='1001' label='ph0ne-q7'/>"),
+    ));
+    let out = h.subscribe_bob();
+    let events: Vec<&Element> = to_bob(&out)
+        .into_iter()
+        .filter(|e| e.name() == "message" && xml(e).contains(DEVICELIST))
+        .collect();
+    assert_eq!(events.len(), 1, "{out:?}");
+    assert_eq!(events[0].attr("from"), Some(format!("alice@{D}").as_str()));
+    assert!(xml(events[0]).contains("1001") && !xml(events[0]).contains("label"));
+    // A change her server tells is what the next watcher hears.
+    h.input(&event(
+        "alice@localhost",
+        "<device id='1001'/><device id='1002'/>",
+    ));
+    let out = h.input(&format!(
+        "<presence xmlns='jabber:component:accept' type='subscribe' from='carol@example.net' to='alice@{D}'/>"
+    ));
+    assert!(
+        out.iter()
+            .any(|e| e.attr("to") == Some("carol@example.net") && xml(e).contains("1002")),
+        "{out:?}"
+    );
+}
