@@ -364,9 +364,11 @@ def device_classes(http_port, resource):
     return None
 
 
-def call(driver, comp, http_port, page_query):
+def call(driver, comp, http_port, page_query, direction="in"):
     """Alice's laptop comes online, Bob calls alice@unified.localhost/audio,
-    the laptop answers; returns what both browsers saw once media flows."""
+    the laptop answers (`direction` "out": her laptop calls Bob's proxy JID
+    and his browser answers, seeing alice@unified.localhost/audio); returns
+    what both browsers saw once media flows."""
     # Alice's laptop: logs in, approves the linking request, advertises
     # Jingle RTP audio over ICE-UDP in its caps.
     driver.ask(cmd="open", who="alice", query=page_query("alice", DEVICE))
@@ -384,7 +386,13 @@ def call(driver, comp, http_port, page_query):
     driver.wait("bob", "window.t.online", "his login")
     driver.eval("bob", f"window.t.subscribe('{ALICE}')")
     driver.wait("bob", f"window.t.presences.includes('{AUDIO} available')", f"{AUDIO} available")
-    sid = driver.eval("bob", f"window.t.call('{AUDIO}')")
+    if direction == "in":
+        sid = driver.eval("bob", f"window.t.call('{AUDIO}')")
+    else:
+        # She calls him back from her laptop, at his proxy full JID.
+        sid = driver.eval("alice", f"window.t.call('bob\\\\40localhost@{DOMAIN}/web')")
+        driver.wait("bob", f"window.t.events.includes('incoming {AUDIO}')",
+                    f"her call reaching Bob from {AUDIO}")
 
     # Media both ways, and ICE gathering over on both sides (so every
     # candidate there is to signal has been signalled).
@@ -407,8 +415,8 @@ def call(driver, comp, http_port, page_query):
 # ---------------------------------------------------------------- the test
 
 @pytest.mark.parametrize("server", ["prosody", "ejabberd"])
-@pytest.mark.parametrize("policy", ["relay-only", "direct"])
-def test_webrtc_call_through_the_component(tmp_path, policy, server, capsys):
+@pytest.mark.parametrize("policy,direction", [("relay-only", "in"), ("direct", "in"), ("relay-only", "out")])
+def test_webrtc_call_through_the_component(tmp_path, policy, direction, server, capsys):
     t_start = time.time()
     tmp = str(tmp_path)
     with ExitStack() as cleanup:
@@ -438,7 +446,7 @@ def test_webrtc_call_through_the_component(tmp_path, policy, server, capsys):
                     f"\n--- component log (tail) ---\n{comp.log_text()[-6000:]}")
 
         try:
-            stats, local, frames, received, events, sid = call(driver, comp, http_port, page_query)
+            stats, local, frames, received, events, sid = call(driver, comp, http_port, page_query, direction)
         except AssertionError as e:
             raise AssertionError(f"{e}{context()}") from None
 
@@ -453,7 +461,7 @@ def test_webrtc_call_through_the_component(tmp_path, policy, server, capsys):
                     f"  candidates received in Jingle:\n{fmt_list(received[who])}\n"
                     f"  session events / jingle IQs received / errors: {json.dumps(events[who])}\n")
 
-        report = (f"policy={policy} server={server} sid={sid}\n" + side("bob") + side("alice") + context())
+        report = (f"policy={policy} direction={direction} server={server} sid={sid}\n" + side("bob") + side("alice") + context())
 
         problems = []
         for who in ("alice", "bob"):
@@ -481,7 +489,7 @@ def test_webrtc_call_through_the_component(tmp_path, policy, server, capsys):
         (tmp_path / "report.txt").write_text(report)
         with capsys.disabled():
             pair = (stats["bob"] or {}).get("pair") or {}
-            print(f"\n[test_webrtc {policy} {server}] call up after {elapsed:.1f}s; Bob's selected pair: "
+            print(f"\n[test_webrtc {policy} {direction} {server}] call up after {elapsed:.1f}s; Bob's selected pair: "
                   f"{fmt(pair.get('local') or {})} -> {fmt(pair.get('remote') or {})}; "
                   f"everything seen: {tmp_path / 'report.txt'}", flush=True)
         assert not problems, "\n" + report
