@@ -98,6 +98,7 @@ pub fn rewrite_jingle(
     if let (Some(r), Some(_)) = (responder, out.attr("responder")) {
         set_attr(&mut out, "responder", r);
     }
+    strip_socks5(&mut out);
     if relay_only {
         let mut removed = 0;
         let kept = keep_relay_candidates(&mut out, &mut removed);
@@ -106,6 +107,37 @@ pub fn rewrite_jingle(
         }
     }
     Some(out)
+}
+
+/// XEP-0260 SOCKS5 bytestreams transport.
+pub const S5B: &str = "urn:xmpp:jingle:transports:s5b:1";
+
+/// Empties every SOCKS5 transport of its candidates and its `dstaddr`.
+///
+/// A SOCKS5 bytestream cannot pass through an address-translating relay:
+/// both ends name the stream by SHA-1(sid, initiator JID, responder JID)
+/// (XEP-0260 §2.2, the SOCKS5 `DST.ADDR`), and here each end knows the
+/// other by another JID, so no streamhost, direct or mediated, ever pairs
+/// them. Its candidates would only tell the other side her addresses (a
+/// direct candidate is her device's IP and full JID), and the `dstaddr`
+/// would let him test a guess of her real JID. Without candidates both
+/// ends report `candidate-error` at once and the initiator falls back to
+/// in-band bytestreams (XEP-0261, `transport-replace`), which are relayed.
+fn strip_socks5(el: &mut Element) {
+    if el.is("transport", S5B) {
+        el.attrs_mut()
+            .remove(&minidom::rxml::Namespace::NONE, "dstaddr");
+        for node in el.take_nodes() {
+            match node {
+                Node::Element(c) if c.name() == "candidate" => {}
+                other => el.append_node(other),
+            }
+        }
+        return;
+    }
+    for child in el.children_mut() {
+        strip_socks5(child);
+    }
 }
 
 /// Removes every candidate but relay ones (blanking their related

@@ -619,13 +619,21 @@ FT5 = "urn:xmpp:jingle:apps:file-transfer:5"
 IBB_T = "urn:xmpp:jingle:transports:ibb:1"
 
 
-def test_she_sends_bob_a_file_from_her_virtual_jid(world):
+S5B_T = "urn:xmpp:jingle:transports:s5b:1"
+
+
+@pytest.mark.parametrize("first", ["ibb", "socks5"])
+def test_she_sends_bob_a_file_from_her_virtual_jid(world, first):
     """Issue 16: Alice's phone offers Bob a file through his proxy JID
     (XEP-0234 over in-band bytestreams, XEP-0261 and XEP-0047, as slixmpp
     implements them). Bob's client gets the offer from
     alice@unified.localhost/files, accepts it, and the stream's blocks
     pass through: the file arrives byte for byte, and nothing Bob receives
-    names her device or account."""
+    names her device or account. `socks5`: she offers SOCKS5 first, as
+    Conversations, Dino and Gajim do, with a direct candidate (her address
+    and device) and a mediated one; Bob's client gets the transport empty,
+    both ends report candidate-error, and she falls back to in-band
+    (transport-replace), which then carries the file."""
     p, comp = world
     shown = rf"bob\40localhost@{DOMAIN}/pc"
     files = f"{ALICE}/files"
@@ -645,18 +653,48 @@ def test_she_sends_bob_a_file_from_her_virtual_jid(world):
         bob.add_event_handler("ibb_stream_start", lambda stream: got.done() or got.set_result(stream))
         await bob.online(p.c2s)
         s_bob, s_phone = bob.mark(), phone.mark()
-        offer = (f"<content creator='initiator' name='f' senders='initiator'><description xmlns='{FT5}'><file>"
-                 f"<name>notes.bin</name><size>{len(data)}</size></file></description>"
-                 f"<transport xmlns='{IBB_T}' block-size='4096' sid='IBB1'/></content>")
+        description = (f"<description xmlns='{FT5}'><file>"
+                       f"<name>notes.bin</name><size>{len(data)}</size></file></description>")
+        ibb = f"<transport xmlns='{IBB_T}' block-size='4096' sid='IBB1'/>"
+        s5b = (f"<transport xmlns='{S5B_T}' sid='S5B1' mode='tcp' dstaddr='972b7bf47291ca609517f67f86b5081086052dad'>"
+               "<candidate cid='c1' host='192.0.2.44' jid='alice@localhost/phone' port='5086' priority='8257636' type='direct'/>"
+               "<candidate cid='c2' host='127.0.0.1' jid='proxy.localhost' port='7777' priority='655360' type='proxy'/>"
+               "</transport>")
+        offer = (f"<content creator='initiator' name='f' senders='initiator'>{description}"
+                 f"{ibb if first == 'ibb' else s5b}</content>")
         send_jingle(phone, shown, "f1", "session-initiate", "FILE1", offer, "initiator='alice@localhost/phone'")
         si = await bob.wait_for(jingle_iq("session-initiate", files), s_bob, what="her file offer, at Bob")
         assert si.find("{%s}jingle" % JINGLE).get("initiator") == files
         ack(bob, si)
         await phone.wait_for(iq_reply("f1"), s_phone)
-        send_jingle(bob, files, "b1", "session-accept", "FILE1", offer.replace("senders='initiator'", "senders='initiator'"),
+        if first == "socks5":
+            t = si.find(f".//{{{S5B_T}}}transport")
+            assert t is not None and len(t) == 0 and t.get("dstaddr") is None, bob.raw_since(s_bob)
+            accept = (f"<content creator='initiator' name='f' senders='initiator'>{description}"
+                      f"<transport xmlns='{S5B_T}' sid='S5B1' mode='tcp'/></content>")
+        else:
+            accept = offer
+        send_jingle(bob, files, "b1", "session-accept", "FILE1", accept,
                     f"initiator='{files}' responder='bob@localhost/pc'")
         sa = await phone.wait_for(jingle_iq("session-accept", shown), s_phone, what="his accept")
         ack(phone, sa)
+        if first == "socks5":
+            # No candidate works for either: both say so, and she falls
+            # back to in-band.
+            error = f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='S5B1'><candidate-error/></transport></content>"
+            send_jingle(bob, files, "b2", "transport-info", "FILE1", error)
+            await phone.wait_for(jingle_iq("transport-info", shown), s_phone, what="his candidate-error")
+            send_jingle(phone, shown, "f3", "transport-info", "FILE1", error)
+            await bob.wait_for(jingle_iq("transport-info", files), s_bob, what="her candidate-error")
+            send_jingle(phone, shown, "f4", "transport-replace", "FILE1",
+                        f"<content creator='initiator' name='f'>{ibb}</content>")
+            rep = await bob.wait_for(jingle_iq("transport-replace", files), s_bob, what="her fallback to in-band")
+            ack(bob, rep)
+            send_jingle(bob, files, "b3", "transport-accept", "FILE1",
+                        f"<content creator='initiator' name='f'>{ibb}</content>")
+            ta = await phone.wait_for(jingle_iq("transport-accept", shown), s_phone, what="his accept of in-band")
+            ack(phone, ta)
+            assert not any("192.0.2.44" in r for r in bob.raw_since(0)), "her address reached Bob"
         stream = await phone.plugin["xep_0047"].open_stream(shown, sid="IBB1", block_size=4096)
         incoming = await asyncio.wait_for(got, 10)
         assert str(incoming.peer_jid) == files

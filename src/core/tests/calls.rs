@@ -1079,3 +1079,81 @@ fn her_propose_naming_her_account_goes_out_without_it() {
         "what his client needs to ring stays: {text}"
     );
 }
+
+/// Issue 16: a SOCKS5 file offer (XEP-0260) she makes reaches him without
+/// her candidates (her device's address and full JID) or the dstaddr hash
+/// of her real JID; his candidate-error reaches her, and her fallback to
+/// in-band bytestreams (transport-replace) reaches him.
+#[test]
+fn her_socks5_offer_loses_its_candidates_and_falls_back_in_band() {
+    use crate::core::jingle::JINGLE;
+    let mut h = alice_with_two_phones(CandidatePolicy::Direct);
+    let shown = format!(r"bob\40localhost@{D}/pc");
+    let files = format!("alice@{D}/files");
+    let s5b = "urn:xmpp:jingle:transports:s5b:1";
+    let offer = format!(
+        "<content creator='initiator' name='f'><description xmlns='urn:xmpp:jingle:apps:file-transfer:5'><file><name>a</name></file></description>\
+         <transport xmlns='{s5b}' sid='S1' mode='tcp' dstaddr='972b7bf47291ca609517f67f86b5081086052dad'>\
+         <candidate cid='c1' host='192.0.2.44' jid='{PHONE}' port='5086' priority='8257636' type='direct'/>\
+         <candidate cid='c2' host='proxy.localhost' jid='proxy.localhost' port='7777' priority='655360' type='proxy'/></transport></content>"
+    );
+    let out = h.input(&jingle_from(
+        PHONE,
+        &shown,
+        "f1",
+        "session-initiate",
+        "F1",
+        &offer,
+    ));
+    let to_him = out
+        .iter()
+        .find(|e| e.attr("to") == Some(BOB) && e.attr("from") == Some(files.as_str()))
+        .expect("her offer at his device");
+    let transport = to_him
+        .get_child("jingle", JINGLE)
+        .and_then(|j| j.get_child("content", JINGLE))
+        .and_then(|c| c.get_child("transport", s5b))
+        .expect("the SOCKS5 transport, empty");
+    assert_eq!(transport.children().count(), 0, "{}", xml(to_him));
+    assert_eq!(transport.attr("dstaddr"), None);
+    assert_eq!(transport.attr("sid"), Some("S1"));
+    let text = xml(to_him);
+    assert!(
+        !text.contains("192.0.2.44") && !text.contains("proxy.localhost"),
+        "{text}"
+    );
+    // He can use none: candidate-error goes back to her device.
+    let sid = to_him
+        .get_child("jingle", JINGLE)
+        .unwrap()
+        .attr("sid")
+        .unwrap()
+        .to_owned();
+    let out = h.input(&jingle_from(
+        BOB,
+        &files,
+        "e1",
+        "transport-info",
+        &sid,
+        &format!("<content creator='initiator' name='f'><transport xmlns='{s5b}' sid='S1'><candidate-error/></transport></content>"),
+    ));
+    assert!(
+        out.iter()
+            .any(|e| e.attr("to") == Some(PHONE) && xml(e).contains("candidate-error")),
+        "{out:?}"
+    );
+    // She falls back to IBB; he gets the transport-replace.
+    let out = h.input(&jingle_from(
+        PHONE,
+        &shown,
+        "r1",
+        "transport-replace",
+        "F1",
+        "<content creator='initiator' name='f'><transport xmlns='urn:xmpp:jingle:transports:ibb:1' sid='IBB9' block-size='4096'/></content>",
+    ));
+    assert!(
+        out.iter()
+            .any(|e| e.attr("to") == Some(BOB) && xml(e).contains("IBB9")),
+        "{out:?}"
+    );
+}
