@@ -710,3 +710,67 @@ def test_she_sends_bob_a_file_from_her_virtual_jid(world, first):
             await c.offline()
 
     asyncio.run(scenario())
+
+
+def test_bob_sends_her_a_file_and_her_device_that_accepts_gets_it(world):
+    """Issue 16: a file offer to alice@unified.localhost/files is forked
+    like a call: both her devices that take files get it from Bob's proxy
+    JID, the first to accept takes it (the other is told it is over), and
+    the in-band stream that follows reaches that device byte for byte.
+    Nothing Bob receives names her device or account."""
+    p, comp = world
+    proxy = rf"bob\40localhost@{DOMAIN}/"
+    files = f"{ALICE}/files"
+    data = bytes((i * 13 + 5) % 256 for i in range(12_000))
+
+    async def scenario():
+        comp.start()
+        phone = Client("alice@localhost/phone", ["urn:xmpp:jingle:1", FT5, IBB_T], caps_node="https://dino.im")
+        phone.register_plugin("xep_0047")
+        phone.plugin["xep_0047"].auto_accept = True
+        got = asyncio.get_running_loop().create_future()
+        phone.add_event_handler("ibb_stream_start", lambda stream: got.done() or got.set_result(stream))
+        await phone.online(p.c2s)
+        await phone.wait_for(presence(ALICE, "subscribe"))
+        phone.send_presence(pto=ALICE, ptype="subscribed")
+        laptop = await Client("alice@localhost/laptop", ["urn:xmpp:jingle:1", FT5, IBB_T]).online(p.c2s)
+        bob = Client("bob@localhost/pc", ["urn:xmpp:jingle:1", FT5, IBB_T])
+        bob.register_plugin("xep_0047")
+        await bob.online(p.c2s)
+        since = bob.mark()
+        bob.send_presence(pto=ALICE, ptype="subscribe")
+        await bob.wait_for(presence(files), since, what="/files available: her devices take files")
+        s_bob, s_phone, s_laptop = bob.mark(), phone.mark(), laptop.mark()
+        offer = (f"<content creator='initiator' name='f' senders='initiator'><description xmlns='{FT5}'><file>"
+                 f"<name>photo.bin</name><size>{len(data)}</size></file></description>"
+                 f"<transport xmlns='{IBB_T}' block-size='4096' sid='IBB2'/></content>")
+        send_jingle(bob, files, "b1", "session-initiate", "BFILE", offer, "initiator='bob@localhost/pc'")
+        await bob.wait_for(iq_reply("b1"), s_bob, what="the offer acknowledged")
+        def offer_from_him(el):
+            return jingle_iq("session-initiate")(el) and el.get("from", "").startswith(proxy)
+        at_phone = await phone.wait_for(offer_from_him, s_phone, what="the offer at her phone")
+        at_laptop = await laptop.wait_for(offer_from_him, s_laptop, what="the offer at her laptop")
+        # One proxy full JID for this offer, the same at both devices.
+        shown = at_phone.get("from")
+        assert at_laptop.get("from") == shown
+        ack(phone, at_phone)
+        ack(laptop, at_laptop)
+        sid = at_phone.find("{%s}jingle" % JINGLE).get("sid")
+        send_jingle(phone, shown, "p1", "session-accept", sid, offer,
+                    f"initiator='{shown}' responder='alice@localhost/phone'")
+        sa = await bob.wait_for(jingle_iq("session-accept", files), s_bob, what="her phone's accept")
+        ack(bob, sa)
+        # The laptop is told the offer is over.
+        await laptop.wait_for(jingle_iq("session-terminate", shown), s_laptop, what="the laptop's leg ended")
+        stream = await bob.plugin["xep_0047"].open_stream(files, sid="IBB2", block_size=4096)
+        incoming = await asyncio.wait_for(got, 10)
+        assert str(incoming.peer_jid) == shown
+        received = asyncio.ensure_future(incoming.gather(timeout=20))
+        await stream.sendall(data)
+        await stream.close()
+        assert await asyncio.wait_for(received, 20) == data
+        assert_private(bob)
+        for c in (phone, laptop, bob):
+            await c.offline()
+
+    asyncio.run(scenario())
