@@ -553,15 +553,21 @@ def test_she_calls_bob_back_from_her_virtual_jid(world):
     device's proxy full JID. Bob's client gets the call from
     alice@unified.localhost/audio, his ringing and proceed reach her from
     his proxy full JID, the session is relayed both ways with roles
-    mapped, watchers see her busy, and nothing Bob receives names her
-    devices or her real account. Then a plain-Jingle call (Dino without
-    JMI) that he declines."""
+    mapped, her other devices see the call taken (carbons of the propose
+    and of his proceed), watchers see her busy, and nothing Bob receives
+    names her devices or her real account. Then a plain-Jingle call (Dino
+    without JMI) that he declines."""
     p, comp = world
     proxy = rf"bob\40localhost@{DOMAIN}"
     shown = f"{proxy}/pc"
 
     async def scenario():
         phone, tablet, laptop, bob = await setup(p, comp)
+        # Her phone, like Conversations, has carbons on: it is how her
+        # other devices learn of a call one of them makes (XEP-0353 §3.2).
+        s_phone = phone.mark()
+        phone.send_raw("<iq type='set' id='carbons'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        await phone.wait_for(iq_reply("carbons"), s_phone, what="carbons enabled")
         s_bob, s_tablet = bob.mark(), tablet.mark()
         tablet.send_raw(f"<message type='chat' id='o1' to='{proxy}'><propose xmlns='{JMI}' id='OUT1'>"
                         "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>"
@@ -572,6 +578,14 @@ def test_she_calls_bob_back_from_her_virtual_jid(world):
         await tablet.wait_for(jmi_msg("ringing", shown, "OUT1"), s_tablet, what="Bob's device ringing")
         send_jmi(bob, AUDIO, "proceed", "OUT1")
         await tablet.wait_for(jmi_msg("proceed", shown, "OUT1"), s_tablet, what="Bob's proceed")
+        # Her phone saw both: her tablet's propose (a sent carbon) and his
+        # proceed to her tablet (a received carbon), so it shows the call
+        # as taken on another device rather than offering it.
+        def carbon(kind, jmi):
+            return lambda el: (el.tag == C + "message" and el.find("{urn:xmpp:carbons:2}" + kind) is not None
+                               and el.find(f".//{{{JMI}}}{jmi}") is not None)
+        await phone.wait_for(carbon("sent", "propose"), s_phone, what="a carbon of her tablet's propose")
+        await phone.wait_for(carbon("received", "proceed"), s_phone, what="a carbon of his proceed")
         # Her session-initiate, to his device's proxy full JID.
         send_jingle(tablet, shown, "t1", "session-initiate", "OUT1", CONTENT, "initiator='alice@localhost/tablet'")
         si = await bob.wait_for(jingle_iq("session-initiate", AUDIO), s_bob, what="her session-initiate")
