@@ -87,7 +87,7 @@ impl Core {
             }
             Some("subscribe") | Some("unsubscribe") | Some("probe") => {
                 // The owner as a watcher of her own virtual JID.
-                self.watcher_presence(i, stanza, from, true);
+                self.watcher_presence(now, i, stanza, from, true);
             }
             Some(_) => self
                 .out

@@ -571,6 +571,13 @@ enum Purpose {
     Profile { owner: OwnerId },
     /// Her account's OMEMO device list, for new watchers.
     KeyList { owner: OwnerId },
+    /// A would-be watcher's vCard, for the name his request shows her
+    /// (`asks`: his request to each of her accounts, held until then;
+    /// `fallback`: the name if his card has none).
+    HisName {
+        asks: Vec<Element>,
+        fallback: String,
+    },
 }
 
 #[derive(Debug)]
@@ -657,6 +664,22 @@ impl PendingIqs {
 
     fn len(&self) -> usize {
         self.by_id.len()
+    }
+
+    /// Every request held for a name, taken out.
+    fn take_held(&mut self) -> Vec<(Vec<Element>, String)> {
+        let held: Vec<String> = self
+            .by_id
+            .iter()
+            .filter(|(_, p)| matches!(p.purpose, Purpose::HisName { .. }))
+            .map(|(id, _)| id.clone())
+            .collect();
+        held.into_iter()
+            .filter_map(|id| match self.remove(&id)?.purpose {
+                Purpose::HisName { asks, fallback } => Some((asks, fallback)),
+                _ => None,
+            })
+            .collect()
     }
 
     fn clear(&mut self) {
@@ -913,6 +936,10 @@ impl Core {
         self.journal.clear();
         self.on_store_failure = None;
         self.settle_until = now.plus_ms(self.cfg.settle_ms);
+        // Requests held for a name go out now, named as best we can.
+        for (asks, fallback) in self.pending.take_held() {
+            self.send_asks(asks, &fallback);
+        }
         self.pending.clear();
         for i in self.owners.ids().collect::<Vec<_>>() {
             self.forget_devices(i, None, now);
@@ -995,6 +1022,9 @@ impl Core {
         self.on_store_failure = None;
         while let Some((id, p)) = self.pending.pop_expired(now) {
             debug!(id = %id, to = %p.to, "iq timed out");
+            if let Purpose::HisName { asks, fallback } = p.purpose {
+                self.send_asks(asks, &fallback);
+            }
         }
         self.call_timeouts(now);
         while let Some(&(at, owner)) = self.dirty.first() {

@@ -249,6 +249,13 @@ impl Profile {
     }
 }
 
+/// The name a vCard gives: `NICKNAME`, else `FN` (at most 64 characters).
+pub fn card_name(card: &Element) -> Option<String> {
+    child_text(card, "NICKNAME")
+        .or_else(|| child_text(card, "FN"))
+        .map(|n| n.chars().take(64).collect())
+}
+
 /// Whether `payload` (of an IQ get) asks for her vCard4 (XEP-0292).
 pub fn asks_vcard4(payload: &Element) -> bool {
     payload.is("pubsub", PUBSUB)

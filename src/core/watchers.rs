@@ -18,6 +18,9 @@ use super::{ContactState, Core, StoreOp, Time, WatcherState};
 /// XEP-0172 user nickname.
 const NICK: &str = "http://jabber.org/protocol/nick";
 
+/// How long a request without a nick waits for the name on his card.
+const NAME_TIMEOUT_MS: u64 = 3_000;
+
 impl Core {
     /// Every presence stanza, by routing-table row.
     pub(super) fn handle_presence(
@@ -54,7 +57,7 @@ impl Core {
                     self.owner_decision(me, &w, stanza);
                 }
             }
-            Target::Owner { owner, .. } => self.watcher_presence(owner, stanza, from, false),
+            Target::Owner { owner, .. } => self.watcher_presence(now, owner, stanza, from, false),
             Target::Proxy { remote } => match account_owner {
                 Some(owner) => self.owner_decision(owner, &remote, stanza),
                 None => trace!(from = %from, "dropped: presence to a proxy JID from a stranger"),
@@ -112,14 +115,21 @@ impl Core {
 
     /// Presence from a (would-be) watcher to owner `i`'s virtual JID.
     /// `own` marks the owner's own account, approved without asking.
-    pub(super) fn watcher_presence(&mut self, i: OwnerId, stanza: &Element, from: Jid, own: bool) {
+    pub(super) fn watcher_presence(
+        &mut self,
+        now: Time,
+        i: OwnerId,
+        stanza: &Element,
+        from: Jid,
+        own: bool,
+    ) {
         let watcher = from.to_bare();
         if self.owners[i].watchers.is_blocked(&watcher) {
             trace!(owner = %self.owners[i].name, "dropped: blocked sender");
             return;
         }
         match stanza.attr("type") {
-            Some("subscribe") => self.subscribe(i, watcher, stanza, own),
+            Some("subscribe") => self.subscribe(now, i, watcher, stanza, own),
             Some("unsubscribe") => self.unsubscribe(i, &watcher),
             Some("probe") => {
                 if self.owners[i].watchers.is_subscribed(&watcher) {
@@ -154,7 +164,7 @@ impl Core {
         }
     }
 
-    fn subscribe(&mut self, i: OwnerId, watcher: BareJid, stanza: &Element, own: bool) {
+    fn subscribe(&mut self, now: Time, i: OwnerId, watcher: BareJid, stanza: &Element, own: bool) {
         let limit = self.cfg.limits.watchers_per_owner;
         match self.owners[i].watchers.decide(&watcher, own, limit) {
             Decision::AnswerAgain => self.send_subscribed(i, &watcher),
@@ -165,13 +175,13 @@ impl Core {
                 self.out
                     .reply_error(stanza, ErrorType::Wait, "resource-constraint");
             }
-            Decision::Ask => self.ask_owner(i, watcher, stanza),
+            Decision::Ask => self.ask_owner(now, i, watcher, stanza),
         }
     }
 
     /// DESIGN.md section 4, policy `ask`: the owner's accounts get a
     /// `subscribe` from the watcher's proxy JID.
-    fn ask_owner(&mut self, i: OwnerId, watcher: BareJid, request: &Element) {
+    fn ask_owner(&mut self, now: Time, i: OwnerId, watcher: BareJid, request: &Element) {
         // How she knows him: his JID, or another owner's virtual JID.
         let shown = self.shown_watcher(&watcher);
         let Some(proxy) = self.face_of(&watcher) else {
@@ -190,25 +200,67 @@ impl Core {
         info!(owner = %owner.name, "subscription request forwarded to the owner");
         self.out.keep(StoreOp::Watcher {
             owner: owner.name.clone(),
-            watcher,
+            watcher: watcher.clone(),
             state: Some(WatcherState::Pending),
         });
+        let watcher_jid = watcher;
         // What he wrote with his request (its status text, his XEP-0172
         // nick) is his, and goes to her with it.
-        let mut his: Vec<Element> = request
+        let his: Vec<Element> = request
             .children()
             .filter(|c| c.is("status", stanza::ns::COMPONENT) || c.is("nick", NICK))
             .cloned()
             .collect();
-        // Without a nick of his, her roster would name him by the escaped
-        // proxy JID (`bob\40example.org`): his own address reads better.
-        if !his.iter().any(|c| c.is("nick", NICK)) {
-            his.push(stanza::text_element("nick", NICK, &shown));
+        let asks: Vec<Element> = self
+            .linked_accounts(i)
+            .iter()
+            .map(|a| {
+                let mut ask =
+                    stanza::stanza("presence", proxy.as_str(), a.as_str(), Some("subscribe"));
+                for c in &his {
+                    ask.append_child(c.clone());
+                }
+                ask
+            })
+            .collect();
+        if his.iter().any(|c| c.is("nick", NICK)) {
+            return self.send_asks(asks, "");
         }
-        for a in self.linked_accounts(i) {
-            let mut ask = stanza::stanza("presence", proxy.as_str(), a.as_str(), Some("subscribe"));
-            for c in &his {
-                ask.append_child(c.clone());
+        if self.out.secrets.account_owner(&watcher_jid).is_some() {
+            // Another owner: she knows him by his virtual JID.
+            return self.send_asks(asks, &shown);
+        }
+        // Without a nick of his, her roster would name him by the escaped
+        // proxy JID (`bob\40example.org`). His own profile names him (as
+        // his contacts see him); failing that, his address reads better.
+        if self.pending.len() >= self.cfg.limits.pending_iqs {
+            return self.send_asks(asks, &shown);
+        }
+        let id = self.out.next_id();
+        let from = self.owners[i].virtual_jid.to_string();
+        let mut iq = stanza::stanza("iq", &from, watcher_jid.as_str(), Some("get"));
+        stanza::set_attr(&mut iq, "id", id.clone());
+        iq.append_child(Element::bare("vCard", super::profile::VCARD));
+        self.pending.insert(
+            id,
+            super::PendingIq {
+                to: Jid::from(watcher_jid),
+                purpose: super::Purpose::HisName {
+                    asks,
+                    fallback: shown,
+                },
+            },
+            now.plus_ms(self.cfg.iq_timeout_ms.min(NAME_TIMEOUT_MS)),
+        );
+        self.out.send(iq);
+    }
+
+    /// His requests to her accounts, with `name` as his nick unless
+    /// they carry his own.
+    pub(super) fn send_asks(&mut self, asks: Vec<Element>, name: &str) {
+        for mut ask in asks {
+            if !ask.has_child("nick", NICK) && !name.is_empty() {
+                ask.append_child(stanza::text_element("nick", NICK, name));
             }
             self.out.send(ask);
         }

@@ -71,9 +71,15 @@ def test_bob_sees_her_name_and_photo_and_never_her_account(server):
         bob.register_plugin("xep_0054")
         bob.register_plugin("xep_0060")
         await bob.online(prosody.c2s)
+        his = bob["xep_0054"].make_vcard()
+        his["FN"] = "Bob Builder"
+        await bob["xep_0054"].publish_vcard(his, timeout=10)
         since = bob.mark()
+        # His client puts no nick in his request: her client still shows
+        # his name, from his card (issue 16).
         bob.send_presence(pto=ALICE, ptype="subscribe")
-        await phone.wait_for(presence(PROXY_BOB, "subscribe"), what="Bob's request")
+        req = await phone.wait_for(presence(PROXY_BOB, "subscribe"), what="Bob's request")
+        assert req.findtext("{http://jabber.org/protocol/nick}nick") == "Bob Builder"
         phone.send_presence(pto=PROXY_BOB, ptype="subscribed")
         chat = await bob.wait_for(presence(f"{ALICE}/chat"), since, what="her chat class")
         assert photo_of(chat) == PHOTO_ID, bob.raw_since(since)

@@ -561,7 +561,11 @@ fn what_desktop_clients_showed() {
     let mut h = Harness::new(SubscriptionPolicy::Ask);
     h.device("phone", "");
     h.advance(200);
-    let out = h.subscribe_bob();
+    // His server does not answer for his card: after a while, she is
+    // asked anyway.
+    let mut out = h.subscribe_bob();
+    assert!(!out.iter().any(|e| e.attr("type") == Some("subscribe")));
+    out.extend(h.advance(3_000));
     let ask = out
         .iter()
         .find(|e| e.attr("type") == Some("subscribe"))

@@ -134,9 +134,26 @@ fn ask_policy_forwards_from_the_proxy_jid_and_the_owner_decides() {
     let out = h.subscribe_bob();
     // A stale subscription in her roster is cleared first, so that her
     // server asks her instead of answering itself.
+    // His request named him by nothing: his card is asked for first.
     let types: Vec<_> = out.iter().map(|e| e.attr("type")).collect();
-    assert_eq!(types, [Some("unsubscribe"), Some("subscribe")]);
-    let out = &out[1..];
+    assert_eq!(types, [Some("unsubscribe"), Some("get")]);
+    let card = &out[1];
+    assert_eq!(card.attr("to"), Some("bob@localhost"));
+    assert!(card.has_child("vCard", "vcard-temp"));
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='bob@localhost' to='alice@{D}'><vCard xmlns='vcard-temp'><FN>Bob Builder</FN></vCard></iq>",
+        card.attr("id").unwrap()
+    ));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].attr("type"), Some("subscribe"));
+    assert_eq!(
+        out[0]
+            .get_child("nick", "http://jabber.org/protocol/nick")
+            .map(|n| n.text())
+            .as_deref(),
+        Some("Bob Builder"),
+        "her client shows the name on his card"
+    );
     assert_eq!(out[0].attr("to"), Some("alice@localhost"));
     assert_eq!(
         out[0].attr("from"),
@@ -176,8 +193,10 @@ fn her_roster_follows_every_watcher_change() {
     // He leaves: her roster's subscription from him goes too.
     let out = h.input(&format!("<presence xmlns='jabber:component:accept' type='unsubscribe' from='bob@localhost' to='alice@{D}'/>"));
     assert!(withdrawn(&out), "{out:?}");
-    // He asks again: she is asked again (no stale answer counts).
-    let out = h.subscribe_bob();
+    // He asks again: she is asked again (no stale answer counts), once
+    // his card had its time to name him.
+    let mut out = h.subscribe_bob();
+    out.extend(h.advance(3_000));
     assert!(out.iter().any(|e| e.attr("type") == Some("subscribe")));
     // Her client approves, then she blocks him by command.
     h.input(&format!(r"<presence xmlns='jabber:component:accept' type='subscribed' from='alice@localhost' to='{proxy}'/>"));

@@ -410,3 +410,41 @@ fn the_name_she_sets_is_the_one_her_contacts_see() {
     let reply = command(&mut h, PHONE, "name ph0ne-q7");
     assert!(reply.contains("never see"), "{reply}");
 }
+
+#[test]
+fn a_request_held_for_his_name_goes_out_on_a_reconnect_too() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    h.device("phone", "");
+    h.advance(200);
+    let out = h.subscribe_bob();
+    assert!(vcard_query(&out).is_some());
+    assert!(!out.iter().any(|e| e.attr("type") == Some("subscribe")));
+    h.core.handle_connected(h.now);
+    let out = h.drain();
+    let ask = out
+        .iter()
+        .find(|e| e.attr("type") == Some("subscribe") && e.attr("to") == Some("alice@localhost"))
+        .expect("his request, not lost with the stream");
+    assert_eq!(
+        ask.get_child("nick", NICK).map(|n| n.text()).as_deref(),
+        Some("bob@localhost")
+    );
+    // A card whose name names her device is not shown as his.
+    let out = h.input(&format!(
+        "<presence xmlns='jabber:component:accept' type='subscribe' from='carol@example.net' to='alice@{D}'/>"
+    ));
+    let q = vcard_query(&out).unwrap().clone();
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='carol@example.net' to='alice@{D}'><vCard xmlns='vcard-temp'><FN>alice@localhost</FN></vCard></iq>",
+        q.attr("id").unwrap()
+    ));
+    let ask = out
+        .iter()
+        .find(|e| e.attr("type") == Some("subscribe"))
+        .unwrap();
+    assert_eq!(
+        ask.get_child("nick", NICK).map(|n| n.text()).as_deref(),
+        Some("carol@example.net"),
+        "his address, not a name that is her account"
+    );
+}
