@@ -3,8 +3,9 @@ section 11), with slixmpp-omemo, a real OMEMO implementation, on both
 sides: Bob encrypts to alice@unified.localhost with the device list and
 keys the component asks of her account, her phone decrypts the exact
 text; she replies to his proxy JID with his keys, asked of his account,
-and he decrypts it; a new device of hers shows up in his view of her
-devices and reads his next message; with her devices offline, her server
+and he decrypts it; a new device of his shows up in her view of his
+proxy JID and reads her next message, and a new device of hers shows up
+in his view of her devices and reads his next message; with her devices offline, her server
 keeps his message and her phone reads it when it is back. The component
 never holds a key and never sees a word."""
 import asyncio
@@ -73,6 +74,23 @@ def test_bob_and_alice_write_encrypted_through_her_virtual_jid(tmp_path, kind, r
         await phone.send_encrypted(PROXY_BOB, reply)
         got, sender, device = await asyncio.wait_for(bob.plain.get(), 30)
         assert (got, sender, device) == (reply, ALICE, phone_id)
+
+        # A second device of his starts OMEMO: her phone learns of it at
+        # his proxy JID (alice@D follows his device list since her phone
+        # asked for it), and her next message reaches both of his.
+        laptop = await OmemoClient("bob@localhost/laptop").online(p.c2s)
+        laptop_id = await laptop.device_id()
+        for _ in range(50):
+            if laptop_id in await phone.device_ids_of(PROXY_BOB):
+                break
+            await asyncio.sleep(0.2)
+        assert laptop_id in await phone.device_ids_of(PROXY_BOB), "his new device never reached her"
+        both = "For both of your devices, Bob"
+        await phone.send_encrypted(PROXY_BOB, both)
+        for device in (bob, laptop):
+            got, sender, _ = await asyncio.wait_for(device.plain.get(), 30)
+            assert (got, sender) == (both, ALICE)
+        await laptop.offline()
 
         # A second device of hers starts OMEMO: Bob's client learns of it
         # at once (her server tells alice@D, subscribed to her device list,
