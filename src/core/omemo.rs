@@ -147,16 +147,11 @@ impl super::Core {
     pub(super) fn key_list_event(&self, i: OwnerId) -> Option<Element> {
         let owner = &self.owners[i];
         let list = owner.key_list.as_ref().filter(|_| owner.omemo)?;
-        let mut item = stanza::element("item", PUBSUB_EVENT, &[("id", "current")]);
-        item.append_child(list.clone());
-        let mut items = stanza::element("items", PUBSUB_EVENT, &[("node", DEVICELIST)]);
-        items.append_child(item);
-        let mut event = Element::bare("event", PUBSUB_EVENT);
-        event.append_child(items);
-        let jid = owner.virtual_jid.to_string();
-        let mut m = stanza::stanza("message", &jid, &jid, Some("headline"));
-        m.append_child(event);
-        Some(m)
+        let event = super::profile::event_of(DEVICELIST, "current", list.clone());
+        Some(super::profile::event_message(
+            owner.virtual_jid.as_str(),
+            event,
+        ))
     }
 
     /// A device list change her server or a contact's pushes to her
@@ -231,9 +226,8 @@ impl super::Core {
         if to.is_empty() {
             return true;
         }
-        let mut m = stanza::stanza("message", &face, &face, Some("headline"));
-        m.append_child(event);
-        self.out.send_to_each(m, to);
+        self.out
+            .send_to_each(super::profile::event_message(&face, event), to);
         true
     }
 }

@@ -233,20 +233,28 @@ impl Profile {
     /// `headline` message.
     pub fn event(&self, node: &str, nick: Option<&str>) -> Option<Element> {
         let item = self.item(node, nick)?;
-        let mut moved = element(
-            "item",
-            PUBSUB_EVENT,
-            &[("id", item.attr("id").unwrap_or_default())],
-        );
-        for c in item.children() {
-            moved.append_child(c.clone());
-        }
-        let mut items = element("items", PUBSUB_EVENT, &[("node", node)]);
-        items.append_child(moved);
-        let mut event = Element::bare("event", PUBSUB_EVENT);
-        event.append_child(items);
-        Some(event)
+        let payload = item.children().next()?.clone();
+        Some(event_of(node, item.attr("id").unwrap_or_default(), payload))
     }
+}
+
+/// The XEP-0060 §7.1.2 event announcing `payload` as item `id` of `node`.
+pub fn event_of(node: &str, id: &str, payload: Element) -> Element {
+    let mut item = element("item", PUBSUB_EVENT, &[("id", id)]);
+    item.append_child(payload);
+    let mut items = element("items", PUBSUB_EVENT, &[("node", node)]);
+    items.append_child(item);
+    let mut event = Element::bare("event", PUBSUB_EVENT);
+    event.append_child(items);
+    event
+}
+
+/// A `headline` message from `from` carrying `event`, as a PEP service
+/// sends it; the `to` is set per recipient by the sender.
+pub fn event_message(from: &str, event: Element) -> Element {
+    let mut m = super::stanza::stanza("message", from, from, Some("headline"));
+    m.append_child(event);
+    m
 }
 
 /// The name a vCard gives: `NICKNAME`, else `FN` (at most 64 characters).
@@ -472,11 +480,7 @@ impl super::Core {
         nodes
             .iter()
             .filter_map(|node| owner.profile.event(node, name))
-            .map(|event| {
-                let mut m = super::stanza::stanza("message", &jid, &jid, Some("headline"));
-                m.append_child(event);
-                m
-            })
+            .map(|event| event_message(&jid, event))
             .collect()
     }
 }
