@@ -205,13 +205,18 @@ impl Core {
             match p.purpose {
                 super::Purpose::Profile { owner } => self.profile_answer(now, iq, owner),
                 super::Purpose::KeyList { owner } => self.key_list_answer(iq, owner),
-                super::Purpose::HisName { asks, fallback } => {
+                super::Purpose::HisName {
+                    owner,
+                    watcher,
+                    asks,
+                    fallback,
+                } => {
                     let name = iq
                         .get_child("vCard", profile::VCARD)
                         .and_then(profile::card_name)
                         .filter(|n| self.out.secrets.names_secret(n, None).is_none())
                         .unwrap_or(fallback);
-                    self.send_asks(asks, &name);
+                    self.send_asks(owner, &watcher, asks, &name);
                 }
                 caps => self.caps_answer(now, iq, caps),
             }

@@ -575,6 +575,8 @@ enum Purpose {
     /// (`asks`: his request to each of her accounts, held until then;
     /// `fallback`: the name if his card has none).
     HisName {
+        owner: OwnerId,
+        watcher: BareJid,
         asks: Vec<Element>,
         fallback: String,
     },
@@ -667,7 +669,7 @@ impl PendingIqs {
     }
 
     /// Every request held for a name, taken out.
-    fn take_held(&mut self) -> Vec<(Vec<Element>, String)> {
+    fn take_held(&mut self) -> Vec<(OwnerId, BareJid, Vec<Element>, String)> {
         let held: Vec<String> = self
             .by_id
             .iter()
@@ -676,7 +678,12 @@ impl PendingIqs {
             .collect();
         held.into_iter()
             .filter_map(|id| match self.remove(&id)?.purpose {
-                Purpose::HisName { asks, fallback } => Some((asks, fallback)),
+                Purpose::HisName {
+                    owner,
+                    watcher,
+                    asks,
+                    fallback,
+                } => Some((owner, watcher, asks, fallback)),
                 _ => None,
             })
             .collect()
@@ -937,8 +944,8 @@ impl Core {
         self.on_store_failure = None;
         self.settle_until = now.plus_ms(self.cfg.settle_ms);
         // Requests held for a name go out now, named as best we can.
-        for (asks, fallback) in self.pending.take_held() {
-            self.send_asks(asks, &fallback);
+        for (owner, watcher, asks, fallback) in self.pending.take_held() {
+            self.send_asks(owner, &watcher, asks, &fallback);
         }
         self.pending.clear();
         for i in self.owners.ids().collect::<Vec<_>>() {
@@ -1022,8 +1029,14 @@ impl Core {
         self.on_store_failure = None;
         while let Some((id, p)) = self.pending.pop_expired(now) {
             debug!(id = %id, to = %p.to, "iq timed out");
-            if let Purpose::HisName { asks, fallback } = p.purpose {
-                self.send_asks(asks, &fallback);
+            if let Purpose::HisName {
+                owner,
+                watcher,
+                asks,
+                fallback,
+            } = p.purpose
+            {
+                self.send_asks(owner, &watcher, asks, &fallback);
             }
         }
         self.call_timeouts(now);

@@ -224,17 +224,17 @@ impl Core {
             })
             .collect();
         if his.iter().any(|c| c.is("nick", NICK)) {
-            return self.send_asks(asks, "");
+            return self.send_asks(i, &watcher_jid, asks, "");
         }
         if self.out.secrets.account_owner(&watcher_jid).is_some() {
             // Another owner: she knows him by his virtual JID.
-            return self.send_asks(asks, &shown);
+            return self.send_asks(i, &watcher_jid, asks, &shown);
         }
         // Without a nick of his, her roster would name him by the escaped
         // proxy JID (`bob\40example.org`). His own profile names him (as
         // his contacts see him); failing that, his address reads better.
         if self.pending.len() >= self.cfg.limits.pending_iqs {
-            return self.send_asks(asks, &shown);
+            return self.send_asks(i, &watcher_jid, asks, &shown);
         }
         let id = self.out.next_id();
         let from = self.owners[i].virtual_jid.to_string();
@@ -244,8 +244,10 @@ impl Core {
         self.pending.insert(
             id,
             super::PendingIq {
-                to: Jid::from(watcher_jid),
+                to: Jid::from(watcher_jid.clone()),
                 purpose: super::Purpose::HisName {
+                    owner: i,
+                    watcher: watcher_jid,
                     asks,
                     fallback: shown,
                 },
@@ -256,8 +258,18 @@ impl Core {
     }
 
     /// His requests to her accounts, with `name` as his nick unless
-    /// they carry his own.
-    pub(super) fn send_asks(&mut self, asks: Vec<Element>, name: &str) {
+    /// they carry his own; none if he is no longer waiting for her (he
+    /// withdrew, or she decided while his name was asked for).
+    pub(super) fn send_asks(
+        &mut self,
+        i: OwnerId,
+        watcher: &BareJid,
+        asks: Vec<Element>,
+        name: &str,
+    ) {
+        if self.owners[i].watchers.get(watcher) != Some(&WatcherState::Pending) {
+            return trace!(watcher = %watcher, "request no longer pending, not shown");
+        }
         for mut ask in asks {
             if !ask.has_child("nick", NICK) && !name.is_empty() {
                 ask.append_child(stanza::text_element("nick", NICK, name));

@@ -448,3 +448,23 @@ fn a_request_held_for_his_name_goes_out_on_a_reconnect_too() {
         "his address, not a name that is her account"
     );
 }
+
+#[test]
+fn a_request_withdrawn_while_his_name_is_asked_for_is_never_shown() {
+    let mut h = Harness::new(SubscriptionPolicy::Ask);
+    h.device("phone", "");
+    h.advance(200);
+    let out = h.subscribe_bob();
+    let q = vcard_query(&out).unwrap().clone();
+    h.input(&format!(
+        "<presence xmlns='jabber:component:accept' type='unsubscribe' from='bob@localhost' to='alice@{D}'/>"
+    ));
+    let out = h.input(&format!(
+        "<iq xmlns='jabber:component:accept' type='result' id='{}' from='bob@localhost' to='alice@{D}'><vCard xmlns='vcard-temp'><FN>Bob</FN></vCard></iq>",
+        q.attr("id").unwrap()
+    ));
+    assert!(
+        !out.iter().any(|e| e.attr("type") == Some("subscribe")),
+        "{out:?}"
+    );
+}
