@@ -72,15 +72,10 @@ impl Core {
                 let i = *owner;
                 // Her first proven account: the one whose keys are hers
                 // to show (the others' devices are not served yet).
-                let Some(primary) = self.owners[i]
-                    .accounts
-                    .iter()
-                    .find(|(a, s)| s.approved && self.out.secrets.account_owner(a) == Some(i))
-                    .map(|(a, _)| a.to_string())
-                else {
+                let Some(primary) = self.primary_account(i) else {
                     return false;
                 };
-                (i, primary)
+                (i, primary.to_string())
             }
             // Her client asks what his looks like, or his keys: his
             // account answers, asked from her virtual JID.

@@ -1344,6 +1344,49 @@ impl Core {
         self.owners.linked_accounts(i, &self.out.secrets)
     }
 
+    /// Her first proven account whose subscription is approved: the one
+    /// whose profile and OMEMO keys are hers to show.
+    fn primary_account(&self, i: OwnerId) -> Option<BareJid> {
+        self.owners[i]
+            .accounts
+            .iter()
+            .find(|(a, s)| s.approved && self.out.secrets.account_owner(a) == Some(i))
+            .map(|(a, _)| a.clone())
+    }
+
+    /// Sends an IQ get with `payload` from owner `i`'s virtual JID to
+    /// `to`, and waits (at most `timeout_ms`) for its answer, which goes to
+    /// `purpose`. `false`, and nothing sent, when too many IQs are out.
+    fn ask_from(
+        &mut self,
+        now: Time,
+        i: OwnerId,
+        to: &BareJid,
+        payload: Element,
+        purpose: Purpose,
+        timeout_ms: u64,
+    ) -> bool {
+        if self.pending.len() >= self.cfg.limits.pending_iqs {
+            warn!("pending iq limit reached, nothing asked");
+            return false;
+        }
+        let id = self.out.next_id();
+        let from = self.owners[i].virtual_jid.to_string();
+        let mut iq = stanza::stanza("iq", &from, to.as_str(), Some("get"));
+        stanza::set_attr(&mut iq, "id", id.clone());
+        iq.append_child(payload);
+        self.pending.insert(
+            id,
+            PendingIq {
+                to: Jid::from(to.clone()),
+                purpose,
+            },
+            now.plus_ms(timeout_ms),
+        );
+        self.out.send(iq);
+        true
+    }
+
     /// Publishes to watchers every class whose aggregate changed; returns
     /// whether any did.
     fn publish(&mut self, i: OwnerId) -> bool {

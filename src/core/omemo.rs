@@ -107,25 +107,13 @@ impl super::Core {
     /// Asks her account `account` for its device list, to tell new
     /// watchers (the subscription above tells us its changes).
     pub(super) fn fetch_key_list(&mut self, now: super::Time, i: OwnerId, account: &BareJid) {
-        if !self.owners[i].omemo || self.pending.len() >= self.cfg.limits.pending_iqs {
+        if !self.owners[i].omemo {
             return;
         }
-        let id = self.out.next_id();
-        let from = self.owners[i].virtual_jid.to_string();
-        let mut iq = stanza::stanza("iq", &from, account.as_str(), Some("get"));
-        stanza::set_attr(&mut iq, "id", id.clone());
         let mut pubsub = Element::bare("pubsub", PUBSUB);
         pubsub.append_child(stanza::element("items", PUBSUB, &[("node", DEVICELIST)]));
-        iq.append_child(pubsub);
-        self.pending.insert(
-            id,
-            super::PendingIq {
-                to: Jid::from(account.clone()),
-                purpose: super::Purpose::KeyList { owner: i },
-            },
-            now.plus_ms(self.cfg.iq_timeout_ms),
-        );
-        self.out.send(iq);
+        let purpose = super::Purpose::KeyList { owner: i };
+        self.ask_from(now, i, account, pubsub, purpose, self.cfg.iq_timeout_ms);
     }
 
     /// Her account's answer: her device list, kept.

@@ -353,33 +353,14 @@ impl super::Core {
         i: super::OwnerId,
         account: &jid::BareJid,
     ) {
-        if self.pending.len() >= self.cfg.limits.pending_iqs {
-            return tracing::warn!("pending iq limit reached, profile not asked");
-        }
-        let id = self.out.next_id();
-        let from = self.owners[i].virtual_jid.to_string();
-        let mut iq = super::stanza::stanza("iq", &from, account.as_str(), Some("get"));
-        super::stanza::set_attr(&mut iq, "id", id.clone());
-        iq.append_child(Element::bare("vCard", VCARD));
-        self.pending.insert(
-            id,
-            super::PendingIq {
-                to: jid::Jid::from(account.clone()),
-                purpose: super::Purpose::Profile { owner: i },
-            },
-            now.plus_ms(self.cfg.iq_timeout_ms),
-        );
-        self.out.send(iq);
+        let purpose = super::Purpose::Profile { owner: i };
+        let card = Element::bare("vCard", VCARD);
+        self.ask_from(now, i, account, card, purpose, self.cfg.iq_timeout_ms);
     }
 
     /// Her first proven account, whose card is hers to show.
     pub(super) fn fetch_primary_profile(&mut self, now: super::Time, i: super::OwnerId) {
-        let primary = self.owners[i]
-            .accounts
-            .iter()
-            .find(|(a, s)| s.approved && self.out.secrets.account_owner(a) == Some(i))
-            .map(|(a, _)| a.clone());
-        if let Some(a) = primary {
+        if let Some(a) = self.primary_account(i) {
             self.fetch_profile(now, i, &a);
             self.follow_device_list(i, &a);
             self.fetch_key_list(now, i, &a);

@@ -233,28 +233,17 @@ impl Core {
         // Without a nick of his, her roster would name him by the escaped
         // proxy JID (`bob\40example.org`). His own profile names him (as
         // his contacts see him); failing that, his address reads better.
-        if self.pending.len() >= self.cfg.limits.pending_iqs {
-            return self.send_asks(i, &watcher_jid, asks, &shown);
+        let purpose = super::Purpose::HisName {
+            owner: i,
+            watcher: watcher_jid.clone(),
+            asks: asks.clone(),
+            fallback: shown.clone(),
+        };
+        let card = Element::bare("vCard", super::profile::VCARD);
+        let timeout = self.cfg.iq_timeout_ms.min(NAME_TIMEOUT_MS);
+        if !self.ask_from(now, i, &watcher_jid, card, purpose, timeout) {
+            self.send_asks(i, &watcher_jid, asks, &shown);
         }
-        let id = self.out.next_id();
-        let from = self.owners[i].virtual_jid.to_string();
-        let mut iq = stanza::stanza("iq", &from, watcher_jid.as_str(), Some("get"));
-        stanza::set_attr(&mut iq, "id", id.clone());
-        iq.append_child(Element::bare("vCard", super::profile::VCARD));
-        self.pending.insert(
-            id,
-            super::PendingIq {
-                to: Jid::from(watcher_jid.clone()),
-                purpose: super::Purpose::HisName {
-                    owner: i,
-                    watcher: watcher_jid,
-                    asks,
-                    fallback: shown,
-                },
-            },
-            now.plus_ms(self.cfg.iq_timeout_ms.min(NAME_TIMEOUT_MS)),
-        );
-        self.out.send(iq);
     }
 
     /// His requests to her accounts, with `name` as his nick unless
