@@ -414,16 +414,26 @@ pub struct Calls {
     /// Seconds devices ring before the caller is told nobody answered.
     #[serde(default = "default_ring_timeout")]
     pub ring_timeout_secs: u64,
+    /// Milliseconds a step of sequential or priority ringing waits for
+    /// a device to show it got the call (its receipt or ringing) before
+    /// the next step rings.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout_ms: u64,
 }
 
 fn default_ring_timeout() -> u64 {
     30
 }
 
+fn default_ack_timeout() -> u64 {
+    5_000
+}
+
 impl Default for Calls {
     fn default() -> Self {
         Calls {
             ring_timeout_secs: default_ring_timeout(),
+            ack_timeout_ms: default_ack_timeout(),
         }
     }
 }
@@ -580,6 +590,10 @@ pub struct RuleConfig {
     /// `relay-only` or `direct` for the calls it matches; absent = the
     /// owner's `candidates`.
     pub candidates: Option<CandidatePolicy>,
+    /// Also ring her devices that are asleep, through her account's push
+    /// (default); `false` rings devices online only.
+    #[serde(default = "default_true")]
+    pub asleep: bool,
 }
 
 fn default_true() -> bool {
@@ -609,6 +623,7 @@ impl RuleConfig {
             reject: self.reject,
             candidates: self.candidates,
             only_candidates: false,
+            asleep: self.asleep,
         }
     }
 }
@@ -839,6 +854,7 @@ impl Config {
             settle_ms: self.presence.settle_ms,
             iq_timeout_ms: self.limits.iq_timeout_secs.saturating_mul(1000),
             ring_timeout_ms: self.calls.ring_timeout_secs.saturating_mul(1000),
+            ack_timeout_ms: self.calls.ack_timeout_ms,
             admins: self.admins.clone(),
             registration: match self.registration.mode {
                 RegistrationMode::Closed => Registration::Closed,

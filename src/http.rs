@@ -58,6 +58,9 @@ pub struct Metrics {
     stanzas_out: [Counter; 4],
     errors_sent: Counter,
     calls: [Counter; 6],
+    first_ring_seconds: Histogram,
+    /// Call legs rung, reached, answered.
+    legs: [Counter; 3],
     ring_seconds: Histogram,
     reconnects: Counter,
     store_write_seconds: Histogram,
@@ -125,6 +128,22 @@ impl Metrics {
             "How long answered calls rang before a device answered",
             ring_seconds.clone(),
         );
+        let first_ring_seconds = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0]);
+        registry.register(
+            "first_ring_seconds",
+            "How long after the caller asked a device of hers first showed it got the call \
+             (its receipt or ringing)",
+            first_ring_seconds.clone(),
+        );
+        let legs_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "call_legs",
+            "Legs of ended calls: rung (a device, or her account for devices asleep), \
+             reached (the device showed it got the call), answered",
+            legs_family.clone(),
+        );
+        let legs = ["rung", "reached", "answered"]
+            .map(|s| legs_family.get_or_create(&vec![("state", s)]).clone());
         let reconnects = Counter::default();
         registry.register(
             "reconnects",
@@ -164,6 +183,8 @@ impl Metrics {
             errors_sent,
             calls,
             ring_seconds,
+            first_ring_seconds,
+            legs,
             reconnects,
             store_write_seconds,
             connected,
@@ -201,6 +222,16 @@ impl Metrics {
                 self.calls[i].inc();
             }
             Event::CallAnswered { ring_ms } => self.ring_seconds.observe(ring_ms as f64 / 1000.0),
+            Event::CallReached { ms } => self.first_ring_seconds.observe(ms as f64 / 1000.0),
+            Event::CallLegs {
+                rung,
+                reached,
+                answered,
+            } => {
+                self.legs[0].inc_by(u64::from(rung));
+                self.legs[1].inc_by(u64::from(reached));
+                self.legs[2].inc_by(u64::from(answered));
+            }
         }
     }
 
@@ -414,16 +445,19 @@ pub fn status_page(v: &AdminView, connected: bool) -> String {
     if v.calls.is_empty() {
         h.push_str("<p>None.</p>");
     } else {
-        h.push_str("<table><tr><th>owner</th><th>class</th><th>caller</th><th>state</th><th>devices rung</th><th>seconds</th></tr>");
+        h.push_str("<table><tr><th>owner</th><th>class</th><th>caller</th><th>state</th><th>rung</th><th>reached</th><th>first ring</th><th>seconds</th></tr>");
         for c in &v.calls {
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&c.owner),
                 esc(&c.class),
                 esc(&c.caller),
                 c.state,
                 c.legs,
+                c.reached,
+                c.first_ring_secs
+                    .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s")),
                 c.secs
             );
         }

@@ -443,6 +443,7 @@ mod tests {
                         last_seen: 2,
                         label: None,
                         caps_node: Some("https://client.example".into()),
+                        no_push: true,
                     },
                 },
                 StoreOp::Profile {

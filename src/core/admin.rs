@@ -75,8 +75,13 @@ pub struct CallView {
     pub caller: String,
     /// `ringing` or `answered`.
     pub state: &'static str,
-    /// Devices rung so far.
+    /// Legs rung so far (a device, or her account for its devices
+    /// asleep).
     pub legs: usize,
+    /// Of these, how many showed they got the call (receipt, ringing).
+    pub reached: usize,
+    /// Seconds from the caller's request to the first device reached.
+    pub first_ring_secs: Option<f64>,
     /// Seconds since the caller asked.
     pub secs: u64,
 }

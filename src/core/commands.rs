@@ -36,7 +36,7 @@ const HELP: &str = "Commands (send them to this address):
 • ring parallel | ring sequential phone laptop | ring priority — how your devices ring when no other rule applies (device names as \"devices\" shows them, in order; none: all)
 • dnd audio on, dnd all off — refuse calls of a class, or all calls (callers get busy)
 • rules — your rules, first match wins
-• rule add <what> <when> <action> — for example: rule add video from bob@example.org mon-fri 09:00-17:00 ring sequential phone laptop step 15; rule add from example.net 22:00-07:00 busy; rule add chat ring parallel laptop (where chat goes). What: a class, from <jid|domain|watchers|anyone>; when: days, HH:MM-HH:MM, when away|xa|dnd; action: busy, ring ..., step <s>, timeout <s>, message, relay-only or direct. A new rule is checked first.
+• rule add <what> <when> <action> — for example: rule add video from bob@example.org mon-fri 09:00-17:00 ring sequential phone laptop step 15; rule add from example.net 22:00-07:00 busy; rule add chat ring parallel laptop (where chat goes). What: a class, from <jid|domain|watchers|anyone>; when: days, HH:MM-HH:MM, when away|xa|dnd; action: busy, ring ..., step <s>, timeout <s>, message, relay-only or direct, awake-only (do not wake devices asleep). A new rule is checked first.
 • rule add from anyone relay-only, then rule add from watchers direct — calls from people who watch you go direct, all others through relays (a rule with only relay-only or direct leaves ringing to the rules below it)
 • rule del <n> — remove rule n
 • privacy — your privacy settings
@@ -44,6 +44,7 @@ const HELP: &str = "Commands (send them to this address):
 • privacy watchers ask | privacy watchers open — ask: you approve each watcher; open: anyone may watch
 • privacy encryption on | privacy encryption off — on: contacts can encrypt (OMEMO) to your address, which shows them your OMEMO device ids and public keys
 • label <device> <text> — name a device
+• push <device> off | push <device> on — whether a call wakes that device while it sleeps (through your server's push, XEP-0357; on by default)
 • name <text> | name reset — the name your contacts see for your address (by default your account's own, from its profile)
 • contact add <jid> [name] — add a contact from your address: the request from their proxy address appears in your client; accept it, and they are asked for their presence, from your address
 • link <account> — add another account of yours: it gets a one-time code from this address
@@ -82,6 +83,8 @@ pub enum Command {
     Rules,
     /// `label <device> <text>`.
     Label(String, String),
+    /// `push <device> on|off`.
+    Push(String, bool),
     /// `register [name]`.
     Register(Option<String>),
     /// `unregister` (asks first) and `unregister confirm`.
@@ -260,6 +263,11 @@ pub fn parse(body: &str) -> Command {
         ("link", Some(_)) => {
             jid().map_or_else(|| Command::Unknown(body.trim().to_owned()), Command::Link)
         }
+        ("push", Some(device)) => match words.next().map(str::to_ascii_lowercase).as_deref() {
+            Some("on") if words.next().is_none() => Command::Push(device.to_owned(), true),
+            Some("off") if words.next().is_none() => Command::Push(device.to_owned(), false),
+            _ => Command::Unknown(body.trim().to_owned()),
+        },
         ("label", Some(device)) => {
             let text: Vec<&str> = words.collect();
             if text.is_empty() {
@@ -281,6 +289,7 @@ fn usage(text: &str) -> Option<&'static str> {
         "ring" => "Say how: \"ring parallel\", \"ring sequential phone laptop\" or \"ring priority\" (device names from \"devices\").",
         "dnd" => "Say which calls and on or off: \"dnd all on\", \"dnd audio off\".",
         "label" => "Say which device and its name: \"label phone My Pixel\".",
+        "push" => "Say which device and on or off: \"push phone off\" (device names from \"devices\").",
         "link" => "Say which account: \"link alice@work.example\", or from that account \"link confirm <code>\".",
         "unlink" => "Say which account: \"unlink alice@work.example\", or \"unlink\" from the account itself.",
         "block" => "Say who: \"block bob@example.org\" or \"block example.org\".",
@@ -462,7 +471,9 @@ impl Core {
                     names.join(", ")
                 ))
             }
-            Command::Label(device, _) if !self.has_device_named(i, device) => {
+            Command::Label(device, _) | Command::Push(device, _)
+                if !self.has_device_named(i, device) =>
+            {
                 Err(Refusal::NoDevice {
                     name: device.clone(),
                     hers: None,
@@ -642,6 +653,36 @@ impl Core {
                 }
             }
             Command::Rules => self.rules_text(i),
+            Command::Push(device, on) => {
+                let o = &mut self.owners[i];
+                let mut changed = vec![];
+                for (jid, record) in o.devices.records.iter_mut() {
+                    if jid.resource().as_str() == device {
+                        record.no_push = !on;
+                        changed.push((jid.clone(), record.clone()));
+                    }
+                }
+                if changed.is_empty() {
+                    return Err(Refusal::NoDevice {
+                        name: device,
+                        hers: None,
+                    });
+                }
+                for (jid, record) in changed {
+                    self.out.keep(StoreOp::Device {
+                        owner: o.name.clone(),
+                        device: jid,
+                        record,
+                    });
+                }
+                if on {
+                    format!(
+                        "{device} is woken for calls while it sleeps, if your server pushes to it."
+                    )
+                } else {
+                    format!("{device} rings only while it is online.")
+                }
+            }
             Command::Label(device, label) => {
                 let o = &mut self.owners[i];
                 let Some((jid, record)) = o.devices.label(&device, &label) else {
@@ -977,7 +1018,14 @@ impl Core {
                             .iter()
                             .map(|s| {
                                 s.iter()
-                                    .map(|d| d.resource().to_string())
+                                    .map(|d| match d.resource() {
+                                        Some(r) => r.to_string(),
+                                        // Her account, for devices asleep.
+                                        None => format!(
+                                            "{} (asleep, by push)",
+                                            asleep_names(self, i, d, self.wall_ms(now))
+                                        ),
+                                    })
                                     .collect::<Vec<_>>()
                                     .join(" + ")
                             })
@@ -1017,10 +1065,13 @@ impl Core {
 
     pub(super) fn devices_text(&self, now: Time, i: OwnerId) -> String {
         let o = &self.owners[i];
+        let wall = self.wall_ms(now);
+        let mut out = String::new();
         if o.devices.live.is_empty() {
-            return "None of your devices is online.".into();
+            out.push_str("None of your devices is online.\n");
+        } else {
+            out.push_str("Online now:\n");
         }
-        let mut out = String::from("Online now:\n");
         for (jid, d) in o.devices.live.iter() {
             let classes: Vec<&str> = self
                 .cfg
@@ -1032,7 +1083,7 @@ impl Core {
                 .collect();
             let record = o.devices.records.get(jid);
             let first = record
-                .map(|r| since(self.wall_ms(now), r.first_seen))
+                .map(|r| since(wall, r.first_seen))
                 .unwrap_or_default();
             let label = record
                 .and_then(|r| r.label.as_deref())
@@ -1046,8 +1097,66 @@ impl Core {
                 classes.join(", ")
             );
         }
+        // DESIGN.md section 12: the others, asleep (woken by push) or gone.
+        let mut offline: Vec<_> = o
+            .devices
+            .records
+            .iter()
+            .filter(|(j, _)| o.devices.live.get(j).is_none())
+            // An account she unlinked is no longer hers to list.
+            .filter(|(j, _)| o.accounts.iter().any(|(a, _)| *a == j.to_bare()))
+            .collect();
+        offline.sort_by(|a, b| a.0.cmp(b.0));
+        let (asleep, gone): (Vec<_>, Vec<_>) = offline
+            .into_iter()
+            .partition(|(j, _)| o.reach(j, wall) == super::owners::Reach::Asleep);
+        let line = |out: &mut String, j: &jid::FullJid, r: &super::DeviceRecord| {
+            let label = r
+                .label
+                .as_deref()
+                .map(|l| format!(" \"{l}\""))
+                .unwrap_or_default();
+            let off = if r.no_push { ", push off" } else { "" };
+            let _ = writeln!(
+                out,
+                "  {j}{label}: last seen {}{off}",
+                since(wall, r.last_seen)
+            );
+        };
+        if !asleep.is_empty() {
+            out.push_str("Asleep, woken by your server's push when called:\n");
+            for (j, r) in asleep {
+                line(&mut out, j, r);
+            }
+        }
+        if !gone.is_empty() {
+            out.push_str(
+                "Offline, not rung (no push on its server, another device of that account is \
+                 online, push off, or unused for a month):\n",
+            );
+            for (j, r) in gone {
+                line(&mut out, j, r);
+            }
+        }
         out.trim_end().to_owned()
     }
+}
+
+/// The names of her devices asleep on account `account`, for the status
+/// text ("phone" rather than her account's address).
+fn asleep_names(core: &Core, i: OwnerId, account: &Jid, wall_ms: u64) -> String {
+    let o = &core.owners[i];
+    let names: Vec<&str> = o
+        .devices
+        .records
+        .keys()
+        .filter(|j| j.to_bare() == account.to_bare())
+        .filter(|j| o.reach(j, wall_ms) == super::owners::Reach::Asleep)
+        .map(|j| j.resource().as_str())
+        .collect();
+    let mut names = names;
+    names.sort_unstable();
+    names.join(" + ")
 }
 
 /// Parses the words of `rule add` (see the help text) into a rule.
@@ -1093,7 +1202,15 @@ pub fn parse_rule(
                     _ => return Err("\"ring\" needs parallel, sequential or priority".into()),
                 };
                 while let Some(d) = it.next_if(|d| {
-                    !["step", "timeout", "message", "relay-only", "direct"].contains(&d.as_str())
+                    ![
+                        "step",
+                        "timeout",
+                        "message",
+                        "relay-only",
+                        "direct",
+                        "awake-only",
+                    ]
+                    .contains(&d.as_str())
                 }) {
                     rule.devices.push(d);
                 }
@@ -1102,6 +1219,8 @@ pub fn parse_rule(
             "step" => rule.step_ms = number(it.next(), "step")? * 1000,
             "timeout" => rule.timeout_ms = number(it.next(), "timeout")? * 1000,
             "message" => rule.on_no_answer = NoAnswer::Message,
+            // Devices asleep are not woken for what the rule matches.
+            "awake-only" => rule.asleep = false,
             // Rings as by default unless the rule says more.
             "relay-only" => rule.candidates = Some(CandidatePolicy::RelayOnly),
             "direct" => rule.candidates = Some(CandidatePolicy::Direct),
@@ -1217,7 +1336,8 @@ fn describe_action(r: &Rule) -> String {
         Some(CandidatePolicy::RelayOnly) => ", relay-only",
         Some(CandidatePolicy::Direct) => ", direct",
     };
-    format!("{how}, {} s in all{candidates}", r.timeout_ms / 1000)
+    let awake = if r.asleep { "" } else { ", awake devices only" };
+    format!("{how}, {} s in all{candidates}{awake}", r.timeout_ms / 1000)
 }
 
 #[cfg(test)]

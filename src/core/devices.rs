@@ -162,6 +162,7 @@ impl Devices {
                 last_seen: wall_ms,
                 label: None,
                 caps_node: None,
+                no_push: false,
             }
         });
         record.last_seen = wall_ms;

@@ -184,7 +184,7 @@ impl Core {
     }
 
     fn iq_answer(&mut self, now: Time, iq: &Element, from: &Jid) {
-        if self.calls.relay_answer(&mut self.out, iq, from) {
+        if self.calls.relay_answer(now, &mut self.out, iq, from) {
             return;
         }
         let Some(id) = iq.attr("id") else {
@@ -200,6 +200,9 @@ impl Core {
             match p.purpose {
                 super::Purpose::Profile { owner } => self.profile_answer(now, iq, owner),
                 super::Purpose::KeyList { owner } => self.key_list_answer(iq, owner),
+                super::Purpose::AccountInfo { owner, account } => {
+                    self.push_answer(iq, owner, &account)
+                }
                 super::Purpose::HisName {
                     owner,
                     watcher,

@@ -65,8 +65,10 @@ impl Core {
                     account.as_str(),
                     Some("probe"),
                 ));
-                // Her profile and OMEMO device list, now that we may ask.
+                // Her profile and OMEMO device list, now that we may ask,
+                // and whether her server wakes her devices asleep.
                 self.fetch_primary_profile(now, i);
+                self.ask_push(now, i, &account);
             }
             Some("unsubscribed") => {
                 let linked = self.owners[i]

@@ -30,6 +30,7 @@ mod outbox;
 mod owners;
 pub mod presence;
 pub mod profile;
+mod push;
 pub mod router;
 pub mod rules;
 pub mod stanza;
@@ -232,6 +233,10 @@ pub struct CoreConfig {
     pub iq_timeout_ms: u64,
     /// How long devices ring before the call is given up.
     pub ring_timeout_ms: u64,
+    /// How long a step of sequential or priority ringing waits for a
+    /// device to show it got the call (its receipt or ringing) before the
+    /// next step rings (DESIGN.md section 12).
+    pub ack_timeout_ms: u64,
     /// Limits.
     pub limits: Limits,
     /// Seed for stanza ids.
@@ -288,6 +293,10 @@ pub struct DeviceRecord {
     /// hers after a restart, before the device says it again.
     #[serde(default)]
     pub caps_node: Option<String>,
+    /// She asked that it not be rung while asleep (`push <device> off`):
+    /// calls while it is offline do not go to her account for it.
+    #[serde(default)]
+    pub no_push: bool,
 }
 
 /// A change the shell must make durable before sending what follows it.
@@ -569,6 +578,9 @@ enum Purpose {
     },
     /// `vcard-temp` of her account, for her profile (DESIGN.md section 11).
     Profile { owner: OwnerId },
+    /// disco#info of her account: does her server push to devices
+    /// asleep (DESIGN.md section 12)?
+    AccountInfo { owner: OwnerId, account: BareJid },
     /// Her account's OMEMO device list, for new watchers.
     KeyList { owner: OwnerId },
     /// A would-be watcher's vCard, for the name his request shows her
@@ -703,6 +715,23 @@ pub enum Event {
     CallAnswered {
         /// From the caller's request to the answer.
         ring_ms: u64,
+    },
+    /// A device of hers first showed that it got a call (its receipt or
+    /// ringing), this long after the caller asked.
+    CallReached {
+        /// From the caller's request to the first device reached.
+        ms: u64,
+    },
+    /// A call that rang ended: how many legs it rang (a device, or her
+    /// account for its devices asleep), how many of them got the call,
+    /// and whether one answered.
+    CallLegs {
+        /// Legs rung.
+        rung: u32,
+        /// Legs that showed they got the call.
+        reached: u32,
+        /// 1 if a device answered, else 0.
+        answered: u32,
     },
 }
 
@@ -970,6 +999,16 @@ impl Core {
                 }
             }
             self.fetch_primary_profile(now, i);
+            // Only an account that approved her virtual JID answers it.
+            let approved: Vec<BareJid> = self.owners[i]
+                .accounts
+                .iter()
+                .filter(|(a, s)| s.approved && self.out.secrets.account_owner(a) == Some(i))
+                .map(|(a, _)| a.clone())
+                .collect();
+            for account in approved {
+                self.ask_push(now, i, &account);
+            }
             self.mark_dirty(i, now);
         }
     }
@@ -1153,7 +1192,7 @@ impl Core {
                     && !self.chat_error(stanza, &from)
                     && !self
                         .calls
-                        .call_receipt(&mut self.out, stanza, &from, &target)
+                        .call_receipt(now, &mut self.out, stanza, &from, &target)
                     && !self.call_message(now, stanza, &from, &target)
                     && !self.device_list_event(now, stanza, &from, &target)
                     && !self.chat_message(now, stanza, &from, &target)

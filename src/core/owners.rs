@@ -64,6 +64,27 @@ pub(super) struct Owner {
     /// The last status of hers we withheld and told her about, so that
     /// she is told once per text, not at every presence.
     pub(super) told_withheld: Option<String>,
+    /// Her accounts whose server says it pushes to devices asleep
+    /// (XEP-0357 `urn:xmpp:push:0` in the account's disco#info), as
+    /// asked this run.
+    pub(super) push_accounts: std::collections::HashSet<BareJid>,
+}
+
+/// How long a device offline still counts as asleep rather than gone:
+/// a phone unused for a month is not woken for a call.
+pub(super) const ASLEEP_FOR_MS: u64 = 30 * 86_400_000;
+
+/// What her device is to a call (the `devices` command shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// Online now.
+    Live,
+    /// Offline, and woken through her account's push when called.
+    Asleep,
+    /// Offline and not woken: her server does not push, a device of the
+    /// same account is online (a propose to the account would go there),
+    /// she said not to, or it has not been seen for a month.
+    Gone,
 }
 
 impl Owner {
@@ -97,7 +118,45 @@ impl Owner {
             display_name: None,
             provisioned,
             told_withheld: None,
+            push_accounts: Default::default(),
         }
+    }
+
+    /// What device `jid` (one of her records) is to a call at wall-clock
+    /// `wall_ms` (DESIGN.md section 12).
+    pub(super) fn reach(&self, jid: &jid::FullJid, wall_ms: u64) -> Reach {
+        if self.devices.live.get(jid).is_some() {
+            return Reach::Live;
+        }
+        let Some(record) = self.devices.records.get(jid) else {
+            return Reach::Gone;
+        };
+        let account = jid.to_bare();
+        let woken = self.push_accounts.contains(&account)
+            && self.accounts.iter().any(|(a, _)| *a == account)
+            && !record.no_push
+            && wall_ms.saturating_sub(record.last_seen) <= ASLEEP_FOR_MS
+            // A propose to an account with a device online goes to that
+            // device, not to the one asleep.
+            && !self.devices.live.keys().any(|d| d.to_bare() == account);
+        if woken {
+            Reach::Asleep
+        } else {
+            Reach::Gone
+        }
+    }
+
+    /// Her devices asleep that a call may wake, in JID order.
+    pub(super) fn asleep(&self, wall_ms: u64) -> Vec<jid::FullJid> {
+        let mut asleep: Vec<jid::FullJid> = self
+            .devices
+            .records
+            .keys()
+            .filter(|j| self.reach(j, wall_ms) == Reach::Asleep)
+            .cloned()
+            .collect();
+        asleep.sort();
+        asleep
     }
 }
 

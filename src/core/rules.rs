@@ -7,7 +7,7 @@
 //! zone and passes the weekday and minute in.
 
 use chrono::Weekday;
-use jid::{BareJid, FullJid};
+use jid::{BareJid, FullJid, Jid};
 use serde::{Deserialize, Serialize};
 
 use super::devices::Show;
@@ -133,6 +133,14 @@ pub struct Rule {
     /// (`rule add from anyone relay-only`).
     #[serde(default)]
     pub only_candidates: bool,
+    /// Also ring her devices that are asleep (DESIGN.md section 12):
+    /// a propose to her account, which her server keeps and pushes.
+    #[serde(default = "yes")]
+    pub asleep: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Rule {
@@ -154,6 +162,7 @@ impl Rule {
             reject: false,
             candidates: None,
             only_candidates: false,
+            asleep: true,
         }
     }
 }
@@ -191,22 +200,29 @@ pub struct CallContext<'a> {
     pub best_show: Option<Show>,
 }
 
-/// A live device that qualifies for the class.
+/// A device that qualifies for the class: one online now, or one asleep
+/// (known by its record, on an account whose server pushes and which has
+/// no device online, so that a propose to the account reaches only the
+/// sleepers).
 #[derive(Debug, Clone)]
 pub struct Candidate {
     /// Its address.
     pub jid: FullJid,
-    /// Its availability.
+    /// Its availability (asleep: `online`, it is not known).
     pub show: Show,
     /// Its priority.
     pub priority: i8,
+    /// Offline, reachable only through her account's push.
+    pub asleep: bool,
 }
 
 /// Who rings when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingPlan {
-    /// Devices rung together, step after step; empty = busy.
-    pub steps: Vec<Vec<FullJid>>,
+    /// Who is rung together, step after step; empty = busy. A full JID is
+    /// a device online; a bare JID is her account, for its devices that
+    /// are asleep (each account at most once).
+    pub steps: Vec<Vec<Jid>>,
     /// Time each step rings before the next (sequential, priority).
     pub step_ms: u64,
     /// Time the whole call rings.
@@ -271,34 +287,77 @@ pub fn plan(
     if rule.reject {
         return plan(vec![]);
     }
-    let usable = |d: &&Candidate| d.show != Show::Dnd && !(rule.skip_busy && d.show == Show::Xa);
+    let usable = |d: &&Candidate| {
+        if d.asleep {
+            return rule.asleep;
+        }
+        d.show != Show::Dnd && !(rule.skip_busy && d.show == Show::Xa)
+    };
     let mut chosen: Vec<&Candidate> = if rule.devices.is_empty() {
-        devices.iter().filter(usable).collect()
+        // Devices online first: what rings at once is what is surely there.
+        let mut all: Vec<&Candidate> = devices.iter().filter(usable).collect();
+        all.sort_by_key(|d| d.asleep);
+        all
     } else {
-        // In the listed order; a named device that is offline is skipped.
+        // In the listed order; a named device that is offline is skipped
+        // unless it is asleep and may be woken.
         rule.devices
             .iter()
-            .filter_map(|name| devices.iter().find(|d| d.jid.resource().as_str() == name))
+            .filter_map(|name| {
+                let named = |d: &&Candidate| d.jid.resource().as_str() == name;
+                let live = devices.iter().filter(|d| !d.asleep).find(named);
+                live.or_else(|| devices.iter().find(named))
+            })
             .filter(usable)
             .collect()
     };
-    let steps = match rule.mode {
-        RingMode::Parallel if chosen.is_empty() => vec![],
-        RingMode::Parallel => vec![chosen.iter().map(|d| d.jid.clone()).collect()],
-        RingMode::Sequential => chosen.iter().map(|d| vec![d.jid.clone()]).collect(),
+    let mut accounts: Vec<BareJid> = vec![];
+    // A sleeper is rung through her account, once per account.
+    let target = |d: &Candidate, accounts: &mut Vec<BareJid>| -> Option<Jid> {
+        if !d.asleep {
+            return Some(Jid::from(d.jid.clone()));
+        }
+        let account = d.jid.to_bare();
+        if accounts.contains(&account) {
+            return None;
+        }
+        accounts.push(account.clone());
+        Some(Jid::from(account))
+    };
+    let steps: Vec<Vec<Jid>> = match rule.mode {
+        RingMode::Parallel => {
+            let step: Vec<Jid> = chosen
+                .iter()
+                .filter_map(|d| target(d, &mut accounts))
+                .collect();
+            if step.is_empty() {
+                vec![]
+            } else {
+                vec![step]
+            }
+        }
+        RingMode::Sequential => chosen
+            .iter()
+            .filter_map(|d| target(d, &mut accounts).map(|t| vec![t]))
+            .collect(),
         RingMode::Priority => {
-            chosen.sort_by_key(|d| std::cmp::Reverse(d.priority));
-            let mut steps: Vec<Vec<FullJid>> = vec![];
+            // Sleepers last, after every device online.
+            chosen.sort_by_key(|d| (d.asleep, std::cmp::Reverse(d.priority)));
+            let mut steps: Vec<Vec<Jid>> = vec![];
             let mut last = None;
             for d in chosen {
-                if last == Some(d.priority) {
+                let Some(t) = target(d, &mut accounts) else {
+                    continue;
+                };
+                let key = (d.asleep, d.priority);
+                if last == Some(key) {
                     if let Some(step) = steps.last_mut() {
-                        step.push(d.jid.clone());
+                        step.push(t);
                     }
                 } else {
-                    steps.push(vec![d.jid.clone()]);
+                    steps.push(vec![t]);
                 }
-                last = Some(d.priority);
+                last = Some(key);
             }
             steps
         }
@@ -315,6 +374,14 @@ mod tests {
             jid: FullJid::new(&format!("alice@localhost/{res}")).unwrap(),
             show,
             priority,
+            asleep: false,
+        }
+    }
+
+    fn sleeper(res: &str) -> Candidate {
+        Candidate {
+            asleep: true,
+            ..dev(res, Show::Online, 0)
         }
     }
 
@@ -337,12 +404,86 @@ mod tests {
     fn names(plan: &RingPlan) -> Vec<Vec<String>> {
         plan.steps
             .iter()
-            .map(|s| s.iter().map(|j| j.resource().to_string()).collect())
+            .map(|s| {
+                s.iter()
+                    .map(|j| match j.resource() {
+                        Some(r) => r.to_string(),
+                        None => format!("account {j}"),
+                    })
+                    .collect()
+            })
             .collect()
     }
 
     fn base() -> Rule {
         Rule::default_rule(30_000)
+    }
+
+    #[test]
+    fn sleepers_ring_through_their_account_once_after_the_devices_online() {
+        let bob = BareJid::new("bob@x").unwrap();
+        let mut other = sleeper("tab");
+        other.jid = FullJid::new("alice@work.example/tab").unwrap();
+        let devices = [
+            sleeper("phone"),
+            dev("laptop", Show::Online, 5),
+            sleeper("watch"),
+            other,
+        ];
+        let c = ctx(&bob, "audio", Weekday::Mon, 600);
+        let p = plan(&[], &base(), &c, &devices);
+        assert_eq!(
+            names(&p),
+            [[
+                "laptop",
+                "account alice@localhost",
+                "account alice@work.example"
+            ]]
+        );
+        let seq = Rule {
+            mode: RingMode::Sequential,
+            ..base()
+        };
+        assert_eq!(
+            names(&plan(std::slice::from_ref(&seq), &base(), &c, &devices)),
+            [
+                vec!["laptop"],
+                vec!["account alice@localhost"],
+                vec!["account alice@work.example"]
+            ]
+        );
+        // Named: her order, a sleeper included by name.
+        let named = Rule {
+            devices: vec!["phone".into(), "laptop".into()],
+            ..seq.clone()
+        };
+        assert_eq!(
+            names(&plan(&[named], &base(), &c, &devices)),
+            [vec!["account alice@localhost"], vec!["laptop"]]
+        );
+        let prio = Rule {
+            mode: RingMode::Priority,
+            ..base()
+        };
+        assert_eq!(
+            names(&plan(&[prio], &base(), &c, &devices)),
+            [
+                vec!["laptop"],
+                vec!["account alice@localhost", "account alice@work.example"]
+            ]
+        );
+        // A rule that says awake only.
+        let awake = Rule {
+            asleep: false,
+            ..seq
+        };
+        assert_eq!(
+            names(&plan(&[awake], &base(), &c, &devices)),
+            [vec!["laptop"]]
+        );
+        // Only sleepers: her accounts are still rung, not busy.
+        let p = plan(&[], &base(), &c, &devices[..1]);
+        assert_eq!(names(&p), [["account alice@localhost"]]);
     }
 
     #[test]

@@ -205,10 +205,13 @@ enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LegId(usize);
 
-/// One device being rung.
+/// One device being rung, or her account for its devices that are asleep
+/// (DESIGN.md section 12).
 #[derive(Debug)]
 struct Leg {
-    device: FullJid,
+    /// A device (full JID), or her account (bare JID): a propose her
+    /// server keeps offline and pushes to the devices asleep.
+    device: Jid,
     /// The leg's propose id and Jingle sid.
     id: String,
     declined: bool,
@@ -217,6 +220,40 @@ struct Leg {
     /// JMI: the id of the message that carried the leg's propose, which
     /// the device's XEP-0184 receipt names.
     msg_id: Option<String>,
+    /// The device showed it got the call: its receipt, `ringing` (or, in
+    /// plain Jingle, its answer to the session-initiate or its ringing).
+    reached: bool,
+    /// A device of her account that woke for an account leg and joined
+    /// the call under the same leg id.
+    woke: bool,
+}
+
+impl Leg {
+    fn new(device: Jid, id: String) -> Leg {
+        Leg {
+            device,
+            id,
+            declined: false,
+            held: vec![],
+            msg_id: None,
+            reached: false,
+            woke: false,
+        }
+    }
+
+    /// Whether this leg rings her account (for devices asleep).
+    fn is_account(&self) -> bool {
+        self.device.is_bare()
+    }
+
+    /// Whether `device` may speak for this leg: the device itself, or for
+    /// an account leg any device of the account.
+    fn speaks_for(&self, device: &FullJid) -> bool {
+        match self.device.try_as_full() {
+            Ok(f) => f == device,
+            Err(b) => *b == device.to_bare(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -241,10 +278,17 @@ struct Call {
     /// Plain Jingle: the caller's transport-info so far, for later legs.
     caller_transport: Vec<Element>,
     /// Steps of the ring plan not rung yet.
-    steps: std::collections::VecDeque<Vec<FullJid>>,
+    steps: std::collections::VecDeque<Vec<Jid>>,
     step_ms: u64,
     /// When the current step gives way to the next one.
     next_step_at: Option<Time>,
+    /// Where the current step's legs start in `legs`.
+    step_start: usize,
+    /// When the current step gives way to the next one if none of its
+    /// devices is reached (`ack_timeout_ms`).
+    ack_at: Option<Time>,
+    /// When a device of hers first showed it got the call.
+    first_reached: Option<Time>,
     /// When the whole call gives up.
     ends_at: Time,
     on_no_answer: NoAnswer,
@@ -295,19 +339,70 @@ impl Call {
             .map(LegId)
     }
 
+    /// The leg `device` rings on as `id`: its own, or, for a device of an
+    /// account rung while asleep, a leg of its own joined now (it woke
+    /// and answers the propose her server kept for it).
+    fn find_or_wake(&mut self, id: &str, device: &FullJid) -> Option<LegId> {
+        if let Some(li) = self.find_leg(id, device) {
+            return Some(li);
+        }
+        let account = self
+            .legs
+            .iter()
+            .position(|l| l.id == id && l.is_account() && l.speaks_for(device))?;
+        let woke = Leg {
+            msg_id: self.legs[account].msg_id.clone(),
+            woke: true,
+            // Too late if its account's leg gave way or the call is taken.
+            declined: self.legs[account].declined || self.winner.is_some(),
+            ..Leg::new(Jid::from(device.clone()), id.to_owned())
+        };
+        debug!("a device asleep woke for the call");
+        self.legs.push(woke);
+        Some(LegId(self.legs.len() - 1))
+    }
+
+    /// The account leg a woken leg `li` joined through, if it is one.
+    fn account_of(&self, li: LegId) -> Option<LegId> {
+        let leg = self.leg(li);
+        if !leg.woke {
+            return None;
+        }
+        self.legs
+            .iter()
+            .position(|l| l.is_account() && l.id == leg.id)
+            .map(LegId)
+    }
+
     /// Leg `li` answered first: it wins and the ring timeouts stop.
     fn win(&mut self, li: LegId) {
         self.winner = Some(li);
         self.deadline = None;
         self.next_step_at = None;
+        self.ack_at = None;
         self.steps.clear();
+        // Her account's propose is not taken back from the device that
+        // answered it (a retract to the account would reach it too).
+        if let Some(a) = self.account_of(li) {
+            self.leg_mut(a).declined = true;
+        }
     }
 
     fn set_deadline(&mut self) {
-        self.deadline = Some(
-            self.next_step_at
-                .map_or(self.ends_at, |t| t.min(self.ends_at)),
-        );
+        let step = match (self.next_step_at, self.ack_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.deadline = Some(step.map_or(self.ends_at, |t| t.min(self.ends_at)));
+    }
+
+    /// How many legs were rung, reached, and answered (devices, not
+    /// accounts: an account counts when a device of it woke).
+    fn leg_counts(&self) -> (u32, u32, u32) {
+        let count = |f: &dyn Fn(&Leg) -> bool| self.legs.iter().filter(|l| f(l)).count() as u32;
+        let rung = count(&|l| !l.woke);
+        let reached = count(&|l| l.reached && !l.woke);
+        (rung, reached, u32::from(self.winner.is_some()))
     }
 }
 
@@ -316,6 +411,8 @@ impl Call {
 struct Relay {
     /// Who must answer (anyone else's answer is ignored).
     peer: Jid,
+    /// A leg's session-initiate: its answer shows the device got the call.
+    reaches: Option<(CallId, LegId)>,
     /// Where the answer goes, from which of our addresses, with which id;
     /// `None` for IQs of our own (replays, cancels) whose answer we drop.
     back: Option<(String, String, String)>,
@@ -330,9 +427,9 @@ const SPENT_RECEIPTS: usize = 256;
 pub(super) struct Calls {
     calls: HashMap<CallId, Call>,
     by_caller: HashMap<(FullJid, String), CallId>,
-    /// Receipts devices may still send for calls that have ended: (device,
-    /// leg message id), the latest [`SPENT_RECEIPTS`].
-    spent_receipts: std::collections::VecDeque<(FullJid, String)>,
+    /// Receipts devices may still send for calls that have ended: (device
+    /// or account, leg message id), the latest [`SPENT_RECEIPTS`].
+    spent_receipts: std::collections::VecDeque<(Jid, String)>,
     by_leg: HashMap<String, CallId>,
     relays: HashMap<String, Relay>,
     /// Ring deadlines by call, in time order.
@@ -453,7 +550,11 @@ impl Calls {
                 } else {
                     "ringing"
                 },
-                legs: call.legs.len(),
+                legs: call.legs.iter().filter(|l| !l.woke).count(),
+                reached: call.legs.iter().filter(|l| l.reached && !l.woke).count(),
+                first_ring_secs: call
+                    .first_reached
+                    .map(|t| t.0.saturating_sub(call.started.0) as f64 / 1000.0),
                 secs: now.0.saturating_sub(call.started.0) / 1000,
             })
             .collect()
@@ -596,10 +697,13 @@ impl Calls {
         // not (Gajim 1.7) would show nothing while the caller waits.
         let devices = &cx.owners[owner].devices.live;
         for step in &mut plan.steps {
-            step.retain(|d| {
-                devices.get(d).is_some_and(|dev| {
+            step.retain(|d| match d.try_as_full() {
+                Ok(d) => devices.get(d).is_some_and(|dev| {
                     matches!(&dev.features, super::devices::Features::Known(f) if f.contains(jingle::JMI))
-                })
+                }),
+                // Her account, for devices asleep: mobile clients that
+                // sleep on push are the ones that speak XEP-0353.
+                Err(_) => true,
             });
         }
         plan.steps.retain(|s| !s.is_empty());
@@ -662,6 +766,7 @@ impl Calls {
     /// receipt.
     pub(super) fn call_receipt(
         &mut self,
+        now: Time,
         out: &mut Outbox,
         msg: &Element,
         from: &Jid,
@@ -689,18 +794,50 @@ impl Calls {
         let leg = self.calls.iter().find_map(|(c, call)| {
             call.legs
                 .iter()
-                .any(|l| l.device == device && l.msg_id.as_deref() == Some(id))
-                .then_some(*c)
+                .position(|l| l.speaks_for(&device) && l.msg_id.as_deref() == Some(id))
+                .map(|li| (*c, LegId(li)))
         });
-        let Some(c) = leg else {
+        let Some((c, li)) = leg else {
             // Late, for a call that has ended: nobody's business either.
-            return self
-                .spent_receipts
-                .iter()
-                .any(|(d, m)| *d == device && m == id);
+            return self.spent_receipts.iter().any(|(d, m)| {
+                m == id
+                    && match d.try_as_full() {
+                        Ok(f) => *f == device,
+                        Err(b) => *b == device.to_bare(),
+                    }
+            });
         };
+        self.reach(now, out, c, li);
         self.caller_receipt(out, c);
         true
+    }
+
+    /// Leg `li` of call `c` showed that its device got the call. The first
+    /// such device is the call's first ring (for the metrics); one in the
+    /// ringing step keeps that step ringing its full time.
+    fn reach(&mut self, now: Time, out: &mut Outbox, c: CallId, li: LegId) {
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        if call.leg(li).reached {
+            return;
+        }
+        call.leg_mut(li).reached = true;
+        let account = call.account_of(li);
+        if let Some(a) = account {
+            call.leg_mut(a).reached = true;
+        }
+        if call.first_reached.is_none() {
+            call.first_reached = Some(now);
+            out.event(Event::CallReached {
+                ms: now.0.saturating_sub(call.started.0),
+            });
+        }
+        let in_step = account.unwrap_or(li).0 >= call.step_start;
+        if in_step && call.ack_at.take().is_some() {
+            call.set_deadline();
+            self.sync_deadline(c);
+        }
     }
 
     /// Whether a new call from `caller` fits the limits on live calls
@@ -737,6 +874,15 @@ impl Calls {
             return;
         };
         call.next_step_at = (!call.steps.is_empty()).then(|| cx.now.plus_ms(call.step_ms));
+        call.step_start = call.legs.len();
+        // A step that may give way early: unless a device shows it got
+        // the call in time, the next one rings. Not one that wakes a
+        // device asleep, which takes its time (push, wake, reconnect).
+        let ack = cx.cfg.ack_timeout_ms;
+        call.ack_at = (call.next_step_at.is_some()
+            && ack < call.step_ms
+            && devices.iter().all(|d| d.is_full()))
+        .then(|| cx.now.plus_ms(ack));
         call.set_deadline();
         if let Some(at) = call.deadline {
             self.deadlines.set(c, at);
@@ -751,27 +897,40 @@ impl Calls {
         for device in devices {
             let leg_id = cx.out.next_id();
             self.by_leg.insert(leg_id.clone(), c);
-            if let Some(call) = self.calls.get_mut(&c) {
-                call.legs.push(Leg {
-                    device: device.clone(),
-                    id: leg_id.clone(),
-                    declined: false,
-                    held: vec![],
-                    msg_id: None,
-                });
-            }
+            let li = match self.calls.get_mut(&c) {
+                Some(call) => {
+                    call.legs.push(Leg::new(device.clone(), leg_id.clone()));
+                    LegId(call.legs.len() - 1)
+                }
+                None => return,
+            };
+            let to = device.to_string();
             match mode {
+                Mode::Jmi if device.is_bare() => {
+                    // Her account, for its devices asleep (DESIGN.md
+                    // section 12): her server keeps the propose offline
+                    // (store) and pushes; a device that wakes gets it.
+                    let mut m = stanza::stanza("message", &proxy, &to, Some("chat"));
+                    let msg_id = cx.out.next_id();
+                    stanza::set_attr(&mut m, "id", msg_id.clone());
+                    m.append_child(Element::bare("request", jingle::RECEIPTS));
+                    if let Some(call) = self.calls.get_mut(&c) {
+                        call.leg_mut(li).msg_id = Some(msg_id);
+                    }
+                    m.append_child(jmi_copy(&offer, &leg_id));
+                    m.append_child(Element::bare("store", jingle::HINTS));
+                    cx.out.send(m);
+                }
                 Mode::Jmi => {
                     // Only the chosen devices ring: no carbons, no archive
                     // copies elsewhere (XEP-0280 private, XEP-0334 no-copy),
                     // but kept for a device that reconnects (store).
-                    let mut m = stanza::stanza("message", &proxy, device.as_str(), Some("chat"));
+                    let mut m = stanza::stanza("message", &proxy, &to, Some("chat"));
                     let msg_id = cx.out.next_id();
                     stanza::set_attr(&mut m, "id", msg_id.clone());
                     m.append_child(Element::bare("request", jingle::RECEIPTS));
-                    if let Some(leg) = self.calls.get_mut(&c).and_then(|call| call.legs.last_mut())
-                    {
-                        leg.msg_id = Some(msg_id);
+                    if let Some(call) = self.calls.get_mut(&c) {
+                        call.leg_mut(li).msg_id = Some(msg_id);
                     }
                     m.append_child(jmi_copy(&offer, &leg_id));
                     m.append_child(Element::bare("store", jingle::HINTS));
@@ -781,11 +940,14 @@ impl Calls {
                 }
                 Mode::Jingle => {
                     let offered = rewrite_jingle(&offer, &leg_id, Some(&proxy), None, relay_only);
+                    if let Some(out) = offered {
+                        self.send_own_reaching(cx, &proxy, &to, out, Some((c, li)));
+                    }
                     let later = transport
                         .iter()
                         .filter_map(|t| rewrite_jingle(t, &leg_id, Some(&proxy), None, relay_only));
-                    for out in offered.into_iter().chain(later) {
-                        self.send_own(cx, &proxy, device.as_str(), out);
+                    for out in later {
+                        self.send_own(cx, &proxy, &to, out);
                     }
                 }
             }
@@ -885,6 +1047,9 @@ impl Calls {
             steps: plan.steps.into(),
             step_ms: plan.step_ms,
             next_step_at: None,
+            step_start: 0,
+            ack_at: None,
+            first_reached: None,
             ends_at: cx.now.plus_ms(plan.timeout_ms),
             on_no_answer: plan.on_no_answer,
             class,
@@ -915,14 +1080,20 @@ impl Calls {
             return;
         };
         self.deadlines.cancel(&c);
-        info!(owner = %cx.owners[call.owner].name, ?why, "call ended");
+        let (rung, reached, answered) = call.leg_counts();
+        info!(owner = %cx.owners[call.owner].name, ?why, rung, reached, answered, "call ended");
         let outcome = why.outcome(call.winner.is_some());
         cx.out.event(Event::CallEnded(outcome));
+        cx.out.event(Event::CallLegs {
+            rung,
+            reached,
+            answered,
+        });
         self.by_caller
             .remove(&(call.caller.clone(), call.sid.clone()));
         for l in call.legs {
             self.by_leg.remove(&l.id);
-            if let Some(m) = l.msg_id {
+            if let (Some(m), false) = (l.msg_id, l.woke) {
                 if self.spent_receipts.len() >= SPENT_RECEIPTS {
                     self.spent_receipts.pop_front();
                 }
@@ -941,13 +1112,31 @@ impl Calls {
         let Some(&c) = self.by_leg.get(leg_id) else {
             return trace!("JMI for no live leg");
         };
-        let call = &self.calls[&c];
-        let Some(li) = call.find_leg(leg_id, &device) else {
+        let Some(call) = self.calls.get_mut(&c) else {
+            return;
+        };
+        let Some(li) = call.find_or_wake(leg_id, &device) else {
             return trace!("JMI from a device that is not this leg's");
         };
+        let call = &self.calls[&c];
         if call.leg(li).declined {
+            if matches!(el.name(), "ringing" | "proceed") {
+                // Late (a device that woke after its step gave way, or
+                // after the call was taken): it stops ringing.
+                let proxy = call.proxy.clone();
+                send_jmi(
+                    cx.out,
+                    &proxy,
+                    device.as_str(),
+                    jmi("retract", leg_id, vec![]),
+                );
+            }
             return trace!("JMI from a leg that declined already");
         }
+        if matches!(el.name(), "ringing" | "proceed") {
+            self.reach(cx.now, cx.out, c, li);
+        }
+        let call = &self.calls[&c];
         let (face, caller, sid, proxy) = (
             call.face.clone(),
             call.caller.to_string(),
@@ -964,9 +1153,15 @@ impl Calls {
             }
             // XEP-0353 §3.4: the first proceed wins.
             ("proceed", None) => {
-                let others = call.open_legs(Some(li));
                 self.caller_receipt(cx.out, c);
                 self.call_answered(cx, c, li);
+                // After the win: her account's leg, if the winner woke
+                // through it, is no longer open.
+                let others = self
+                    .calls
+                    .get(&c)
+                    .map(|call| call.open_legs(Some(li)))
+                    .unwrap_or_default();
                 send_jmi_copy(cx.out, &face, &caller, el, &sid);
                 for (d, id) in others {
                     send_jmi(cx.out, &proxy, &d, jmi("retract", &id, vec![]));
@@ -980,6 +1175,13 @@ impl Calls {
                 jmi("retract", leg_id, vec![]),
             ),
             ("reject", None) => {
+                // Declined on a device that woke: her account declines
+                // (another device that wakes has a leg of its own).
+                if let Some(a) = self.calls.get(&c).and_then(|call| call.account_of(li)) {
+                    if let Some(call) = self.calls.get_mut(&c) {
+                        call.leg_mut(a).declined = true;
+                    }
+                }
                 if self.leg_declined(cx, c, li) {
                     send_jmi_copy(cx.out, &face, &caller, el, &sid);
                     self.end_call(cx, c, EndReason::EveryDeviceDeclined);
@@ -1070,6 +1272,19 @@ impl Calls {
 
     /// Sends an IQ of our own (a replay or a cancel) whose answer we drop.
     fn send_own(&mut self, cx: &mut Ctx<'_>, from: &str, to: &str, jingle: Element) {
+        self.send_own_reaching(cx, from, to, jingle, None);
+    }
+
+    /// [`Calls::send_own`]; a result from `to` shows that leg `reaches` got
+    /// the call.
+    fn send_own_reaching(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        from: &str,
+        to: &str,
+        jingle: Element,
+        reaches: Option<(CallId, LegId)>,
+    ) {
         let id = cx.out.next_id();
         let stanza = jingle_iq(from, to, &id, jingle);
         if cx.out.secrets.leak_in(&stanza).is_some() {
@@ -1083,6 +1298,7 @@ impl Calls {
                 id,
                 Relay {
                     peer,
+                    reaches,
                     back: None,
                     deadline: cx.now.plus_ms(cx.cfg.iq_timeout_ms),
                 },
@@ -1134,6 +1350,7 @@ impl Calls {
                 id,
                 Relay {
                     peer,
+                    reaches: None,
                     back,
                     deadline: cx.now.plus_ms(cx.cfg.iq_timeout_ms),
                 },
@@ -1142,7 +1359,13 @@ impl Calls {
     }
 
     /// An answer to an IQ we relayed; `false` if it is not one.
-    pub(super) fn relay_answer(&mut self, out: &mut Outbox, iq: &Element, from: &Jid) -> bool {
+    pub(super) fn relay_answer(
+        &mut self,
+        now: Time,
+        out: &mut Outbox,
+        iq: &Element,
+        from: &Jid,
+    ) -> bool {
         let Some(id) = iq.attr("id") else {
             return false;
         };
@@ -1152,6 +1375,9 @@ impl Calls {
         let Some(relay) = self.take_relay(id) else {
             return false;
         };
+        if let (Some((c, li)), Some("result")) = (relay.reaches, iq.attr("type")) {
+            self.reach(now, out, c, li);
+        }
         if let Some((to, our_from, their_id)) = relay.back {
             let mut answer = stanza::stanza("iq", &our_from, &to, iq.attr("type"));
             stanza::set_attr(&mut answer, "id", their_id);
@@ -1212,7 +1438,13 @@ impl Calls {
                     jingle::end_session(&sid, "decline", "Busy."),
                 );
             }
-            let plan = cx.ring_plan(owner, class, &caller.to_bare());
+            let mut plan = cx.ring_plan(owner, class, &caller.to_bare());
+            // A session-initiate to her account would go to her server,
+            // not to a device: plain Jingle rings devices online only.
+            for step in &mut plan.steps {
+                step.retain(|d| d.is_full());
+            }
+            plan.steps.retain(|s| !s.is_empty());
             if plan.steps.is_empty() {
                 self.call_rejected(cx.out);
                 return self.send_own(
@@ -1381,6 +1613,7 @@ impl Calls {
                 }
                 "session-info" => {
                     ack(cx.out, iq);
+                    self.reach(cx.now, cx.out, c, li);
                     let first = self
                         .calls
                         .get_mut(&c)
@@ -1408,10 +1641,16 @@ impl Calls {
             let Some(call) = self.calls.get(&c) else {
                 continue;
             };
-            if call.ends_at > cx.now && call.next_step_at.is_some_and(|t| t <= cx.now) {
+            let due = |t: Option<Time>| t.is_some_and(|t| t <= cx.now);
+            if call.ends_at <= cx.now {
+                self.abort_call(cx, c, EndReason::Timeout);
+            } else if due(call.next_step_at) || due(call.ack_at) {
+                if due(call.ack_at) && !due(call.next_step_at) {
+                    debug!("no device of the step got the call: the next one rings");
+                }
                 self.next_step(cx, c);
             } else {
-                self.abort_call(cx, c, EndReason::Timeout);
+                self.sync_deadline(c);
             }
         }
     }
@@ -1438,7 +1677,8 @@ impl Calls {
             (!answered && why == EndReason::Timeout && call.on_no_answer == NoAnswer::Message)
                 .then(|| {
                     let class = cx.cfg.classes[call.class].name.clone();
-                    (call.owner, call.caller.to_bare(), class)
+                    let woke = call.legs.iter().any(|l| l.is_account());
+                    (call.owner, call.caller.to_bare(), class, woke)
                 });
         let legs = call.live_legs();
         match mode {
@@ -1473,8 +1713,8 @@ impl Calls {
                 self.send_own(cx, &face, &caller, end);
             }
         }
-        if let Some((owner, caller, class)) = missed {
-            self.missed_call_note(cx, owner, &caller, &class);
+        if let Some((owner, caller, class, woke)) = missed {
+            self.missed_call_note(cx, owner, &caller, &class, woke);
         }
         self.end_call(cx, c, why);
     }
@@ -1485,18 +1725,24 @@ impl Calls {
         owner: OwnerId,
         caller: &jid::BareJid,
         class: &str,
+        asleep: bool,
     ) {
         let Some(proxy) = proxy_jid(caller, &cx.cfg.domain) else {
             return;
         };
+        let text = if asleep {
+            format!(
+                "Missed {class} call from {caller}. Your devices that were asleep were called \
+                 through your server too; the call was withdrawn, so they will not ring for it \
+                 when they wake."
+            )
+        } else {
+            format!("Missed {class} call from {caller}")
+        };
         for a in cx.owners.linked_accounts(owner, &cx.out.secrets) {
             let mut m = stanza::stanza("message", proxy.as_str(), a.as_str(), Some("chat"));
             stanza::set_attr(&mut m, "id", cx.out.next_id());
-            m.append_child(stanza::text_element(
-                "body",
-                stanza::ns::COMPONENT,
-                &format!("Missed {class} call from {caller}"),
-            ));
+            m.append_child(stanza::text_element("body", stanza::ns::COMPONENT, &text));
             m.append_child(Element::bare("store", jingle::HINTS));
             cx.out.send(m);
         }
@@ -1532,23 +1778,19 @@ impl Calls {
     /// A device went offline: its ringing leg is declined; if it had
     /// answered, the call ends on the caller's side.
     pub(super) fn call_device_gone(&mut self, cx: &mut Ctx<'_>, device: &FullJid) {
+        let gone = Jid::from(device.clone());
         for key in self.outgoing_of(None, Some(device)) {
             self.abort_outgoing(cx, &key, EndReason::DeviceWentOffline);
         }
         let affected: Vec<CallId> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.legs.iter().any(|l| l.device == *device))
+            .filter(|(_, c)| c.legs.iter().any(|l| l.device == gone))
             .map(|(k, _)| *k)
             .collect();
         for c in affected {
             let call = &self.calls[&c];
-            let Some(li) = call
-                .legs
-                .iter()
-                .position(|l| l.device == *device)
-                .map(LegId)
-            else {
+            let Some(li) = call.legs.iter().position(|l| l.device == gone).map(LegId) else {
                 continue;
             };
             let (face, caller, sid, mode, answered) = (
@@ -1671,7 +1913,7 @@ pub(super) fn ring_plan(
         minute: (local.hour() * 60 + local.minute()) as u16,
         best_show: o.devices.best_show(class),
     };
-    let candidates: Vec<Candidate> = o
+    let mut candidates: Vec<Candidate> = o
         .devices
         .live
         .iter()
@@ -1680,8 +1922,15 @@ pub(super) fn ring_plan(
             jid: j.clone(),
             show: d.show,
             priority: d.priority,
+            asleep: false,
         })
         .collect();
+    candidates.extend(o.asleep(wall_ms).into_iter().map(|jid| Candidate {
+        jid,
+        show: super::devices::Show::Online,
+        priority: 0,
+        asleep: true,
+    }));
     let fallback = Rule::default_rule(cfg.ring_timeout_ms);
     rules::plan(&o.rules, &fallback, &ctx, &candidates)
 }

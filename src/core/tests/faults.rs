@@ -139,8 +139,16 @@ fn call_outcomes_and_ring_time_are_reported_for_metrics() {
     assert_eq!(
         events(&mut h),
         [
+            // The proceed was the phone's first sign of life.
+            Event::CallReached { ms: 1_500 },
             Event::CallAnswered { ring_ms: 1_500 },
-            Event::CallEnded(CallOutcome::Answered)
+            Event::CallEnded(CallOutcome::Answered),
+            // The phone and the tablet rang; the phone got it and answered.
+            Event::CallLegs {
+                rung: 2,
+                reached: 1,
+                answered: 1
+            }
         ]
     );
     // The caller gives up; then nobody answers a second call in time.
@@ -152,7 +160,17 @@ fn call_outcomes_and_ring_time_are_reported_for_metrics() {
         events(&mut h),
         [
             Event::CallEnded(CallOutcome::Cancelled),
-            Event::CallEnded(CallOutcome::Unanswered)
+            Event::CallLegs {
+                rung: 2,
+                reached: 0,
+                answered: 0
+            },
+            Event::CallEnded(CallOutcome::Unanswered),
+            Event::CallLegs {
+                rung: 2,
+                reached: 0,
+                answered: 0
+            }
         ]
     );
 }

@@ -10,6 +10,7 @@ use super::devices::ClassDef;
 use super::*;
 use crate::config::default_classes;
 
+mod asleep;
 mod calls;
 mod chat;
 mod commands;
@@ -63,6 +64,7 @@ fn config(policy: SubscriptionPolicy) -> CoreConfig {
         settle_ms: 500,
         iq_timeout_ms: 30_000,
         ring_timeout_ms: 30_000,
+        ack_timeout_ms: 5_000,
         registration: Registration::Domains(vec!["localhost".into()]),
         admins: vec![BareJid::new("root@localhost").unwrap()],
         limits: Limits {

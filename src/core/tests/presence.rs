@@ -39,9 +39,10 @@ fn approved_accounts_are_only_probed_after_restart() {
     let mut core = Core::new(config(SubscriptionPolicy::Ask), stored);
     core.handle_connected(Time(0));
     let out: Vec<Element> = std::iter::from_fn(|| core.poll_transmit()).collect();
-    // Probe, card, her device list (to tell new watchers), and the four
-    // subscriptions.
-    assert_eq!(out.len(), 7, "{out:?}");
+    // Probe, card, her device list (to tell new watchers), the four
+    // subscriptions, and whether her server pushes to devices asleep.
+    assert_eq!(out.len(), 8, "{out:?}");
+    assert!(out[7].has_child("query", ns::DISCO_INFO), "{out:?}");
     assert_eq!(out[0].attr("type"), Some("probe"));
     // And her card, for the profile her contacts see, and the changes of
     // her OMEMO device list and profile.
@@ -83,9 +84,10 @@ fn approval_by_the_account_is_stored_and_followed_by_a_probe() {
             ..AccountState::default()
         })
     }));
-    // Probe, card, her device list (to tell new watchers), and the four
-    // subscriptions.
-    assert_eq!(out.len(), 7, "{out:?}");
+    // Probe, card, her device list (to tell new watchers), the four
+    // subscriptions, and whether her server pushes to devices asleep.
+    assert_eq!(out.len(), 8, "{out:?}");
+    assert!(out[7].has_child("query", ns::DISCO_INFO), "{out:?}");
     assert_eq!(out[0].attr("type"), Some("probe"));
     assert!(out[1].has_child("vCard", "vcard-temp"), "{out:?}");
     assert_eq!(subscribed_nodes(&out), followed());
