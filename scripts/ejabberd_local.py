@@ -68,7 +68,7 @@ listen:
   mod_caps: {{}}
   mod_stream_mgmt: {{}}
   mod_version: {{}}
-  # Her profile, as ejabberd's default config keeps it: vCards and the
+{push}  # Her profile, as ejabberd's default config keeps it: vCards and the
   # XEP-0153 photo hash in her presence.
   mod_vcard:
     search: false
@@ -112,7 +112,8 @@ class Ejabberd:
     """One ejabberd node with its own config, spool and logs."""
 
     def __init__(self, dir, host="localhost", component_domain="unified.localhost",
-                 secret="change-me", c2s=None, component=None, level="info", extra="", tls=None):
+                 secret="change-me", c2s=None, component=None, level="info", extra="", tls=None,
+                 push=False):
         self.link = os.path.abspath(dir)
         self.host = host
         self.component_domain = component_domain
@@ -123,6 +124,8 @@ class Ejabberd:
         self.extra = extra
         # (certificate, key) files: STARTTLS offered (not required).
         self.tls = tls
+        # XEP-0357 push (mod_push) for phones that sleep.
+        self.push = push
         self.dir = None
         self.proc = None
 
@@ -158,7 +161,8 @@ class Ejabberd:
             f.write(CONFIG.format(host=self.host, level=self.level, c2s=self.c2s,
                                   component=self.component, component_domain=self.component_domain,
                                   secret=self.secret, extra=self.extra, certfiles=certfiles,
-                                  starttls=starttls))
+                                  starttls=starttls,
+                                  push="  mod_push: {}\n" if self.push else ""))
         with open(os.path.join(self.dir, "ejabberdctl.cfg"), "w") as f:
             f.write(CTL.format(port=self.component))
         if os.path.exists("/etc/ejabberd/inetrc"):

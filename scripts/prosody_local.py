@@ -38,7 +38,7 @@ allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
 -- pep, vcard4 and vcard_legacy as Debian's default config has them: her
 -- profile (name, avatar) is what the component mirrors for her contacts.
-modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version", "offline", "pep", "vcard4", "vcard_legacy"{websocket}{tls_module} }}
+modules_enabled = {{ "roster", "saslauth", "disco", "ping", "carbons", "version", "offline", "pep", "vcard4", "vcard_legacy"{websocket}{tls_module}{push} }}
 modules_disabled = {{ "s2s"{no_tls} }}
 {ssl}
 log = {{ {{ levels = {{ min = "{level}" }}, to = "file", filename = "{dir}/prosody.log" }} }}
@@ -81,7 +81,7 @@ class Prosody:
 
     def __init__(self, dir, host="localhost", component_domain="unified.localhost",
                  secret="change-me", c2s=None, component=None, level="info", extra="",
-                 websocket=False, more_components=(), tls=None):
+                 websocket=False, more_components=(), tls=None, push=False):
         self.dir = os.path.abspath(dir)
         self.host = host
         self.component_domain = component_domain
@@ -99,6 +99,9 @@ class Prosody:
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
         # (certificate, key) files: STARTTLS offered (not required).
         self.tls = tls
+        # XEP-0357 push (Debian's prosody-modules: mod_cloud_notify) and
+        # XEP-0198 stream management with hibernation: phones that sleep.
+        self.push = push
         self.proc = None
 
     def write_config(self):
@@ -118,6 +121,7 @@ class Prosody:
                                   websocket=', "websocket", "http"' if self.http else "",
                                   no_tls="" if self.tls else ', "tls"',
                                   tls_module=', "tls"' if self.tls else "",
+                                  push=', "smacks", "cloud_notify"' if self.push else "",
                                   ssl=(f'ssl = {{ certificate = "{self.tls[0]}", key = "{self.tls[1]}" }}'
                                        if self.tls else "")))
 

@@ -419,6 +419,12 @@ pub struct Calls {
     /// the next step rings.
     #[serde(default = "default_ack_timeout")]
     pub ack_timeout_ms: u64,
+    /// Domains whose servers wake devices asleep by push (XEP-0357) even
+    /// if they do not list it to her virtual JID: ejabberd's mod_push
+    /// answers only the account itself. Prosody's mod_cloud_notify says
+    /// so to her contacts, and needs no entry here.
+    #[serde(default)]
+    pub push_domains: Vec<String>,
 }
 
 fn default_ring_timeout() -> u64 {
@@ -434,6 +440,7 @@ impl Default for Calls {
         Calls {
             ring_timeout_secs: default_ring_timeout(),
             ack_timeout_ms: default_ack_timeout(),
+            push_domains: vec![],
         }
     }
 }
@@ -855,6 +862,12 @@ impl Config {
             iq_timeout_ms: self.limits.iq_timeout_secs.saturating_mul(1000),
             ring_timeout_ms: self.calls.ring_timeout_secs.saturating_mul(1000),
             ack_timeout_ms: self.calls.ack_timeout_ms,
+            push_domains: self
+                .calls
+                .push_domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
             admins: self.admins.clone(),
             registration: match self.registration.mode {
                 RegistrationMode::Closed => Registration::Closed,

@@ -1107,9 +1107,9 @@ impl Core {
             .filter(|(j, _)| o.accounts.iter().any(|(a, _)| *a == j.to_bare()))
             .collect();
         offline.sort_by(|a, b| a.0.cmp(b.0));
-        let (asleep, gone): (Vec<_>, Vec<_>) = offline
-            .into_iter()
-            .partition(|(j, _)| o.reach(j, wall) == super::owners::Reach::Asleep);
+        let (asleep, gone): (Vec<_>, Vec<_>) = offline.into_iter().partition(|(j, _)| {
+            o.reach(j, wall, &self.cfg.push_domains) == super::owners::Reach::Asleep
+        });
         let line = |out: &mut String, j: &jid::FullJid, r: &super::DeviceRecord| {
             let label = r
                 .label
@@ -1151,7 +1151,7 @@ fn asleep_names(core: &Core, i: OwnerId, account: &Jid, wall_ms: u64) -> String 
         .records
         .keys()
         .filter(|j| j.to_bare() == account.to_bare())
-        .filter(|j| o.reach(j, wall_ms) == super::owners::Reach::Asleep)
+        .filter(|j| o.reach(j, wall_ms, &core.cfg.push_domains) == super::owners::Reach::Asleep)
         .map(|j| j.resource().as_str())
         .collect();
     let mut names = names;

@@ -237,6 +237,10 @@ pub struct CoreConfig {
     /// device to show it got the call (its receipt or ringing) before the
     /// next step rings (DESIGN.md section 12).
     pub ack_timeout_ms: u64,
+    /// Domains whose servers push to devices asleep even where they do
+    /// not say so to her virtual JID (ejabberd's mod_push tells only the
+    /// account itself).
+    pub push_domains: Vec<String>,
     /// Limits.
     pub limits: Limits,
     /// Seed for stanza ids.

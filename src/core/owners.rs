@@ -123,8 +123,9 @@ impl Owner {
     }
 
     /// What device `jid` (one of her records) is to a call at wall-clock
-    /// `wall_ms` (DESIGN.md section 12).
-    pub(super) fn reach(&self, jid: &jid::FullJid, wall_ms: u64) -> Reach {
+    /// `wall_ms` (DESIGN.md section 12); accounts on `push_domains` push
+    /// whatever their server told us.
+    pub(super) fn reach(&self, jid: &jid::FullJid, wall_ms: u64, push_domains: &[String]) -> Reach {
         if self.devices.live.get(jid).is_some() {
             return Reach::Live;
         }
@@ -132,7 +133,9 @@ impl Owner {
             return Reach::Gone;
         };
         let account = jid.to_bare();
-        let woken = self.push_accounts.contains(&account)
+        let pushes = self.push_accounts.contains(&account)
+            || push_domains.iter().any(|d| d == account.domain().as_str());
+        let woken = pushes
             && self.accounts.iter().any(|(a, _)| *a == account)
             && !record.no_push
             && wall_ms.saturating_sub(record.last_seen) <= ASLEEP_FOR_MS
@@ -147,12 +150,12 @@ impl Owner {
     }
 
     /// Her devices asleep that a call may wake, in JID order.
-    pub(super) fn asleep(&self, wall_ms: u64) -> Vec<jid::FullJid> {
+    pub(super) fn asleep(&self, wall_ms: u64, push_domains: &[String]) -> Vec<jid::FullJid> {
         let mut asleep: Vec<jid::FullJid> = self
             .devices
             .records
             .keys()
-            .filter(|j| self.reach(j, wall_ms) == Reach::Asleep)
+            .filter(|j| self.reach(j, wall_ms, push_domains) == Reach::Asleep)
             .cloned()
             .collect();
         asleep.sort();

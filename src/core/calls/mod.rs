@@ -1925,12 +1925,16 @@ pub(super) fn ring_plan(
             asleep: false,
         })
         .collect();
-    candidates.extend(o.asleep(wall_ms).into_iter().map(|jid| Candidate {
-        jid,
-        show: super::devices::Show::Online,
-        priority: 0,
-        asleep: true,
-    }));
+    candidates.extend(
+        o.asleep(wall_ms, &cfg.push_domains)
+            .into_iter()
+            .map(|jid| Candidate {
+                jid,
+                show: super::devices::Show::Online,
+                priority: 0,
+                asleep: true,
+            }),
+    );
     let fallback = Rule::default_rule(cfg.ring_timeout_ms);
     rules::plan(&o.rules, &fallback, &ctx, &candidates)
 }

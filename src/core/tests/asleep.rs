@@ -19,11 +19,7 @@ fn alice_with_phone_asleep(rules: Vec<rules::Rule>) -> Harness {
     let hour_ago = 1_700_000_000_000 - 3_600_000;
     let stored = Stored {
         accounts: vec![
-            (
-                "alice".into(),
-                BareJid::new(ACCOUNT).unwrap(),
-                approved,
-            ),
+            ("alice".into(), BareJid::new(ACCOUNT).unwrap(), approved),
             ("alice".into(), BareJid::new(WORK).unwrap(), approved),
         ],
         devices: vec![(

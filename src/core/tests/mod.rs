@@ -65,6 +65,7 @@ fn config(policy: SubscriptionPolicy) -> CoreConfig {
         iq_timeout_ms: 30_000,
         ring_timeout_ms: 30_000,
         ack_timeout_ms: 5_000,
+        push_domains: vec![],
         registration: Registration::Domains(vec!["localhost".into()]),
         admins: vec![BareJid::new("root@localhost").unwrap()],
         limits: Limits {
