@@ -384,3 +384,23 @@ fn rules_say_awake_only_and_show_it() {
     assert!(to_account(&out, ACCOUNT).is_none());
     assert_eq!(to_bob_jmi(&out, "reject").len(), 1);
 }
+
+#[test]
+fn an_admin_names_the_domains_whose_servers_push_without_saying_so() {
+    // ejabberd's mod_push tells only the account itself: her server's
+    // answer to her virtual JID lacks the feature.
+    let mut h = alice_with_phone_asleep(vec![]);
+    let out = h.restart();
+    for q in out
+        .iter()
+        .filter(|e| e.name() == "iq" && e.has_child("query", ns::DISCO_INFO))
+    {
+        h.answer_disco(q, &[]);
+    }
+    assert!(to_account(&propose(&mut h, "S1"), ACCOUNT).is_none());
+    h.cfg.push_domains = vec!["localhost".into()];
+    h.restart();
+    let out = propose(&mut h, "S2");
+    assert!(to_account(&out, ACCOUNT).is_some(), "{out:?}");
+    assert!(to_account(&out, WORK).is_none(), "no device of hers there");
+}
