@@ -623,7 +623,21 @@ mod tests {
         m.sent(&iq);
         m.event(Event::CallEnded(CallOutcome::Declined));
         m.event(Event::CallAnswered { ring_ms: 1500 });
+        m.event(Event::CallReached { ms: 400 });
+        m.event(Event::CallLegs {
+            rung: 3,
+            reached: 2,
+            answered: 1,
+        });
         let text = m.render();
+        for line in [
+            "unified_presence_call_legs_total{state=\"rung\"} 3",
+            "unified_presence_call_legs_total{state=\"reached\"} 2",
+            "unified_presence_call_legs_total{state=\"answered\"} 1",
+            "unified_presence_first_ring_seconds_sum 0.4",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
         assert!(
             text.contains("unified_presence_stanzas_received_total{kind=\"iq\"} 1"),
             "{text}"

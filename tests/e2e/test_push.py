@@ -11,6 +11,8 @@ import time
 import pytest
 
 from harness import C, DOMAIN, JINGLE_AUDIO, SERVERS, Client, Component, iq_reply, presence, start_prosody
+from prosody_local import free_port
+from test_admin import TOKEN, get, metric
 from test_calls import (AUDIO, CONTENT, JINGLE, JMI, ack, assert_private, jingle_iq, jmi_msg, jmi_of,
                         send_jingle, send_jmi)
 
@@ -36,6 +38,10 @@ timeout_secs = {ring}
 def world(tmp_path, request):
     p = start_prosody(str(tmp_path), users=("alice", "bob", "push"), kind=request.param, push=True)
     comp = Component(str(tmp_path), p, owners(p, ring=20))
+    # The admin's view of the calls (metrics, status page).
+    comp.http = free_port()
+    with open(comp.config, "a") as f:
+        f.write(f'\n[http]\nbind = "127.0.0.1:{comp.http}"\nadmin_token = "{TOKEN}"\n')
     yield p, comp
     comp.stop()
     p.stop()
@@ -160,8 +166,20 @@ def test_a_call_wakes_her_phone_asleep_by_push_and_connects(world):
         # the call her server kept for it.
         await asyncio.sleep(1.0)
         phone = await phone_client().online(p.c2s)
+        await asyncio.sleep(0.3)
+        _, page = get(comp.http, "/status")
+        # One leg (her account), not yet reached: the phone has not said so.
+        assert "<td>ringing</td><td>1</td><td>0</td><td>-</td>" in page, page
         await answer_and_connect(phone, bob, s_bob, "W1")
         print(f"\nasleep phone: push to connected call in {time.monotonic() - asked:.1f} s")
+        await asyncio.sleep(0.3)  # the component takes its own end of the call
+        _, text = get(comp.http, "/metrics")
+        assert metric(text, 'unified_presence_call_legs_total{state="rung"}') == 1
+        assert metric(text, 'unified_presence_call_legs_total{state="reached"}') == 1
+        assert metric(text, 'unified_presence_call_legs_total{state="answered"}') == 1
+        # Rung through the push, it first rang after its wake-up (1.5 s here).
+        assert metric(text, "unified_presence_first_ring_seconds_count") == 1
+        assert metric(text, "unified_presence_first_ring_seconds_sum") >= 1.5
         assert_private(bob)
         for c in (app, phone, bob):
             await c.offline()
