@@ -154,6 +154,27 @@ pub struct Config {
     /// absent.
     #[serde(default)]
     pub http: Option<Http>,
+    /// `[[views]]`: views every owner may use (DESIGN.md section 13).
+    #[serde(default)]
+    pub views: Vec<ViewConfig>,
+}
+
+/// `[[views]]`: a view every owner may put watchers in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewConfig {
+    /// Its name (`colleagues`).
+    pub name: String,
+    /// What it shows, as the `view add` command takes it:
+    /// `"audio show mon-fri 09:00-18:00, chat presence"`.
+    pub shows: String,
+}
+
+impl ViewConfig {
+    fn to_view(&self, classes: &[&str]) -> Result<crate::core::views::View, String> {
+        let words: Vec<String> = self.shows.split_whitespace().map(str::to_owned).collect();
+        crate::core::views::View::parse(&self.name, &words, classes)
+    }
 }
 
 /// `[http]`.
@@ -281,6 +302,14 @@ pub struct Presence {
     /// Our XEP-0115 node.
     #[serde(default = "default_caps_node")]
     pub caps_node: String,
+    /// The view of watchers an owner put in none: `everything` (the
+    /// default), `reachable`, `nothing`, or one of `[[views]]`.
+    #[serde(default = "default_view")]
+    pub default_view: String,
+}
+
+fn default_view() -> String {
+    crate::core::views::EVERYTHING.into()
 }
 
 fn default_coalesce() -> u64 {
@@ -299,6 +328,7 @@ impl Default for Presence {
             coalesce_ms: default_coalesce(),
             settle_ms: default_settle(),
             caps_node: default_caps_node(),
+            default_view: default_view(),
         }
     }
 }
@@ -740,6 +770,31 @@ impl Config {
         if self.classes.is_empty() || self.classes.len() > 32 {
             problems.push(invalid("classes", "between 1 and 32 classes are needed"));
         }
+        let class_names: Vec<&str> = self.classes.iter().map(|c| c.name.as_str()).collect();
+        let mut view_names: Vec<String> = crate::core::views::BUILT_IN
+            .iter()
+            .map(|v| (*v).to_owned())
+            .collect();
+        for (i, v) in self.views.iter().enumerate() {
+            match v.to_view(&class_names) {
+                Ok(view) if view_names.contains(&view.name) => problems.push(invalid(
+                    format!("views[{i}].name"),
+                    format!("{:?} is taken: view names are unique", view.name),
+                )),
+                Ok(view) => view_names.push(view.name),
+                Err(e) => problems.push(invalid(format!("views[{i}]"), e)),
+            }
+        }
+        let default = self.presence.default_view.to_ascii_lowercase();
+        if !view_names.contains(&default) {
+            problems.push(invalid(
+                "presence.default_view",
+                format!(
+                    "{default:?} is no view: pick one of {}",
+                    view_names.join(", ")
+                ),
+            ));
+        }
         let mut names = HashSet::new();
         for (i, c) in self.classes.iter().enumerate() {
             let ok = !c.name.is_empty()
@@ -868,6 +923,15 @@ impl Config {
                 .iter()
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
+            // Checked by `problems`: a view that does not parse is left out.
+            views: {
+                let classes: Vec<&str> = self.classes.iter().map(|c| c.name.as_str()).collect();
+                self.views
+                    .iter()
+                    .filter_map(|v| v.to_view(&classes).ok())
+                    .collect()
+            },
+            default_view: self.presence.default_view.to_ascii_lowercase(),
             admins: self.admins.clone(),
             registration: match self.registration.mode {
                 RegistrationMode::Closed => Registration::Closed,

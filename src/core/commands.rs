@@ -44,6 +44,11 @@ const HELP: &str = "Commands (send them to this address):
 • privacy watchers ask | privacy watchers open — ask: you approve each watcher; open: anyone may watch
 • privacy encryption on | privacy encryption off — on: contacts can encrypt (OMEMO) to your address, which shows them your OMEMO device ids and public keys
 • label <device> <text> — name a device
+• views — your views (what each contact sees) and who is in which
+• view add <name> <class> [full|show|presence] [days] [HH:MM-HH:MM] ... — for example: view add colleagues audio show mon-fri 09:00-18:00, chat presence (audio with its show only, on weekdays 9 to 6; chat only as available or not). Built in: everything, reachable (every class, available or not), nothing
+• view <jid or domain> <view> — put a contact or a whole domain in a view; view <jid or domain> default takes them out; view default <view> — the view of everyone else
+• view del <name> — remove a view of yours (its contacts go back to the default)
+• preview <jid> — exactly what that contact sees of you now, and who would ring if they called
 • push <device> off | push <device> on — whether a call wakes that device while it sleeps (through your server's push, XEP-0357; on by default)
 • name <text> | name reset — the name your contacts see for your address (by default your account's own, from its profile)
 • contact add <jid> [name] — add a contact from your address: the request from their proxy address appears in your client; accept it, and they are asked for their presence, from your address
@@ -85,6 +90,16 @@ pub enum Command {
     Label(String, String),
     /// `push <device> on|off`.
     Push(String, bool),
+    /// `views`.
+    Views,
+    /// `view add <name> <what...>`.
+    ViewAdd(String, Vec<String>),
+    /// `view del <name>`.
+    ViewDel(String),
+    /// `view <jid|domain|default> <view|default>`.
+    ViewSet(String, String),
+    /// `preview <jid>`.
+    Preview(BareJid),
     /// `register [name]`.
     Register(Option<String>),
     /// `unregister` (asks first) and `unregister confirm`.
@@ -117,6 +132,20 @@ pub enum Command {
 /// The longest name her contacts may see, in characters.
 const MAX_NAME: usize = 64;
 
+/// Views of her own, at most.
+const MAX_VIEWS: usize = 32;
+
+/// Contacts and domains she puts in views, at most.
+const MAX_VIEW_MEMBERS: usize = 1000;
+
+/// Whether `who` names a contact (a bare JID) or a domain.
+fn valid_member(who: &str) -> bool {
+    match Jid::new(who) {
+        Ok(j) => j.resource().is_none() && j.as_str() == who,
+        Err(_) => false,
+    }
+}
+
 /// Her settings as the store keeps them.
 fn settings_of(o: &super::owners::Owner) -> OwnerSettings {
     OwnerSettings {
@@ -124,6 +153,7 @@ fn settings_of(o: &super::owners::Owner) -> OwnerSettings {
         candidates: o.candidates,
         omemo: o.omemo,
         display_name: o.display_name.clone(),
+        views: o.views.clone(),
     }
 }
 
@@ -210,6 +240,29 @@ pub fn parse(body: &str) -> Command {
             }
         }
         ("rules", None) => Command::Rules,
+        ("views", None) => Command::Views,
+        ("view", Some(a)) if a.eq_ignore_ascii_case("add") => match words.next() {
+            Some(name) => Command::ViewAdd(
+                name.to_ascii_lowercase(),
+                words.map(str::to_owned).collect(),
+            ),
+            None => Command::Unknown(body.trim().to_owned()),
+        },
+        ("view", Some(a)) if a.eq_ignore_ascii_case("del") => match (words.next(), words.next()) {
+            (Some(name), None) => Command::ViewDel(name.to_ascii_lowercase()),
+            _ => Command::Unknown(body.trim().to_owned()),
+        },
+        ("view", Some(who)) => match (words.next(), words.next()) {
+            (Some(view), None) => Command::ViewSet(
+                who.trim_start_matches("xmpp:").to_ascii_lowercase(),
+                view.to_ascii_lowercase(),
+            ),
+            _ => Command::Unknown(body.trim().to_owned()),
+        },
+        ("preview", Some(_)) => jid().map_or_else(
+            || Command::Unknown(body.trim().to_owned()),
+            Command::Preview,
+        ),
         ("register", name) => Command::Register(name.map(str::to_ascii_lowercase)),
         ("unregister", None) => Command::Unregister(false),
         ("unregister", Some(w)) if w.eq_ignore_ascii_case("confirm") => Command::Unregister(true),
@@ -290,13 +343,15 @@ fn usage(text: &str) -> Option<&'static str> {
         "dnd" => "Say which calls and on or off: \"dnd all on\", \"dnd audio off\".",
         "label" => "Say which device and its name: \"label phone My Pixel\".",
         "push" => "Say which device and on or off: \"push phone off\" (device names from \"devices\").",
+        "view" => "\"view add colleagues audio show mon-fri 09:00-18:00, chat presence\", \"view bob@example.org colleagues\", \"view example.org colleagues\", \"view default reachable\" or \"view del colleagues\"; \"views\" lists them.",
+        "preview" => "Say who: \"preview bob@example.org\".",
         "link" => "Say which account: \"link alice@work.example\", or from that account \"link confirm <code>\".",
         "unlink" => "Say which account: \"unlink alice@work.example\", or \"unlink\" from the account itself.",
         "block" => "Say who: \"block bob@example.org\" or \"block example.org\".",
         "unblock" => "Say who: \"unblock bob@example.org\".",
         "rule" => "\"rule add <what> <when> <action>\" (e.g. \"rule add from example.net 22:00-07:00 busy\") or \"rule del <n>\".",
         "privacy" => "\"privacy\" shows your settings; \"privacy calls relay-only|direct\", \"privacy watchers ask|open\", \"privacy encryption on|off\" change them.",
-        "status" | "devices" | "watchers" | "rules" => "That command takes nothing after it.",
+        "status" | "devices" | "watchers" | "rules" | "views" => "That command takes nothing after it.",
         "unregister" => "\"unregister\" asks first; \"unregister confirm\" gives up your address.",
         "name" => "\"name\" shows the name your contacts see; \"name Alice Liddell\" sets it; \"name reset\" takes your account's again.",
         "contact" => "Say who: \"contact add bob@example.org\", or with a name: \"contact add bob@example.org Bob\".",
@@ -423,6 +478,52 @@ impl Core {
         let refuse = |text: String| Err(Refusal::Text(text));
         let o = &self.owners[i];
         match cmd {
+            Command::ViewAdd(name, words) => {
+                let classes: Vec<&str> = self.cfg.classes.iter().map(|c| c.name.as_str()).collect();
+                if self.cfg.views.iter().any(|v| v.name == *name) {
+                    return refuse(format!(
+                        "{name} is a view of this service; pick another name."
+                    ));
+                }
+                if words.is_empty() {
+                    return refuse(format!(
+                        "Say what it shows: \"view add {name} audio show, chat presence\" (classes: {}).",
+                        classes.join(", ")
+                    ));
+                }
+                if o.views.defined(name).is_none() && o.views.defined.len() >= MAX_VIEWS {
+                    return refuse(format!("You have {MAX_VIEWS} views already."));
+                }
+                super::views::View::parse(name, words, &classes)
+                    .map(|_| ())
+                    .map_err(Refusal::Text)
+            }
+            Command::ViewDel(name) if o.views.defined(name).is_none() => {
+                if self.has_view(i, name) {
+                    refuse(format!("{name} is built in; it cannot be removed."))
+                } else {
+                    refuse(format!("You have no view {name:?}; \"views\" lists them."))
+                }
+            }
+            Command::ViewSet(_, view) if view != "default" && !self.has_view(i, view) => refuse(
+                format!("There is no view {view:?}; \"views\" lists them, \"view add\" makes one."),
+            ),
+            Command::ViewSet(who, view) if who == "default" && view == "default" => {
+                refuse("Say which view is the default: \"view default reachable\".".into())
+            }
+            Command::ViewSet(who, _) if who != "default" && !valid_member(who) => refuse(format!(
+                "{who:?} is neither a JID (bob@example.org) nor a domain (example.org)."
+            )),
+            Command::ViewSet(who, view)
+                if who != "default"
+                    && view != "default"
+                    && !o.views.members.iter().any(|(w, _)| w == who)
+                    && o.views.members.len() >= MAX_VIEW_MEMBERS =>
+            {
+                refuse(format!(
+                    "You have {MAX_VIEW_MEMBERS} contacts and domains in views already."
+                ))
+            }
             Command::Name(Some(name)) if name.chars().count() > MAX_NAME => refuse(format!(
                 "That name is longer than {MAX_NAME} characters; clients would cut it."
             )),
@@ -653,6 +754,59 @@ impl Core {
                 }
             }
             Command::Rules => self.rules_text(i),
+            Command::Views => self.views_text(i),
+            Command::ViewAdd(name, words) => {
+                let classes: Vec<&str> = self.cfg.classes.iter().map(|c| c.name.as_str()).collect();
+                let view = match super::views::View::parse(&name, &words, &classes) {
+                    Ok(v) => v,
+                    Err(e) => return Err(Refusal::Text(e)),
+                };
+                let text = view.describe();
+                self.regroup(i, Some(&name), |v| {
+                    match v.defined.iter_mut().find(|d| d.name == name) {
+                        Some(d) => *d = view,
+                        None => v.defined.push(view),
+                    }
+                });
+                self.store_settings(i);
+                format!(
+                    "View {name}: {text}. Put contacts in it with \"view bob@example.org {name}\" or a whole domain with \"view example.org {name}\"."
+                )
+            }
+            Command::ViewDel(name) => {
+                self.regroup(i, None, |v| {
+                    v.defined.retain(|d| d.name != name);
+                    v.members.retain(|(_, view)| *view != name);
+                    if v.default.as_deref() == Some(name.as_str()) {
+                        v.default = None;
+                    }
+                });
+                self.store_settings(i);
+                format!("View {name} removed; its contacts see your default view now.")
+            }
+            Command::ViewSet(who, view) => {
+                let text = if who == "default" {
+                    let chosen = view.clone();
+                    self.regroup(i, None, |v| v.default = Some(chosen));
+                    format!("Contacts in no view now see {view}.")
+                } else if view == "default" {
+                    let gone = who.clone();
+                    self.regroup(i, None, |v| v.members.retain(|(w, _)| *w != gone));
+                    format!("{who} sees your default view now.")
+                } else {
+                    let (member, chosen) = (who.clone(), view.clone());
+                    self.regroup(i, None, |v| {
+                        match v.members.iter_mut().find(|(w, _)| *w == member) {
+                            Some(m) => m.1 = chosen,
+                            None => v.members.push((member, chosen)),
+                        }
+                    });
+                    format!("{who} sees your view {view} now.")
+                };
+                self.store_settings(i);
+                text
+            }
+            Command::Preview(jid) => self.preview_text(i, &jid),
             Command::Push(device, on) => {
                 let o = &mut self.owners[i];
                 let mut changed = vec![];
@@ -985,6 +1139,48 @@ impl Core {
         });
     }
 
+    /// Who a call of class `c` from `caller` would ring now, in words.
+    pub(super) fn ring_words(&self, now: Time, i: OwnerId, c: usize, caller: &BareJid) -> String {
+        let plan = self.ring_plan(now, i, c, caller);
+        let ring: Vec<String> = plan
+            .steps
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .map(|d| match d.resource() {
+                        Some(r) => r.to_string(),
+                        // Her account, for devices asleep.
+                        None => format!(
+                            "{} (asleep, by push)",
+                            asleep_names(self, i, d, self.wall_ms(now))
+                        ),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+            })
+            .collect();
+        let Some(def) = self.cfg.classes.get(c) else {
+            return "nobody".into();
+        };
+        let dnd = self.owners[i]
+            .rules
+            .iter()
+            .any(|r| is_dnd(r) && (r.classes.is_empty() || r.classes.contains(&def.name)));
+        match (ring.is_empty(), dnd) {
+            (true, true) => "nobody (do not disturb is on: callers get busy)".to_owned(),
+            (true, false) => "nobody".to_owned(),
+            (false, _) => ring.join(", then "),
+        }
+    }
+
+    fn store_settings(&mut self, i: OwnerId) {
+        let o = &self.owners[i];
+        self.out.keep(StoreOp::Settings {
+            owner: o.name.clone(),
+            settings: settings_of(o),
+        });
+    }
+
     fn store_rules(&mut self, i: OwnerId) {
         let o = &self.owners[i];
         self.out.keep(StoreOp::Rules {
@@ -1010,37 +1206,10 @@ impl Core {
             };
             let _ = write!(out, "• {}: {state}", def.name);
             if def.jmi {
-                let anyone =
-                    BareJid::new("anyone@example.invalid").map(|j| self.ring_plan(now, i, c, &j));
-                let ring: Vec<String> = anyone
-                    .map(|p| {
-                        p.steps
-                            .iter()
-                            .map(|s| {
-                                s.iter()
-                                    .map(|d| match d.resource() {
-                                        Some(r) => r.to_string(),
-                                        // Her account, for devices asleep.
-                                        None => format!(
-                                            "{} (asleep, by push)",
-                                            asleep_names(self, i, d, self.wall_ms(now))
-                                        ),
-                                    })
-                                    .collect::<Vec<_>>()
-                                    .join(" + ")
-                            })
-                            .collect()
-                    })
+                let anyone = BareJid::new("anyone@example.invalid")
+                    .map(|j| self.ring_words(now, i, c, &j))
                     .unwrap_or_default();
-                let dnd = self.owners[i]
-                    .rules
-                    .iter()
-                    .any(|r| is_dnd(r) && (r.classes.is_empty() || r.classes.contains(&def.name)));
-                let ring = match (ring.is_empty(), dnd) {
-                    (true, true) => "nobody (do not disturb is on: callers get busy)".to_owned(),
-                    (true, false) => "nobody".to_owned(),
-                    (false, _) => ring.join(", then "),
-                };
+                let ring = anyone;
                 let _ = write!(out, "; a call now rings: {ring}");
             }
             out.push('\n');

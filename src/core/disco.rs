@@ -2,7 +2,7 @@
 //! version on the domain), answers to our own queries, and RFC 6120 errors
 //! for everything else.
 
-use jid::Jid;
+use jid::{BareJid, Jid};
 use minidom::Element;
 use tracing::{debug, trace};
 
@@ -21,13 +21,7 @@ impl Core {
     /// them): asked of his device from her virtual JID, and his answer
     /// goes back to her. Only for a contact who approved her; `false`
     /// otherwise.
-    fn contact_disco(
-        &mut self,
-        now: Time,
-        iq: &Element,
-        from: &Jid,
-        remote: &jid::BareJid,
-    ) -> bool {
+    fn contact_disco(&mut self, now: Time, iq: &Element, from: &Jid, remote: &BareJid) -> bool {
         let Some(i) = self.out.secrets.account_owner(&from.to_bare()) else {
             return false;
         };
@@ -169,7 +163,8 @@ impl Core {
         let answer = match target {
             Target::Domain => self.domain_iq(get, payload, &from),
             Target::Owner { owner, resource } => {
-                let sees = self.sees_classes(owner, &from);
+                let sender = from.to_bare();
+                let sees = self.sees_classes(owner, &from).then_some(&sender);
                 self.owner_iq(owner, resource, get, payload, sees)
             }
             Target::Proxy { .. } | Target::Nobody => Err("service-unavailable"),
@@ -304,7 +299,7 @@ impl Core {
         resource: Resource,
         get: bool,
         payload: &Element,
-        sees_classes: bool,
+        sees_classes: Option<&BareJid>,
     ) -> Result<Option<Element>, &'static str> {
         match resource {
             // XEP-0030 §7: the bare JID has no nodes (a caps node#ver is
@@ -366,7 +361,8 @@ impl Core {
                 Ok(profile.items(node, name))
             }
             // RFC 6120 §10.5.4: a full JID with no available resource.
-            Resource::Class(c) if !sees_classes || self.aggregate(i, c).is_none() => {
+            // A class his view hides is one he cannot tell from offline.
+            Resource::Class(c) if sees_classes.is_none_or(|w| self.shown_to(i, w, c).is_none()) => {
                 Err("service-unavailable")
             }
             Resource::Class(c) if get && payload.is("query", ns::DISCO_INFO) => {

@@ -36,6 +36,7 @@ pub mod rules;
 pub mod stanza;
 mod timers;
 mod undo;
+pub mod views;
 mod watchers;
 mod watchlist;
 
@@ -151,6 +152,9 @@ pub struct OwnerSettings {
     /// account's own.
     #[serde(default)]
     pub display_name: Option<String>,
+    /// Her views and who is in which (DESIGN.md section 13).
+    #[serde(default)]
+    pub views: views::Views,
 }
 
 fn on() -> bool {
@@ -241,6 +245,12 @@ pub struct CoreConfig {
     /// not say so to her virtual JID (ejabberd's mod_push tells only the
     /// account itself).
     pub push_domains: Vec<String>,
+    /// The admin's views, which every owner may use besides her own and
+    /// the built-in ones (DESIGN.md section 13).
+    pub views: Vec<views::View>,
+    /// The view of a watcher she put in none: `everything` unless the
+    /// admin says otherwise.
+    pub default_view: String,
     /// Limits.
     pub limits: Limits,
     /// Seed for stanza ids.
@@ -770,6 +780,11 @@ pub struct Core {
     journal: Vec<undo::Undo>,
     /// Wall-clock time minus the core's clock, in ms.
     wall_offset: i64,
+    /// The time of the input being handled (views read her local time).
+    clock: Time,
+    /// `everything`, `reachable` and `nothing` over the configured
+    /// classes, in that order.
+    built_in_views: Vec<views::View>,
 }
 
 impl Core {
@@ -832,6 +847,7 @@ impl Core {
                 owners[i].candidates = settings.candidates;
                 owners[i].omemo = settings.omemo;
                 owners[i].display_name = settings.display_name;
+                owners[i].views = settings.views;
             }
         }
         for (name, blocked) in stored.blocked {
@@ -867,6 +883,14 @@ impl Core {
         let cfg_rate = (cfg.limits.stanzas_per_sec, cfg.limits.stanza_burst);
         Core {
             out: outbox::Outbox::new(cfg.domain.clone(), secrets, cfg.seed),
+            built_in_views: {
+                let names: Vec<&str> = cfg.classes.iter().map(|c| c.name.as_str()).collect();
+                views::BUILT_IN
+                    .iter()
+                    .filter_map(|v| views::View::built_in(v, &names))
+                    .collect()
+            },
+            clock: Time(0),
             cfg,
             owners,
             by_name,
@@ -894,6 +918,7 @@ impl Core {
     /// core's clock reads `now`. The shell tells it before inputs; only
     /// rules and device records use it, never a deadline.
     pub fn set_wall_clock(&mut self, now: Time, wall_ms: u64) {
+        self.clock = now;
         self.wall_offset = (wall_ms as i64).saturating_sub(now.0 as i64);
     }
 
@@ -973,6 +998,7 @@ impl Core {
     /// every account (DESIGN.md section 2). Live devices are relearned from
     /// the probe answers; what watchers saw stays until it changes.
     pub fn handle_connected(&mut self, now: Time) {
+        self.clock = now;
         self.journal.clear();
         self.on_store_failure = None;
         self.settle_until = now.plus_ms(self.cfg.settle_ms);
@@ -1020,22 +1046,20 @@ impl Core {
     /// Graceful stop: every call ends on every side, and every watcher
     /// learns that every class went away.
     pub fn handle_shutdown(&mut self, now: Time) {
+        self.clock = now;
         self.abort_all_calls(now);
         for i in self.owners.ids().collect::<Vec<_>>() {
             let owner = &self.owners[i];
             let mut out = Vec::new();
-            for (c, def) in self.cfg.classes.iter().enumerate() {
-                if !owner.publishing.is_available(c) {
-                    continue;
-                }
-                let from = format!("{}/{}", owner.virtual_jid, def.name);
-                for w in owner.watchers.subscribed() {
-                    out.push(stanza::stanza(
-                        "presence",
-                        &from,
-                        w.as_str(),
-                        Some("unavailable"),
-                    ));
+            for (view, watchers) in self.audience(i) {
+                for (c, def) in self.cfg.classes.iter().enumerate() {
+                    if !owner.publishing.is_available(&view, c) {
+                        continue;
+                    }
+                    let from = format!("{}/{}", owner.virtual_jid, def.name);
+                    for w in &watchers {
+                        out.push(stanza::stanza("presence", &from, w, Some("unavailable")));
+                    }
                 }
             }
             for s in out {
@@ -1066,6 +1090,7 @@ impl Core {
     /// after a batch of queued stanzas (2,048); drain, and call again while
     /// [`Core::poll_timeout`] is due.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.clock = now;
         // The journal and the error for a refused change are the last
         // input's: the shell drains after each.
         self.journal.clear();
@@ -1104,6 +1129,7 @@ impl Core {
     /// cannot use gets an RFC 6120 error reply where one is allowed, or is
     /// dropped with a log line.
     pub fn handle_stanza(&mut self, now: Time, mut stanza: Element) {
+        self.clock = now;
         self.on_store_failure = None;
         self.journal.clear();
         if !stanza.has_ns(ns::COMPONENT) {
@@ -1323,13 +1349,16 @@ impl Core {
             out: &mut self.out,
             owners: &self.owners,
             cfg: &self.cfg,
+            hidden: 0,
         };
         (&mut self.calls, cx)
     }
 
     /// A message with an XEP-0353 element; `false` if it has none.
     fn call_message(&mut self, now: Time, msg: &Element, from: &Jid, target: &Target) -> bool {
+        let hidden = self.hidden_classes(from, target);
         let (calls, mut cx) = self.calls_cx(now);
+        cx.hidden = hidden;
         let taken = calls.call_message(&mut cx, msg, from, target);
         self.after_calls(now);
         taken
@@ -1337,7 +1366,9 @@ impl Core {
 
     /// A Jingle IQ set; `false` if it is not one we route as a call.
     fn call_iq(&mut self, now: Time, iq: &Element, from: &Jid, target: &Target) -> bool {
+        let hidden = self.hidden_classes(from, target);
         let (calls, mut cx) = self.calls_cx(now);
+        cx.hidden = hidden;
         let taken = calls.call_iq(&mut cx, iq, from, target);
         self.after_calls(now);
         taken
@@ -1430,23 +1461,35 @@ impl Core {
         true
     }
 
-    /// Publishes to watchers every class whose aggregate changed; returns
-    /// whether any did.
+    /// Publishes to watchers every class whose presence, as their view
+    /// shows it, changed; returns whether any did. Each view's presence
+    /// is built once and copied to its watchers (DESIGN.md section 13).
     fn publish(&mut self, i: OwnerId) -> bool {
-        let classes = self.cfg.classes.len();
+        let states = self.states(i);
+        let audience = self.audience(i);
+        let shown: Vec<Vec<Option<presence::ClassPresence>>> = audience
+            .iter()
+            .map(|(name, _)| self.shown_by(i, self.view_named(i, name), &states))
+            .collect();
         let mut out = Vec::new();
-        for c in 0..classes {
-            let now = self.aggregate(i, c);
-            let owner = &mut self.owners[i];
-            if !owner.publishing.update(c, now.as_ref()) {
-                continue;
+        for ((name, watchers), shown) in audience.iter().zip(&shown) {
+            for (c, now) in shown.iter().enumerate() {
+                let now = now.as_ref();
+                let owner = &mut self.owners[i];
+                if !owner.publishing.update(name, c, now) {
+                    continue;
+                }
+                debug!(owner = %owner.name, class = %self.cfg.classes[c].name, view = %name, available = now.is_some(), "class presence changed");
+                if let Some(first) = watchers.first() {
+                    out.push((self.class_presence(i, c, first, now), watchers.clone()));
+                }
             }
-            debug!(owner = %owner.name, class = %self.cfg.classes[c].name, available = now.is_some(), "class presence changed");
-            let watchers: Vec<String> =
-                owner.watchers.subscribed().map(|w| w.to_string()).collect();
-            if let Some(first) = watchers.first() {
-                out.push((self.class_presence(i, c, first, now.as_ref()), watchers));
-            }
+        }
+        let in_use: Vec<&str> = audience.iter().map(|(n, _)| n.as_str()).collect();
+        self.owners[i].publishing.keep_views(&in_use);
+        // A view with days or hours changes by the clock alone.
+        if let Some(at) = self.next_view_edge(i, &in_use) {
+            self.schedule_publish(i, at);
         }
         let changed = !out.is_empty();
         for (presence, watchers) in out {

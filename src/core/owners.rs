@@ -68,6 +68,8 @@ pub(super) struct Owner {
     /// (XEP-0357 `urn:xmpp:push:0` in the account's disco#info), as
     /// asked this run.
     pub(super) push_accounts: std::collections::HashSet<BareJid>,
+    /// Her views and who is in which (DESIGN.md section 13).
+    pub(super) views: super::views::Views,
 }
 
 /// How long a device offline still counts as asleep rather than gone:
@@ -119,6 +121,7 @@ impl Owner {
             provisioned,
             told_withheld: None,
             push_accounts: Default::default(),
+            views: Default::default(),
         }
     }
 

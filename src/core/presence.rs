@@ -35,11 +35,14 @@ pub enum Published {
     Available(ClassPresence),
 }
 
-/// What one owner's watchers last heard, class by class, and when they
-/// hear next: the publishing part of an owner.
+/// What one owner's watchers last heard, view by view and class by class,
+/// and when they hear next: the publishing part of an owner.
 #[derive(Debug, Clone)]
 pub(super) struct Publishing {
-    published: Vec<Published>,
+    /// By view name (DESIGN.md section 13): what its watchers last heard.
+    /// A view without watchers has no entry (it would go stale).
+    published: std::collections::HashMap<String, Vec<Published>>,
+    classes: usize,
     /// When her watchers are due to hear her latest change (the core
     /// keeps every owner's in one time-ordered set too).
     pub(super) due: Option<super::Time>,
@@ -52,17 +55,32 @@ impl Publishing {
     /// Nothing heard yet this run, for `classes` classes.
     pub(super) fn new(classes: usize) -> Publishing {
         Publishing {
-            published: vec![Published::Unknown; classes],
+            published: Default::default(),
+            classes,
             due: None,
             last_publish: None,
         }
     }
 
-    /// Class `class` is now `state`: records it and says whether that is
-    /// news to watchers (the first state of a run always is: watchers may
-    /// have heard an older one before a restart).
-    pub(super) fn update(&mut self, class: usize, state: Option<&ClassPresence>) -> bool {
-        let Some(slot) = self.published.get_mut(class) else {
+    /// Class `class` is now `state` for the watchers of view `view`:
+    /// records it and says whether that is news to them (the first state
+    /// of a run always is: watchers may have heard an older one before a
+    /// restart).
+    pub(super) fn update(
+        &mut self,
+        view: &str,
+        class: usize,
+        state: Option<&ClassPresence>,
+    ) -> bool {
+        let classes = self.classes;
+        let heard = match self.published.get_mut(view) {
+            Some(h) => h,
+            None => self
+                .published
+                .entry(view.to_owned())
+                .or_insert_with(|| vec![Published::Unknown; classes]),
+        };
+        let Some(slot) = heard.get_mut(class) else {
             return false;
         };
         let changed = match (&*slot, state) {
@@ -80,19 +98,58 @@ impl Publishing {
         changed
     }
 
+    /// What the watchers of `view` last heard of `class`.
+    pub(super) fn heard(&self, view: &str, class: usize) -> &Published {
+        self.published
+            .get(view)
+            .and_then(|h| h.get(class))
+            .unwrap_or(&Published::Unknown)
+    }
+
+    /// Whether view `view` has watchers who heard something.
+    pub(super) fn has_view(&self, view: &str) -> bool {
+        self.published.contains_key(view)
+    }
+
+    /// View `view`'s watchers heard `shown` (a new view's first watcher,
+    /// told directly).
+    pub(super) fn set_view(&mut self, view: &str, shown: &[Option<ClassPresence>]) {
+        let heard = shown
+            .iter()
+            .map(|s| match s {
+                Some(p) => Published::Available(p.clone()),
+                None => Published::Unavailable,
+            })
+            .collect();
+        self.published.insert(view.to_owned(), heard);
+    }
+
+    /// Only views in `in_use` have watchers: the others' entries go.
+    pub(super) fn keep_views(&mut self, in_use: &[&str]) {
+        self.published.retain(|v, _| in_use.contains(&v.as_str()));
+    }
+
+    /// View `view` changed what it shows: what its watchers heard is no
+    /// longer what it would publish.
+    pub(super) fn forget_view(&mut self, view: &str) {
+        self.published.remove(view);
+    }
+
     /// What watchers heard of every available class is stale (her photo
     /// changed): each is news again at the next publish.
     pub(super) fn forget_available(&mut self) {
-        for slot in &mut self.published {
-            if matches!(slot, Published::Available(_)) {
-                *slot = Published::Unknown;
+        for heard in self.published.values_mut() {
+            for slot in heard {
+                if matches!(slot, Published::Available(_)) {
+                    *slot = Published::Unknown;
+                }
             }
         }
     }
 
-    /// Whether watchers last heard class `class` available.
-    pub(super) fn is_available(&self, class: usize) -> bool {
-        matches!(self.published.get(class), Some(Published::Available(_)))
+    /// Whether the watchers of `view` last heard class `class` available.
+    pub(super) fn is_available(&self, view: &str, class: usize) -> bool {
+        matches!(self.heard(view, class), Published::Available(_))
     }
 }
 

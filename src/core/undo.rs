@@ -27,6 +27,7 @@ pub(super) struct Settings {
     omemo: bool,
     display_name: Option<String>,
     records: std::collections::HashMap<jid::FullJid, DeviceRecord>,
+    views: super::views::Views,
 }
 
 /// How to take back one acknowledged change.
@@ -106,6 +107,7 @@ impl Core {
             omemo: o.omemo,
             display_name: o.display_name.clone(),
             records: o.devices.records.clone(),
+            views: o.views.clone(),
         });
         self.journal.push(Undo::Settings { owner: i, before });
     }
@@ -164,7 +166,9 @@ impl Core {
                         omemo,
                         display_name,
                         records,
+                        views,
                     } = *before;
+                    o.views = views;
                     o.omemo = omemo;
                     o.display_name = display_name;
                     o.rules = rules;

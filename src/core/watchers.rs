@@ -599,32 +599,34 @@ impl Core {
         true
     }
 
-    /// What `to` sees now: every available class, or one `unavailable`.
+    /// What `to` sees now: every class his view shows available, or one
+    /// `unavailable` (DESIGN.md section 13).
     pub(super) fn send_current(&mut self, i: OwnerId, to: &str) {
-        let mut out = Vec::new();
-        for c in 0..self.cfg.classes.len() {
-            if let Some(state) = self.aggregate(i, c) {
-                out.push(self.class_presence(i, c, to, Some(&state)));
+        let out = self.presences_for(i, to);
+        // The first watcher of a view: what its watchers heard is what he
+        // just got (an older entry would be stale).
+        if let Ok(who) = Jid::new(to).map(|j| j.to_bare()) {
+            let (view, _) = self.view_name(i, &who);
+            if !self.owners[i].publishing.has_view(view) {
+                let view = view.to_owned();
+                let shown = self.shown_by(i, self.view_named(i, &view), &self.states(i));
+                self.owners[i].publishing.set_view(&view, &shown);
+                self.schedule_view_edge(i);
             }
-        }
-        if out.is_empty() {
-            let virtual_jid = self.owners[i].virtual_jid.to_string();
-            out.push(stanza::stanza(
-                "presence",
-                &virtual_jid,
-                to,
-                Some("unavailable"),
-            ));
         }
         for p in out {
             self.out.send(p);
         }
     }
 
+    /// `to` no longer watches: every class his view showed available goes.
     fn send_unavailable(&mut self, i: OwnerId, to: &str) {
+        let Ok(who) = Jid::new(to).map(|j| j.to_bare()) else {
+            return;
+        };
         let mut out = Vec::new();
         for c in 0..self.cfg.classes.len() {
-            if self.aggregate(i, c).is_some() {
+            if self.shown_to(i, &who, c).is_some() {
                 out.push(self.class_presence(i, c, to, None));
             }
         }

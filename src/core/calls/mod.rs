@@ -47,6 +47,9 @@ pub(super) struct Ctx<'a> {
     pub(super) out: &'a mut Outbox,
     pub(super) owners: &'a Owners,
     pub(super) cfg: &'a CoreConfig,
+    /// The classes (bits) of the owner addressed that the sender may not
+    /// call: his view hides them (DESIGN.md section 13).
+    pub(super) hidden: u32,
 }
 
 impl Ctx<'_> {
@@ -679,6 +682,17 @@ impl Calls {
             "{}/{}",
             cx.owners[owner].virtual_jid, cx.cfg.classes[class].name
         );
+        if cx.hidden & (1 << class) != 0 {
+            // A class his view hides is, to him, a class with no device.
+            info!(owner = %cx.owners[owner].name, "call for a class the caller's view hides: busy");
+            self.call_rejected(cx.out);
+            return send_jmi(
+                cx.out,
+                &face,
+                caller.as_str(),
+                jmi("reject", &sid, vec![reason("busy")]),
+            );
+        }
         // XEP-0184: the caller hears that the proposal arrived once a
         // device of hers shows it did (its receipt, ringing or answer),
         // not when it merely reached us.
@@ -1429,7 +1443,7 @@ impl Calls {
                 cx.owners[owner].virtual_jid, cx.cfg.classes[class].name
             );
             ack(cx.out, iq);
-            if !self.admit_call(&cx.cfg.limits, &caller) {
+            if cx.hidden & (1 << class) != 0 || !self.admit_call(&cx.cfg.limits, &caller) {
                 self.call_rejected(cx.out);
                 return self.send_own(
                     cx,

@@ -800,6 +800,7 @@ fn privacy_changes_are_stored_and_take_effect() {
             candidates: CandidatePolicy::RelayOnly,
             omemo: true,
             display_name: None,
+            views: Default::default(),
         }
     }));
     assert_eq!(h.core.owners[0].candidates, CandidatePolicy::RelayOnly);

@@ -19,6 +19,7 @@ mod omemo;
 mod presence;
 mod profile;
 mod ringing;
+mod views;
 
 const D: &str = "unified.localhost";
 
@@ -66,6 +67,8 @@ fn config(policy: SubscriptionPolicy) -> CoreConfig {
         ring_timeout_ms: 30_000,
         ack_timeout_ms: 5_000,
         push_domains: vec![],
+        views: vec![],
+        default_view: crate::core::views::EVERYTHING.into(),
         registration: Registration::Domains(vec!["localhost".into()]),
         admins: vec![BareJid::new("root@localhost").unwrap()],
         limits: Limits {
