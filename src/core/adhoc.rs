@@ -41,7 +41,7 @@ pub(super) struct Session {
 /// Open sessions by id.
 pub(super) type Sessions = HashMap<String, Session>;
 
-const OWNER_COMMANDS: [(&str, &str); 11] = [
+const OWNER_COMMANDS: [(&str, &str); 13] = [
     ("status", "What my contacts see"),
     ("devices", "My devices"),
     ("watchers", "Watchers: approve, deny, remove"),
@@ -49,6 +49,8 @@ const OWNER_COMMANDS: [(&str, &str); 11] = [
     ("rules", "Ring rules"),
     ("dnd", "Do not disturb"),
     ("privacy", "Privacy"),
+    ("views", "Views: what each contact sees"),
+    ("preview", "What a contact sees of me"),
     ("contact", "Add a contact"),
     ("link", "Link another account"),
     ("unlink", "Unlink an account"),
@@ -461,6 +463,39 @@ impl Core {
                     ],
                 )
             }
+            ("views", Some(i)) => {
+                let o = &self.owners[i];
+                let mine: Vec<&str> = o.views.defined.iter().map(|v| v.name.as_str()).collect();
+                let mut all: Vec<&str> = crate::core::views::BUILT_IN.to_vec();
+                all.extend(self.cfg.views.iter().map(|v| v.name.as_str()));
+                all.extend(mine.iter().copied());
+                let mut choices = vec!["default"];
+                choices.extend(all.iter().copied());
+                let default = o
+                    .views
+                    .default
+                    .clone()
+                    .unwrap_or_else(|| self.cfg.default_view.clone());
+                form(
+                    "Views",
+                    &format!(
+                        "{}\nAdd or change a view: its name, then classes, each with full, show or presence, days and hours, e.g. \"colleagues audio show mon-fri 09:00-18:00, chat presence\".",
+                        self.views_text(i)
+                    ),
+                    vec![
+                        field("add", "text-single", "Add or change a view", &[], &[]),
+                        field("delete", "list-single", "Remove a view", &[], &opts(&mine)),
+                        field("who", "text-single", "Put a contact or domain ...", &[], &[]),
+                        field("view", "list-single", "... in the view", &[], &opts(&choices)),
+                        field("default", "list-single", "Everyone else sees", &[default], &opts(&all)),
+                    ],
+                )
+            }
+            ("preview", Some(_)) => form(
+                "What a contact sees of me",
+                "Whose view of you do you want to see?",
+                vec![field("jid", "jid-single", "Contact", &[], &[])],
+            ),
             ("dnd", Some(i)) => {
                 let on: Vec<String> = self.owners[i]
                     .rules
@@ -646,6 +681,42 @@ impl Core {
                     .map(|c| Command::Dnd(Some(c.clone()), on.contains(c)))
                     .collect()
             }
+            "views" => {
+                let o = &self.owners[i];
+                let mut commands = vec![];
+                if let Some(name) = values(x, "delete").into_iter().find(|v| !v.is_empty()) {
+                    commands.push(Command::ViewDel(name));
+                }
+                if let Some(add) = values(x, "add").into_iter().find(|v| !v.trim().is_empty()) {
+                    let mut words = add.split_whitespace().map(str::to_owned);
+                    if let Some(name) = words.next() {
+                        commands.push(Command::ViewAdd(name.to_ascii_lowercase(), words.collect()));
+                    }
+                }
+                let who = values(x, "who").into_iter().find(|v| !v.trim().is_empty());
+                let view = values(x, "view").into_iter().find(|v| !v.is_empty());
+                match (who, view) {
+                    (Some(who), Some(view)) => commands.push(Command::ViewSet(
+                        who.trim().trim_start_matches("xmpp:").to_ascii_lowercase(),
+                        view,
+                    )),
+                    (Some(_), None) => {
+                        return Err(Refusal::Text("Say which view the contact goes in.".into()))
+                    }
+                    _ => {}
+                }
+                let current = o.views.default.as_deref().unwrap_or(&self.cfg.default_view);
+                if let Some(d) = values(x, "default").into_iter().find(|v| !v.is_empty()) {
+                    if d != current {
+                        commands.push(Command::ViewSet("default".into(), d));
+                    }
+                }
+                commands
+            }
+            "preview" => match jids("jid").into_iter().next() {
+                Some(jid) => vec![Command::Preview(jid)],
+                None => return Err(Refusal::Text("No address given.".into())),
+            },
             "devices" => match (values(x, "device").pop(), values(x, "label").pop()) {
                 (Some(device), Some(label)) => vec![Command::Label(device, label)],
                 _ => vec![],
@@ -712,8 +783,22 @@ impl Core {
             return Ok(self.register(from.to_bare(), name.map(|n| n.to_ascii_lowercase())));
         };
         let (commands, if_none) = self.form_commands(node, i, x)?;
+        // A view the same form adds may be named by it.
+        let added: Vec<&String> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::ViewAdd(name, _) => Some(name),
+                _ => None,
+            })
+            .collect();
         for c in &commands {
-            self.check_command(i, c)?;
+            match c {
+                Command::ViewSet(who, view) if added.contains(&view) => self.check_command(
+                    i,
+                    &Command::ViewSet(who.clone(), crate::core::views::EVERYTHING.into()),
+                )?,
+                c => self.check_command(i, c)?,
+            }
         }
         let mut notes = vec![];
         for c in commands {

@@ -930,6 +930,8 @@ fn each_adhoc_command_opens_its_own_form() {
         ("rules", "Ring rules"),
         ("dnd", "Do not disturb"),
         ("privacy", "Privacy"),
+        ("views", "Views"),
+        ("preview", "What a contact sees of me"),
         ("link", "Link an account"),
         ("unlink", "Unlink an account"),
         ("unregister", "Unregister"),

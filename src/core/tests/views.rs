@@ -331,3 +331,66 @@ fn views_are_stored_blocked_sees_nothing_and_bad_ones_are_refused() {
         )])
     );
 }
+
+/// Starts ad-hoc command `node` and submits `fields`; the note it ends with.
+fn adhoc_form(h: &mut Harness, node: &str, fields: &str) -> String {
+    let r = adhoc(
+        h,
+        PHONE,
+        &format!("<command xmlns='{CMD}' node='{node}' action='execute'/>"),
+    );
+    let sid = r
+        .get_child("command", CMD)
+        .and_then(|c| c.attr("sessionid"))
+        .unwrap()
+        .to_owned();
+    let r = adhoc(h, PHONE, &format!("<command xmlns='{CMD}' node='{node}' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'>{fields}</x></command>"));
+    let cmd = r.get_child("command", CMD).unwrap();
+    assert_eq!(cmd.attr("status"), Some("completed"), "{}", xml(&r));
+    cmd.get_child("note", CMD)
+        .map(|n| n.text())
+        .unwrap_or_default()
+}
+
+#[test]
+fn views_and_preview_work_as_ad_hoc_forms_too() {
+    let mut h = alice_watched_by_bob_and_carol();
+    let note = adhoc_form(
+        &mut h,
+        "views",
+        &format!(
+            "<field var='add'><value>colleagues audio show, chat presence</value></field>\
+             <field var='who'><value>{CAROL}</value></field><field var='view'><value>colleagues</value></field>"
+        ),
+    );
+    assert!(
+        note.contains("View colleagues: audio show, chat presence."),
+        "{note}"
+    );
+    assert!(
+        note.contains(&format!("{CAROL} sees your view colleagues now.")),
+        "{note}"
+    );
+    let chat = command(&mut h, PHONE, &format!("preview {CAROL}"));
+    let form = adhoc_form(
+        &mut h,
+        "preview",
+        &format!("<field var='jid'><value>{CAROL}</value></field>"),
+    );
+    assert_eq!(form, chat, "one command, two front ends");
+    // A refused form changes nothing.
+    let r = adhoc(
+        &mut h,
+        PHONE,
+        &format!("<command xmlns='{CMD}' node='views' action='execute'/>"),
+    );
+    let sid = r
+        .get_child("command", CMD)
+        .unwrap()
+        .attr("sessionid")
+        .unwrap()
+        .to_owned();
+    let r = adhoc(&mut h, PHONE, &format!("<command xmlns='{CMD}' node='views' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='add'><value>friends chat</value></field><field var='who'><value>bob@localhost</value></field><field var='view'><value>nosuch</value></field></x></command>"));
+    assert!(xml(&r).contains("There is no view"), "{}", xml(&r));
+    assert!(!command(&mut h, PHONE, "views").contains("• friends"));
+}
