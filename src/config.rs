@@ -1160,4 +1160,31 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn admin_views_and_the_default_view_reach_the_core_and_bad_ones_are_listed() {
+        let text = format!(
+            "[presence]\ndefault_view = \"colleagues\"\n{MINIMAL}\n[[views]]\nname = \"colleagues\"\nshows = \"audio show mon-fri 09:00-18:00, chat presence\"\n"
+        );
+        let cfg = Config::from_toml(&text).unwrap();
+        assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+        let core = cfg.core_config(0);
+        assert_eq!(core.default_view, "colleagues");
+        assert_eq!(
+            core.views[0].describe(),
+            "audio show mon,tue,wed,thu,fri 09:00-18:00, chat presence"
+        );
+        let bad = text.replace("chat presence", "chat loudly");
+        let err = Config::from_toml(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("views[0]: "), "{err}");
+        let taken = text.replace("name = \"colleagues\"", "name = \"nothing\"");
+        let err = Config::from_toml(&taken).unwrap_err().to_string();
+        assert!(err.starts_with("views[0]: "), "{err}");
+        let unknown = text.replace(
+            "default_view = \"colleagues\"",
+            "default_view = \"friends\"",
+        );
+        let err = Config::from_toml(&unknown).unwrap_err().to_string();
+        assert!(err.starts_with("presence.default_view: "), "{err}");
+    }
 }
