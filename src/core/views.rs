@@ -553,7 +553,14 @@ impl super::Core {
                 }
             }
         }
-        // A view that had no watchers starts from what its new ones got.
+        // A view left without watchers forgets what they heard; one that
+        // had none starts from what its new ones got.
+        let in_use_after: Vec<String> = self.audience(i).into_iter().map(|(v, _)| v).collect();
+        for v in &in_use_before {
+            if !in_use_after.contains(v) {
+                self.owners[i].publishing.forget_view(v);
+            }
+        }
         for (v, shown) in &fresh {
             let p = &mut self.owners[i].publishing;
             if !in_use_before.contains(v) || !p.has_view(v) {
@@ -744,7 +751,7 @@ impl super::Core {
             } else {
                 self.ring_words(self.clock, i, c, who)
             };
-            let _ = writeln!(out, "A {} call from them now would ring: {ring}", def.name);
+            let _ = writeln!(out, "Their {} call now would ring: {ring}", def.name);
         }
         out.trim_end().to_owned()
     }

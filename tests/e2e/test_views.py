@@ -108,7 +108,7 @@ def test_two_watchers_in_different_views_see_different_presences(world):
         # "preview" tells Alice what Carol has now, stanza by stanza.
         preview = await tell(phone, "preview carol@localhost")
         assert f"• {CHAT}: available" in preview, preview
-        assert "A audio call from them now would ring: nobody: their view hides it" in preview, preview
+        assert "Their audio call now would ring: nobody: their view hides it" in preview, preview
 
         # Nothing Carol ever received tells what her views hide.
         for raw in carol.raw_since(0):

@@ -184,11 +184,11 @@ fn preview_says_exactly_what_the_watcher_receives() {
         "{preview}"
     );
     assert!(
-        preview.contains("A video call from them now would ring: nobody: their view hides it"),
+        preview.contains("Their video call now would ring: nobody: their view hides it"),
         "{preview}"
     );
     assert!(
-        preview.contains("A audio call from them now would ring: phone"),
+        preview.contains("Their audio call now would ring: phone"),
         "{preview}"
     );
     // A stranger: what he would see if he watched.
@@ -393,4 +393,60 @@ fn views_and_preview_work_as_ad_hoc_forms_too() {
     let r = adhoc(&mut h, PHONE, &format!("<command xmlns='{CMD}' node='views' sessionid='{sid}' action='complete'><x xmlns='jabber:x:data' type='submit'><field var='add'><value>friends chat</value></field><field var='who'><value>bob@localhost</value></field><field var='view'><value>nosuch</value></field></x></command>"));
     assert!(xml(&r).contains("There is no view"), "{}", xml(&r));
     assert!(!command(&mut h, PHONE, "views").contains("• friends"));
+}
+
+#[test]
+fn a_view_whose_watchers_all_left_tells_a_newcomer_every_later_change() {
+    let mut h = alice_watched_by_bob_and_carol();
+    command(&mut h, PHONE, "view add colleagues audio show");
+    command(&mut h, PHONE, "view example.net colleagues");
+    let sub = |who: &str, kind: &str| {
+        format!(
+            "<presence xmlns='jabber:component:accept' type='{kind}' from='{who}' to='alice@{D}'/>"
+        )
+    };
+    let audio = |out: &[Element], who: &str| {
+        out.iter()
+            .filter(|e| e.attr("to").is_some_and(|t| t.starts_with(who)))
+            .filter(|e| e.attr("from") == Some(AUDIO))
+            .map(crate::core::views::describe_presence)
+            .next_back()
+    };
+    let out = h.input(&sub("dave@example.net", "subscribe"));
+    assert_eq!(
+        audio(&out, "dave@example.net").as_deref(),
+        Some(&*format!("{AUDIO}: available, away"))
+    );
+    h.input(&sub("dave@example.net", "unsubscribe"));
+    let video = {
+        let mut v = JINGLE_AUDIO.to_vec();
+        v.push("urn:xmpp:jingle:apps:rtp:video");
+        v
+    };
+    h.device(
+        "phone",
+        &format!(
+            "<show>dnd</show>{}",
+            caps_for("https://conversations.im", &video)
+        ),
+    );
+    h.advance(1_000);
+    let out = h.input(&sub("erin@example.net", "subscribe"));
+    assert_eq!(
+        audio(&out, "erin@example.net").as_deref(),
+        Some(&*format!("{AUDIO}: available, do not disturb"))
+    );
+    h.device(
+        "phone",
+        &format!(
+            "<show>away</show>{}",
+            caps_for("https://conversations.im", &video)
+        ),
+    );
+    let out = h.advance(1_000);
+    assert_eq!(
+        audio(&out, "erin@example.net").as_deref(),
+        Some(&*format!("{AUDIO}: available, away")),
+        "she hears the change back"
+    );
 }
