@@ -1466,13 +1466,20 @@ impl Core {
     /// is built once and copied to its watchers (DESIGN.md section 13).
     fn publish(&mut self, i: OwnerId) -> bool {
         let states = self.states(i);
-        let audience = self.audience(i);
-        let shown: Vec<Vec<Option<presence::ClassPresence>>> = audience
-            .iter()
-            .map(|(name, _)| self.shown_by(i, self.view_named(i, name), &states))
-            .collect();
+        let in_use = self.views_in_use(i);
         let mut out = Vec::new();
-        for ((name, watchers), shown) in audience.iter().zip(&shown) {
+        for name in &in_use {
+            // Everything shows each class as it is: no copy to make.
+            let owned;
+            let shown = if name == views::EVERYTHING {
+                &states
+            } else {
+                owned = self.shown_by(i, self.view_named(i, name), &states);
+                &owned
+            };
+            // The view's watchers are listed only if it has news: most
+            // device changes change nothing anyone sees.
+            let mut watchers: Option<Vec<String>> = None;
             for (c, now) in shown.iter().enumerate() {
                 let now = now.as_ref();
                 let owner = &mut self.owners[i];
@@ -1480,12 +1487,13 @@ impl Core {
                     continue;
                 }
                 debug!(owner = %owner.name, class = %self.cfg.classes[c].name, view = %name, available = now.is_some(), "class presence changed");
+                let watchers = watchers.get_or_insert_with(|| self.watchers_in(i, name));
                 if let Some(first) = watchers.first() {
                     out.push((self.class_presence(i, c, first, now), watchers.clone()));
                 }
             }
         }
-        let in_use: Vec<&str> = audience.iter().map(|(n, _)| n.as_str()).collect();
+        let in_use: Vec<&str> = in_use.iter().map(String::as_str).collect();
         self.owners[i].publishing.keep_views(&in_use);
         // A view with days or hours changes by the clock alone.
         if let Some(at) = self.next_view_edge(i, &in_use) {

@@ -435,14 +435,48 @@ impl super::Core {
             .is_some_and(|def| view.detail(&def.name, self.local_at(i)).is_some())
     }
 
+    /// Whether nobody is in a view of her own choosing: all her
+    /// watchers see everything, with no lookup per watcher.
+    fn all_see_everything(&self, i: OwnerId) -> bool {
+        let o = &self.owners[i];
+        o.views.members.is_empty()
+            && o.views.default.as_deref().unwrap_or(&self.cfg.default_view) == EVERYTHING
+    }
+
+    /// The views her subscribed watchers are in, each once, in name order.
+    pub(super) fn views_in_use(&self, i: OwnerId) -> Vec<String> {
+        let o = &self.owners[i];
+        if self.all_see_everything(i) {
+            return match o.watchers.subscribed().next() {
+                Some(_) => vec![EVERYTHING.to_owned()],
+                None => vec![],
+            };
+        }
+        let names: std::collections::BTreeSet<&str> = o
+            .watchers
+            .subscribed()
+            .map(|w| self.view_name(i, w).0)
+            .collect();
+        names.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Her subscribed watchers in view `view`.
+    pub(super) fn watchers_in(&self, i: OwnerId, view: &str) -> Vec<String> {
+        let o = &self.owners[i];
+        let all = self.all_see_everything(i);
+        o.watchers
+            .subscribed()
+            .filter(|w| all || self.view_name(i, w).0 == view)
+            .map(|w| w.to_string())
+            .collect()
+    }
+
     /// Her subscribed watchers by the view they are in, in view order.
     pub(super) fn audience(&self, i: OwnerId) -> Vec<(String, Vec<String>)> {
         let o = &self.owners[i];
         // Nobody put anywhere and everything by default: one view, no
         // lookup per watcher (the common case, and the hot path).
-        if o.views.members.is_empty()
-            && o.views.default.as_deref().unwrap_or(&self.cfg.default_view) == EVERYTHING
-        {
+        if self.all_see_everything(i) {
             let all: Vec<String> = o.watchers.subscribed().map(|w| w.to_string()).collect();
             return if all.is_empty() {
                 vec![]
@@ -555,7 +589,7 @@ impl super::Core {
         }
         // A view left without watchers forgets what they heard; one that
         // had none starts from what its new ones got.
-        let in_use_after: Vec<String> = self.audience(i).into_iter().map(|(v, _)| v).collect();
+        let in_use_after = self.views_in_use(i);
         for v in &in_use_before {
             if !in_use_after.contains(v) {
                 self.owners[i].publishing.forget_view(v);
@@ -575,8 +609,8 @@ impl super::Core {
 
     /// Her watchers hear again when a view of theirs changes by the clock.
     pub(super) fn schedule_view_edge(&mut self, i: OwnerId) {
-        let audience = self.audience(i);
-        let in_use: Vec<&str> = audience.iter().map(|(n, _)| n.as_str()).collect();
+        let names = self.views_in_use(i);
+        let in_use: Vec<&str> = names.iter().map(String::as_str).collect();
         if let Some(at) = self.next_view_edge(i, &in_use) {
             self.schedule_publish(i, at);
         }
