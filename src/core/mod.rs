@@ -1477,21 +1477,30 @@ impl Core {
                 owned = self.shown_by(i, self.view_named(i, name), &states);
                 &owned
             };
-            // The view's watchers are listed only if it has news: most
-            // device changes change nothing anyone sees.
-            let mut watchers: Option<Vec<String>> = None;
+            let mut news = vec![];
             for (c, now) in shown.iter().enumerate() {
                 let now = now.as_ref();
                 let owner = &mut self.owners[i];
-                if !owner.publishing.update(name, c, now) {
-                    continue;
-                }
-                debug!(owner = %owner.name, class = %self.cfg.classes[c].name, view = %name, available = now.is_some(), "class presence changed");
-                let watchers = watchers.get_or_insert_with(|| self.watchers_in(i, name));
-                if let Some(first) = watchers.first() {
-                    out.push((self.class_presence(i, c, first, now), watchers.clone()));
+                if owner.publishing.update(name, c, now) {
+                    debug!(owner = %owner.name, class = %self.cfg.classes[c].name, view = %name, available = now.is_some(), "class presence changed");
+                    news.push(c);
                 }
             }
+            // The view's watchers are listed only if it has news: most
+            // device changes change nothing anyone sees.
+            let Some((&last, rest)) = news.split_last() else {
+                continue;
+            };
+            let watchers = self.watchers_in(i, name);
+            let Some(first) = watchers.first() else {
+                continue;
+            };
+            for &c in rest {
+                let p = self.class_presence(i, c, first, shown[c].as_ref());
+                out.push((p, watchers.clone()));
+            }
+            let p = self.class_presence(i, last, first, shown[last].as_ref());
+            out.push((p, watchers));
         }
         let in_use: Vec<&str> = in_use.iter().map(String::as_str).collect();
         self.owners[i].publishing.keep_views(&in_use);
