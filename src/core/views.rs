@@ -577,9 +577,11 @@ impl super::Core {
                     .get(&old)
                     .and_then(|h| h.get(c))
                     .unwrap_or(&Published::Unknown);
+                // Unknown (nothing published yet this run: he may still
+                // hold what he heard before a restart) is told either way.
                 let same = match (was, now) {
                     (Published::Available(a), Some(b)) => a == b,
-                    (Published::Unavailable | Published::Unknown, None) => true,
+                    (Published::Unavailable, None) => true,
                     _ => false,
                 };
                 if !same {
