@@ -157,6 +157,42 @@ pub struct Config {
     /// `[[views]]`: views every owner may use (DESIGN.md section 13).
     #[serde(default)]
     pub views: Vec<ViewConfig>,
+    /// `[streamhost]`: our own SOCKS5 streamhost for file transfers; off
+    /// when absent (SOCKS5 offers then fall back in-band).
+    #[serde(default)]
+    pub streamhost: Option<StreamhostConfig>,
+}
+
+/// `[streamhost]`: where file transfers through a virtual JID meet
+/// (XEP-0065). Both ends connect here; neither learns the other's
+/// address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamhostConfig {
+    /// Where to listen, like `"0.0.0.0:7625"`.
+    pub listen: SocketAddr,
+    /// What clients are told to connect to: a name or address they
+    /// reach. The listen address when absent (which must then not be
+    /// `0.0.0.0` or `::`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The port clients are told, when a NAT or forward maps another one
+    /// to `listen`; the listen port when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+impl StreamhostConfig {
+    /// What clients are told.
+    pub fn address(&self) -> crate::core::StreamhostAddr {
+        crate::core::StreamhostAddr {
+            host: self
+                .host
+                .clone()
+                .unwrap_or_else(|| self.listen.ip().to_string()),
+            port: self.port.unwrap_or(self.listen.port()),
+        }
+    }
 }
 
 /// `[[views]]`: a view every owner may put watchers in.
@@ -770,6 +806,14 @@ impl Config {
         if self.classes.is_empty() || self.classes.len() > 32 {
             problems.push(invalid("classes", "between 1 and 32 classes are needed"));
         }
+        if let Some(sh) = &self.streamhost {
+            if sh.host.is_none() && sh.listen.ip().is_unspecified() {
+                problems.push(invalid(
+                    "streamhost.host",
+                    format!("must be set when streamhost.listen is {}: clients need a name or address they can reach, like \"files.example.org\"", sh.listen),
+                ));
+            }
+        }
         let class_names: Vec<&str> = self.classes.iter().map(|c| c.name.as_str()).collect();
         let mut view_names: Vec<String> = crate::core::views::BUILT_IN
             .iter()
@@ -932,6 +976,7 @@ impl Config {
                     .collect()
             },
             default_view: self.presence.default_view.to_ascii_lowercase(),
+            streamhost: self.streamhost.as_ref().map(StreamhostConfig::address),
             admins: self.admins.clone(),
             registration: match self.registration.mode {
                 RegistrationMode::Closed => Registration::Closed,

@@ -41,6 +41,8 @@
 //! - [`connection`]: the XEP-0114 stream over any byte stream: connect,
 //!   handshake, the sole-instance check.
 //! - [`http`]: the optional admin listener: metrics, health, status page.
+//! - [`streamhost`]: the optional SOCKS5 streamhost where the two ends of
+//!   a file transfer meet (the core says who may come).
 //! - [`runtime`]: one task owns the core: connect with backoff, then serve
 //!   (`select!` over the stream, the core's next timeout, the admin page
 //!   and shutdown); both tested over an in-memory stream with paused time.
@@ -121,3 +123,5 @@ pub mod http;
 pub mod runtime;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod streamhost;

@@ -32,6 +32,14 @@ pub enum RunError {
     /// The store failed: nothing more can be acknowledged safely.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `[streamhost] listen` cannot be listened on.
+    #[error("streamhost.listen {listen}: {source} (is another process listening there? pick another port)")]
+    Streamhost {
+        /// The address.
+        listen: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// `[http] bind` cannot be listened on.
     #[error("http.bind {bind}: {source} (is another process listening there? pick another port)")]
     Http {
@@ -45,8 +53,15 @@ pub enum RunError {
 /// What the shell around the core holds besides the store: the counters
 /// and the admin listener's questions.
 struct Shell {
-    metrics: Arc<Metrics>,
+    sinks: Sinks,
     admin: tokio::sync::mpsc::Receiver<AdminRequest>,
+}
+
+/// Where the core's output goes besides the stream and the store.
+#[derive(Clone)]
+struct Sinks {
+    metrics: Arc<Metrics>,
+    streamhost: Option<Arc<crate::streamhost::Streamhost>>,
 }
 
 impl Shell {
@@ -223,7 +238,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             source,
         })?;
     }
-    let mut shell = Shell { metrics, admin };
+    let streamhost = match &config.streamhost {
+        Some(sh) => Some(
+            crate::streamhost::listen(sh.listen)
+                .await
+                .map_err(|source| RunError::Streamhost {
+                    listen: sh.listen,
+                    source,
+                })?
+                .0,
+        ),
+        None => None,
+    };
+    let mut shell = Shell {
+        sinks: Sinks {
+            metrics,
+            streamhost,
+        },
+        admin,
+    };
     let mut connections = 0u64;
     let timeouts = Timeouts {
         read_timeout: Duration::from_secs(config.server.keepalive_secs.max(1)),
@@ -244,7 +277,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             return Ok(());
         };
         info!(%domain, "connected");
-        shell.metrics.connection(true, connections > 0);
+        shell.sinks.metrics.connection(true, connections > 0);
         connections += 1;
         backoff.reset();
         match serve(
@@ -261,7 +294,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Ended::Shutdown => {
                 info!("shutting down");
                 core.handle_shutdown(now());
-                if drain(&mut core, &mut disk, &mut stream, &shell.metrics)
+                if drain(&mut core, &mut disk, &mut stream, &shell.sinks)
                     .await
                     .is_err()
                 {
@@ -353,22 +386,22 @@ async fn serve<Io: AsyncRead + AsyncWrite + Unpin>(
         }
         // What arrived during the self-check, in order.
         for el in early.take().into_iter().flatten() {
-            shell.metrics.received(&el);
+            shell.sinks.metrics.received(&el);
             tell_wall_clock(core);
             core.handle_stanza(now(), el);
         }
-        let ended = match drain(core, disk, stream, &shell.metrics).await {
+        let ended = match drain(core, disk, stream, &shell.sinks).await {
             Ok(()) => session(core, disk, stream, shell, shutdown).await,
             Err(e) => e.into(),
         };
         if !matches!(ended, Ended::StoreFailed) {
-            shell.metrics.connection(false, false);
+            shell.sinks.metrics.connection(false, false);
         }
         match ended {
             Ended::StoreFailed => match disk.reopen(config).await {
                 Some(rebuilt) => {
                     core.end_calls(now());
-                    if let Err(e) = send_all(core, stream, &shell.metrics).await {
+                    if let Err(e) = send_all(core, stream, &shell.sinks).await {
                         warn!(error = %e, "could not end the calls");
                     }
                     *core = rebuilt;
@@ -388,7 +421,8 @@ async fn session<Io: AsyncRead + AsyncWrite + Unpin>(
     shell: &mut Shell,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Ended {
-    let metrics = shell.metrics.clone();
+    let sinks = shell.sinks.clone();
+    let metrics = sinks.metrics.clone();
     let mut foreign_check: Option<String> = None;
     let mut keepalive = 0u64;
     // One timer, moved only when the core's next deadline moves: setting
@@ -404,7 +438,7 @@ async fn session<Io: AsyncRead + AsyncWrite + Unpin>(
         let mut deadline = core.poll_timeout();
         if deadline.is_some_and(|due| due <= t) {
             core.handle_timeout(t);
-            if let Err(e) = drain(core, disk, stream, &metrics).await {
+            if let Err(e) = drain(core, disk, stream, &sinks).await {
                 return e.into();
             }
             deadline = core.poll_timeout();
@@ -467,7 +501,7 @@ async fn session<Io: AsyncRead + AsyncWrite + Unpin>(
             }
             _ = shutdown.as_mut() => return Ended::Shutdown,
         }
-        if let Err(e) = drain(core, disk, stream, &metrics).await {
+        if let Err(e) = drain(core, disk, stream, &sinks).await {
             return e.into();
         }
     }
@@ -489,8 +523,9 @@ async fn drain<Io: AsyncRead + AsyncWrite + Unpin>(
     core: &mut Core,
     disk: &mut Disk,
     stream: &mut Stream<Io>,
-    metrics: &Metrics,
+    sinks: &Sinks,
 ) -> Result<(), DrainError> {
+    let metrics = &sinks.metrics;
     while let Some(e) = core.poll_event() {
         metrics.event(e);
     }
@@ -511,7 +546,7 @@ async fn drain<Io: AsyncRead + AsyncWrite + Unpin>(
             Err(e) if acknowledged => {
                 error!(error = %e, changes = ops.len(), "store write failed: the requester gets an error, nothing was changed");
                 core.handle_store_failure();
-                send_all(core, stream, metrics)
+                send_all(core, stream, sinks)
                     .await
                     .map_err(DrainError::Stream)?;
                 disk.store = None;
@@ -527,7 +562,7 @@ async fn drain<Io: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
-    send_all(core, stream, metrics)
+    send_all(core, stream, sinks)
         .await
         .map_err(DrainError::Stream)
 }
@@ -535,8 +570,16 @@ async fn drain<Io: AsyncRead + AsyncWrite + Unpin>(
 async fn send_all<Io: AsyncRead + AsyncWrite + Unpin>(
     core: &mut Core,
     stream: &mut Stream<Io>,
-    metrics: &Metrics,
+    sinks: &Sinks,
 ) -> Result<(), String> {
+    // Before the stanzas: a client may connect as soon as it reads the
+    // candidate they carry.
+    while let Some(op) = core.poll_streamhost() {
+        if let Some(host) = &sinks.streamhost {
+            host.apply(op);
+        }
+    }
+    let metrics = &sinks.metrics;
     let mut sent = false;
     while let Some(el) = core.poll_transmit() {
         metrics.sent(&el);
@@ -698,7 +741,10 @@ mod tests {
         let mut server = server;
         let (_admin_tx, admin) = tokio::sync::mpsc::channel(1);
         let mut shell = Shell {
-            metrics: Arc::new(Metrics::new()),
+            sinks: Sinks {
+                metrics: Arc::new(Metrics::new()),
+                streamhost: None,
+            },
             admin,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

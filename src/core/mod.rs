@@ -48,6 +48,7 @@ use minidom::Element;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, trace, warn};
 
+pub use self::calls::s5b::{dst_addr, StreamhostOp};
 pub use self::calls::CallOutcome;
 pub use self::owners::OwnerId;
 
@@ -245,6 +246,10 @@ pub struct CoreConfig {
     /// not say so to her virtual JID (ejabberd's mod_push tells only the
     /// account itself).
     pub push_domains: Vec<String>,
+    /// Our own SOCKS5 streamhost (XEP-0065), where file transfers meet:
+    /// what clients are told to connect to. Without it SOCKS5 offers
+    /// lose their candidates and fall back in-band.
+    pub streamhost: Option<StreamhostAddr>,
     /// The admin's views, which every owner may use besides her own and
     /// the built-in ones (DESIGN.md section 13).
     pub views: Vec<views::View>,
@@ -255,6 +260,15 @@ pub struct CoreConfig {
     pub limits: Limits,
     /// Seed for stanza ids.
     pub seed: u64,
+}
+
+/// Where clients reach our SOCKS5 streamhost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamhostAddr {
+    /// A host name or address they can reach.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
 }
 
 /// A watcher's subscription to a virtual JID (RFC 6121 section 3).
@@ -947,6 +961,13 @@ impl Core {
     /// keeps at most [`MAX_EVENTS`] (the oldest are dropped).
     pub fn poll_event(&mut self) -> Option<Event> {
         self.out.poll_event()
+    }
+
+    /// The next thing the SOCKS5 streamhost must do, if any (only with
+    /// [`CoreConfig::streamhost`]). Drained with the stanzas: a client
+    /// may connect as soon as it reads our candidate.
+    pub fn poll_streamhost(&mut self) -> Option<StreamhostOp> {
+        self.out.poll_streamhost()
     }
 
     /// When [`Core::handle_timeout`] wants to run next.

@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use tracing::{debug, error};
 
 use super::address::Secrets;
+use super::calls::s5b::StreamhostOp;
 use super::stanza::{self, error_reply, ErrorType};
 use super::{Event, StoreOp, MAX_EVENTS};
 
@@ -27,6 +28,7 @@ pub(super) struct Outbox {
     transmit: VecDeque<Element>,
     store: VecDeque<StoreOp>,
     events: VecDeque<Event>,
+    streamhost: VecDeque<StreamhostOp>,
     rng: StdRng,
     next_id: u64,
     guard_drops: u64,
@@ -40,6 +42,7 @@ impl Outbox {
             transmit: VecDeque::new(),
             store: VecDeque::new(),
             events: VecDeque::new(),
+            streamhost: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             next_id: 0,
             guard_drops: 0,
@@ -126,6 +129,15 @@ impl Outbox {
             self.events.pop_front();
         }
         self.events.push_back(e);
+    }
+
+    /// Something the runtime's SOCKS5 streamhost must do.
+    pub(super) fn streamhost(&mut self, op: StreamhostOp) {
+        self.streamhost.push_back(op);
+    }
+
+    pub(super) fn poll_streamhost(&mut self) -> Option<StreamhostOp> {
+        self.streamhost.pop_front()
     }
 
     /// A fresh stanza id: a counter and a seeded salt, so that ids are

@@ -24,6 +24,7 @@ use tracing::{debug, info, trace, warn};
 
 mod ibb;
 mod outgoing;
+pub(super) mod s5b;
 
 use super::address::proxy_jid;
 use super::jingle::{
@@ -448,6 +449,8 @@ pub(super) struct Calls {
     outgoing: HashMap<(OwnerId, String), outgoing::Outgoing>,
     /// Their ring deadlines, in time order.
     out_deadlines: super::timers::Timers<(OwnerId, String)>,
+    /// SOCKS5 streams through our streamhost (see [`s5b`]).
+    bridges: s5b::Bridges,
 }
 
 impl Calls {
@@ -954,7 +957,11 @@ impl Calls {
                 }
                 Mode::Jingle => {
                     let offered = rewrite_jingle(&offer, &leg_id, Some(&proxy), None, relay_only);
-                    if let Some(out) = offered {
+                    if let Some(mut out) = offered {
+                        let caller = self.calls.get(&c).map(|call| call.caller.to_string());
+                        if let Some(caller) = caller {
+                            self.offer_streamhost(cx, &caller, &proxy, &to, &mut out);
+                        }
                         self.send_own_reaching(cx, &proxy, &to, out, Some((c, li)));
                     }
                     let later = transport
@@ -1234,6 +1241,11 @@ impl Calls {
             cx.out.reply_error(iq, ErrorType::Modify, "bad-request");
             return true;
         };
+        // Each end of a bridged SOCKS5 stream negotiates with us.
+        if self.bridged_transport_info(cx, from.as_str(), j) {
+            ack(cx.out, iq);
+            return true;
+        }
         let account_owner = cx.out.secrets.account_owner(&from.to_bare());
         match target {
             // He answers a call she makes.
@@ -1323,9 +1335,15 @@ impl Calls {
 
     /// Sends `jingle` from `from` to `to` on behalf of `iq`'s sender, whose
     /// IQ gets the answer.
-    fn relay(&mut self, cx: &mut Ctx<'_>, iq: &Element, from: &str, to: &str, jingle: Element) {
+    /// A SOCKS5 transport in it offers our streamhost instead (see [`s5b`]).
+    fn relay(&mut self, cx: &mut Ctx<'_>, iq: &Element, from: &str, to: &str, mut jingle: Element) {
+        let accepted = match iq.attr("from") {
+            Some(sender) => self.offer_streamhost(cx, sender, from, to, &mut jingle),
+            None => Vec::new(),
+        };
         let id = cx.out.next_id();
         self.relay_iq(cx, iq, jingle_iq(from, to, &id, jingle));
+        self.streamhost_accepted(cx, accepted);
     }
 
     /// Asks `to` what `iq` (a get) asks, from `from`, on behalf of `iq`'s

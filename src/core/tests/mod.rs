@@ -19,6 +19,7 @@ mod omemo;
 mod presence;
 mod profile;
 mod ringing;
+mod streamhost;
 mod views;
 
 const D: &str = "unified.localhost";
@@ -37,6 +38,8 @@ struct Harness {
     core: Core,
     now: Time,
     ops: Vec<StoreOp>,
+    /// What the streamhost was told, in order.
+    streamhost: Vec<StreamhostOp>,
     /// What the store holds: what the core started with plus every
     /// change it asked for since.
     kept: Stored,
@@ -69,6 +72,7 @@ fn config(policy: SubscriptionPolicy) -> CoreConfig {
         push_domains: vec![],
         views: vec![],
         default_view: crate::core::views::EVERYTHING.into(),
+        streamhost: None,
         registration: Registration::Domains(vec!["localhost".into()]),
         admins: vec![BareJid::new("root@localhost").unwrap()],
         limits: Limits {
@@ -110,6 +114,7 @@ impl Harness {
             core: Core::new(cfg.clone(), stored.clone()),
             now: Time(1_700_000_000_000),
             ops: vec![],
+            streamhost: vec![],
             kept: stored,
             cfg,
         };
@@ -137,6 +142,9 @@ impl Harness {
         while let Some(op) = self.core.poll_store() {
             self.kept.apply(op.clone());
             self.ops.push(op);
+        }
+        while let Some(op) = self.core.poll_streamhost() {
+            self.streamhost.push(op);
         }
         let mut out = vec![];
         while let Some(el) = self.core.poll_transmit() {

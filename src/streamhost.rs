@@ -1,0 +1,270 @@
+//! The component's SOCKS5 streamhost (XEP-0065 §6, a mediated
+//! connection): where the two ends of a file transfer through a virtual
+//! JID meet, each knowing only us.
+//!
+//! The core decides who may come (see `core::calls::s5b`): for each end
+//! of a bridge it hands over the `DST.ADDR` hashes that end may ask for.
+//! A connection asking for one of them gets the SOCKS5 success reply at
+//! once (Conversations gives up after 3 s) and waits; when the other end
+//! of its bridge arrives, the two are spliced and bytes flow both ways
+//! until either side closes. A connection asking for anything else is
+//! refused. Nobody authenticates to a SOCKS5 streamhost: the hash, known
+//! only to the two ends and us, is the ticket, and it is used once.
+//!
+//! Written here because no maintained crate offers a SOCKS5 *server* that
+//! lets the caller decide per `DST.ADDR` and pair connections; the
+//! protocol part is the few bytes of RFC 1928 that XEP-0065 uses.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::core::StreamhostOp;
+
+/// How long a connection may take to say what it wants.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long a connected end waits for the other.
+const WAIT: Duration = Duration::from_secs(120);
+/// How long a hash the core handed over stays valid.
+const TICKET: Duration = Duration::from_secs(600);
+/// Connections in their handshake at once; more are closed.
+const HANDSHAKING: usize = 128;
+
+/// The streamhost's state, shared by the accept loop and the runtime.
+#[derive(Debug, Default)]
+pub struct Streamhost {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Hash -> (bridge, when the core handed it over).
+    tickets: HashMap<String, (u64, Instant)>,
+    /// An end that connected, waiting for the other end of its bridge.
+    waiting: HashMap<u64, (TcpStream, Instant)>,
+}
+
+impl State {
+    fn expire(&mut self, now: Instant) {
+        self.tickets
+            .retain(|_, (_, at)| now.duration_since(*at) < TICKET);
+        self.waiting
+            .retain(|_, (_, at)| now.duration_since(*at) < WAIT);
+    }
+}
+
+impl Streamhost {
+    /// What the core asked for.
+    pub fn apply(&self, op: StreamhostOp) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        state.expire(now);
+        match op {
+            StreamhostOp::Expect { bridge, hashes } => {
+                for h in hashes {
+                    state.tickets.insert(h, (bridge, now));
+                }
+            }
+            StreamhostOp::Forget { bridge } => {
+                state.tickets.retain(|_, (b, _)| *b != bridge);
+                state.waiting.remove(&bridge);
+            }
+        }
+    }
+
+    /// The bridge `hash` is a ticket for, used up.
+    fn take_ticket(&self, hash: &str) -> Option<u64> {
+        let mut state = self.state.lock().ok()?;
+        state.expire(Instant::now());
+        state.tickets.remove(hash).map(|(b, _)| b)
+    }
+
+    /// `stream` (one end of `bridge`) is in: spliced with the other end
+    /// if it waits, else it waits.
+    async fn arrived(self: Arc<Self>, bridge: u64, stream: TcpStream) {
+        let other = {
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            match state.waiting.remove(&bridge) {
+                Some((other, _)) => other,
+                None => {
+                    state.waiting.insert(bridge, (stream, Instant::now()));
+                    return;
+                }
+            }
+        };
+        let (mut a, mut b) = (other, stream);
+        match tokio::io::copy_bidirectional(&mut a, &mut b).await {
+            Ok((ab, ba)) => info!(bridge, bytes = ab + ba, "bytestream done"),
+            Err(e) => debug!(bridge, error = %e, "bytestream ended"),
+        }
+    }
+}
+
+/// Listens on `addr`; connections are served by tasks of their own.
+/// With the address it listens on (its port, when `addr`'s was 0).
+pub async fn listen(addr: SocketAddr) -> std::io::Result<(Arc<Streamhost>, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    info!(%addr, "SOCKS5 streamhost listening");
+    let host = Arc::new(Streamhost::default());
+    let shared = host.clone();
+    let permits = Arc::new(Semaphore::new(HANDSHAKING));
+    tokio::spawn(async move {
+        loop {
+            let (socket, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "streamhost accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                debug!(%peer, "streamhost busy: connection closed");
+                continue;
+            };
+            let host = shared.clone();
+            tokio::spawn(async move {
+                let mut socket = socket;
+                let asked = tokio::time::timeout(HANDSHAKE, handshake(&mut socket, &host)).await;
+                drop(permit);
+                match asked {
+                    Ok(Ok(bridge)) => host.arrived(bridge, socket).await,
+                    Ok(Err(e)) => debug!(%peer, error = %e, "SOCKS5 connection refused"),
+                    Err(_) => debug!(%peer, "SOCKS5 handshake too slow"),
+                }
+            });
+        }
+    });
+    Ok((host, addr))
+}
+
+/// RFC 1928 as XEP-0065 §6.3 uses it: no authentication, then CONNECT to
+/// a "domain name" that is the 40-character hash and port 0. Answers
+/// and returns the bridge when the hash is a ticket.
+async fn handshake(s: &mut TcpStream, host: &Streamhost) -> std::io::Result<u64> {
+    let refuse = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_owned());
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await?;
+    if head[0] != 5 {
+        return Err(refuse("not SOCKS5"));
+    }
+    let mut methods = vec![0u8; usize::from(head[1])];
+    s.read_exact(&mut methods).await?;
+    if !methods.contains(&0) {
+        s.write_all(&[5, 0xff]).await?;
+        return Err(refuse("no acceptable method"));
+    }
+    s.write_all(&[5, 0]).await?;
+    let mut req = [0u8; 5];
+    s.read_exact(&mut req).await?;
+    // VER, CMD (1 = CONNECT), RSV, ATYP (3 = domain name), its length.
+    if req[0] != 5 || req[1] != 1 || req[3] != 3 {
+        s.write_all(&[5, 7, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
+        return Err(refuse("not a CONNECT to a domain name"));
+    }
+    let mut addr = vec![0u8; usize::from(req[4])];
+    s.read_exact(&mut addr).await?;
+    let mut port = [0u8; 2];
+    s.read_exact(&mut port).await?;
+    let hash = String::from_utf8_lossy(&addr).to_ascii_lowercase();
+    // The reply names what was asked for (XEP-0065 §6.3.3).
+    let mut reply = vec![5, 0, 0, 3, req[4]];
+    reply.extend_from_slice(&addr);
+    reply.extend_from_slice(&[0, 0]);
+    match host.take_ticket(&hash) {
+        Some(bridge) => {
+            s.write_all(&reply).await?;
+            Ok(bridge)
+        }
+        None => {
+            // 2: connection not allowed by ruleset.
+            reply[1] = 2;
+            s.write_all(&reply).await?;
+            Err(refuse("unknown DST.ADDR"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn connect(addr: SocketAddr, hash: &str) -> std::io::Result<(TcpStream, u8)> {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(&[5, 1, 0]).await?;
+        let mut choice = [0u8; 2];
+        s.read_exact(&mut choice).await?;
+        assert_eq!(choice, [5, 0]);
+        let mut req = vec![5, 1, 0, 3, hash.len() as u8];
+        req.extend_from_slice(hash.as_bytes());
+        req.extend_from_slice(&[0, 0]);
+        s.write_all(&req).await?;
+        let mut reply = vec![0u8; 5 + hash.len() + 2];
+        s.read_exact(&mut reply).await?;
+        Ok((s, reply[1]))
+    }
+
+    /// Two ends with the tickets the core handed over meet and exchange
+    /// bytes both ways; a third asking for a used or unknown hash is
+    /// refused (reply code 2).
+    #[tokio::test]
+    async fn two_ends_with_tickets_are_spliced_and_others_refused() {
+        let (host, addr) = listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (ha, hb) = ("a".repeat(40), "b".repeat(40));
+        host.apply(StreamhostOp::Expect {
+            bridge: 1,
+            hashes: vec![ha.clone()],
+        });
+        host.apply(StreamhostOp::Expect {
+            bridge: 1,
+            hashes: vec![hb.clone()],
+        });
+        let (mut a, code) = connect(addr, &ha).await.unwrap();
+        assert_eq!(code, 0);
+        let (mut b, code) = connect(addr, &hb).await.unwrap();
+        assert_eq!(code, 0);
+        a.write_all(b"hello from a").await.unwrap();
+        let mut got = [0u8; 12];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello from a");
+        b.write_all(b"and b").await.unwrap();
+        let mut got = [0u8; 5];
+        a.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"and b");
+        // A ticket is used once.
+        let (_, code) = connect(addr, &ha).await.unwrap();
+        assert_eq!(code, 2);
+        let (_, code) = connect(addr, &"c".repeat(40)).await.unwrap();
+        assert_eq!(code, 2);
+        // One end closing ends the other's stream.
+        drop(a);
+        let mut rest = Vec::new();
+        b.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+    }
+
+    /// A bridge the core forgot takes nobody.
+    #[tokio::test]
+    async fn a_forgotten_bridge_refuses() {
+        let (host, addr) = listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let h = "d".repeat(40);
+        host.apply(StreamhostOp::Expect {
+            bridge: 9,
+            hashes: vec![h.clone()],
+        });
+        host.apply(StreamhostOp::Forget { bridge: 9 });
+        let (_, code) = connect(addr, &h).await.unwrap();
+        assert_eq!(code, 2);
+    }
+}
