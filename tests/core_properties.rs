@@ -136,6 +136,12 @@ fn child_strategy() -> impl Strategy<Value = String> {
         // Her device calling out names itself and its addresses.
         "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='s1' initiator='alice@localhost/phone'><content creator='initiator' name='0'><description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/><transport xmlns='urn:xmpp:jingle:transports:ice-udp:1'><candidate type='host' ip='lapt0p-x2.local'/></transport></content></jingle>".to_owned(),
         "<jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='s1' responder='alice@localhost/phone'/>".to_owned(),
+        // SOCKS5 file transfers (XEP-0260), bridged at our streamhost: her
+        // direct candidate names her device and address.
+        "<jingle xmlns='urn:xmpp:jingle:1' action='session-initiate' sid='s1' initiator='alice@localhost/phone'><content creator='initiator' name='f'><description xmlns='urn:xmpp:jingle:apps:file-transfer:5'/><transport xmlns='urn:xmpp:jingle:transports:s5b:1' sid='t1' dstaddr='ab'><candidate cid='c1' host='10.0.0.9' jid='alice@localhost/phone' port='5086' type='direct'/></transport></content></jingle>".to_owned(),
+        "<jingle xmlns='urn:xmpp:jingle:1' action='session-accept' sid='s1'><content creator='initiator' name='f'><transport xmlns='urn:xmpp:jingle:transports:s5b:1' sid='t1'><candidate cid='c2' host='10.0.0.9' jid='alice@localhost/phone' port='5086' type='direct'/></transport></content></jingle>".to_owned(),
+        "<jingle xmlns='urn:xmpp:jingle:1' action='transport-info' sid='s1'><content creator='initiator' name='f'><transport xmlns='urn:xmpp:jingle:transports:s5b:1' sid='t1'><candidate-used cid='c1'/></transport></content></jingle>".to_owned(),
+        "<jingle xmlns='urn:xmpp:jingle:1' action='transport-info' sid='s1'><content creator='initiator' name='f'><transport xmlns='urn:xmpp:jingle:transports:s5b:1' sid='t1'><candidate-error/></transport></content></jingle>".to_owned(),
         "<jingle xmlns='urn:xmpp:jingle:1' action='session-terminate' sid='s1'><reason><success/></reason></jingle>".to_owned(),
         "<jingle xmlns='urn:xmpp:jingle:1' sid='s1'/>".to_owned(),
         "<proceed xmlns='urn:xmpp:jingle-message:0' id='s1'/>".to_owned(),

@@ -636,31 +636,102 @@ IBB_T = "urn:xmpp:jingle:transports:ibb:1"
 S5B_T = "urn:xmpp:jingle:transports:s5b:1"
 
 
-@pytest.mark.parametrize("first", ["ibb", "socks5"])
+def with_streamhost(comp):
+    """Gives `comp` a SOCKS5 streamhost on a free loopback port; returns
+    the port."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(comp.config, "a") as f:
+        f.write(f'\n[streamhost]\nlisten = "127.0.0.1:{port}"\n')
+    return port
+
+
+def dst_addr(sid, offerer, connector):
+    """XEP-0260 §2.2 / XEP-0065 §5.3.2, as a client computes it: SHA-1 of
+    the stream id, the offerer's JID and its own, as it knows them."""
+    import hashlib
+    return hashlib.sha1((sid + offerer + connector).encode()).hexdigest()
+
+
+def streamhost_candidate(iq, port):
+    """The one candidate of `iq`'s SOCKS5 transport, which must be the
+    component's streamhost; with the transport."""
+    t = iq.find(f".//{{{S5B_T}}}transport")
+    assert t is not None, ET.tostring(iq, encoding="unicode")
+    cands = t.findall(f"{{{S5B_T}}}candidate")
+    assert len(cands) == 1, ET.tostring(iq, encoding="unicode")
+    c = cands[0]
+    assert (c.get("jid"), c.get("host"), c.get("port"), c.get("type")) == (DOMAIN, "127.0.0.1", str(port), "proxy")
+    return c, t
+
+
+def s5b_info(frm, inner):
+    """A transport-info from `frm` whose SOCKS5 transport holds `inner`."""
+    def pred(el):
+        return jingle_iq("transport-info", frm)(el) and el.find(f".//{{{S5B_T}}}{inner}") is not None
+    return pred
+
+
+class Socks5End:
+    """One end of a bytestream, connected the way a client connects to a
+    streamhost: slixmpp's own SOCKS5 client (XEP-0065), asking for
+    `dst` and port 0."""
+
+    def __init__(self, client):
+        self.client = client
+        self.data = bytearray()
+        self.closed = asyncio.get_running_loop().create_future()
+        client.add_event_handler("socks5_data", lambda d: self.data.extend(d))
+        client.add_event_handler("socks5_closed",
+                                 lambda exc: self.closed.done() or self.closed.set_result(bytes(self.data)))
+
+    async def connect(self, host, port, dst):
+        from slixmpp.plugins.xep_0065 import Socks5Protocol
+        loop = asyncio.get_running_loop()
+        self.transport, self.proto = await loop.create_connection(
+            lambda: Socks5Protocol(dst, 0, self.client.event), host, port)
+        await asyncio.wait_for(self.proto.connected, 5)
+
+    async def send(self, data):
+        for i in range(0, len(data), 65536):
+            await self.proto.write(data[i:i + 65536])
+        self.transport.close()
+
+
+@pytest.mark.parametrize("first", ["ibb", "socks5", "socks5-unreachable"])
 def test_she_sends_bob_a_file_from_her_virtual_jid(world, first):
     """Issue 16: Alice's phone offers Bob a file through his proxy JID
-    (XEP-0234 over in-band bytestreams, XEP-0261 and XEP-0047, as slixmpp
-    implements them). Bob's client gets the offer from
-    alice@unified.localhost/files, accepts it, and the stream's blocks
-    pass through: the file arrives byte for byte, and nothing Bob receives
-    names her device or account. `socks5`: she offers SOCKS5 first, as
-    Conversations, Dino and Gajim do, with a direct candidate (her address
-    and device) and a mediated one; Bob's client gets the transport empty,
-    both ends report candidate-error, and she falls back to in-band
-    (transport-replace), which then carries the file."""
+    (XEP-0234). Bob's client gets the offer from
+    alice@unified.localhost/files, accepts it, and the file arrives byte
+    for byte; nothing Bob receives names her device or account.
+    `ibb`: in-band bytestreams (XEP-0261 and XEP-0047, as slixmpp
+    implements them), their blocks relayed. `socks5`: she offers SOCKS5
+    first, as Conversations, Dino and Gajim do, with a direct candidate
+    (her address and device) and a mediated one; each end gets only the
+    component's streamhost, hashed with the JIDs it knows, connects to it
+    with slixmpp's SOCKS5 client, hears candidate-error for its own
+    candidates and then `activated`, and a megabyte flows through.
+    `socks5-unreachable`: Bob cannot reach the streamhost; she hears
+    proxy-error and falls back to in-band (transport-replace)."""
     p, comp = world
     shown = rf"bob\40localhost@{DOMAIN}/pc"
     files = f"{ALICE}/files"
-    data = bytes((i * 7 + 3) % 256 for i in range(20_000))
+    socks5 = first.startswith("socks5")
+    size = 1_000_000 if first == "socks5" else 20_000
+    data = bytes((i * 7 + 3) % 256 for i in range(size))
+    port = with_streamhost(comp) if socks5 else None
 
     async def scenario():
         comp.start()
-        phone = Client("alice@localhost/phone", ["urn:xmpp:jingle:1", FT5, IBB_T, JMI], caps_node="https://dino.im")
+        phone = Client("alice@localhost/phone", ["urn:xmpp:jingle:1", FT5, IBB_T, S5B_T, JMI],
+                       caps_node="https://dino.im")
         phone.register_plugin("xep_0047")
         await phone.online(p.c2s)
         await phone.wait_for(presence(ALICE, "subscribe"))
         phone.send_presence(pto=ALICE, ptype="subscribed")
-        bob = Client("bob@localhost/pc", ["urn:xmpp:jingle:1", FT5, IBB_T])
+        bob = Client("bob@localhost/pc", ["urn:xmpp:jingle:1", FT5, IBB_T, S5B_T])
         bob.register_plugin("xep_0047")
         bob.plugin["xep_0047"].auto_accept = True
         got = asyncio.get_running_loop().create_future()
@@ -675,48 +746,84 @@ def test_she_sends_bob_a_file_from_her_virtual_jid(world, first):
                "<candidate cid='c2' host='127.0.0.1' jid='proxy.localhost' port='7777' priority='655360' type='proxy'/>"
                "</transport>")
         offer = (f"<content creator='initiator' name='f' senders='initiator'>{description}"
-                 f"{ibb if first == 'ibb' else s5b}</content>")
+                 f"{s5b if socks5 else ibb}</content>")
         send_jingle(phone, shown, "f1", "session-initiate", "FILE1", offer, "initiator='alice@localhost/phone'")
         si = await bob.wait_for(jingle_iq("session-initiate", files), s_bob, what="her file offer, at Bob")
         assert si.find("{%s}jingle" % JINGLE).get("initiator") == files
         ack(bob, si)
         await phone.wait_for(iq_reply("f1"), s_phone)
-        if first == "socks5":
-            t = si.find(f".//{{{S5B_T}}}transport")
-            assert t is not None and len(t) == 0 and t.get("dstaddr") is None, bob.raw_since(s_bob)
-            accept = (f"<content creator='initiator' name='f' senders='initiator'>{description}"
-                      f"<transport xmlns='{S5B_T}' sid='S5B1' mode='tcp'/></content>")
+        if not socks5:
+            send_jingle(bob, files, "b1", "session-accept", "FILE1", offer,
+                        f"initiator='{files}' responder='bob@localhost/pc'")
+            sa = await phone.wait_for(jingle_iq("session-accept", shown), s_phone, what="his accept")
+            ack(phone, sa)
         else:
-            accept = offer
-        send_jingle(bob, files, "b1", "session-accept", "FILE1", accept,
-                    f"initiator='{files}' responder='bob@localhost/pc'")
-        sa = await phone.wait_for(jingle_iq("session-accept", shown), s_phone, what="his accept")
-        ack(phone, sa)
-        if first == "socks5":
-            # No candidate works for either: both say so, and she falls
-            # back to in-band.
-            error = f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='S5B1'><candidate-error/></transport></content>"
-            send_jingle(bob, files, "b2", "transport-info", "FILE1", error)
-            await phone.wait_for(jingle_iq("transport-info", shown), s_phone, what="his candidate-error")
-            send_jingle(phone, shown, "f3", "transport-info", "FILE1", error)
-            await bob.wait_for(jingle_iq("transport-info", files), s_bob, what="her candidate-error")
-            send_jingle(phone, shown, "f4", "transport-replace", "FILE1",
-                        f"<content creator='initiator' name='f'>{ibb}</content>")
-            rep = await bob.wait_for(jingle_iq("transport-replace", files), s_bob, what="her fallback to in-band")
-            ack(bob, rep)
-            send_jingle(bob, files, "b3", "transport-accept", "FILE1",
-                        f"<content creator='initiator' name='f'>{ibb}</content>")
-            ta = await phone.wait_for(jingle_iq("transport-accept", shown), s_phone, what="his accept of in-band")
-            ack(phone, ta)
+            # Bob knows her as alice@D/files: our candidate is hashed so.
+            his, t = streamhost_candidate(si, port)
+            his_dst = dst_addr("S5B1", files, "bob@localhost/pc")
+            assert t.get("dstaddr") == his_dst
+            accept = (f"<content creator='initiator' name='f' senders='initiator'>{description}"
+                      f"<transport xmlns='{S5B_T}' sid='S5B1' mode='tcp'>"
+                      "<candidate cid='b1' host='198.51.100.7' jid='bob@localhost/pc' port='6000' priority='8257636' type='direct'/>"
+                      "</transport></content>")
+            s_bob, s_phone = bob.mark(), phone.mark()
+            send_jingle(bob, files, "b1", "session-accept", "FILE1", accept,
+                        f"initiator='{files}' responder='bob@localhost/pc'")
+            sa = await phone.wait_for(jingle_iq("session-accept", shown), s_phone, what="his accept")
+            ack(phone, sa)
+            # She knows him as his proxy full JID, herself as her phone.
+            hers, t = streamhost_candidate(sa, port)
+            her_dst = dst_addr("S5B1", shown, "alice@localhost/phone")
+            assert t.get("dstaddr") == her_dst
+            # Neither's own candidates worked for "the other side".
+            ack(phone, await phone.wait_for(s5b_info(shown, "candidate-error"), s_phone, what="candidate-error, at her"))
+            ack(bob, await bob.wait_for(s5b_info(files, "candidate-error"), s_bob, what="candidate-error, at Bob"))
+            at_phone, at_bob = Socks5End(phone), Socks5End(bob)
+            await at_phone.connect("127.0.0.1", port, her_dst)
+            send_jingle(phone, shown, "f2", "transport-info", "FILE1",
+                        f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='S5B1'>"
+                        f"<candidate-used cid='{hers.get('cid')}'/></transport></content>")
+            assert (await phone.wait_for(iq_reply("f2"), s_phone)).get("type") == "result"
+            if first == "socks5":
+                await at_bob.connect("127.0.0.1", port, his_dst)
+                send_jingle(bob, files, "b2", "transport-info", "FILE1",
+                            f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='S5B1'>"
+                            f"<candidate-used cid='{his.get('cid')}'/></transport></content>")
+                act = await bob.wait_for(s5b_info(files, "activated"), s_bob, what="activated, at Bob")
+                assert act.find(f".//{{{S5B_T}}}activated").get("cid") == his.get("cid")
+                ack(bob, act)
+                act = await phone.wait_for(s5b_info(shown, "activated"), s_phone, what="activated, at her")
+                assert act.find(f".//{{{S5B_T}}}activated").get("cid") == hers.get("cid")
+                ack(phone, act)
+                await at_phone.send(data)
+                assert await asyncio.wait_for(at_bob.closed, 30) == data
+                await comp.await_log("bytestream done")
+            else:
+                send_jingle(bob, files, "b2", "transport-info", "FILE1",
+                            f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='S5B1'>"
+                            "<candidate-error/></transport></content>")
+                err = await phone.wait_for(s5b_info(shown, "proxy-error"), s_phone, what="proxy-error, at her")
+                ack(phone, err)
+                at_phone.transport.close()
+                send_jingle(phone, shown, "f4", "transport-replace", "FILE1",
+                            f"<content creator='initiator' name='f'>{ibb}</content>")
+                rep = await bob.wait_for(jingle_iq("transport-replace", files), s_bob, what="her fallback to in-band")
+                ack(bob, rep)
+                send_jingle(bob, files, "b3", "transport-accept", "FILE1",
+                            f"<content creator='initiator' name='f'>{ibb}</content>")
+                ta = await phone.wait_for(jingle_iq("transport-accept", shown), s_phone, what="his accept of in-band")
+                ack(phone, ta)
             assert not any("192.0.2.44" in r for r in bob.raw_since(0)), "her address reached Bob"
-        stream = await phone.plugin["xep_0047"].open_stream(shown, sid="IBB1", block_size=4096)
-        incoming = await asyncio.wait_for(got, 10)
-        assert str(incoming.peer_jid) == files
-        received = asyncio.ensure_future(incoming.gather(timeout=20))
-        await stream.sendall(data)
-        await stream.close()
-        assert await asyncio.wait_for(received, 20) == data
-        send_jingle(phone, shown, "f2", "session-terminate", "FILE1", "<reason><success/></reason>")
+            assert not any("198.51.100.7" in r for r in phone.raw_since(0)), "his address reached her"
+        if first != "socks5":
+            stream = await phone.plugin["xep_0047"].open_stream(shown, sid="IBB1", block_size=4096)
+            incoming = await asyncio.wait_for(got, 10)
+            assert str(incoming.peer_jid) == files
+            received = asyncio.ensure_future(incoming.gather(timeout=20))
+            await stream.sendall(data)
+            await stream.close()
+            assert await asyncio.wait_for(received, 20) == data
+        send_jingle(phone, shown, "f9", "session-terminate", "FILE1", "<reason><success/></reason>")
         term = await bob.wait_for(jingle_iq("session-terminate", files), s_bob)
         ack(bob, term)
         assert_private(bob)
@@ -726,20 +833,27 @@ def test_she_sends_bob_a_file_from_her_virtual_jid(world, first):
     asyncio.run(scenario())
 
 
-def test_bob_sends_her_a_file_and_her_device_that_accepts_gets_it(world):
+@pytest.mark.parametrize("transport", ["ibb", "socks5"])
+def test_bob_sends_her_a_file_and_her_device_that_accepts_gets_it(world, transport):
     """Issue 16: a file offer to alice@unified.localhost/files is forked
     like a call: both her devices that take files get it from Bob's proxy
     JID, the first to accept takes it (the other is told it is over), and
-    the in-band stream that follows reaches that device byte for byte.
-    Nothing Bob receives names her device or account."""
+    the stream that follows reaches that device byte for byte: in-band
+    (`ibb`), or through the component's SOCKS5 streamhost (`socks5`),
+    where her phone and Bob each connect under the JIDs they know.
+    Nothing Bob receives names her device or account, and no address of
+    his reaches her."""
     p, comp = world
     proxy = rf"bob\40localhost@{DOMAIN}/"
     files = f"{ALICE}/files"
-    data = bytes((i * 13 + 5) % 256 for i in range(12_000))
+    socks5 = transport == "socks5"
+    data = bytes((i * 13 + 5) % 256 for i in range(500_000 if socks5 else 12_000))
+    port = with_streamhost(comp) if socks5 else None
+    features = ["urn:xmpp:jingle:1", FT5, IBB_T, S5B_T]
 
     async def scenario():
         comp.start()
-        phone = Client("alice@localhost/phone", ["urn:xmpp:jingle:1", FT5, IBB_T], caps_node="https://dino.im")
+        phone = Client("alice@localhost/phone", features, caps_node="https://dino.im")
         phone.register_plugin("xep_0047")
         phone.plugin["xep_0047"].auto_accept = True
         got = asyncio.get_running_loop().create_future()
@@ -747,17 +861,26 @@ def test_bob_sends_her_a_file_and_her_device_that_accepts_gets_it(world):
         await phone.online(p.c2s)
         await phone.wait_for(presence(ALICE, "subscribe"))
         phone.send_presence(pto=ALICE, ptype="subscribed")
-        laptop = await Client("alice@localhost/laptop", ["urn:xmpp:jingle:1", FT5, IBB_T]).online(p.c2s)
-        bob = Client("bob@localhost/pc", ["urn:xmpp:jingle:1", FT5, IBB_T])
+        laptop = await Client("alice@localhost/laptop", features).online(p.c2s)
+        bob = Client("bob@localhost/pc", features)
         bob.register_plugin("xep_0047")
         await bob.online(p.c2s)
         since = bob.mark()
         bob.send_presence(pto=ALICE, ptype="subscribe")
         await bob.wait_for(presence(files), since, what="/files available: her devices take files")
         s_bob, s_phone, s_laptop = bob.mark(), phone.mark(), laptop.mark()
-        offer = (f"<content creator='initiator' name='f' senders='initiator'><description xmlns='{FT5}'><file>"
-                 f"<name>photo.bin</name><size>{len(data)}</size></file></description>"
-                 f"<transport xmlns='{IBB_T}' block-size='4096' sid='IBB2'/></content>")
+        description = (f"<description xmlns='{FT5}'><file>"
+                       f"<name>photo.bin</name><size>{len(data)}</size></file></description>")
+        if socks5:
+            his_t = (f"<transport xmlns='{S5B_T}' sid='S5B2' mode='tcp'>"
+                     "<candidate cid='b1' host='198.51.100.7' jid='bob@localhost/pc' port='6000' priority='8257636' type='direct'/>"
+                     "</transport>")
+            her_t = (f"<transport xmlns='{S5B_T}' sid='S5B2' mode='tcp'>"
+                     "<candidate cid='p1' host='192.0.2.44' jid='alice@localhost/phone' port='5086' priority='8257636' type='direct'/>"
+                     "</transport>")
+        else:
+            his_t = her_t = f"<transport xmlns='{IBB_T}' block-size='4096' sid='IBB2'/>"
+        offer = f"<content creator='initiator' name='f' senders='initiator'>{description}{his_t}</content>"
         send_jingle(bob, files, "b1", "session-initiate", "BFILE", offer, "initiator='bob@localhost/pc'")
         await bob.wait_for(iq_reply("b1"), s_bob, what="the offer acknowledged")
         def offer_from_him(el):
@@ -770,19 +893,46 @@ def test_bob_sends_her_a_file_and_her_device_that_accepts_gets_it(world):
         ack(phone, at_phone)
         ack(laptop, at_laptop)
         sid = at_phone.find("{%s}jingle" % JINGLE).get("sid")
-        send_jingle(phone, shown, "p1", "session-accept", sid, offer,
+        s_bob = bob.mark()
+        answer = f"<content creator='initiator' name='f' senders='initiator'>{description}{her_t}</content>"
+        send_jingle(phone, shown, "p1", "session-accept", sid, answer,
                     f"initiator='{shown}' responder='alice@localhost/phone'")
         sa = await bob.wait_for(jingle_iq("session-accept", files), s_bob, what="her phone's accept")
         ack(bob, sa)
         # The laptop is told the offer is over.
         await laptop.wait_for(jingle_iq("session-terminate", shown), s_laptop, what="the laptop's leg ended")
-        stream = await bob.plugin["xep_0047"].open_stream(files, sid="IBB2", block_size=4096)
-        incoming = await asyncio.wait_for(got, 10)
-        assert str(incoming.peer_jid) == shown
-        received = asyncio.ensure_future(incoming.gather(timeout=20))
-        await stream.sendall(data)
-        await stream.close()
-        assert await asyncio.wait_for(received, 20) == data
+        if socks5:
+            # Her phone knows him as `shown` (the offerer), itself as itself.
+            hers, t = streamhost_candidate(at_phone, port)
+            her_dst = dst_addr("S5B2", shown, "alice@localhost/phone")
+            assert t.get("dstaddr") == her_dst
+            # Bob knows her as alice@D/files (the candidate's offerer).
+            his, t = streamhost_candidate(sa, port)
+            his_dst = dst_addr("S5B2", files, "bob@localhost/pc")
+            assert t.get("dstaddr") == his_dst
+            ack(phone, await phone.wait_for(s5b_info(shown, "candidate-error"), s_phone, what="candidate-error, at her"))
+            ack(bob, await bob.wait_for(s5b_info(files, "candidate-error"), s_bob, what="candidate-error, at Bob"))
+            at_her, at_him = Socks5End(phone), Socks5End(bob)
+            await at_her.connect("127.0.0.1", port, her_dst)
+            await at_him.connect("127.0.0.1", port, his_dst)
+            for client, to, iq_id, s, cand in ((phone, shown, "p2", sid, hers), (bob, files, "b2", "BFILE", his)):
+                send_jingle(client, to, iq_id, "transport-info", s,
+                            f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='S5B2'>"
+                            f"<candidate-used cid='{cand.get('cid')}'/></transport></content>")
+            ack(bob, await bob.wait_for(s5b_info(files, "activated"), s_bob, what="activated, at Bob"))
+            ack(phone, await phone.wait_for(s5b_info(shown, "activated"), s_phone, what="activated, at her"))
+            await at_him.send(data)
+            assert await asyncio.wait_for(at_her.closed, 30) == data
+            assert not any("198.51.100.7" in r for r in phone.raw_since(0)), "his address reached her"
+            assert not any("192.0.2.44" in r for r in bob.raw_since(0)), "her address reached Bob"
+        else:
+            stream = await bob.plugin["xep_0047"].open_stream(files, sid="IBB2", block_size=4096)
+            incoming = await asyncio.wait_for(got, 10)
+            assert str(incoming.peer_jid) == shown
+            received = asyncio.ensure_future(incoming.gather(timeout=20))
+            await stream.sendall(data)
+            await stream.close()
+            assert await asyncio.wait_for(received, 20) == data
         assert_private(bob)
         for c in (phone, laptop, bob):
             await c.offline()
