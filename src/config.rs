@@ -1206,6 +1206,34 @@ mod tests {
         );
     }
 
+    /// `[streamhost]`: clients are told the listen address unless `host`
+    /// (and `port`) say otherwise; listening on every address without
+    /// saying which one clients reach is a problem.
+    #[test]
+    fn the_streamhost_tells_clients_a_reachable_address() {
+        let cfg = Config::from_toml(&format!(
+            "{MINIMAL}\n[streamhost]\nlisten = \"127.0.0.1:7625\"\n"
+        ))
+        .unwrap();
+        assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+        let at = cfg.core_config(0).streamhost.unwrap();
+        assert_eq!((at.host.as_str(), at.port), ("127.0.0.1", 7625));
+        let text = format!("{MINIMAL}\n[streamhost]\nlisten = \"0.0.0.0:7625\"\n");
+        let problems: Vec<String> = parse(&text)
+            .unwrap()
+            .problems()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("streamhost.host: "), "{problems:?}");
+        let named = format!("{text}host = \"files.example.org\"\nport = 17625\n");
+        let cfg = Config::from_toml(&named).unwrap();
+        assert!(cfg.problems().is_empty());
+        let at = cfg.core_config(0).streamhost.unwrap();
+        assert_eq!((at.host.as_str(), at.port), ("files.example.org", 17625));
+    }
+
     #[test]
     fn admin_views_and_the_default_view_reach_the_core_and_bad_ones_are_listed() {
         let text = format!(
