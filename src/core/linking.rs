@@ -342,16 +342,23 @@ impl Core {
         if let Some(node) = new_node {
             self.remember_node(i, &full, node);
         }
-        if known && self.owners[i].devices.live.get(&full) == Some(&device) {
+        let live = &self.owners[i].devices.live;
+        let shows = match live.get(&full) {
             // A re-sent presence (`<delay/>`ed or duplicate): nothing new.
-            return;
-        }
-        debug!(owner = %self.owners[i].name, show = ?device.show, classes = device.classes, "device presence");
+            Some(old) if *old == device => return,
+            Some(old) => super::presence::change_may_show(live, &full, old, &device),
+            None => true,
+        };
+        debug!(owner = %self.owners[i].name, show = ?device.show, classes = device.classes, shows, "device presence");
         if let Some(status) = &device.status {
             self.tell_withheld(i, &full, status);
         }
         self.owners[i].devices.live.insert(full, device);
-        self.mark_dirty(i, now);
+        // A change behind her best device shows nobody anything: no
+        // publish to schedule (most device churn is such).
+        if shows {
+            self.mark_dirty(i, now);
+        }
     }
 
     /// Her status names one of her accounts or devices, so watchers see

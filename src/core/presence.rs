@@ -165,12 +165,7 @@ pub fn aggregate(
     let qualifying = || devices.iter().filter(move |(_, d)| d.classes & bit != 0);
     // Most available first; among equals the highest priority, then the
     // first full JID, so that the choice is stable across calls.
-    let (_, best) = qualifying().min_by(|(ja, a), (jb, b)| {
-        a.show
-            .cmp(&b.show)
-            .then(b.priority.cmp(&a.priority))
-            .then(ja.cmp(jb))
-    })?;
+    let (_, best) = qualifying().reduce(|best, next| if better(next, best) { next } else { best })?;
     let idle_since = if qualifying().all(|(_, d)| d.idle_since.is_some()) {
         qualifying().filter_map(|(_, d)| d.idle_since).max()
     } else {
@@ -181,6 +176,51 @@ pub fn aggregate(
         status: best.status.clone().filter(|s| status_ok(s)),
         idle_since,
     })
+}
+
+/// The order [`aggregate`] picks the best device of a class by: most
+/// available, then highest priority, then the first full JID.
+fn better(
+    (ja, a): (&jid::FullJid, &super::devices::Device),
+    (jb, b): (&jid::FullJid, &super::devices::Device),
+) -> bool {
+    a.show
+        .cmp(&b.show)
+        .then(b.priority.cmp(&a.priority))
+        .then(ja.cmp(jb))
+        .is_lt()
+}
+
+/// Whether device `jid` changing from `old` to `new` may change what
+/// [`aggregate`] says of any class, given the other devices in `devices`
+/// (where `jid` may still hold `old`). `false` only when it cannot: its
+/// classes and idle time stay, and in each of its classes it neither is
+/// nor becomes the best device, so only its own status, show or priority
+/// changed behind another device. Most device churn is such: then there
+/// is nothing to publish, and nothing to schedule.
+pub fn change_may_show(
+    devices: &DeviceMap,
+    jid: &jid::FullJid,
+    old: &super::devices::Device,
+    new: &super::devices::Device,
+) -> bool {
+    if old.classes != new.classes || old.idle_since != new.idle_since {
+        return true;
+    }
+    let mut bits = new.classes;
+    while bits != 0 {
+        let bit = bits & bits.wrapping_neg();
+        bits &= !bit;
+        let rival = devices
+            .iter()
+            .filter(|(j, d)| *j != jid && d.classes & bit != 0)
+            .reduce(|best, next| if better(next, best) { next } else { best });
+        match rival {
+            Some(rival) if better(rival, (jid, old)) && better(rival, (jid, new)) => {}
+            _ => return true,
+        }
+    }
+    false
 }
 
 /// The stanza for `state` of class `def`, from `from` to `to`.
@@ -242,6 +282,39 @@ mod tests {
 
     fn jid(s: &str) -> FullJid {
         FullJid::new(s).unwrap()
+    }
+
+    proptest::proptest! {
+        /// Whenever [`change_may_show`] says a device's change cannot
+        /// show, every class aggregates the same before and after it.
+        #[test]
+        fn a_change_said_invisible_changes_no_class(
+            others in proptest::collection::vec((0u8..6, -2i8..3, 0u32..4, proptest::bool::ANY), 0..4),
+            old in (0u8..6, -2i8..3, 0u32..4, proptest::bool::ANY),
+            new in (0u8..6, -2i8..3, 0u32..4, proptest::bool::ANY),
+            at in 0usize..5,
+        ) {
+            let shows = [Show::Chat, Show::Online, Show::Away, Show::Xa, Show::Dnd, Show::Online];
+            let make = |(s, p, c, idle): (u8, i8, u32, bool), status: &str| {
+                let mut d = device(shows[usize::from(s)], p, c, idle.then_some("2026-01-01T00:00:00Z"));
+                d.status = Some(status.to_owned());
+                d
+            };
+            let mut devices = DeviceMap::default();
+            for (n, o) in others.iter().enumerate() {
+                devices.insert(jid(&format!("a@x/{n}")), make(*o, "other"));
+            }
+            let me = jid(&format!("a@x/{at}"));
+            let (old, new) = (make(old, "before"), make(new, "after"));
+            devices.insert(me.clone(), old.clone());
+            let before: Vec<_> = (0..2).map(|c| aggregate(&devices, c, |_| true)).collect();
+            let shows_it = change_may_show(&devices, &me, &old, &new);
+            devices.insert(me, new);
+            let after: Vec<_> = (0..2).map(|c| aggregate(&devices, c, |_| true)).collect();
+            if !shows_it {
+                proptest::prop_assert_eq!(before, after);
+            }
+        }
     }
 
     #[test]
