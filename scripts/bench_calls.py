@@ -113,7 +113,7 @@ def bench(rounds, devices, binary):
     # answer the previous one waits for its delayed ACK (~40 ms), on both
     # paths alike, which would drown what the component adds.
     prosody = Prosody(os.path.join(tmp, "prosody"), component_domain=DOMAIN, secret="bench", level="warn",
-                      extra="network_settings = { nagle = false }").start()
+                      extra="network_settings = { nagle = false; opportunistic_writes = true }").start()
     for u in ("alice", "bob"):
         prosody.register(u, "pw-" + u)
     cfg = os.path.join(tmp, "component.toml")

@@ -104,7 +104,7 @@ pub struct Device {
     /// XEP-0319: idle since, when the device says so.
     pub idle_since: Option<DateTime<FixedOffset>>,
     /// XEP-0115 caps, if announced.
-    pub caps: Option<Caps>,
+    pub caps: Option<Arc<Caps>>,
     /// Its features, once known.
     pub features: Features,
     /// Bit `i` set: qualifies for class `i` of the configured classes.
@@ -324,35 +324,69 @@ impl Device {
     /// Reads a device's available presence (RFC 6121 §4.7, XEP-0115,
     /// XEP-0319). Features start unknown; the caller fills them in.
     pub fn from_presence(presence: &Element) -> Result<Device, PresenceError> {
-        let show = match presence.get_child("show", ns::COMPONENT) {
-            None => Show::Online,
-            Some(s) => Show::from_xml(&s.text()).ok_or(PresenceError::BadShow)?,
-        };
-        let status = presence
-            .get_child("status", ns::COMPONENT)
-            .map(|s| s.text())
-            .filter(|s| !s.trim().is_empty());
-        let priority = match presence.get_child("priority", ns::COMPONENT) {
-            None => 0,
-            Some(p) => p
-                .text()
-                .trim()
-                .parse::<i8>()
-                .map_err(|_| PresenceError::BadPriority)?,
-        };
-        // A bad idle date is the device's own business: ignore it rather than
-        // refuse the whole presence.
-        let idle_since = presence
-            .get_child("idle", ns::IDLE)
-            .and_then(|i| i.attr("since"))
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
-        let caps = presence.get_child("c", ns::CAPS).and_then(|c| {
-            Some(Caps {
-                node: c.attr("node")?.to_owned(),
-                ver: c.attr("ver")?.to_owned(),
-                hash: c.attr("hash")?.to_owned(),
-            })
-        });
+        Device::from_presence_after(presence, None)
+    }
+
+    /// [`Device::from_presence`], in one pass over the children, taking
+    /// the caps of `before` (the same device's last presence) when they
+    /// are the same: this runs for every presence of every device, and
+    /// caps rarely change.
+    pub fn from_presence_after(
+        presence: &Element,
+        before: Option<&Device>,
+    ) -> Result<Device, PresenceError> {
+        let (mut show, mut status, mut priority) = (Show::Online, None, 0);
+        let (mut idle_since, mut caps) = (None, None);
+        // RFC 6121 allows one of each; the first counts, as get_child did.
+        let mut seen = [false; 5];
+        for child in presence.children() {
+            let slot = match child.name() {
+                "show" if child.has_ns(ns::COMPONENT) => 0,
+                "status" if child.has_ns(ns::COMPONENT) => 1,
+                "priority" if child.has_ns(ns::COMPONENT) => 2,
+                "idle" if child.has_ns(ns::IDLE) => 3,
+                "c" if child.has_ns(ns::CAPS) => 4,
+                _ => continue,
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                continue;
+            }
+            match slot {
+                0 => show = Show::from_xml(&child.text()).ok_or(PresenceError::BadShow)?,
+                1 => status = Some(child.text()).filter(|s| !s.trim().is_empty()),
+                2 => {
+                    priority = child
+                        .text()
+                        .trim()
+                        .parse::<i8>()
+                        .map_err(|_| PresenceError::BadPriority)?
+                }
+                // A bad idle date is the device's own business: ignore it
+                // rather than refuse the whole presence.
+                3 => {
+                    idle_since = child
+                        .attr("since")
+                        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                }
+                _ => {
+                    let (Some(node), Some(ver), Some(hash)) =
+                        (child.attr("node"), child.attr("ver"), child.attr("hash"))
+                    else {
+                        continue;
+                    };
+                    caps = match before.and_then(|b| b.caps.as_ref()) {
+                        Some(c) if c.node == node && c.ver == ver && c.hash == hash => {
+                            Some(c.clone())
+                        }
+                        _ => Some(Arc::new(Caps {
+                            node: node.to_owned(),
+                            ver: ver.to_owned(),
+                            hash: hash.to_owned(),
+                        })),
+                    };
+                }
+            }
+        }
         Ok(Device {
             show,
             status,

@@ -288,7 +288,8 @@ impl Core {
     }
 
     fn device_available(&mut self, now: Time, i: OwnerId, stanza: &Element, full: FullJid) {
-        let mut device = match Device::from_presence(stanza) {
+        let before = self.owners[i].devices.live.get(&full);
+        let mut device = match Device::from_presence_after(stanza, before) {
             Ok(d) => d,
             Err(e) => {
                 warn!(device = %full, error = %e, "bad device presence");
@@ -323,19 +324,28 @@ impl Core {
                 .as_ref()
                 .filter(|c| Some(&c.node) != old_node)
                 .map(|c| c.node.clone());
+            // Same caps, same features and classes: nothing to look up.
             let features = old
                 .filter(|o| o.caps == device.caps)
-                .map(|o| o.features.clone());
+                .map(|o| (o.features.clone(), o.classes));
             (old.is_some(), new_node, features)
         };
         if let Some(node) = &new_node {
             self.out.secrets.add_node(node, i);
         }
-        device.features = features.unwrap_or_else(|| self.known_features(&device));
-        if device.features == Features::Unknown {
-            self.ask_features(now, i, &full, &device);
+        match features {
+            Some((features, classes)) if features != Features::Unknown => {
+                device.features = features;
+                device.classes = classes;
+            }
+            _ => {
+                device.features = self.known_features(&device);
+                if device.features == Features::Unknown {
+                    self.ask_features(now, i, &full, &device);
+                }
+                device.classes = classes_of(&self.cfg.classes, &device.features);
+            }
         }
-        device.classes = classes_of(&self.cfg.classes, &device.features);
         if !known {
             self.device_seen(now, i, &full);
         }

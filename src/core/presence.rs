@@ -207,15 +207,30 @@ pub fn change_may_show(
     if old.classes != new.classes || old.idle_since != new.idle_since {
         return true;
     }
+    if new.classes == 0 {
+        return false;
+    }
+    // The best other device of each of its classes, in one pass.
+    let mut rivals: [Option<(&jid::FullJid, &super::devices::Device)>; 32] = [None; 32];
+    for (j, d) in devices.iter() {
+        let mut bits = d.classes & new.classes;
+        if bits == 0 || std::ptr::eq(d, old) || j == jid {
+            continue;
+        }
+        while bits != 0 {
+            let c = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            match rivals[c] {
+                Some(best) if !better((j, d), best) => {}
+                _ => rivals[c] = Some((j, d)),
+            }
+        }
+    }
     let mut bits = new.classes;
     while bits != 0 {
-        let bit = bits & bits.wrapping_neg();
-        bits &= !bit;
-        let rival = devices
-            .iter()
-            .filter(|(j, d)| *j != jid && d.classes & bit != 0)
-            .reduce(|best, next| if better(next, best) { next } else { best });
-        match rival {
+        let c = bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        match rivals[c] {
             Some(rival) if better(rival, (jid, old)) && better(rival, (jid, new)) => {}
             _ => return true,
         }
