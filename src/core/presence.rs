@@ -165,7 +165,8 @@ pub fn aggregate(
     let qualifying = || devices.iter().filter(move |(_, d)| d.classes & bit != 0);
     // Most available first; among equals the highest priority, then the
     // first full JID, so that the choice is stable across calls.
-    let (_, best) = qualifying().reduce(|best, next| if better(next, best) { next } else { best })?;
+    let (_, best) =
+        qualifying().reduce(|best, next| if better(next, best) { next } else { best })?;
     let idle_since = if qualifying().all(|(_, d)| d.idle_since.is_some()) {
         qualifying().filter_map(|(_, d)| d.idle_since).max()
     } else {
