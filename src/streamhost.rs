@@ -44,8 +44,9 @@ pub struct Streamhost {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Hash -> (bridge, when the core handed it over).
-    tickets: HashMap<String, (u64, Instant)>,
+    /// Hash -> (bridge, the end's first hash, when the core handed it
+    /// over). An end may ask by any of its hashes, once.
+    tickets: HashMap<String, (u64, String, Instant)>,
     /// An end that connected, waiting for the other end of its bridge.
     waiting: HashMap<u64, (TcpStream, Instant)>,
 }
@@ -53,7 +54,7 @@ struct State {
 impl State {
     fn expire(&mut self, now: Instant) {
         self.tickets
-            .retain(|_, (_, at)| now.duration_since(*at) < TICKET);
+            .retain(|_, (_, _, at)| now.duration_since(*at) < TICKET);
         self.waiting
             .retain(|_, (_, at)| now.duration_since(*at) < WAIT);
     }
@@ -69,22 +70,30 @@ impl Streamhost {
         state.expire(now);
         match op {
             StreamhostOp::Expect { bridge, hashes } => {
+                let Some(end) = hashes.first().cloned() else {
+                    return;
+                };
                 for h in hashes {
-                    state.tickets.insert(h, (bridge, now));
+                    state.tickets.insert(h, (bridge, end.clone(), now));
                 }
             }
             StreamhostOp::Forget { bridge } => {
-                state.tickets.retain(|_, (b, _)| *b != bridge);
+                state.tickets.retain(|_, (b, _, _)| *b != bridge);
                 state.waiting.remove(&bridge);
             }
         }
     }
 
-    /// The bridge `hash` is a ticket for, used up.
+    /// The bridge `hash` is a ticket for, used up with every other hash
+    /// of the same end: one connection per end.
     fn take_ticket(&self, hash: &str) -> Option<u64> {
         let mut state = self.state.lock().ok()?;
         state.expire(Instant::now());
-        state.tickets.remove(hash).map(|(b, _)| b)
+        let (bridge, end, _) = state.tickets.remove(hash)?;
+        state
+            .tickets
+            .retain(|_, (b, e, _)| !(*b == bridge && *e == end));
+        Some(bridge)
     }
 
     /// `stream` (one end of `bridge`) is in: spliced with the other end
@@ -224,7 +233,7 @@ mod tests {
         let (ha, hb) = ("a".repeat(40), "b".repeat(40));
         host.apply(StreamhostOp::Expect {
             bridge: 1,
-            hashes: vec![ha.clone()],
+            hashes: vec![ha.clone(), "e".repeat(40)],
         });
         host.apply(StreamhostOp::Expect {
             bridge: 1,
@@ -242,8 +251,10 @@ mod tests {
         let mut got = [0u8; 5];
         a.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"and b");
-        // A ticket is used once.
+        // A ticket is used once, and so is every other hash of its end.
         let (_, code) = connect(addr, &ha).await.unwrap();
+        assert_eq!(code, 2);
+        let (_, code) = connect(addr, &"e".repeat(40)).await.unwrap();
         assert_eq!(code, 2);
         let (_, code) = connect(addr, &"c".repeat(40)).await.unwrap();
         assert_eq!(code, 2);
