@@ -269,6 +269,8 @@ impl Server {
 
 /// With `BENCH_PERF_DIR` set, `perf record` attached to the component for
 /// one phase (`DIR/<phase>.data`): profiles of steady churn, not of setup.
+/// `BENCH_PERF_PHASES=invisible,fanout` limits it to those phases (the
+/// visible phase's record alone is about 11 GB).
 struct Profile(Option<Child>);
 
 impl Profile {
@@ -276,6 +278,11 @@ impl Profile {
         let Ok(dir) = std::env::var("BENCH_PERF_DIR") else {
             return Profile(None);
         };
+        if let Ok(phases) = std::env::var("BENCH_PERF_PHASES") {
+            if !phases.split(',').any(|p| p == phase) {
+                return Profile(None);
+            }
+        }
         let out = Path::new(&dir).join(format!("{phase}.data"));
         let child = Command::new("perf")
             .args([

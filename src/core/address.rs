@@ -147,7 +147,9 @@ pub struct Secrets {
     /// The component's admins: they may read everything of every owner
     /// (as on the status page), e.g. the answer to `as alice devices`.
     admins: Vec<BareJid>,
-    accounts: HashMap<BareJid, OwnerId>,
+    /// By the account's bare JID text: looked up for every stanza, from
+    /// the text before a full JID's '/', with no `BareJid` built for it.
+    accounts: HashMap<String, OwnerId>,
     resources: HashMap<String, HashMap<OwnerId, u32>>,
     nodes: HashMap<String, HashMap<OwnerId, u32>>,
 }
@@ -176,12 +178,12 @@ fn del_ref(map: &mut HashMap<String, HashMap<OwnerId, u32>>, key: &str, owner: O
 impl Secrets {
     /// Registers a real account of `owner`.
     pub fn add_account(&mut self, account: BareJid, owner: OwnerId) {
-        self.accounts.insert(account, owner);
+        self.accounts.insert(account.as_str().to_owned(), owner);
     }
 
     /// Forgets a real account (its owner unregistered).
     pub fn del_account(&mut self, account: &BareJid) {
-        self.accounts.remove(account);
+        self.accounts.remove(account.as_str());
     }
 
     /// Registers a device of `owner`: its resource and, once known, its
@@ -239,7 +241,16 @@ impl Secrets {
 
     /// The owner whose real account `jid` is.
     pub fn account_owner(&self, jid: &BareJid) -> Option<OwnerId> {
-        self.accounts.get(jid).copied()
+        self.accounts.get(jid.as_str()).copied()
+    }
+
+    /// The owner whose real account sent from `jid` (bare or full, in
+    /// canonical form): [`Secrets::account_owner`] without building the
+    /// bare JID.
+    pub fn sender_owner(&self, jid: &Jid) -> Option<OwnerId> {
+        // The bare JID is the text before the first '/' (RFC 7622 §3.1).
+        let bare = jid.as_str().split('/').next().unwrap_or_default();
+        self.accounts.get(bare).copied()
     }
 
     /// Whether `text` names a secret of any owner other than `reader` (the
@@ -256,7 +267,7 @@ impl Secrets {
                 let candidate = token.trim_start_matches("xmpp:");
                 if let Ok(jid) = Jid::new(candidate) {
                     let bare = jid.to_bare();
-                    if let Some(owner) = self.accounts.get(&bare) {
+                    if let Some(owner) = self.accounts.get(bare.as_str()) {
                         if Some(*owner) != reader {
                             return Some(Leak {
                                 kind: SecretKind::Account,

@@ -237,8 +237,21 @@ impl Devices {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceMap(Vec<(FullJid, Device)>);
 
+/// Up to this many devices, [`DeviceMap`] finds one by scanning.
+const SCAN: usize = 8;
+
 impl DeviceMap {
     fn find(&self, jid: &FullJid) -> Result<usize, usize> {
+        // A handful of devices: an equality scan compares lengths first
+        // and bytes only for a JID of the same length, where a binary
+        // search compares bytes at every step. It runs for every device
+        // presence.
+        if self.0.len() <= SCAN {
+            let want = jid.as_str();
+            if let Some(i) = self.0.iter().position(|(j, _)| j.as_str() == want) {
+                return Ok(i);
+            }
+        }
         self.0.binary_search_by(|(j, _)| j.cmp(jid))
     }
 
@@ -352,11 +365,10 @@ impl Device {
                 continue;
             }
             match slot {
-                0 => show = Show::from_xml(&child.text()).ok_or(PresenceError::BadShow)?,
+                0 => show = Show::from_xml(&text_of(child)).ok_or(PresenceError::BadShow)?,
                 1 => status = Some(child.text()).filter(|s| !s.trim().is_empty()),
                 2 => {
-                    priority = child
-                        .text()
+                    priority = text_of(child)
                         .trim()
                         .parse::<i8>()
                         .map_err(|_| PresenceError::BadPriority)?
@@ -369,13 +381,24 @@ impl Device {
                         .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                 }
                 _ => {
-                    let (Some(node), Some(ver), Some(hash)) =
-                        (child.attr("node"), child.attr("ver"), child.attr("hash"))
-                    else {
+                    // One pass over the attributes, not a search per name.
+                    let (mut node, mut ver, mut hash) = (None, None, None);
+                    for ((ns, name), value) in child.attrs().iter() {
+                        if ns.is_empty() {
+                            match name.as_str() {
+                                "node" => node = Some(value.as_str()),
+                                "ver" => ver = Some(value.as_str()),
+                                "hash" => hash = Some(value.as_str()),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let (Some(node), Some(ver), Some(hash)) = (node, ver, hash) else {
                         continue;
                     };
                     caps = match before.and_then(|b| b.caps.as_ref()) {
-                        Some(c) if c.node == node && c.ver == ver && c.hash == hash => {
+                        // `ver` first: it differs whenever the caps do.
+                        Some(c) if c.ver == ver && c.node == node && c.hash == hash => {
                             Some(c.clone())
                         }
                         _ => Some(Arc::new(Caps {
@@ -396,6 +419,17 @@ impl Device {
             features: Features::Unknown,
             classes: 0,
         })
+    }
+}
+
+/// An element's text, borrowed when it is one text node (as `<show/>`
+/// and `<priority/>` always are), where `Element::text` allocates.
+fn text_of(el: &Element) -> std::borrow::Cow<'_, str> {
+    let mut texts = el.texts();
+    match (texts.next(), texts.next()) {
+        (None, _) => std::borrow::Cow::Borrowed(""),
+        (Some(t), None) => std::borrow::Cow::Borrowed(t),
+        _ => std::borrow::Cow::Owned(el.text()),
     }
 }
 

@@ -41,12 +41,19 @@ pub(super) struct PendingLink {
 impl Core {
     /// Presence from one of owner `i`'s own accounts to her virtual JID.
     pub(super) fn account_presence(&mut self, now: Time, i: OwnerId, stanza: &Element, from: Jid) {
-        let account = from.to_bare();
-        match stanza.attr("type") {
-            None => match from.try_into_full() {
+        let typ = stanza.attr("type");
+        if typ.is_none() {
+            // The common case, every device's every change: no bare JID
+            // built for it.
+            match from.try_into_full() {
                 Ok(full) => self.device_available(now, i, stanza, full),
-                Err(_) => debug!(from = %account, "dropped: available presence from a bare JID"),
-            },
+                Err(from) => debug!(from = %from, "dropped: available presence from a bare JID"),
+            }
+            return;
+        }
+        let account = from.to_bare();
+        match typ {
+            None => {} // above
             Some("unavailable") => match from.try_as_full() {
                 Ok(full) => {
                     let full = full.clone();
@@ -97,8 +104,6 @@ impl Core {
         }
     }
 
-    /// Runs for every presence of every device: a change is rare, and
-    /// only a change is journalled and stored.
     /// Runs for every presence of every device: the account is named by
     /// its text (a bare JID of its own would be an allocation each time),
     /// and only a change is journalled and stored.

@@ -30,7 +30,7 @@ impl Core {
         from: Jid,
         target: Target,
     ) {
-        let account_owner = self.out.secrets.account_owner(&from.to_bare());
+        let account_owner = self.out.secrets.sender_owner(&from);
         match target {
             Target::Owner { owner, .. } if account_owner == Some(owner) => {
                 self.account_presence(now, owner, stanza, from)
