@@ -14,7 +14,7 @@
 //! secret; one a client generated or she made unguessable (`lapt0p-x2`,
 //! `Conversations.a1B2`) is, as are her real JIDs and caps nodes.
 
-use std::collections::HashMap;
+use super::FastMap as HashMap;
 
 use super::OwnerId;
 use jid::{BareJid, Jid};

@@ -323,11 +323,12 @@ impl Core {
             if device.caps.is_none() {
                 device.caps = old.and_then(|o| o.caps.clone());
             }
-            let old_node = old.and_then(|o| o.caps.as_ref()).map(|c| &c.node);
+            let old_caps = old.and_then(|o| o.caps.as_ref());
+            // The same caps are the same `Arc` (see `from_presence_after`).
             let new_node = device
                 .caps
                 .as_ref()
-                .filter(|c| Some(&c.node) != old_node)
+                .filter(|c| !old_caps.is_some_and(|o| Arc::ptr_eq(o, c) || o.node == c.node))
                 .map(|c| c.node.clone());
             // Same caps, same features and classes: nothing to look up.
             let features = old

@@ -581,6 +581,11 @@ fn canonical_jid(s: &str) -> Option<Jid> {
 
 use self::watchlist::listed;
 
+/// A map looked up for every stanza, keyed by text a peer may choose:
+/// foldhash, seeded per process, in place of SipHash, which was a visible
+/// share of the hot path (BENCHMARKS.md).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The settings a self-registered owner starts with (DESIGN.md defaults).
 fn registered_owner(name: &str, accounts: Vec<BareJid>) -> OwnerConfig {
     OwnerConfig {
@@ -771,7 +776,7 @@ pub const MAX_EVENTS: usize = 1024;
 pub struct Core {
     cfg: CoreConfig,
     owners: Owners,
-    by_name: HashMap<String, OwnerId>,
+    by_name: FastMap<String, OwnerId>,
     caps_cache: HashMap<String, Arc<BTreeSet<String>>>,
     pending: PendingIqs,
     calls: calls::Calls,
@@ -807,7 +812,7 @@ impl Core {
         let mut secrets = Secrets::default();
         secrets.set_admins(cfg.admins.clone());
         let mut owners = Owners::with_capacity(cfg.owners.len());
-        let mut by_name = HashMap::new();
+        let mut by_name = FastMap::default();
         let registered = stored.owners.into_iter().filter_map(|(name, r)| {
             let taken = cfg.owners.iter().any(|o| o.name == name);
             (!taken).then(|| (registered_owner(&name, r.accounts), false))
@@ -1175,33 +1180,46 @@ impl Core {
             debug!(kind, from = %from, "dropped: from our own domain");
             return;
         }
-        let to = match header.to.map(|t| canonical_jid(t).ok_or(())) {
-            Some(Ok(to)) if to.domain().as_str() == self.cfg.domain => to,
-            Some(Ok(to)) => {
-                debug!(kind, to = %to, "dropped: not for our domain");
-                return;
-            }
-            Some(Err(_)) => {
-                warn!(kind, from = %from, "malformed to");
-                // The original `to` cannot be our reply's `from` (Prosody
-                // closes the stream on an invalid from): answer from the domain.
-                let mut fixed = stanza.clone();
-                stanza::set_attr(&mut fixed, "to", self.cfg.domain.clone());
-                self.out
-                    .reply_error(&fixed, ErrorType::Modify, "jid-malformed");
-                return;
-            }
-            None => {
-                debug!(kind, from = %from, "dropped: no to");
-                return;
-            }
+        // Most stanzas are for one of her addresses as we write them
+        // (`alice@D`, `alice@D/audio`): routed from the text, with no JID
+        // to parse and nothing to normalise.
+        let (target, to) = match header.to.and_then(|t| self.owner_address(t)) {
+            Some(target) => (target, None),
+            None => match header.to.map(|t| canonical_jid(t).ok_or(())) {
+                Some(Ok(to)) if to.domain().as_str() == self.cfg.domain => {
+                    let target = router::route(
+                        &to,
+                        |n| self.by_name.get(n).copied(),
+                        |r| self.cfg.classes.iter().position(|c| c.name == r),
+                    );
+                    (target, Some(to))
+                }
+                Some(Ok(to)) => {
+                    debug!(kind, to = %to, "dropped: not for our domain");
+                    return;
+                }
+                Some(Err(_)) => {
+                    warn!(kind, from = %from, "malformed to");
+                    // The original `to` cannot be our reply's `from` (Prosody
+                    // closes the stream on an invalid from): answer from the domain.
+                    let mut fixed = stanza.clone();
+                    stanza::set_attr(&mut fixed, "to", self.cfg.domain.clone());
+                    self.out
+                        .reply_error(&fixed, ErrorType::Modify, "jid-malformed");
+                    return;
+                }
+                None => {
+                    debug!(kind, from = %from, "dropped: no to");
+                    return;
+                }
+            },
         };
-        trace!(kind, from = %from, to = %to, "stanza in");
+        trace!(kind, from = %from, to = ?header.to, "stanza in");
         // Answers to our own queries are not the sender's to ration.
         let answer = kind == "iq" && matches!(header.typ, Some("result") | Some("error"));
         let (fix_from, fix_to) = (
             header.from != Some(from.as_str()),
-            header.to != Some(to.as_str()),
+            to.as_ref().is_some_and(|to| header.to != Some(to.as_str())),
         );
         // From here on every address is the normalised one (RFC 7622:
         // `UNIFIED.example` is `unified.example`): replies and relays echo
@@ -1209,17 +1227,12 @@ impl Core {
         if fix_from {
             stanza::set_attr(&mut stanza, "from", from.as_str());
         }
-        if fix_to {
+        if let Some(to) = to.as_ref().filter(|_| fix_to) {
             stanza::set_attr(&mut stanza, "to", to.as_str());
         }
         if !self.admit(now, &stanza, &from, answer) {
             return;
         }
-        let target = router::route(
-            &to,
-            |n| self.by_name.get(n).copied(),
-            |r| self.cfg.classes.iter().position(|c| c.name == r),
-        );
         self.dispatch(now, &stanza, from, target);
         if self.out.keeps_acknowledged() {
             let text = "The service could not save this change (storage error), so nothing changed. Please try again later.";
@@ -1230,6 +1243,29 @@ impl Core {
                 Some(text),
             );
         }
+    }
+
+    /// The routing-table row of `to` when it is exactly one of our
+    /// owners' addresses as we write them: `name@D` or `name@D/class`.
+    /// Owner names, our domain and class names are canonical already
+    /// (lowercase ASCII, checked by `--check` and at registration), so
+    /// such text is its own normal form. `None`: anything else, left to
+    /// the full parse.
+    fn owner_address(&self, to: &str) -> Option<Target> {
+        let (node, rest) = to.split_once('@')?;
+        let (domain, resource) = match rest.split_once('/') {
+            Some((d, r)) => (d, Some(r)),
+            None => (rest, None),
+        };
+        if domain != self.cfg.domain {
+            return None;
+        }
+        let owner = self.by_name.get(node).copied()?;
+        let resource = match resource {
+            None => router::Resource::Bare,
+            Some(r) => router::Resource::Class(self.cfg.classes.iter().position(|c| c.name == r)?),
+        };
+        Some(Target::Owner { owner, resource })
     }
 
     fn dispatch(&mut self, now: Time, stanza: &Element, from: Jid, target: Target) {
