@@ -3,7 +3,7 @@
 //! the same stanzas through the XML stack alone (part 2), in the same run.
 //!
 //! `cargo bench --bench component -- [--owners O] [--devices D]
-//! [--watchers W] [--changes N] [--latency-owners O2]`
+//! [--watchers W] [--changes N] [--latency-owners O2] [--latency-rate R]`
 //!
 //! 1. Starts the release binary with a generated config (O owners, open
 //!    subscriptions, rate limits off: one generator account sends for
@@ -16,12 +16,16 @@
 //! 3. Streams churn as fast as the component reads it: first changes no
 //!    watcher can see (a device that is not the best one changes its
 //!    status), then changes every watcher sees (the best device's status).
-//! 4. A second, smaller run with `coalesce_ms = 0` measures the latency
-//!    from a device stanza written to the first watcher stanza read, at
-//!    half the rate the component sustained.
+//! 4. A second, smaller run (default coalescing: each owner changes less
+//!    often than once per window, so every change goes out at once)
+//!    measures the latency from a device stanza written to the first
+//!    watcher stanza read, at half the fan-out rate the component
+//!    sustained, or at R changes a second.
 //! 5. The floor: the component's own connection code (`connection::connect`)
 //!    reading the same presence bytes into elements, and building,
-//!    serialising and writing presences, with no core behind it.
+//!    serialising and writing presences, with no core behind it. It runs
+//!    first and again right after the invisible churn: this VM's speed
+//!    drifts within a run.
 //!
 //! It prints one table (`key value` lines between `== component` and
 //! `== end`), which `scripts/bench` turns into ratios. Never a timed test.
@@ -61,6 +65,8 @@ struct Args {
     watchers: usize,
     changes: usize,
     latency_owners: usize,
+    /// Changes a second in the latency phase; 0: half the fan-out rate.
+    latency_rate: usize,
     bin: PathBuf,
 }
 
@@ -73,6 +79,7 @@ fn args() -> Args {
         watchers: get("watchers", 20),
         changes: get("changes", 200_000),
         latency_owners: get("latency-owners", 2000),
+        latency_rate: flags.get("latency-rate").copied().unwrap_or(0),
         bin: PathBuf::from(env!("CARGO_BIN_EXE_unified-presence")),
     }
 }
@@ -677,7 +684,7 @@ async fn latency(s: &mut Server, a: &Args, owners: usize, rate: f64, t: &mut Tab
 /// The component's connection code against a minimal server; then `n`
 /// device presences read as elements (the read floor), and `n` presences
 /// built, serialised and written with feed + one flush (the write floor).
-async fn floor(a: &Args, t: &mut Table) {
+async fn floor(a: &Args, t: &mut Table, suffix: &str) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
     let addr = listener.local_addr().expect("addr");
     let n = a.changes;
@@ -728,6 +735,8 @@ async fn floor(a: &Args, t: &mut Table) {
         .await
         .expect("the floor connects");
     let t0 = Instant::now();
+    // The reading is this thread's alone (the server writes on its own).
+    let cpu0 = thread_cpu_secs();
     let mut read = 0;
     while read < n {
         match stream.next().await {
@@ -741,6 +750,7 @@ async fn floor(a: &Args, t: &mut Table) {
         }
     }
     let read_secs = t0.elapsed().as_secs_f64();
+    let read_cpu = thread_cpu_secs() - cpu0;
     let t1 = Instant::now();
     for i in 0..n {
         let mut p = stanza::stanza(
@@ -774,11 +784,15 @@ async fn floor(a: &Args, t: &mut Table) {
     let (got, _first, last) = server.join().expect("floor server");
     let write_secs = (last - t1).as_secs_f64().max(build_secs);
     t.put(
-        "floor_read_per_sec",
+        &format!("floor_read{suffix}_per_sec"),
         format!("{:.0}", read as f64 / read_secs),
     );
     t.put(
-        "floor_write_per_sec",
+        &format!("floor_read{suffix}_cpu_us_per_stanza"),
+        format!("{:.2}", read_cpu * 1e6 / read.max(1) as f64),
+    );
+    t.put(
+        &format!("floor_write{suffix}_per_sec"),
         format!("{:.0}", got as f64 / write_secs),
     );
 }
@@ -795,7 +809,7 @@ fn main() {
     let mut t = Table(Vec::new());
     rt.block_on(async {
         eprintln!("floor: the XML stack alone, {} stanzas each way", a.changes);
-        floor(&a, &mut t).await;
+        floor(&a, &mut t, "").await;
 
         let dir = tempfile::tempdir().expect("tempdir");
         eprintln!(
@@ -840,6 +854,9 @@ fn main() {
         );
         churn_invisible(&mut s, &a, a.owners, &mut t).await;
         t.put("rss_after_invisible_kib", rss(s.pid).rss_kib);
+        // The floor again, right after: this VM's speed drifts within a
+        // run, so the churn is compared with the floors on both sides.
+        floor(&a, &mut t, "_after").await;
         churn_visible(&mut s, &a, a.owners, &mut t, "").await;
         t.put("rss_after_visible_kib", rss(s.pid).rss_kib);
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -852,7 +869,10 @@ fn main() {
 
         // Latency at half the rate at which every change can reach every
         // watcher (the fan-out rate over the stanzas one change makes).
-        let max = out_rate / (a.watchers * CLASSES_PER_DEVICE) as f64;
+        let max = match a.latency_rate {
+            0 => out_rate / (a.watchers * CLASSES_PER_DEVICE) as f64,
+            fixed => 2.0 * fixed as f64,
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         let lo = a.latency_owners;
         eprintln!(

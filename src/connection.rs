@@ -17,14 +17,16 @@ use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, 
 use xmpp_parsers::component::Handshake;
 
 use crate::core::stanza::{self, ns};
+use crate::fanout::Tap;
 
 /// RFC 6120 stream namespace (stream errors).
 pub const STREAMS_NS: &str = "http://etherx.jabber.org/streams";
 const STREAM_ERRORS_NS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 
 /// The element stream to the server, over TCP (or, in tests, over
-/// anything that reads and writes bytes).
-pub type Stream<Io = TcpStream> = XmlStream<BufStream<Io>, Element>;
+/// anything that reads and writes bytes), with a side door for stanzas
+/// serialised once for many recipients ([`Tap`]).
+pub type Stream<Io = TcpStream> = XmlStream<BufStream<Tap<Io>>, Element>;
 
 /// Why connecting failed, worded for the admin who has to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -210,9 +212,14 @@ pub async fn handshake<Io: AsyncRead + AsyncWrite + Unpin>(
         to: Some(domain.to_owned().into()),
         ..StreamHeader::default()
     };
-    let mut pending = initiate_stream(BufStream::new(io), ns::COMPONENT, header, timeouts)
-        .await
-        .map_err(ConnectError::Io)?;
+    let mut pending = initiate_stream(
+        BufStream::new(Tap::new(io)),
+        ns::COMPONENT,
+        header,
+        timeouts,
+    )
+    .await
+    .map_err(ConnectError::Io)?;
     let stream_id = pending.take_header().id.map(|id| id.into_owned());
     let mut stream: Stream<Io> = pending.skip_features();
     let Some(stream_id) = stream_id else {

@@ -205,9 +205,15 @@ impl Metrics {
 
     /// A stanza went out.
     pub fn sent(&self, el: &Element) {
-        self.stanzas_out[kind_index(el.name())].inc();
+        self.sent_each(el, 1);
+    }
+
+    /// `el` went out `n` times (to as many recipients).
+    pub fn sent_each(&self, el: &Element, n: usize) {
+        let n = n as u64;
+        self.stanzas_out[kind_index(el.name())].inc_by(n);
         if el.attr("type") == Some("error") {
-            self.errors_sent.inc();
+            self.errors_sent.inc_by(n);
         }
     }
 

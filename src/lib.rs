@@ -40,6 +40,9 @@
 //! - [`store`]: the only module that knows sled.
 //! - [`connection`]: the XEP-0114 stream over any byte stream: connect,
 //!   handshake, the sole-instance check.
+//! - [`fanout`]: writing what the core queued; a class presence for many
+//!   watchers is serialised once, and only `to` varies (a side door
+//!   under tokio-xmpp's stream, which has none).
 //! - [`http`]: the optional admin listener: metrics, health, status page.
 //! - [`streamhost`]: the optional SOCKS5 streamhost where the two ends of
 //!   a file transfer meet (the core says who may come).
@@ -117,6 +120,8 @@ pub mod config;
 #[cfg(feature = "server")]
 pub mod connection;
 pub mod core;
+#[cfg(feature = "server")]
+pub mod fanout;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]

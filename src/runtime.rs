@@ -579,19 +579,7 @@ async fn send_all<Io: AsyncRead + AsyncWrite + Unpin>(
             host.apply(op);
         }
     }
-    let metrics = &sinks.metrics;
-    let mut sent = false;
-    while let Some(el) = core.poll_transmit() {
-        metrics.sent(&el);
-        stream.feed(&el).await.map_err(|e| e.to_string())?;
-        sent = true;
-    }
-    if sent {
-        SinkExt::<&Element>::flush(stream)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    crate::fanout::send_all(core, stream, &sinks.metrics).await
 }
 
 #[cfg(test)]

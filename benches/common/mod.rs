@@ -254,7 +254,17 @@ pub(crate) fn rss(pid: u32) -> Rss {
 }
 
 pub(crate) fn cpu_secs(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds of the calling thread so far.
+#[allow(dead_code)] // the component bench's floor; not every bench.
+pub(crate) fn thread_cpu_secs() -> f64 {
+    stat_cpu_secs("/proc/thread-self/stat")
+}
+
+fn stat_cpu_secs(path: &str) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let after = text.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);

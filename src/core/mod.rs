@@ -50,6 +50,7 @@ use tracing::{debug, info, trace, warn};
 
 pub use self::calls::s5b::{dst_addr, StreamhostOp};
 pub use self::calls::CallOutcome;
+pub use self::outbox::Transmit;
 pub use self::owners::OwnerId;
 
 use self::owners::{Owner, Owners};
@@ -954,6 +955,13 @@ impl Core {
     /// The next stanza to send, if any. Drain [`Core::poll_store`] first.
     pub fn poll_transmit(&mut self) -> Option<Element> {
         self.out.poll_transmit()
+    }
+
+    /// [`Core::poll_transmit`] a group at a time: a [`Transmit::Each`] is
+    /// one stanza for many recipients, which the shell may serialise once.
+    /// The two drain the same queue, in the same order.
+    pub fn poll_transmit_group(&mut self) -> Option<Transmit> {
+        self.out.poll_transmit_group()
     }
 
     /// The next change to make durable, if any.

@@ -18,6 +18,57 @@ use super::calls::s5b::StreamhostOp;
 use super::stanza::{self, error_reply, ErrorType};
 use super::{Event, StoreOp, MAX_EVENTS};
 
+/// Stanzas on their way out, as the shell may write them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transmit {
+    /// One stanza.
+    One(Element),
+    /// One stanza to each of many recipients: the same stanza but for
+    /// `to`, which `stanza` lacks. The guard passed it for every one of
+    /// them, so the shell may serialise it once and vary only the
+    /// address (a class presence to every watcher).
+    Each {
+        /// The stanza, without `to`.
+        stanza: Element,
+        /// The recipients, in order.
+        to: VecDeque<String>,
+    },
+}
+
+impl Transmit {
+    /// How many stanzas this is.
+    pub fn len(&self) -> usize {
+        match self {
+            Transmit::One(_) => 1,
+            Transmit::Each { to, .. } => to.len(),
+        }
+    }
+
+    /// None at all (an `Each` with no recipient left).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The stanzas one by one, as [`Transmit::One`] would carry them.
+    pub fn into_stanzas(self) -> impl Iterator<Item = Element> {
+        let (one, each) = match self {
+            Transmit::One(el) => (Some(el), None),
+            Transmit::Each { stanza, to } => (None, Some((stanza, to))),
+        };
+        one.into_iter().chain(
+            each.into_iter()
+                .flat_map(|(stanza, to)| to.into_iter().map(move |to| addressed(&stanza, to))),
+        )
+    }
+}
+
+/// A copy of `stanza` to `to`.
+fn addressed(stanza: &Element, to: String) -> Element {
+    let mut copy = stanza.clone();
+    stanza::set_attr(&mut copy, "to", to);
+    copy
+}
+
 /// Everything the core emits, in order, until the shell drains it.
 #[derive(Debug)]
 pub(super) struct Outbox {
@@ -25,7 +76,9 @@ pub(super) struct Outbox {
     domain: String,
     /// Who must not learn what (the guard), and whose accounts are whose.
     pub(super) secrets: Secrets,
-    transmit: VecDeque<Element>,
+    transmit: VecDeque<Transmit>,
+    /// Stanzas in `transmit` (an `Each` counts each recipient).
+    queued: usize,
     store: VecDeque<StoreOp>,
     events: VecDeque<Event>,
     streamhost: VecDeque<StreamhostOp>,
@@ -40,6 +93,7 @@ impl Outbox {
             domain,
             secrets,
             transmit: VecDeque::new(),
+            queued: 0,
             store: VecDeque::new(),
             events: VecDeque::new(),
             streamhost: VecDeque::new(),
@@ -62,7 +116,8 @@ impl Outbox {
             error!(to = ?stanza.attr("to"), kind = ?leak.kind, "bug: privacy guard dropped a stanza");
             return;
         }
-        self.transmit.push_back(stanza);
+        self.queued += 1;
+        self.transmit.push_back(Transmit::One(stanza));
     }
 
     /// Relays `out` on behalf of `original`'s sender unless it names a
@@ -92,19 +147,28 @@ impl Outbox {
     /// One stanza to many recipients (a class presence to every watcher):
     /// built once, passed through the guard once for a reader who may see
     /// no secret at all (clean for nobody in particular is clean for
-    /// everyone, `to` aside), then copied with only `to` changed. Should
-    /// the guard object, each copy goes through [`Outbox::send`] on its own.
-    pub(super) fn send_to_each(&mut self, stanza: Element, recipients: Vec<String>) {
+    /// everyone, `to` aside), and queued once as [`Transmit::Each`].
+    /// Should the guard object, each copy goes through [`Outbox::send`]
+    /// on its own.
+    pub(super) fn send_to_each(&mut self, mut stanza: Element, recipients: Vec<String>) {
         let clean = self.sent_by_us(&stanza) && self.secrets.leak_for_anyone(&stanza).is_none();
-        for to in recipients {
-            let mut copy = stanza.clone();
-            stanza::set_attr(&mut copy, "to", to);
-            if clean {
-                self.transmit.push_back(copy);
-            } else {
-                self.send(copy);
+        if !clean {
+            for to in recipients {
+                self.send(addressed(&stanza, to));
             }
+            return;
         }
+        if recipients.is_empty() {
+            return;
+        }
+        stanza
+            .attrs_mut()
+            .remove(&minidom::rxml::Namespace::NONE, "to");
+        self.queued += recipients.len();
+        self.transmit.push_back(Transmit::Each {
+            stanza,
+            to: recipients.into(),
+        });
     }
 
     /// Whether `stanza` is addressed and from our domain.
@@ -153,8 +217,31 @@ impl Outbox {
         &mut self.rng
     }
 
+    /// The next stanza, one at a time (an `Each` gives a copy per
+    /// recipient).
     pub(super) fn poll_transmit(&mut self) -> Option<Element> {
-        self.transmit.pop_front()
+        let el = match self.transmit.front_mut()? {
+            Transmit::One(_) => match self.transmit.pop_front() {
+                Some(Transmit::One(el)) => el,
+                _ => return None,
+            },
+            Transmit::Each { stanza, to } => {
+                let el = to.pop_front().map(|to| addressed(stanza, to));
+                if to.is_empty() {
+                    self.transmit.pop_front();
+                }
+                el?
+            }
+        };
+        self.queued -= 1;
+        Some(el)
+    }
+
+    /// The next stanza or group of stanzas, whole.
+    pub(super) fn poll_transmit_group(&mut self) -> Option<Transmit> {
+        let t = self.transmit.pop_front()?;
+        self.queued -= t.len();
+        Some(t)
     }
 
     pub(super) fn poll_store(&mut self) -> Option<StoreOp> {
@@ -167,7 +254,7 @@ impl Outbox {
 
     /// Stanzas queued and not yet drained.
     pub(super) fn queued(&self) -> usize {
-        self.transmit.len()
+        self.queued
     }
 
     /// Whether a queued change acknowledges something (see
@@ -180,10 +267,80 @@ impl Outbox {
     pub(super) fn discard(&mut self) {
         self.store.clear();
         self.transmit.clear();
+        self.queued = 0;
     }
 
     /// Stanzas the guard refused so far (each one a bug).
     pub(super) fn guard_drops(&self) -> u64 {
         self.guard_drops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "unified.localhost";
+
+    fn outbox() -> Outbox {
+        Outbox::new(D.into(), Secrets::default(), 1)
+    }
+
+    fn to_of(el: &Element) -> &str {
+        el.attr("to").unwrap_or_default()
+    }
+
+    /// One at a time or a group at a time, the same stanzas in the same
+    /// order; a stanza for many leaves as one group without `to`.
+    #[test]
+    fn both_ways_out_drain_one_queue_in_order() {
+        let fill = |out: &mut Outbox| {
+            out.send(stanza::stanza("message", D, "a@localhost", Some("chat")));
+            out.send_to_each(
+                stanza::stanza("presence", &format!("alice@{D}/chat"), "x@localhost", None),
+                vec!["b@localhost".into(), "c@localhost".into()],
+            );
+            out.send_to_each(
+                stanza::stanza("presence", &format!("alice@{D}/chat"), "x@localhost", None),
+                vec![],
+            );
+            out.send(stanza::stanza("message", D, "d@localhost", Some("chat")));
+        };
+        let mut one = outbox();
+        fill(&mut one);
+        assert_eq!(one.queued(), 4);
+        let got: Vec<String> = std::iter::from_fn(|| one.poll_transmit())
+            .map(|el| format!("{} {}", el.name(), to_of(&el)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "message a@localhost",
+                "presence b@localhost",
+                "presence c@localhost",
+                "message d@localhost"
+            ]
+        );
+        assert_eq!(one.queued(), 0);
+
+        let mut group = outbox();
+        fill(&mut group);
+        let groups: Vec<Transmit> = std::iter::from_fn(|| group.poll_transmit_group()).collect();
+        assert_eq!(
+            groups.iter().map(Transmit::len).collect::<Vec<_>>(),
+            [1, 2, 1]
+        );
+        let Transmit::Each { stanza, to } = &groups[1] else {
+            panic!("the presence for two is one group: {groups:?}");
+        };
+        assert_eq!(stanza.attr("to"), None);
+        assert_eq!(to, &["b@localhost", "c@localhost"]);
+        let flat: Vec<String> = groups
+            .into_iter()
+            .flat_map(Transmit::into_stanzas)
+            .map(|el| format!("{} {}", el.name(), to_of(&el)))
+            .collect();
+        assert_eq!(flat, got);
+        assert_eq!(group.queued(), 0);
     }
 }
