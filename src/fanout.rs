@@ -129,8 +129,17 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Tap<Io> {
 /// stanza is serialised once, as a document of its own: it declares its
 /// namespace (`xmlns='jabber:component:accept'`, the stream's default, so
 /// the same stanza). False, with nothing appended, if the text does not
-/// start with `<name` as it must.
+/// start with `<name` as it must, or if it declares a namespace prefix.
 pub fn render_each(stanza: &Element, to: &VecDeque<String>, out: &mut Vec<u8>) -> bool {
+    // minidom asserts on prefixes it cannot declare; a stanza carrying
+    // prefixed content from a peer (`xmlns:ex='...'`) takes the stream's
+    // own path. A default namespace (`xmlns='...'`) is no prefix.
+    fn unprefixed(el: &Element) -> bool {
+        el.prefixes.declared_prefixes().keys().all(Option::is_none) && el.children().all(unprefixed)
+    }
+    if !unprefixed(stanza) {
+        return false;
+    }
     let mut body = Vec::with_capacity(512);
     if stanza.write_to(&mut body).is_err() {
         return false;
@@ -255,6 +264,22 @@ mod tests {
             assert_eq!(*g, w);
         }
         assert_eq!(got[1].attr("to"), Some("o'brien@example.org"));
+    }
+
+    /// A stanza whose content declares namespace prefixes is left to the
+    /// stream's own writer.
+    #[test]
+    fn prefixed_content_is_not_rendered_here() {
+        let child = Element::builder("item", "urn:example")
+            .prefix(Some("ex".into()), "urn:example")
+            .expect("prefix")
+            .build();
+        let stanza = Element::builder("message", "jabber:component:accept")
+            .append(child)
+            .build();
+        let mut out = Vec::new();
+        assert!(!render_each(&stanza, &["x@y".to_owned()].into(), &mut out));
+        assert!(out.is_empty());
     }
 
     /// Bytes through the side door keep their place between the stream's
