@@ -2,8 +2,6 @@
 //! watches her, who waits for her answer, who may watch without asking,
 //! who gets nothing, and the decision for a new request.
 
-use std::collections::HashMap;
-
 use jid::BareJid;
 
 use super::{SubscriptionPolicy, WatcherState};
@@ -26,7 +24,7 @@ pub(super) enum Decision {
 /// Her watchers and the settings that decide who may become one.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Watchers {
-    map: HashMap<BareJid, WatcherState>,
+    map: WatcherMap,
     /// Who may watch without asking her.
     pub(super) policy: SubscriptionPolicy,
     /// JIDs or domains approved without asking.
@@ -42,7 +40,7 @@ impl Watchers {
         blocked: Vec<String>,
     ) -> Self {
         Watchers {
-            map: HashMap::new(),
+            map: WatcherMap::default(),
             policy,
             allow,
             blocked,
@@ -111,12 +109,69 @@ impl Watchers {
 
     #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 
     /// Nobody watches or waits any more (she unregistered).
     pub(super) fn clear(&mut self) {
         self.map.clear();
+    }
+}
+
+/// Her watchers by JID, in JID order: the subset of a map's interface
+/// `Watchers` uses, over a sorted `Vec` that grows by a quarter at a
+/// time. An owner has tens of watchers, for which a hash table's empty
+/// slots cost more than the entries (benches/component.rs, memory per
+/// watcher edge); a lookup is a binary search, and lookups are rare (a
+/// watcher's own presence), while publishing walks them all.
+#[derive(Debug, Clone, Default)]
+struct WatcherMap(Vec<(BareJid, WatcherState)>);
+
+impl WatcherMap {
+    fn find(&self, jid: &BareJid) -> Result<usize, usize> {
+        self.0.binary_search_by(|(j, _)| j.cmp(jid))
+    }
+
+    fn get(&self, jid: &BareJid) -> Option<&WatcherState> {
+        self.find(jid).ok().map(|i| &self.0[i].1)
+    }
+
+    fn contains_key(&self, jid: &BareJid) -> bool {
+        self.find(jid).is_ok()
+    }
+
+    fn insert(&mut self, jid: BareJid, state: WatcherState) -> Option<WatcherState> {
+        match self.find(&jid) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, state)),
+            Err(i) => {
+                if self.0.len() == self.0.capacity() {
+                    // A quarter more, not double: most lists stop growing.
+                    self.0.reserve_exact((self.0.len() / 4).max(4));
+                }
+                self.0.insert(i, (jid, state));
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, jid: &BareJid) -> Option<WatcherState> {
+        self.find(jid).ok().map(|i| self.0.remove(i).1)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&BareJid, &WatcherState)> {
+        self.0.iter().map(|(j, s)| (j, s))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &BareJid> {
+        self.0.iter().map(|(j, _)| j)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Vec::new();
     }
 }
 
