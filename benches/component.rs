@@ -611,14 +611,31 @@ async fn fanout(s: &mut Server, a: &Args, owners: usize, t: &mut Table) -> f64 {
 /// change to reading the first watcher stanza that carries it.
 async fn latency(s: &mut Server, a: &Args, owners: usize, rate: f64, t: &mut Table) {
     let ver = s.ver.clone();
+    paced(
+        &mut s.wr, &mut s.rx, &ver, a.changes, owners, rate, "latency", t,
+    )
+    .await;
+}
+
+/// Writes device presences at `rate` a second (the status names each)
+/// and times each to the first stanza read back with its status: the
+/// figures `{key}_p50_ms` and the rest.
+#[allow(clippy::too_many_arguments)]
+async fn paced(
+    wr: &mut OwnedWriteHalf,
+    rx: &mut mpsc::UnboundedReceiver<Out>,
+    ver: &str,
+    start: usize,
+    owners: usize,
+    rate: f64,
+    key: &str,
+    t: &mut Table,
+) {
     let n = (rate * 3.0).clamp(1000.0, 100_000.0) as usize;
-    let start = a.changes;
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(n);
     let mut lat: Vec<f64> = Vec::with_capacity(n);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let t0 = Instant::now();
-    let wr = &mut s.wr;
-    let rx = &mut s.rx;
     let mut next_send = 0usize;
     // Batches of changes per tick keep timer overhead low; each change is
     // stamped when its bytes were written.
@@ -636,7 +653,7 @@ async fn latency(s: &mut Server, a: &Args, owners: usize, rate: f64, t: &mut Tab
                     let i = start + next_send;
                     let o = i % owners;
                     let st = format!("l{i}");
-                    batch.push_str(&device_presence(o, 0, show_of(0), &st, &ver));
+                    batch.push_str(&device_presence(o, 0, show_of(0), &st, ver));
                     keys.push(st);
                     next_send += 1;
                 }
@@ -671,12 +688,81 @@ async fn latency(s: &mut Server, a: &Args, owners: usize, rate: f64, t: &mut Tab
     }
     let _ = pending_out;
     lat.sort_by(|x, y| x.total_cmp(y));
-    t.put("latency_rate_changes_per_sec", format!("{rate:.0}"));
-    t.put("latency_samples", lat.len());
-    t.put("latency_lost", sent_at.len());
-    t.put("latency_p50_ms", format!("{:.3}", percentile(&lat, 0.50)));
-    t.put("latency_p99_ms", format!("{:.3}", percentile(&lat, 0.99)));
-    t.put("latency_max_ms", format!("{:.3}", percentile(&lat, 1.0)));
+    t.put(&format!("{key}_rate_changes_per_sec"), format!("{rate:.0}"));
+    t.put(&format!("{key}_samples"), lat.len());
+    t.put(&format!("{key}_lost"), sent_at.len());
+    t.put(
+        &format!("{key}_p50_ms"),
+        format!("{:.3}", percentile(&lat, 0.50)),
+    );
+    t.put(
+        &format!("{key}_p99_ms"),
+        format!("{:.3}", percentile(&lat, 0.99)),
+    );
+    t.put(
+        &format!("{key}_max_ms"),
+        format!("{:.3}", percentile(&lat, 1.0)),
+    );
+}
+
+/// The latency floor: the component's connection code alone, on a
+/// thread of its own, answering each device presence with one presence
+/// of ours (same status), paced and timed as [`latency`] times the
+/// component. What this machine's scheduling and the XML stack cost with
+/// no core behind them.
+async fn latency_floor(rate: f64, t: &mut Table) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let echo = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let timeouts = Timeouts {
+                read_timeout: Duration::from_secs(60),
+                response_timeout: Duration::from_secs(30),
+            };
+            let mut stream = connection::connect(addr, DOMAIN, SECRET_FLOOR, timeouts)
+                .await
+                .expect("the echo connects");
+            while let Some(Ok(el)) = stream.next().await {
+                if el.name() != "presence" {
+                    continue;
+                }
+                let status = el
+                    .get_child("status", stanza::ns::COMPONENT)
+                    .map(|s| s.text())
+                    .unwrap_or_default();
+                let mut p =
+                    stanza::stanza("presence", "alice@unified.bench/chat", &watcher(0, 0), None);
+                p.append_child(stanza::text_element(
+                    "status",
+                    stanza::ns::COMPONENT,
+                    &status,
+                ));
+                if stream.send(&p).await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let (sock, _) = listener.accept().await.expect("accept");
+    sock.set_nodelay(true).expect("nodelay");
+    let sock = sock.into_std().expect("std socket");
+    let reader = sock.try_clone().expect("clone the socket");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    read_on_own_thread(reader, tx);
+    let (_rd, mut wr) = tokio::net::TcpStream::from_std(sock)
+        .expect("socket")
+        .into_split();
+    rx.recv().await.expect("stream header");
+    wr.write_all(format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='{DOMAIN}' id='{STREAM_ID}'>").as_bytes()).await.expect("w");
+    rx.recv().await.expect("handshake");
+    wr.write_all(b"<handshake/>").await.expect("w");
+    paced(&mut wr, &mut rx, &ver(), 0, 1000, rate, "latency_floor", t).await;
+    drop(wr);
+    let _ = echo.join();
 }
 
 // ---- the floor: the XML stack alone --------------------------------------
@@ -883,6 +969,8 @@ fn main() {
         populate(&mut s, &a, lo, &mut Table(Vec::new()), "lat_").await;
         latency(&mut s, &a, lo, max / 2.0, &mut t).await;
         s.stop().await;
+        eprintln!("latency floor: the XML stack alone, echoing, same rate");
+        latency_floor(max / 2.0, &mut t).await;
     });
     println!("== component");
     for (k, v) in &t.0 {
