@@ -706,11 +706,12 @@ async fn paced(
 }
 
 /// The latency floor: the component's connection code alone, on a
-/// thread of its own, answering each device presence with one presence
-/// of ours (same status), paced and timed as [`latency`] times the
-/// component. What this machine's scheduling and the XML stack cost with
-/// no core behind them.
-async fn latency_floor(rate: f64, t: &mut Table) {
+/// thread of its own, answering each device presence with as many
+/// presences as the component writes for it (one per watcher and class,
+/// same status), through the stream with one flush; paced and timed as
+/// [`latency`] times the component. What this machine's scheduling, the
+/// generator's reading and the XML stack cost with no core behind them.
+async fn latency_floor(rate: f64, copies: usize, t: &mut Table) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
     let addr = listener.local_addr().expect("addr");
     let echo = std::thread::spawn(move || {
@@ -734,15 +735,27 @@ async fn latency_floor(rate: f64, t: &mut Table) {
                     .get_child("status", stanza::ns::COMPONENT)
                     .map(|s| s.text())
                     .unwrap_or_default();
-                let mut p =
-                    stanza::stanza("presence", "alice@unified.bench/chat", &watcher(0, 0), None);
-                p.append_child(stanza::text_element(
-                    "status",
-                    stanza::ns::COMPONENT,
-                    &status,
-                ));
-                if stream.send(&p).await.is_err() {
-                    break;
+                for c in 0..copies {
+                    let mut p = stanza::stanza(
+                        "presence",
+                        "alice@unified.bench/chat",
+                        &watcher(0, c),
+                        None,
+                    );
+                    p.append_child(stanza::text_element(
+                        "status",
+                        stanza::ns::COMPONENT,
+                        &status,
+                    ));
+                    if stream.feed(&p).await.is_err() {
+                        return;
+                    }
+                }
+                if SinkExt::<&minidom::Element>::flush(&mut stream)
+                    .await
+                    .is_err()
+                {
+                    return;
                 }
             }
         })
@@ -970,7 +983,7 @@ fn main() {
         latency(&mut s, &a, lo, max / 2.0, &mut t).await;
         s.stop().await;
         eprintln!("latency floor: the XML stack alone, echoing, same rate");
-        latency_floor(max / 2.0, &mut t).await;
+        latency_floor(max / 2.0, a.watchers * CLASSES_PER_DEVICE, &mut t).await;
     });
     println!("== component");
     for (k, v) in &t.0 {
