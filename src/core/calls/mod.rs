@@ -923,25 +923,13 @@ impl Calls {
             };
             let to = device.to_string();
             match mode {
-                Mode::Jmi if device.is_bare() => {
-                    // Her account, for its devices asleep (DESIGN.md
-                    // section 12): her server keeps the propose offline
-                    // (store) and pushes; a device that wakes gets it.
-                    let mut m = stanza::stanza("message", &proxy, &to, Some("chat"));
-                    let msg_id = cx.out.next_id();
-                    stanza::set_attr(&mut m, "id", msg_id.clone());
-                    m.append_child(Element::bare("request", jingle::RECEIPTS));
-                    if let Some(call) = self.calls.get_mut(&c) {
-                        call.leg_mut(li).msg_id = Some(msg_id);
-                    }
-                    m.append_child(jmi_copy(&offer, &leg_id));
-                    m.append_child(Element::bare("store", jingle::HINTS));
-                    cx.out.send(m);
-                }
                 Mode::Jmi => {
-                    // Only the chosen devices ring: no carbons, no archive
-                    // copies elsewhere (XEP-0280 private, XEP-0334 no-copy),
-                    // but kept for a device that reconnects (store).
+                    // Kept for a device that reconnects (store). To her
+                    // account (a bare JID), for its devices asleep
+                    // (DESIGN.md section 12), her server keeps it offline
+                    // and pushes. To a device, only the chosen devices
+                    // ring: no carbons, no archive copies elsewhere
+                    // (XEP-0280 private, XEP-0334 no-copy).
                     let mut m = stanza::stanza("message", &proxy, &to, Some("chat"));
                     let msg_id = cx.out.next_id();
                     stanza::set_attr(&mut m, "id", msg_id.clone());
@@ -951,8 +939,10 @@ impl Calls {
                     }
                     m.append_child(jmi_copy(&offer, &leg_id));
                     m.append_child(Element::bare("store", jingle::HINTS));
-                    m.append_child(Element::bare("private", jingle::CARBONS));
-                    m.append_child(Element::bare("no-copy", jingle::HINTS));
+                    if !device.is_bare() {
+                        m.append_child(Element::bare("private", jingle::CARBONS));
+                        m.append_child(Element::bare("no-copy", jingle::HINTS));
+                    }
                     cx.out.send(m);
                 }
                 Mode::Jingle => {
