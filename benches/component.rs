@@ -153,6 +153,33 @@ fn write_config(dir: &Path, owners: usize, port: u16, coalesce_ms: u64) -> PathB
     path
 }
 
+/// The server's side of XEP-0114 on an accepted socket, up to the
+/// component's handshake (not yet answered): the write half, and what is
+/// read, on a thread of its own so that latency stamps are taken when
+/// bytes arrive, not when this thread gets round to them.
+async fn server_side(
+    sock: tokio::net::TcpStream,
+) -> (OwnedWriteHalf, mpsc::UnboundedReceiver<Out>) {
+    sock.set_nodelay(true).expect("nodelay");
+    let sock = sock.into_std().expect("std socket");
+    let reader = sock.try_clone().expect("clone the socket");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    read_on_own_thread(reader, tx);
+    let (_rd, mut wr) = tokio::net::TcpStream::from_std(sock)
+        .expect("socket")
+        .into_split();
+    let header = rx.recv().await.expect("stream header");
+    assert_eq!(header.name, "stream:header");
+    wr.write_all(
+        format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='{DOMAIN}' id='{STREAM_ID}'>").as_bytes(),
+    )
+    .await
+    .expect("write header");
+    let hs = rx.recv().await.expect("handshake");
+    assert_eq!(hs.name, "handshake", "the component sends its handshake");
+    (wr, rx)
+}
+
 impl Server {
     /// Starts the component for `owners` owners and completes XEP-0114.
     async fn start(bin: &Path, dir: &Path, owners: usize, coalesce_ms: u64) -> Server {
@@ -183,25 +210,7 @@ impl Server {
             .await
             .expect("the component connects within 60 s")
             .expect("accept");
-        sock.set_nodelay(true).expect("nodelay");
-        // Reading on a thread of its own: latency stamps are taken when
-        // bytes arrive, not when this thread gets round to them.
-        let sock = sock.into_std().expect("std socket");
-        let reader = sock.try_clone().expect("clone the socket");
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        read_on_own_thread(reader, tx);
-        let (_rd, mut wr) = tokio::net::TcpStream::from_std(sock)
-            .expect("socket")
-            .into_split();
-        let header = rx.recv().await.expect("stream header");
-        assert_eq!(header.name, "stream:header");
-        wr.write_all(
-            format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='{DOMAIN}' id='{STREAM_ID}'>").as_bytes(),
-        )
-        .await
-        .expect("write header");
-        let hs = rx.recv().await.expect("handshake");
-        assert_eq!(hs.name, "handshake", "the component sends its handshake");
+        let (wr, rx) = server_side(sock).await;
         let mut server = Server {
             rx,
             wr,
@@ -761,17 +770,7 @@ async fn latency_floor(rate: f64, copies: usize, t: &mut Table) {
         })
     });
     let (sock, _) = listener.accept().await.expect("accept");
-    sock.set_nodelay(true).expect("nodelay");
-    let sock = sock.into_std().expect("std socket");
-    let reader = sock.try_clone().expect("clone the socket");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    read_on_own_thread(reader, tx);
-    let (_rd, mut wr) = tokio::net::TcpStream::from_std(sock)
-        .expect("socket")
-        .into_split();
-    rx.recv().await.expect("stream header");
-    wr.write_all(format!("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' from='{DOMAIN}' id='{STREAM_ID}'>").as_bytes()).await.expect("w");
-    rx.recv().await.expect("handshake");
+    let (mut wr, mut rx) = server_side(sock).await;
     wr.write_all(b"<handshake/>").await.expect("w");
     paced(&mut wr, &mut rx, &ver(), 0, 1000, rate, "latency_floor", t).await;
     drop(wr);
