@@ -16,7 +16,7 @@
 //! protocol part is the few bytes of RFC 1928 that XEP-0065 uses.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,11 @@ const WAIT: Duration = Duration::from_secs(120);
 const TICKET: Duration = Duration::from_secs(600);
 /// Connections in their handshake at once; more are closed.
 const HANDSHAKING: usize = 128;
+/// Of those, from one address (one IPv6 /64) at once; more are closed.
+/// A transfer needs one connection per end, so a few per address cover
+/// several transfers at once behind one NAT, and one address holding its
+/// connections open cannot keep everyone else waiting.
+const HANDSHAKING_PER_ADDRESS: usize = 8;
 
 /// The streamhost's state, shared by the accept loop and the runtime.
 #[derive(Debug, Default)]
@@ -128,6 +133,7 @@ pub async fn listen(addr: SocketAddr) -> std::io::Result<(Arc<Streamhost>, Socke
     let host = Arc::new(Streamhost::default());
     let shared = host.clone();
     let permits = Arc::new(Semaphore::new(HANDSHAKING));
+    let per_address = Arc::new(PerAddress::default());
     tokio::spawn(async move {
         loop {
             let (socket, peer) = match listener.accept().await {
@@ -138,6 +144,10 @@ pub async fn listen(addr: SocketAddr) -> std::io::Result<(Arc<Streamhost>, Socke
                     continue;
                 }
             };
+            let Some(slot) = per_address.enter(peer.ip()) else {
+                debug!(%peer, "streamhost: too many handshakes from this address, connection closed");
+                continue;
+            };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 debug!(%peer, "streamhost busy: connection closed");
                 continue;
@@ -147,6 +157,7 @@ pub async fn listen(addr: SocketAddr) -> std::io::Result<(Arc<Streamhost>, Socke
                 let mut socket = socket;
                 let asked = tokio::time::timeout(HANDSHAKE, handshake(&mut socket, &host)).await;
                 drop(permit);
+                drop(slot);
                 match asked {
                     Ok(Ok(bridge)) => host.arrived(bridge, socket).await,
                     Ok(Err(e)) => debug!(%peer, error = %e, "SOCKS5 connection refused"),
@@ -156,6 +167,56 @@ pub async fn listen(addr: SocketAddr) -> std::io::Result<(Arc<Streamhost>, Socke
         }
     });
     Ok((host, addr))
+}
+
+/// Handshakes under way per address, so one address cannot take all of
+/// [`HANDSHAKING`].
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One handshake counted against its address until dropped.
+struct AddressSlot {
+    of: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    /// A slot for a connection from `ip`, if that address has fewer than
+    /// [`HANDSHAKING_PER_ADDRESS`] handshakes under way. An IPv6 address
+    /// counts by its /64, what one host or one home is given.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !u128::from(u64::MAX);
+                IpAddr::V6(Ipv6Addr::from(prefix))
+            }
+            v4 => v4,
+        };
+        let mut counts = self.0.lock().ok()?;
+        let n = counts.entry(key).or_insert(0);
+        if *n >= HANDSHAKING_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            of: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Ok(mut counts) = self.of.0.lock() else {
+            return;
+        };
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// RFC 1928 as XEP-0065 §6.3 uses it: no authentication, then CONNECT to
@@ -263,6 +324,95 @@ mod tests {
         let mut rest = Vec::new();
         b.read_to_end(&mut rest).await.unwrap();
         assert!(rest.is_empty());
+    }
+
+    /// One address holding connections open in their handshake gets no
+    /// more than its share; another address is still served, and so is
+    /// the first once one of its connections is gone.
+    #[tokio::test]
+    async fn one_address_cannot_hold_every_handshake() {
+        use tokio::net::TcpSocket;
+        let (host, addr) = listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let from = |ip: &str| {
+            let ip: IpAddr = ip.parse().unwrap();
+            async move {
+                let s = TcpSocket::new_v4()?;
+                s.bind(SocketAddr::new(ip, 0))?;
+                s.connect(addr).await
+            }
+        };
+        // Connections that never speak, all from 127.0.0.2.
+        let mut idle = Vec::new();
+        for _ in 0..HANDSHAKING_PER_ADDRESS {
+            idle.push(from("127.0.0.2").await.unwrap());
+        }
+        // One more from there is closed unanswered. The accept loop takes
+        // connections in order, so the idle ones were counted first.
+        let mut extra = from("127.0.0.2").await.unwrap();
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            let _ = extra.write_all(&[5, 1, 0]).await;
+            matches!(extra.read(&mut buf).await, Ok(0) | Err(_))
+        })
+        .await;
+        assert_eq!(
+            closed,
+            Ok(true),
+            "a ninth handshake from one address is closed"
+        );
+        // Someone else meanwhile is served as usual.
+        let h = "f".repeat(40);
+        host.apply(StreamhostOp::Expect {
+            bridge: 3,
+            hashes: vec![h.clone()],
+        });
+        let (_, code) = connect(addr, &h).await.unwrap();
+        assert_eq!(code, 0);
+        // When one idle connection goes, 127.0.0.2 gets a turn again.
+        drop(idle.pop());
+        let h = "9".repeat(40);
+        host.apply(StreamhostOp::Expect {
+            bridge: 4,
+            hashes: vec![h.clone()],
+        });
+        let served = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let mut s = from("127.0.0.2").await.unwrap();
+                let mut choice = [0u8; 2];
+                if s.write_all(&[5, 1, 0]).await.is_ok() && s.read_exact(&mut choice).await.is_ok()
+                {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            served.is_ok(),
+            "127.0.0.2 is served again after one of its connections closed"
+        );
+    }
+
+    /// IPv6 addresses count by their /64, IPv4-mapped ones as IPv4.
+    #[test]
+    fn addresses_are_counted_by_host() {
+        let per = Arc::new(PerAddress::default());
+        let mut held = Vec::new();
+        for i in 0..HANDSHAKING_PER_ADDRESS {
+            let ip: IpAddr = format!("2001:db8::{:x}", i + 1).parse().unwrap();
+            held.push(per.enter(ip).unwrap());
+        }
+        assert!(per.enter("2001:db8::ffff:1".parse().unwrap()).is_none());
+        assert!(per.enter("2001:db8:0:1::1".parse().unwrap()).is_some());
+        for _ in 0..HANDSHAKING_PER_ADDRESS {
+            held.push(per.enter("::ffff:192.0.2.1".parse().unwrap()).unwrap());
+        }
+        assert!(per.enter("192.0.2.1".parse().unwrap()).is_none());
+        held.clear();
+        assert!(
+            per.0.lock().unwrap().is_empty(),
+            "released slots leave no entry"
+        );
     }
 
     /// A bridge the core forgot takes nobody.
