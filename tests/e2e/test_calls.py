@@ -667,6 +667,32 @@ def streamhost_candidate(iq, port):
     return c, t
 
 
+def our_candidate(iq, port, sid, offerer, me):
+    """The streamhost candidate `iq` gives an end that knows the offerer as
+    `offerer` and itself as `me`: its `dstaddr` must be the hash that end
+    computes for stream `sid`. Returns the candidate and that hash."""
+    cand, t = streamhost_candidate(iq, port)
+    dst = dst_addr(sid, offerer, me)
+    assert t.get("dstaddr") == dst, ET.tostring(iq, encoding="unicode")
+    return cand, dst
+
+
+def send_s5b_info(client, to, iq_id, sid, t_sid, inner):
+    """A SOCKS5 transport-info (`inner`: candidate-used, candidate-error)
+    from `client` in Jingle session `sid`, transport `t_sid`."""
+    send_jingle(client, to, iq_id, "transport-info", sid,
+                f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='{t_sid}'>"
+                f"{inner}</transport></content>")
+
+
+async def both_hear_candidate_error(ends):
+    """Each (client, from, since, who) in `ends` hears that its own
+    candidates failed for the other side, and acknowledges it."""
+    for client, frm, since, who in ends:
+        ack(client, await client.wait_for(s5b_info(frm, "candidate-error"), since,
+                                          what=f"candidate-error, at {who}"))
+
+
 def s5b_info(frm, inner):
     """A transport-info from `frm` whose SOCKS5 transport holds `inner`."""
     def pred(el):
@@ -759,9 +785,7 @@ def test_she_sends_bob_a_file_from_her_virtual_jid(world, first):
             ack(phone, sa)
         else:
             # Bob knows her as alice@D/files: our candidate is hashed so.
-            his, t = streamhost_candidate(si, port)
-            his_dst = dst_addr("S5B1", files, "bob@localhost/pc")
-            assert t.get("dstaddr") == his_dst
+            his, his_dst = our_candidate(si, port, "S5B1", files, "bob@localhost/pc")
             accept = (f"<content creator='initiator' name='f' senders='initiator'>{description}"
                       f"<transport xmlns='{S5B_T}' sid='S5B1' mode='tcp'>"
                       "<candidate cid='b1' host='198.51.100.7' jid='bob@localhost/pc' port='6000' priority='8257636' type='direct'/>"
@@ -772,23 +796,16 @@ def test_she_sends_bob_a_file_from_her_virtual_jid(world, first):
             sa = await phone.wait_for(jingle_iq("session-accept", shown), s_phone, what="his accept")
             ack(phone, sa)
             # She knows him as his proxy full JID, herself as her phone.
-            hers, t = streamhost_candidate(sa, port)
-            her_dst = dst_addr("S5B1", shown, "alice@localhost/phone")
-            assert t.get("dstaddr") == her_dst
+            hers, her_dst = our_candidate(sa, port, "S5B1", shown, "alice@localhost/phone")
             # Neither's own candidates worked for "the other side".
-            ack(phone, await phone.wait_for(s5b_info(shown, "candidate-error"), s_phone, what="candidate-error, at her"))
-            ack(bob, await bob.wait_for(s5b_info(files, "candidate-error"), s_bob, what="candidate-error, at Bob"))
+            await both_hear_candidate_error([(phone, shown, s_phone, "her"), (bob, files, s_bob, "Bob")])
             at_phone, at_bob = Socks5End(phone), Socks5End(bob)
             await at_phone.connect("127.0.0.1", port, her_dst)
-            send_jingle(phone, shown, "f2", "transport-info", "FILE1",
-                        f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='S5B1'>"
-                        f"<candidate-used cid='{hers.get('cid')}'/></transport></content>")
+            send_s5b_info(phone, shown, "f2", "FILE1", "S5B1", f"<candidate-used cid='{hers.get('cid')}'/>")
             assert (await phone.wait_for(iq_reply("f2"), s_phone)).get("type") == "result"
             if first == "socks5":
                 await at_bob.connect("127.0.0.1", port, his_dst)
-                send_jingle(bob, files, "b2", "transport-info", "FILE1",
-                            f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='S5B1'>"
-                            f"<candidate-used cid='{his.get('cid')}'/></transport></content>")
+                send_s5b_info(bob, files, "b2", "FILE1", "S5B1", f"<candidate-used cid='{his.get('cid')}'/>")
                 act = await bob.wait_for(s5b_info(files, "activated"), s_bob, what="activated, at Bob")
                 assert act.find(f".//{{{S5B_T}}}activated").get("cid") == his.get("cid")
                 ack(bob, act)
@@ -799,9 +816,7 @@ def test_she_sends_bob_a_file_from_her_virtual_jid(world, first):
                 assert await asyncio.wait_for(at_bob.closed, 30) == data
                 await comp.await_log("bytestream done")
             else:
-                send_jingle(bob, files, "b2", "transport-info", "FILE1",
-                            f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='S5B1'>"
-                            "<candidate-error/></transport></content>")
+                send_s5b_info(bob, files, "b2", "FILE1", "S5B1", "<candidate-error/>")
                 err = await phone.wait_for(s5b_info(shown, "proxy-error"), s_phone, what="proxy-error, at her")
                 ack(phone, err)
                 at_phone.transport.close()
@@ -903,22 +918,15 @@ def test_bob_sends_her_a_file_and_her_device_that_accepts_gets_it(world, transpo
         await laptop.wait_for(jingle_iq("session-terminate", shown), s_laptop, what="the laptop's leg ended")
         if socks5:
             # Her phone knows him as `shown` (the offerer), itself as itself.
-            hers, t = streamhost_candidate(at_phone, port)
-            her_dst = dst_addr("S5B2", shown, "alice@localhost/phone")
-            assert t.get("dstaddr") == her_dst
+            hers, her_dst = our_candidate(at_phone, port, "S5B2", shown, "alice@localhost/phone")
             # Bob knows her as alice@D/files (the candidate's offerer).
-            his, t = streamhost_candidate(sa, port)
-            his_dst = dst_addr("S5B2", files, "bob@localhost/pc")
-            assert t.get("dstaddr") == his_dst
-            ack(phone, await phone.wait_for(s5b_info(shown, "candidate-error"), s_phone, what="candidate-error, at her"))
-            ack(bob, await bob.wait_for(s5b_info(files, "candidate-error"), s_bob, what="candidate-error, at Bob"))
+            his, his_dst = our_candidate(sa, port, "S5B2", files, "bob@localhost/pc")
+            await both_hear_candidate_error([(phone, shown, s_phone, "her"), (bob, files, s_bob, "Bob")])
             at_her, at_him = Socks5End(phone), Socks5End(bob)
             await at_her.connect("127.0.0.1", port, her_dst)
             await at_him.connect("127.0.0.1", port, his_dst)
             for client, to, iq_id, s, cand in ((phone, shown, "p2", sid, hers), (bob, files, "b2", "BFILE", his)):
-                send_jingle(client, to, iq_id, "transport-info", s,
-                            f"<content creator='initiator' name='f'><transport xmlns='{S5B_T}' sid='S5B2'>"
-                            f"<candidate-used cid='{cand.get('cid')}'/></transport></content>")
+                send_s5b_info(client, to, iq_id, s, "S5B2", f"<candidate-used cid='{cand.get('cid')}'/>")
             ack(bob, await bob.wait_for(s5b_info(files, "activated"), s_bob, what="activated, at Bob"))
             ack(phone, await phone.wait_for(s5b_info(shown, "activated"), s_phone, what="activated, at her"))
             await at_him.send(data)
