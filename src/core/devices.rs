@@ -255,6 +255,38 @@ impl DeviceMap {
         self.0.binary_search_by(|(j, _)| j.cmp(jid))
     }
 
+    /// Where `jid` is (`Ok`), or would go (`Err`): for a caller that
+    /// reads the device and then sets it, one search instead of two
+    /// ([`DeviceMap::at`], [`DeviceMap::put`]).
+    pub fn slot(&self, jid: &FullJid) -> Result<usize, usize> {
+        self.find(jid)
+    }
+
+    /// The device at a slot [`DeviceMap::slot`] found.
+    pub fn at(&self, slot: Result<usize, usize>) -> Option<&Device> {
+        slot.ok().and_then(|i| self.0.get(i)).map(|(_, d)| d)
+    }
+
+    /// Sets the device at `jid`, at the slot [`DeviceMap::slot`] found
+    /// for it while the map was as it is now (else searched again).
+    pub fn put(&mut self, slot: Result<usize, usize>, jid: FullJid, device: Device) {
+        let fits = match slot {
+            Ok(i) => self.0.get(i).is_some_and(|(j, _)| *j == jid),
+            Err(i) => {
+                i <= self.0.len()
+                    && (i == 0 || self.0[i - 1].0 < jid)
+                    && self.0.get(i).is_none_or(|(j, _)| jid < *j)
+            }
+        };
+        match slot {
+            Ok(i) if fits => self.0[i].1 = device,
+            Err(i) if fits => self.0.insert(i, (jid, device)),
+            _ => {
+                self.insert(jid, device);
+            }
+        }
+    }
+
     /// The device at `jid`.
     pub fn get(&self, jid: &FullJid) -> Option<&Device> {
         self.find(jid).ok().map(|i| &self.0[i].1)
@@ -654,6 +686,41 @@ pub fn read_disco_info(iq: &Element) -> Result<(BTreeSet<String>, String), Disco
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slot found once sets the device where a search would; a slot the
+    /// map has moved past since is searched again, not trusted.
+    #[test]
+    fn a_device_is_set_at_its_slot_and_a_stale_slot_is_not_trusted() {
+        let jid = |r: &str| FullJid::new(&format!("alice@example.org/{r}")).unwrap();
+        let dev = |priority| Device {
+            priority,
+            ..Device::from_presence(&Element::bare("presence", ns::COMPONENT)).unwrap()
+        };
+        let mut map = DeviceMap::default();
+        for (r, p) in [("b", 1), ("d", 2)] {
+            let slot = map.slot(&jid(r));
+            assert!(map.at(slot).is_none());
+            map.put(slot, jid(r), dev(p));
+        }
+        let slot = map.slot(&jid("c"));
+        map.put(slot, jid("c"), dev(3));
+        let slot = map.slot(&jid("d"));
+        assert_eq!(map.at(slot).map(|d| d.priority), Some(2));
+        map.put(slot, jid("d"), dev(4));
+        // Stale: "a" arrives after "e"'s slot was found.
+        let stale = map.slot(&jid("e"));
+        map.insert(jid("a"), dev(5));
+        map.put(stale, jid("e"), dev(6));
+        let stale = map.slot(&jid("b"));
+        map.remove(&jid("a"));
+        map.put(stale, jid("b"), dev(7));
+        let got: Vec<(String, i8)> = map
+            .iter()
+            .map(|(j, d)| (j.resource().to_string(), d.priority))
+            .collect();
+        let want = [("b", 7), ("c", 3), ("d", 4), ("e", 6)];
+        assert_eq!(got, want.map(|(r, p)| (r.to_owned(), p)));
+    }
 
     /// XEP-0115 §5.3, the complex example (fields out of `var` order, as a
     /// real client may send them).

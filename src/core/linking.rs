@@ -293,7 +293,10 @@ impl Core {
     }
 
     fn device_available(&mut self, now: Time, i: OwnerId, stanza: &Element, full: FullJid) {
-        let before = self.owners[i].devices.live.get(&full);
+        // Found once: nothing below adds or removes a live device before
+        // it is set (and `put` checks).
+        let slot = self.owners[i].devices.live.slot(&full);
+        let before = self.owners[i].devices.live.at(slot);
         let mut device = match Device::from_presence_after(stanza, before) {
             Ok(d) => d,
             Err(e) => {
@@ -313,7 +316,7 @@ impl Core {
         // runs for every presence of every device.
         let (known, new_node, features) = {
             let owner = &self.owners[i];
-            let old = owner.devices.live.get(&full);
+            let old = owner.devices.live.at(slot);
             if old.is_none() && owner.devices.live.len() >= self.cfg.limits.devices_per_owner {
                 warn!(owner = %owner.name, "device limit reached, presence ignored");
                 return;
@@ -359,7 +362,7 @@ impl Core {
             self.remember_node(i, &full, node);
         }
         let live = &self.owners[i].devices.live;
-        let shows = match live.get(&full) {
+        let shows = match live.at(slot) {
             // A re-sent presence (`<delay/>`ed or duplicate): nothing new.
             Some(old) if *old == device => return,
             Some(old) => super::presence::change_may_show(live, &full, old, &device),
@@ -369,7 +372,7 @@ impl Core {
         if let Some(status) = &device.status {
             self.tell_withheld(i, &full, status);
         }
-        self.owners[i].devices.live.insert(full, device);
+        self.owners[i].devices.live.put(slot, full, device);
         // A change behind her best device shows nobody anything: no
         // publish to schedule (most device churn is such).
         if shows {
