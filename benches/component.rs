@@ -52,6 +52,7 @@ use common::*;
 const DOMAIN: &str = "unified.bench";
 const SECRET: &str = "bench-secret";
 const STREAM_ID: &str = "bench-stream-1";
+const HTTP_TOKEN: &str = "bench-metrics-token-0123456789";
 /// Consecutive changes to one owner in the visible churn.
 const BURST: usize = 4;
 /// Classes a device with [`FEATURES`] is in (chat, audio, video).
@@ -126,11 +127,14 @@ struct Server {
     ver: String,
     /// Stanzas we answered automatically (disco#info, pings), not counted.
     answered: usize,
+    /// Where its `/metrics` answer.
+    http_port: u16,
 }
 
-fn write_config(dir: &Path, owners: usize, port: u16, coalesce_ms: u64) -> PathBuf {
+fn write_config(dir: &Path, owners: usize, port: u16, http_port: u16, coalesce_ms: u64) -> PathBuf {
     let mut s = format!(
         "[server]\naddress = \"127.0.0.1:{port}\"\ndomain = \"{DOMAIN}\"\nsecret = \"{SECRET}\"\n\n\
+         [http]\nbind = \"127.0.0.1:{http_port}\"\nadmin_token = \"{HTTP_TOKEN}\"\n\n\
          [store]\npath = \"{}\"\n\n[presence]\ncoalesce_ms = {coalesce_ms}\nsettle_ms = 0\n\n\
          [log]\nlevel = \"warn\"\n\n[limits]\nstanzas_per_sec = 0\nwatchers_per_owner = 100000\npending_iqs = 100000\n\n",
         dir.join("store").display()
@@ -185,7 +189,11 @@ impl Server {
     async fn start(bin: &Path, dir: &Path, owners: usize, coalesce_ms: u64) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("listen");
         let port = listener.local_addr().expect("port").port();
-        let config = write_config(dir, owners, port, coalesce_ms);
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port for /metrics")
+            .port();
+        let config = write_config(dir, owners, port, http_port, coalesce_ms);
         // BENCH_WRAP="valgrind --tool=massif ..." runs the component under
         // a tool (its RSS figures are then the tool's).
         let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
@@ -218,6 +226,7 @@ impl Server {
             pid,
             ver: ver(),
             answered: 0,
+            http_port,
         };
         server.send("<handshake/>").await;
         for _ in 0..connection::SELFCHECKS {
@@ -226,6 +235,25 @@ impl Server {
             server.send(&echo).await;
         }
         server
+    }
+
+    /// Its heap in use, from its own `/metrics` (`heap_bytes`, glibc's
+    /// count): exact where RSS moves with what the allocator keeps.
+    fn heap(&self) -> u64 {
+        use std::io::Read;
+        let mut sock =
+            std::net::TcpStream::connect(("127.0.0.1", self.http_port)).expect("/metrics");
+        write!(
+            sock,
+            "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {HTTP_TOKEN}\r\n\r\n"
+        )
+        .expect("ask /metrics");
+        let mut text = String::new();
+        sock.read_to_string(&mut text).expect("read /metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix("unified_presence_heap_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("heap_bytes in /metrics")
     }
 
     async fn send(&mut self, s: &str) {
@@ -372,6 +400,7 @@ async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, 
     s.sync("linked").await;
     let link_secs = t0.elapsed().as_secs_f64();
     let base = rss(s.pid);
+    let heap_base = s.heap();
     let t1 = Instant::now();
     let ver = s.ver.clone();
     for o in 0..owners {
@@ -384,6 +413,7 @@ async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, 
     s.sync("devices").await;
     let devices_secs = t1.elapsed().as_secs_f64();
     let after_devices = rss(s.pid);
+    let heap_devices = s.heap();
     let t2 = Instant::now();
     let mut sent = 0;
     for o in 0..owners {
@@ -401,6 +431,7 @@ async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, 
     let answers = s.sync("watchers").await;
     let watchers_secs = t2.elapsed().as_secs_f64();
     let after_watchers = rss(s.pid);
+    let heap_watchers = s.heap();
     let edges = (owners * a.watchers) as f64;
     let devices = (owners * a.devices) as f64;
     t.put(
@@ -445,6 +476,22 @@ async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, 
     t.put(
         &format!("{prefix}watcher_jid_bytes"),
         format!("{jid_bytes:.0}"),
+    );
+    // The same from the heap's own count: no page or allocator noise.
+    t.put(&format!("{prefix}heap_linked_bytes"), heap_base);
+    t.put(
+        &format!("{prefix}heap_bytes_per_device"),
+        format!(
+            "{:.0}",
+            heap_devices.saturating_sub(heap_base) as f64 / devices
+        ),
+    );
+    t.put(
+        &format!("{prefix}heap_bytes_per_watcher_edge"),
+        format!(
+            "{:.0}",
+            heap_watchers.saturating_sub(heap_devices) as f64 / edges
+        ),
     );
 }
 

@@ -86,6 +86,11 @@ subscription = "open"
         assert metric(text, 'unified_presence_calls_total{outcome="cancelled"}') == 1
         assert metric(text, 'unified_presence_calls_total{outcome="answered"}') == 0
         assert metric(text, "unified_presence_live_calls") == 0
+        # The heap in use, by the allocator's count: there, and less than
+        # what the process holds in memory.
+        with open(f"/proc/{comp.proc.pid}/status") as f:
+            rss = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+        assert 0 < metric(text, "unified_presence_heap_bytes") < rss
 
         status, page = get(port, "/status")
         assert status == 200
