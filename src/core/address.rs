@@ -241,7 +241,12 @@ impl Secrets {
 
     /// The owner whose real account `jid` is.
     pub fn account_owner(&self, jid: &BareJid) -> Option<OwnerId> {
-        self.accounts.get(jid.as_str()).copied()
+        self.account_of(jid.as_str())
+    }
+
+    /// [`Secrets::account_owner`] for a bare JID's text.
+    pub fn account_of(&self, bare: &str) -> Option<OwnerId> {
+        self.accounts.get(bare).copied()
     }
 
     /// The owner whose real account sent from `jid` (bare or full, in

@@ -378,7 +378,7 @@ impl Core {
                 let o = &self.owners[i];
                 // Her own accounts see her as others do; they are hers,
                 // not watchers to approve, remove or block.
-                let others = |j: &&BareJid| self.out.secrets.account_owner(j) != Some(i);
+                let others = |j: &&str| self.out.secrets.account_of(j) != Some(i);
                 let mut pending: Vec<String> = o
                     .watchers
                     .iter()

@@ -110,7 +110,7 @@ impl Core {
         let others = |o: &super::Owner, state: WatcherState| {
             o.watchers
                 .iter()
-                .filter(|(j, s)| **s == state && !o.accounts.iter().any(|(a, _)| a == *j))
+                .filter(|(j, s)| **s == state && !o.accounts.iter().any(|(a, _)| a.as_str() == *j))
                 .count()
         };
         let owners = order

@@ -670,9 +670,7 @@ impl Core {
                     let mut v: Vec<String> = o
                         .watchers
                         .iter()
-                        .filter(|(j, s)| {
-                            **s == state && self.out.secrets.account_owner(j) != Some(i)
-                        })
+                        .filter(|(j, s)| **s == state && self.out.secrets.account_of(j) != Some(i))
                         .map(|(j, _)| self.shown_watcher(j))
                         .collect();
                     v.sort_unstable();
@@ -920,9 +918,8 @@ impl Core {
                 // A blocked watcher stops watching first.
                 let watchers: Vec<BareJid> = self.owners[i]
                     .watchers
-                    .keys()
+                    .jids()
                     .filter(|w| super::listed(std::slice::from_ref(&who), w))
-                    .cloned()
                     .collect();
                 for w in &watchers {
                     self.deny_watcher(i, w);
@@ -1066,7 +1063,7 @@ impl Core {
         let watchers: Vec<(BareJid, WatcherState)> = self.owners[i]
             .watchers
             .iter()
-            .map(|(j, s)| (j.clone(), *s))
+            .filter_map(|(j, s)| Some((BareJid::new(j).ok()?, *s)))
             .collect();
         for (w, _) in watchers {
             self.deny_watcher(i, &w);

@@ -312,15 +312,16 @@ pub struct Views {
 impl Views {
     /// The name of the view `watcher` is in, and why (`jid`, `domain` or
     /// `default`), with `fallback` as the default when she set none.
-    pub fn name_for<'a>(&'a self, watcher: &BareJid, fallback: &'a str) -> (&'a str, &'static str) {
+    pub fn name_for<'a>(&'a self, watcher: &str, fallback: &'a str) -> (&'a str, &'static str) {
         if self.members.is_empty() {
             return (self.default.as_deref().unwrap_or(fallback), "default");
         }
-        let jid = watcher.as_str();
+        let jid = watcher;
         if let Some((_, v)) = self.members.iter().find(|(who, _)| who == jid) {
             return (v, "jid");
         }
-        let domain = watcher.domain().as_str();
+        // A bare JID's domain follows its '@' (a node has none).
+        let domain = jid.split_once('@').map_or(jid, |(_, d)| d);
         if let Some((_, v)) = self.members.iter().find(|(who, _)| who == domain) {
             return (v, "domain");
         }
@@ -352,11 +353,17 @@ impl super::Core {
     /// The name of the view `who` is in, and why: blocked, her own
     /// account (which sees everything), by JID, by domain, or by default.
     pub(super) fn view_name(&self, i: OwnerId, who: &BareJid) -> (&str, &'static str) {
+        self.view_name_of(i, who.as_str())
+    }
+
+    /// [`Core::view_name`] for a bare JID's text (as her watcher list
+    /// keeps them).
+    pub(super) fn view_name_of(&self, i: OwnerId, who: &str) -> (&str, &'static str) {
         let o = &self.owners[i];
-        if o.watchers.is_blocked(who) {
+        if super::watchlist::listed_text(&o.watchers.blocked, who) {
             return (NOTHING, "blocked");
         }
-        if self.out.secrets.account_owner(who) == Some(i) {
+        if self.out.secrets.account_of(who) == Some(i) {
             return (EVERYTHING, "your own account");
         }
         o.views.name_for(who, &self.cfg.default_view)
@@ -455,7 +462,7 @@ impl super::Core {
         let names: std::collections::BTreeSet<&str> = o
             .watchers
             .subscribed()
-            .map(|w| self.view_name(i, w).0)
+            .map(|w| self.view_name_of(i, w).0)
             .collect();
         names.into_iter().map(str::to_owned).collect()
     }
@@ -466,7 +473,7 @@ impl super::Core {
         let all = self.all_see_everything(i);
         o.watchers
             .subscribed()
-            .filter(|w| all || self.view_name(i, w).0 == view)
+            .filter(|w| all || self.view_name_of(i, w).0 == view)
             .map(|w| w.to_string())
             .collect()
     }
@@ -486,7 +493,7 @@ impl super::Core {
         }
         let mut groups: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
         for w in o.watchers.subscribed() {
-            let (name, _) = self.view_name(i, w);
+            let (name, _) = self.view_name_of(i, w);
             groups.entry(name).or_default().push(w.to_string());
         }
         groups
@@ -534,10 +541,10 @@ impl super::Core {
         redefined: Option<&str>,
         change: impl FnOnce(&mut Views),
     ) {
-        let before: Vec<(BareJid, String)> = self.owners[i]
+        let before: Vec<(String, String)> = self.owners[i]
             .watchers
             .subscribed()
-            .map(|w| (w.clone(), self.view_name(i, w).0.to_owned()))
+            .map(|w| (w.to_owned(), self.view_name_of(i, w).0.to_owned()))
             .collect();
         // What each view's watchers heard, before anything changes.
         let classes = self.cfg.classes.len();
@@ -559,7 +566,7 @@ impl super::Core {
         let mut fresh: std::collections::HashMap<String, Vec<Option<ClassPresence>>> =
             Default::default();
         for (w, old) in before {
-            let new = self.view_name(i, &w).0.to_owned();
+            let new = self.view_name_of(i, &w).0.to_owned();
             if new == old && redefined != Some(old.as_str()) {
                 continue;
             }
@@ -879,12 +886,12 @@ mod tests {
             default: Some("reachable".into()),
             ..Views::default()
         };
-        let name = |j: &str| views.name_for(&BareJid::new(j).unwrap(), EVERYTHING);
+        let name = |j: &str| views.name_for(BareJid::new(j).unwrap().as_str(), EVERYTHING);
         assert_eq!(name("boss@example.org"), ("everything", "jid"));
         assert_eq!(name("carol@example.org"), ("colleagues", "domain"));
         assert_eq!(name("dave@example.net"), ("reachable", "default"));
         assert_eq!(
-            Views::default().name_for(&BareJid::new("x@y").unwrap(), "nothing"),
+            Views::default().name_for(BareJid::new("x@y").unwrap().as_str(), "nothing"),
             ("nothing", "default")
         );
     }

@@ -49,9 +49,8 @@ impl Core {
             {
                 let his: Vec<BareJid> = self.owners[me]
                     .watchers
-                    .keys()
+                    .jids()
                     .filter(|w| self.out.secrets.account_owner(w) == Some(owner))
-                    .cloned()
                     .collect();
                 for w in his {
                     self.owner_decision(me, &w, stanza);
@@ -183,7 +182,7 @@ impl Core {
     /// `subscribe` from the watcher's proxy JID.
     fn ask_owner(&mut self, now: Time, i: OwnerId, watcher: BareJid, request: &Element) {
         // How she knows him: his JID, or another owner's virtual JID.
-        let shown = self.shown_watcher(&watcher);
+        let shown = self.shown_watcher(watcher.as_str());
         let Some(proxy) = self.face_of(&watcher) else {
             debug!(watcher = %watcher, "no proxy JID for watcher");
             return;
@@ -342,8 +341,8 @@ impl Core {
     /// How owner `i` names watcher `w` in what she reads: another owner's
     /// account by his virtual JID (his real one is not hers to see),
     /// anyone else by his own JID.
-    pub(super) fn shown_watcher(&self, w: &BareJid) -> String {
-        match self.out.secrets.account_owner(w) {
+    pub(super) fn shown_watcher(&self, w: &str) -> String {
+        match self.out.secrets.account_of(w) {
             Some(o) => self.owners[o].virtual_jid.to_string(),
             None => w.to_string(),
         }
@@ -361,9 +360,8 @@ impl Core {
             if let Some(&o) = self.by_name.get(&node) {
                 return self.owners[i]
                     .watchers
-                    .keys()
+                    .jids()
                     .filter(|w| self.out.secrets.account_owner(w) == Some(o))
-                    .cloned()
                     .collect();
             }
         }
@@ -440,7 +438,7 @@ impl Core {
         let Some(face) = self.face_of(remote) else {
             return format!("{remote} cannot be given an address here.");
         };
-        let nick = name.map_or_else(|| self.shown_watcher(remote), str::to_owned);
+        let nick = name.map_or_else(|| self.shown_watcher(remote.as_str()), str::to_owned);
         for a in self.linked_accounts(i) {
             let mut ask = stanza::stanza("presence", face.as_str(), a.as_str(), Some("subscribe"));
             ask.append_child(stanza::text_element("nick", NICK, &nick));
