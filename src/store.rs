@@ -1,4 +1,5 @@
-//! The only module that knows sled: one tree per map, JSON values.
+//! The only module that knows sled: one tree per map, JSON values, but
+//! for her watchers, which are kept in chunks of her list ([`lists`]).
 //!
 //! Keys are `owner \0 jid` (or the caps `ver`), so an owner's entries sort
 //! together. The core decides what to persist ([`StoreOp`]); the runtime
@@ -11,7 +12,13 @@ use serde::de::DeserializeOwned;
 use sled::transaction::{TransactionError, Transactional};
 use tracing::warn;
 
-use crate::core::{StoreOp, Stored};
+use crate::core::{StoreOp, Stored, WatcherState};
+
+mod lists;
+
+/// The tree of one key per watcher that versions before [`lists`] wrote;
+/// [`Store::open`] moves what it holds into the lists and drops it.
+const OLD_WATCHERS: &str = "watchers";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +41,10 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: sled::Db,
+    /// Her watchers, in chunks ([`lists`]).
     watchers: sled::Tree,
+    /// How big a chunk of her watchers grows before it splits.
+    chunk_bytes: usize,
     accounts: sled::Tree,
     caps: sled::Tree,
     devices: sled::Tree,
@@ -123,8 +133,9 @@ impl Store {
     /// Opens (or creates) the store in directory `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = sled::open(path)?;
-        Ok(Store {
-            watchers: db.open_tree("watchers")?,
+        let store = Store {
+            watchers: db.open_tree("watcher_lists")?,
+            chunk_bytes: lists::CHUNK_BYTES,
             accounts: db.open_tree("accounts")?,
             caps: db.open_tree("caps")?,
             devices: db.open_tree("devices")?,
@@ -135,7 +146,45 @@ impl Store {
             contacts: db.open_tree("contacts")?,
             profiles: db.open_tree("profiles")?,
             db,
-        })
+        };
+        store.move_old_watchers()?;
+        Ok(store)
+    }
+
+    /// Moves the watchers of the old one-key-each tree into the lists,
+    /// then drops it. Setting a watcher is idempotent, so if this stops
+    /// half way it is simply done again at the next start.
+    fn move_old_watchers(&self) -> Result<(), StoreError> {
+        if !self
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == OLD_WATCHERS.as_bytes())
+        {
+            return Ok(());
+        }
+        let old = self.db.open_tree(OLD_WATCHERS)?;
+        let entries = load_tree::<BareJid, WatcherState>(&old, |j| BareJid::new(j).ok())?;
+        let mut lists = lists::Lists::new(&self.watchers, self.chunk_bytes);
+        for (owner, jid, state) in &entries {
+            lists.set(owner, jid.as_str(), Some(*state))?;
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in lists.into_writes() {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.watchers.apply_batch(batch)?;
+        self.db.flush()?;
+        self.db.drop_tree(OLD_WATCHERS)?;
+        self.db.flush()?;
+        tracing::info!(
+            watchers = entries.len(),
+            "moved the stored watchers into per-owner lists"
+        );
+        Ok(())
     }
 
     /// Everything the core is loaded with at start.
@@ -145,7 +194,7 @@ impl Store {
             blocked: load_keyed(&self.blocked)?,
             owners: load_keyed(&self.owners)?,
             rules: load_keyed(&self.rules)?,
-            watchers: load_tree(&self.watchers, |j| BareJid::new(j).ok())?,
+            watchers: lists::load(&self.watchers)?,
             contacts: load_tree(&self.contacts, |j| BareJid::new(j).ok())?,
             accounts: load_tree(&self.accounts, |j| BareJid::new(j).ok())?,
             devices: load_tree(&self.devices, |j| FullJid::new(j).ok())?,
@@ -160,9 +209,11 @@ impl Store {
     /// anything is written.
     pub fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
         let mut writes: Vec<Write> = Vec::with_capacity(ops.len());
+        let mut lists = lists::Lists::new(&self.watchers, self.chunk_bytes);
         for op in ops {
-            self.plan(op, &mut writes)?;
+            self.plan(op, &mut writes, &mut lists)?;
         }
+        writes.extend(lists.into_writes().map(|(k, v)| (T::Watchers, k, v)));
         let trees = [
             self.watchers.clone(),
             self.accounts.clone(),
@@ -208,7 +259,12 @@ impl Store {
         self.commit(std::slice::from_ref(op))
     }
 
-    fn plan(&self, op: &StoreOp, writes: &mut Vec<Write>) -> Result<(), StoreError> {
+    fn plan(
+        &self,
+        op: &StoreOp,
+        writes: &mut Vec<Write>,
+        lists: &mut lists::Lists,
+    ) -> Result<(), StoreError> {
         let mut put = |tree: T, k: Vec<u8>, v: Vec<u8>| writes.push((tree, k, Some(v)));
         match op {
             StoreOp::Owner {
@@ -220,9 +276,9 @@ impl Store {
                 record: None,
             } => {
                 // Everything of hers goes.
+                lists.remove_owner(owner)?;
                 let prefix = key(owner, "");
                 for (t, tree) in [
-                    (T::Watchers, &self.watchers),
                     (T::Contacts, &self.contacts),
                     (T::Accounts, &self.accounts),
                     (T::Devices, &self.devices),
@@ -239,13 +295,7 @@ impl Store {
                 owner,
                 watcher,
                 state,
-            } => {
-                let k = key(owner, watcher.as_str());
-                match state {
-                    Some(s) => put(T::Watchers, k, serde_json::to_vec(s)?),
-                    None => writes.push((T::Watchers, k, None)),
-                }
-            }
+            } => lists.set(owner, watcher.as_str(), *state)?,
             StoreOp::Contact {
                 owner,
                 contact,
@@ -393,6 +443,94 @@ mod tests {
             }
         }
         Store::open(path).unwrap()
+    }
+
+    /// A store written by a version with one key per watcher starts with
+    /// the same watchers, and the old tree is gone.
+    #[tokio::test]
+    async fn watchers_kept_one_key_each_are_moved_into_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let old = db.open_tree(OLD_WATCHERS).unwrap();
+            for (owner, jid, state) in [
+                ("alice", "bob@localhost", "\"subscribed\""),
+                ("alice", "carol@localhost", "\"pending\""),
+                ("dave", "bob@localhost", "\"subscribed\""),
+            ] {
+                old.insert(key(owner, jid), state.as_bytes()).unwrap();
+            }
+            old.insert(key("dave", "not a jid@@"), "\"subscribed\"".as_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = reopen(dir.path()).await;
+        let jid = |j: &str| BareJid::new(j).unwrap();
+        let expected = vec![
+            (
+                "alice".to_string(),
+                jid("bob@localhost"),
+                WatcherState::Subscribed,
+            ),
+            (
+                "alice".to_string(),
+                jid("carol@localhost"),
+                WatcherState::Pending,
+            ),
+            (
+                "dave".to_string(),
+                jid("bob@localhost"),
+                WatcherState::Subscribed,
+            ),
+        ];
+        assert_eq!(store.load().unwrap().watchers, expected);
+        assert!(!store
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == OLD_WATCHERS.as_bytes()));
+        store.flush().await.unwrap();
+        drop(store);
+        let store = reopen(dir.path()).await;
+        assert_eq!(store.load().unwrap().watchers, expected);
+    }
+
+    /// Many watchers of one owner, changed in one commit and one at a
+    /// time, split her list into chunks and load as the core's mirror does.
+    #[tokio::test]
+    async fn a_long_list_in_chunks_loads_as_it_was_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let op = |i: usize, state| StoreOp::Watcher {
+            owner: "alice".into(),
+            watcher: BareJid::new(&format!("watcher{i:03}@localhost")).unwrap(),
+            state,
+        };
+        let mut ops: Vec<_> = (0..300)
+            .map(|i| op((i * 7) % 300, Some(WatcherState::Pending)))
+            .collect();
+        ops.push(op(5, None));
+        store.commit(&ops).unwrap();
+        for i in (0..300).step_by(3) {
+            let one = op(i, Some(WatcherState::Subscribed));
+            store.apply(&one).unwrap();
+            ops.push(one);
+        }
+        for i in 100..200 {
+            let one = op(i, None);
+            store.apply(&one).unwrap();
+            ops.push(one);
+        }
+        let mut mirror = Stored::default();
+        for op in ops {
+            mirror.apply(op);
+        }
+        mirror
+            .watchers
+            .sort_by(|a, b| a.1.as_str().cmp(b.1.as_str()));
+        assert_eq!(store.load().unwrap().watchers, mirror.watchers);
+        assert_eq!(mirror.watchers.len(), 199);
+        assert!(store.watchers.len() > 4, "her list is in chunks");
     }
 
     #[tokio::test]
