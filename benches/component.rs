@@ -256,6 +256,22 @@ impl Server {
             .expect("heap_bytes in /metrics")
     }
 
+    /// Its heap once quiet: sled frees what its writes replaced through
+    /// epochs, a while later, so a reading right after a phase counts
+    /// garbage. Read once a second until it stops falling (10 s at most).
+    async fn quiet_heap(&self) -> u64 {
+        let mut last = self.heap();
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = self.heap();
+            if now + now / 1000 >= last {
+                return now.min(last);
+            }
+            last = now;
+        }
+        last
+    }
+
     async fn send(&mut self, s: &str) {
         self.wr.write_all(s.as_bytes()).await.expect("write");
     }
@@ -400,7 +416,7 @@ async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, 
     s.sync("linked").await;
     let link_secs = t0.elapsed().as_secs_f64();
     let base = rss(s.pid);
-    let heap_base = s.heap();
+    let heap_base = s.quiet_heap().await;
     let t1 = Instant::now();
     let ver = s.ver.clone();
     for o in 0..owners {
@@ -413,7 +429,7 @@ async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, 
     s.sync("devices").await;
     let devices_secs = t1.elapsed().as_secs_f64();
     let after_devices = rss(s.pid);
-    let heap_devices = s.heap();
+    let heap_devices = s.quiet_heap().await;
     let t2 = Instant::now();
     let mut sent = 0;
     for o in 0..owners {
@@ -431,7 +447,7 @@ async fn populate_steps(s: &mut Server, a: &Args, owners: usize, t: &mut Table, 
     let answers = s.sync("watchers").await;
     let watchers_secs = t2.elapsed().as_secs_f64();
     let after_watchers = rss(s.pid);
-    let heap_watchers = s.heap();
+    let heap_watchers = s.quiet_heap().await;
     let edges = (owners * a.watchers) as f64;
     let devices = (owners * a.devices) as f64;
     t.put(
