@@ -1,5 +1,5 @@
 //! The only module that knows sled: one tree per map, JSON values, but
-//! for her watchers, which are kept in chunks of her list ([`lists`]).
+//! for her watchers, which are kept in chunks of her list (`lists.rs`).
 //!
 //! Keys are `owner \0 jid` (or the caps `ver`), so an owner's entries sort
 //! together. The core decides what to persist ([`StoreOp`]); the runtime
